@@ -1,0 +1,60 @@
+//! Secondary indexes: executions by agent, thread and user.
+
+use std::collections::HashSet;
+
+use dashmap::DashMap;
+
+use crate::id::ExecutionId;
+
+/// A key → set of ids map. Updates to one key happen under that key's shard lock, and an empty
+/// set is removed under the same lock, so concurrent creates and removals never leave a stale
+/// entry behind.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    map: DashMap<String, HashSet<ExecutionId>>,
+}
+
+impl Index {
+    pub(crate) fn insert(&self, key: &str, id: ExecutionId) {
+        match self.map.get_mut(key) {
+            Some(mut ids) => {
+                ids.insert(id);
+            }
+            None => {
+                self.map.entry(key.to_owned()).or_default().insert(id);
+            }
+        }
+    }
+
+    pub(crate) fn remove(&self, key: &str, id: ExecutionId) {
+        if let Some(mut ids) = self.map.get_mut(key) {
+            ids.remove(&id);
+        }
+        self.map.remove_if(key, |_, ids| ids.is_empty());
+    }
+
+    /// The ids under `key`, in creation order.
+    pub(crate) fn get(&self, key: &str) -> Vec<ExecutionId> {
+        let mut ids: Vec<ExecutionId> = self
+            .map
+            .get(key)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Every (key, id) pair; for consistency checks.
+    pub(crate) fn entries(&self) -> Vec<(String, ExecutionId)> {
+        self.map
+            .iter()
+            .flat_map(|entry| {
+                entry
+                    .value()
+                    .iter()
+                    .map(|id| (entry.key().clone(), *id))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,242 @@
+//! Protected calls on behalf of an execution: its own breaker (the original's semantics) or a
+//! shared named one, with the LLM call timeout, and liveness kept while the call is in flight.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::breaker::{Breaker, BreakerCore, BreakerStatus, Outcome, Ticket};
+use crate::error::{CallError, TrackerError};
+use crate::id::ExecutionId;
+use crate::retry::RetryPolicy;
+use crate::slot::Slot;
+use crate::state::BreakerState;
+use crate::tracker::{Tracker, breaker_name, touch};
+
+/// Marks a call in flight on an execution; on drop, the call is over and counts as a sign of
+/// life (the agent was demonstrably waiting on it, not dead).
+struct InFlight {
+    tracker: Tracker,
+    slot: Arc<Mutex<Slot>>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let now = self.tracker.inner.clock.now();
+        let mono = self.tracker.inner.clock.monotonic();
+        let mut slot = self.slot.lock();
+        slot.calls_in_flight = slot.calls_in_flight.saturating_sub(1);
+        if slot.record.is_alive() {
+            touch(&mut slot, now, mono);
+        }
+    }
+}
+
+impl Tracker {
+    /// The per-execution breaker's status.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`.
+    pub fn breaker_status(&self, id: ExecutionId) -> Result<BreakerStatus, TrackerError> {
+        let mono = self.inner.clock.monotonic();
+        Ok(self.slot(id)?.lock().breaker.status(breaker_name(id), mono))
+    }
+
+    /// Closes the per-execution breaker and zeroes its counters (the original's register and
+    /// reset both do this).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`.
+    pub fn reset_breaker(&self, id: ExecutionId) -> Result<(), TrackerError> {
+        let slot = self.slot(id)?;
+        let mut slot = slot.lock();
+        let entered = slot.breaker.reset();
+        self.sync_breaker(&mut slot, entered);
+        Ok(())
+    }
+
+    /// Runs `call` under the execution's own breaker and its LLM call timeout
+    /// (`llm_api_timeout`). While it runs the execution cannot be declared dead (until the call
+    /// timeout plus `call_grace`).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` / `Terminal`; `CircuitOpen` (the call does not run); `Timeout` (counted as a
+    /// failure); or the call's own error (counted as a failure).
+    pub async fn execute<T, E, F>(&self, id: ExecutionId, operation: &str, call: F) -> Result<T, CallError<E>>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        let (guard, ticket, timeout) = self.admit(id)?;
+        let outcome = tokio::time::timeout(timeout, call).await;
+        let recorded = match &outcome {
+            Ok(Ok(_)) => Outcome::Success,
+            Ok(Err(_)) => Outcome::Failure,
+            Err(_) => Outcome::Timeout,
+        };
+        {
+            let now = self.inner.clock.now();
+            let mono = self.inner.clock.monotonic();
+            let mut slot = guard.slot.lock();
+            let entered = slot.breaker.record(ticket, recorded, mono, now);
+            self.sync_breaker(&mut slot, entered);
+        }
+        drop(guard);
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(CallError::Operation(error)),
+            Err(_) => Err(CallError::Tracker(TrackerError::Timeout {
+                operation: operation.to_owned(),
+                after: timeout,
+            })),
+        }
+    }
+
+    /// Like [`Tracker::execute`], retrying failures and timeouts with jittered exponential
+    /// backoff per the execution's timeout config (`max_retries`, `retry_base_delay`, ...). An
+    /// open breaker stops the retries.
+    ///
+    /// # Errors
+    ///
+    /// The last attempt's error.
+    pub async fn execute_with_retry<T, E, F, Fut>(
+        &self,
+        id: ExecutionId,
+        operation: &str,
+        mut make_call: F,
+    ) -> Result<T, CallError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let policy = {
+            let slot = self.slot(id)?;
+            let slot = slot.lock();
+            RetryPolicy::from(
+                slot.record
+                    .timeout_config
+                    .as_ref()
+                    .unwrap_or(&self.inner.config.timeout_config),
+            )
+        };
+        let mut attempt = 0;
+        loop {
+            match self.execute(id, operation, make_call()).await {
+                Err(error) if retryable(&error) && attempt < policy.max_retries => {
+                    tokio::time::sleep(policy.delay(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs `call` through a shared named breaker on behalf of an execution, keeping the
+    /// execution alive while the call is in flight.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` / `Terminal`, or as [`Breaker::call`].
+    pub async fn execute_via<T, E, F>(&self, id: ExecutionId, breaker: &Breaker, call: F) -> Result<T, CallError<E>>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        let timeout = breaker.status_config_timeout();
+        let guard = self.mark_in_flight(id, timeout)?;
+        let result = breaker.call(call).await;
+        drop(guard);
+        result
+    }
+
+    fn mark_in_flight(&self, id: ExecutionId, timeout: Duration) -> Result<InFlight, TrackerError> {
+        let slot = self.slot(id)?;
+        {
+            let mut locked = slot.lock();
+            if locked.record.is_terminal() {
+                return Err(TrackerError::Terminal {
+                    execution_id: id,
+                    state: locked.record.state,
+                });
+            }
+            self.begin_call(&mut locked, timeout);
+        }
+        Ok(InFlight {
+            tracker: self.clone(),
+            slot,
+        })
+    }
+
+    fn begin_call(&self, slot: &mut Slot, timeout: Duration) {
+        let mono = self.inner.clock.monotonic();
+        slot.calls_in_flight += 1;
+        slot.call_deadline = slot.call_deadline.max(mono + timeout);
+    }
+
+    /// Checks the execution and its breaker, and marks the call in flight.
+    fn admit(&self, id: ExecutionId) -> Result<(InFlight, Ticket, Duration), TrackerError> {
+        let slot = self.slot(id)?;
+        let (ticket, timeout) = {
+            let mut locked = slot.lock();
+            if locked.record.is_terminal() {
+                return Err(TrackerError::Terminal {
+                    execution_id: id,
+                    state: locked.record.state,
+                });
+            }
+            let mono = self.inner.clock.monotonic();
+            let (ticket, entered) =
+                locked
+                    .breaker
+                    .try_acquire(mono)
+                    .map_err(|retry_after| TrackerError::CircuitOpen {
+                        breaker: breaker_name(id),
+                        retry_after,
+                    })?;
+            self.sync_breaker(&mut locked, entered);
+            let timeout = locked.breaker.config.call_timeout;
+            self.begin_call(&mut locked, timeout);
+            (ticket, timeout)
+        };
+        Ok((
+            InFlight {
+                tracker: self.clone(),
+                slot,
+            },
+            ticket,
+            timeout,
+        ))
+    }
+
+    /// Copies the breaker's state into the record and announces a state change.
+    fn sync_breaker(&self, slot: &mut Slot, entered: Option<BreakerState>) {
+        let core: &BreakerCore = &slot.breaker;
+        let (state, failures, last, next) = (
+            core.state,
+            core.failures,
+            core.last_failure_time,
+            core.next_attempt_time,
+        );
+        slot.record.circuit_breaker_state = state;
+        slot.record.circuit_breaker_failures = failures;
+        slot.record.last_failure_time = last;
+        slot.record.next_attempt_time = next;
+        if let Some(state) = entered {
+            let now = self.inner.clock.now();
+            let mono = self.inner.clock.monotonic();
+            let change = slot.breaker.change(breaker_name(slot.record.execution_id), state, mono);
+            let scope = slot.next_scope();
+            self.inner.bus.emit(Some(scope), now, change.into_kind());
+        }
+    }
+}
+
+fn retryable<E>(error: &CallError<E>) -> bool {
+    matches!(
+        error,
+        CallError::Operation(_) | CallError::Tracker(TrackerError::Timeout { .. })
+    )
+}

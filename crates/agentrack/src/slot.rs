@@ -1,0 +1,79 @@
+//! One execution's live state: its public record plus the monotonic times and breaker behind it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::breaker::BreakerCore;
+use crate::config::TrackerConfig;
+use crate::event::{EventScope, Owner};
+use crate::record::ExecutionRecord;
+
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) record: ExecutionRecord,
+    pub(crate) owner: Arc<Owner>,
+    pub(crate) created_mono: Duration,
+    pub(crate) heartbeat_mono: Duration,
+    pub(crate) completed_mono: Option<Duration>,
+    /// The due time of this execution's one live deadline entry; other entries are stale.
+    pub(crate) armed_at: Option<Duration>,
+    pub(crate) calls_in_flight: u32,
+    pub(crate) call_deadline: Duration,
+    pub(crate) breaker: BreakerCore,
+    pub(crate) cancel: Option<CancellationToken>,
+}
+
+/// Why an alive execution's deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    TimedOut,
+    Dead,
+}
+
+impl Slot {
+    pub(crate) fn execution_deadline(&self) -> Duration {
+        self.created_mono + self.record.timeout
+    }
+
+    /// When the agent must next show a sign of life. A protected call in flight keeps the
+    /// execution alive until the call's own timeout plus a grace: a slow LLM call is not a dead
+    /// agent.
+    pub(crate) fn liveness_deadline(&self, config: &TrackerConfig) -> Duration {
+        let heartbeat = self.heartbeat_mono + config.heartbeat_timeout;
+        if self.calls_in_flight > 0 {
+            heartbeat.max(self.call_deadline + config.call_grace)
+        } else {
+            heartbeat
+        }
+    }
+
+    pub(crate) fn deadline(&self, config: &TrackerConfig) -> Duration {
+        self.execution_deadline().min(self.liveness_deadline(config))
+    }
+
+    /// Whether, at `mono`, the execution has overrun (timeout first, then liveness).
+    pub(crate) fn expiry(&self, config: &TrackerConfig, mono: Duration) -> Option<Expiry> {
+        if self.record.is_terminal() {
+            return None;
+        }
+        if mono > self.execution_deadline() {
+            Some(Expiry::TimedOut)
+        } else if mono > self.liveness_deadline(config) {
+            Some(Expiry::Dead)
+        } else {
+            None
+        }
+    }
+
+    /// The scope of this execution's next event; bumps its sequence number.
+    pub(crate) fn next_scope(&mut self) -> EventScope {
+        self.record.seq += 1;
+        EventScope {
+            execution_id: self.record.execution_id,
+            seq: self.record.seq,
+            owner: Arc::clone(&self.owner),
+        }
+    }
+}
