@@ -134,6 +134,35 @@ impl BreakerCore {
         }
     }
 
+    /// A breaker in the state a stored record describes; an open one stays open for the rest
+    /// of its recovery time.
+    pub(crate) fn restored(
+        config: BreakerConfig,
+        state: BreakerState,
+        failures: u32,
+        last_failure_time: Option<DateTime<Utc>>,
+        next_attempt_time: Option<DateTime<Utc>>,
+        mono: Duration,
+        wall: DateTime<Utc>,
+    ) -> Self {
+        let remaining = next_attempt_time
+            .and_then(|next| (next - wall).to_std().ok())
+            .unwrap_or_default();
+        Self {
+            // A trial in flight when the process stopped is lost; half-open resumes as open.
+            state: if state == BreakerState::HalfOpen {
+                BreakerState::Open
+            } else {
+                state
+            },
+            failures,
+            open_until: mono + remaining,
+            last_failure_time,
+            next_attempt_time,
+            ..Self::new(config)
+        }
+    }
+
     pub(crate) fn reset(&mut self) -> Option<BreakerState> {
         let changed = self.state != BreakerState::Closed;
         *self = Self {

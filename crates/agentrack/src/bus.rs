@@ -1,6 +1,6 @@
 //! The event bus: assigns global sequence numbers and broadcasts in that order.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -8,12 +8,24 @@ use tokio::sync::broadcast;
 
 use crate::event::{Event, EventFilter, EventKind, EventScope, EventStream};
 
-#[derive(Debug)]
 pub(crate) struct EventBus {
     // Numbering and sending under one short lock keeps broadcast order equal to global order,
     // which is what lets a reconnecting client resume from a sequence number without gaps.
     next_seq: Mutex<u64>,
     sender: broadcast::Sender<Arc<Event>>,
+    sink: OnceLock<Sink>,
+}
+
+/// Receives every event synchronously, in global order, before any subscriber; see
+/// [`Tracker::set_sink`](crate::Tracker::set_sink).
+pub(crate) type Sink = Box<dyn Fn(&Arc<Event>) + Send + Sync>;
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("next_seq", &*self.next_seq.lock())
+            .finish_non_exhaustive()
+    }
 }
 
 impl EventBus {
@@ -22,6 +34,7 @@ impl EventBus {
         Self {
             next_seq: Mutex::new(1),
             sender,
+            sink: OnceLock::new(),
         }
     }
 
@@ -34,9 +47,22 @@ impl EventBus {
             kind,
         });
         *next += 1;
+        if let Some(sink) = self.sink.get() {
+            sink(&event);
+        }
         // An error only means nobody is listening right now.
         let _ = self.sender.send(Arc::clone(&event));
         event
+    }
+
+    pub(crate) fn set_sink(&self, sink: Sink) -> bool {
+        self.sink.set(sink).is_ok()
+    }
+
+    /// Continues numbering after `last`, e.g. the last sequence a store holds.
+    pub(crate) fn resume_after(&self, last: u64) {
+        let mut next = self.next_seq.lock();
+        *next = (*next).max(last + 1);
     }
 
     pub(crate) fn last_seq(&self) -> u64 {

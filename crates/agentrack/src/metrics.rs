@@ -62,6 +62,12 @@ impl Counters {
         self.active.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Counts a record brought back from a store.
+    pub(crate) fn restored(&self, state: ExecutionState) {
+        self.created();
+        self.finished(state);
+    }
+
     pub(crate) fn snapshot(&self) -> Metrics {
         let total = self.total.load(Ordering::Relaxed);
         let successful = self.completed.load(Ordering::Relaxed);
