@@ -54,7 +54,7 @@ impl Tracker {
                 ),
                 Expiry::Dead => (
                     ExecutionState::Dead,
-                    format!("No heartbeat for {} s", (mono - slot.heartbeat_mono).as_secs()),
+                    format!("No heartbeat for {:.1} s", (mono - slot.heartbeat_mono).as_secs_f64()),
                 ),
             };
             slot.record.error = Some(error);
