@@ -24,6 +24,14 @@ pub enum TrackerError {
         /// Its terminal state.
         state: ExecutionState,
     },
+    /// The operation needs a finished execution, and this one is still alive.
+    #[error("execution {execution_id} is still {state}; only finished executions can be cleaned up")]
+    StillAlive {
+        /// The execution.
+        execution_id: ExecutionId,
+        /// Its alive state.
+        state: ExecutionState,
+    },
     /// The lifecycle does not allow this state change.
     #[error("execution {execution_id} cannot go from {from} to {to}; allowed from {from}: {}", list(.allowed))]
     InvalidLifecycle {

@@ -1000,16 +1000,11 @@ impl Tracker {
     ///
     /// # Errors
     ///
-    /// `NotFound`, or `InvalidLifecycle` for an execution still alive.
+    /// `NotFound`, or `StillAlive`.
     pub fn cleanup(&self, id: ExecutionId) -> Result<ExecutionRecord, TrackerError> {
         let state = self.state(id)?;
         if state.is_alive() {
-            return Err(TrackerError::InvalidLifecycle {
-                execution_id: id,
-                from: state,
-                to: state,
-                allowed: state.allowed_next(),
-            });
+            return Err(TrackerError::StillAlive { execution_id: id, state });
         }
         let record = self
             .remove_finished(id)
