@@ -73,8 +73,10 @@
 
 mod breaker;
 mod bus;
+mod cleanup;
 mod clock;
 mod config;
+mod consistency;
 mod deadlines;
 mod error;
 mod event;
@@ -83,16 +85,20 @@ mod id;
 mod index;
 mod metrics;
 mod monitor;
+mod new_execution;
 mod notifier;
 mod parse;
 mod phase;
 mod protect;
 mod record;
+mod restore;
 mod retry;
 mod serde_secs;
 mod slot;
 mod state;
 mod tracker;
+mod transition;
+mod views;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerStatus, Outcome, Permit};
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
@@ -103,6 +109,7 @@ pub use global::{global, global_monitor_running, init_global, shutdown_global};
 pub use id::{ExecutionId, ParseIdError};
 pub use metrics::Metrics;
 pub use monitor::{MonitorHandle, Sweep};
+pub use new_execution::{DEFAULT_TENANT, NewExecution};
 pub use notifier::{Notifier, NotifyError};
 pub use parse::ParseEnumError;
 pub use phase::{NotificationKind, Phase, Validation};
@@ -110,7 +117,5 @@ pub use record::{ExecutionRecord, Transition};
 pub use retry::RetryPolicy;
 pub use state::{BreakerState, ExecutionState};
 pub use tokio_util::sync::CancellationToken;
-pub use tracker::{
-    AgentState, AgentStateUpdate, Change, DEFAULT_TENANT, ExecutionContext, NewExecution, StateUpdate, TimeoutStatus,
-    Tracker,
-};
+pub use tracker::{Change, StateUpdate, Tracker};
+pub use views::{AgentState, AgentStateUpdate, ExecutionContext, TimeoutStatus};

@@ -1,0 +1,95 @@
+//! Hooks for a durable store: the event sink, sequence resumption and restoring records.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+
+use crate::breaker::{BreakerConfig, BreakerCore};
+use crate::error::TrackerError;
+use crate::event::{Event, Owner};
+use crate::record::ExecutionRecord;
+use crate::slot::Slot;
+use crate::tracker::Tracker;
+
+impl Tracker {
+    /// Installs the sink that receives every event synchronously, in global order, before any
+    /// subscriber — the hook for a store that must persist every change, including those the
+    /// monitor makes. It runs under the bus's ordering lock, so it must be quick (e.g. a send
+    /// on an unbounded channel). Returns false if a sink was already installed.
+    pub fn set_sink(&self, sink: impl Fn(&Arc<Event>) + Send + Sync + 'static) -> bool {
+        self.inner.bus.set_sink(Box::new(sink))
+    }
+
+    /// Continues global event numbering after `last_global_seq` (e.g. the last one a store
+    /// holds), so numbers stay unique across restarts.
+    pub fn resume_sequence(&self, last_global_seq: u64) {
+        self.inner.bus.resume_after(last_global_seq);
+    }
+
+    /// Brings back a record from a store after a restart, without emitting events. An alive
+    /// record gets one full heartbeat window of grace from now before it can be declared dead;
+    /// its execution timeout still counts from its original start.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if a record with the same id is already tracked.
+    pub fn restore(&self, record: ExecutionRecord) -> Result<(), TrackerError> {
+        let id = record.execution_id;
+        if self.inner.records.contains_key(&id) {
+            return Err(TrackerError::InvalidInput {
+                field: "execution_id",
+                reason: format!("{id} is already tracked"),
+            });
+        }
+        let now = self.inner.clock.now();
+        let mono = self.inner.clock.monotonic();
+        let ago = |then: DateTime<Utc>| mono.saturating_sub((now - then).to_std().unwrap_or_default());
+        let config = &self.inner.config;
+        let breaker = BreakerCore::restored(
+            BreakerConfig::from(record.timeout_config.as_ref().unwrap_or(&config.timeout_config)),
+            record.circuit_breaker_state,
+            record.circuit_breaker_failures,
+            record.last_failure_time,
+            record.next_attempt_time,
+            mono,
+            now,
+        );
+        let owner = Arc::new(Owner {
+            tenant: record.tenant.clone(),
+            user_id: record.user_id.clone(),
+            thread_id: record.thread_id.clone(),
+            agent_name: record.agent_name.clone(),
+        });
+        let state = record.state;
+        let mut slot = Slot {
+            created_mono: ago(record.started_at),
+            heartbeat_mono: mono,
+            completed_mono: record.completed_at.map(ago),
+            armed_at: None,
+            calls_in_flight: 0,
+            call_deadline: Duration::ZERO,
+            breaker,
+            cancel: None,
+            owner: Arc::clone(&owner),
+            record,
+        };
+        self.inner.by_agent.insert(&owner.agent_name, id);
+        self.inner.by_thread.insert(&owner.thread_id, id);
+        self.inner.by_user.insert(&owner.user_id, id);
+        if state.is_alive() {
+            self.inner.active.insert(id, ());
+            self.inner.counters.created();
+            self.rearm(&mut slot);
+        } else {
+            self.inner.counters.restored(state);
+            self.inner.finished_count.fetch_add(1, Ordering::Relaxed);
+            self.inner.finished.arm(id, slot.completed_mono.unwrap_or(mono));
+        }
+        self.inner.records.insert(id, Arc::new(Mutex::new(slot)));
+        self.enforce_finished_cap();
+        Ok(())
+    }
+}

@@ -1,0 +1,200 @@
+//! Phase transitions, their events and the original's notifications.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::error::TrackerError;
+use crate::event::{Event, EventKind};
+use crate::id::ExecutionId;
+use crate::notifier::Notifier;
+use crate::phase::{NotificationKind, Phase, Validation};
+use crate::record::{Transition, millis};
+use crate::tracker::{Change, Tracker, ensure_alive, touch};
+
+impl Tracker {
+    /// Changes the phase, records the transition (with the time spent in the phase left) and
+    /// emits the matching event (`agent_started`, `agent_thinking`, `tool_executing`,
+    /// `agent_completed`, `agent_error`, or `phase_changed`). Counts as a sign of life.
+    ///
+    /// Under strict phase validation (the default) a transition the rules forbid, or one on a
+    /// finished execution, is refused; under lenient validation it happens and is flagged
+    /// `valid: false`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `Terminal` or `InvalidTransition` (strict only).
+    pub fn transition(
+        &self,
+        id: ExecutionId,
+        phase: Phase,
+        metadata: Option<Map<String, Value>>,
+    ) -> Result<Change, TrackerError> {
+        let recorded = self.transition_recorded(id, phase, metadata)?;
+        Ok(Change {
+            execution_id: id,
+            events: vec![recorded.event],
+        })
+    }
+
+    fn transition_recorded(
+        &self,
+        id: ExecutionId,
+        phase: Phase,
+        metadata: Option<Map<String, Value>>,
+    ) -> Result<Recorded, TrackerError> {
+        let slot = self.slot(id)?;
+        let mut slot = slot.lock();
+        let strict = self.inner.config.phase_validation == Validation::Strict;
+        if strict {
+            ensure_alive(&slot)?;
+        }
+        let from = slot.record.current_phase;
+        let valid = from.can_transition_to(phase);
+        if strict && !valid {
+            return Err(TrackerError::InvalidTransition {
+                execution_id: id,
+                from,
+                to: phase,
+                allowed: from.allowed_next(),
+            });
+        }
+        if !valid {
+            tracing::warn!(execution_id = %id, %from, to = %phase, "phase transition outside the rules (lenient validation)");
+        }
+        let now = self.inner.clock.now();
+        let mono = self.inner.clock.monotonic();
+        let transition = Transition {
+            from_phase: from,
+            to_phase: phase,
+            timestamp: now,
+            duration_ms: millis(now - slot.record.phase_entered_at),
+            metadata: metadata.unwrap_or_default(),
+            websocket_event_sent: false,
+            valid,
+        };
+        slot.record.phase_history.push(transition.clone());
+        slot.record.current_phase = phase;
+        slot.record.phase_entered_at = now;
+        if slot.record.is_alive() {
+            touch(&mut slot, now, mono);
+        }
+        let step_number = u32::try_from(slot.record.phase_history.len()).unwrap_or(u32::MAX);
+        let execution_time_ms = millis(now - slot.record.started_at);
+        let kind = phase_event(transition, step_number, execution_time_ms);
+        let event = self.emit(&mut slot, now, kind);
+        Ok(Recorded {
+            event,
+            history_position: slot.record.phase_history.len() - 1,
+        })
+    }
+
+    /// Like [`Tracker::transition`], then hands the notification to `notifier`, as the original
+    /// did with its WebSocket manager. A failing notifier is logged; the transition stands with
+    /// `websocket_event_sent = false`. Returns the transition as stored.
+    ///
+    /// # Errors
+    ///
+    /// As [`Tracker::transition`].
+    pub async fn transition_notify<N: Notifier>(
+        &self,
+        id: ExecutionId,
+        phase: Phase,
+        metadata: Option<Map<String, Value>>,
+        notifier: &N,
+    ) -> Result<Transition, TrackerError> {
+        let change = self.transition_recorded(id, phase, metadata)?;
+        let event = &change.event;
+        let Some(mut transition) = event.kind.transition().cloned() else {
+            return Err(TrackerError::NotFound { execution_id: id });
+        };
+        let owner = event.execution.as_ref().map(|scope| Arc::clone(&scope.owner));
+        let (run_id, agent) = owner
+            .as_deref()
+            .map(|o| (o.thread_id.as_str(), o.agent_name.as_str()))
+            .unwrap_or_default();
+        let sent = match &event.kind {
+            EventKind::AgentStarted { context, .. } => Some(notifier.agent_started(run_id, agent, context).await),
+            EventKind::AgentThinking {
+                reasoning, step_number, ..
+            } => Some(notifier.agent_thinking(run_id, agent, reasoning, *step_number).await),
+            EventKind::ToolExecuting {
+                tool_name, parameters, ..
+            } => Some(notifier.tool_executing(run_id, agent, tool_name, parameters).await),
+            EventKind::AgentCompleted {
+                result,
+                execution_time_ms,
+                ..
+            } => Some(
+                notifier
+                    .agent_completed(run_id, agent, result, *execution_time_ms)
+                    .await,
+            ),
+            EventKind::AgentError {
+                error, error_context, ..
+            } => Some(notifier.agent_error(run_id, agent, error, error_context).await),
+            _ => None,
+        };
+        match sent {
+            Some(Ok(())) => {
+                transition.websocket_event_sent = true;
+                // History only grows while the record lives, so the position is stable.
+                let position = change.history_position;
+                if let Ok(slot) = self.slot(id) {
+                    if let Some(stored) = slot.lock().record.phase_history.get_mut(position) {
+                        stored.websocket_event_sent = true;
+                    }
+                }
+            }
+            Some(Err(error)) => {
+                tracing::warn!(execution_id = %id, %phase, %error, "notifier failed; transition kept with websocket_event_sent = false");
+            }
+            None => {}
+        }
+        Ok(transition)
+    }
+}
+
+/// A transition's event and its position in the phase history.
+struct Recorded {
+    event: Arc<Event>,
+    history_position: usize,
+}
+
+fn phase_event(transition: Transition, step_number: u32, execution_time_ms: u64) -> EventKind {
+    let metadata = &transition.metadata;
+    let text = |key: &str| metadata.get(key).and_then(Value::as_str).map(str::to_owned);
+    let phase = transition.to_phase;
+    match phase.notification_kind() {
+        None => EventKind::PhaseChanged { transition },
+        Some(kind) => match kind {
+            NotificationKind::AgentStarted => EventKind::AgentStarted {
+                context: Value::Object(metadata.clone()),
+                transition,
+            },
+            NotificationKind::AgentThinking => EventKind::AgentThinking {
+                reasoning: text("reasoning").unwrap_or_else(|| format!("Agent is in phase {phase}")),
+                step_number,
+                transition,
+            },
+            NotificationKind::ToolExecuting => EventKind::ToolExecuting {
+                tool_name: text("tool_name").unwrap_or_else(|| "unknown".to_owned()),
+                parameters: metadata
+                    .get("parameters")
+                    .cloned()
+                    .unwrap_or_else(|| Value::Object(Map::new())),
+                transition,
+            },
+            NotificationKind::AgentCompleted => EventKind::AgentCompleted {
+                result: metadata.get("result").cloned().unwrap_or(Value::Null),
+                execution_time_ms,
+                transition,
+            },
+            NotificationKind::AgentError => EventKind::AgentError {
+                error: text("error").unwrap_or_else(|| format!("Agent entered phase {phase}")),
+                error_context: Value::Object(metadata.clone()),
+                transition,
+            },
+        },
+    }
+}
