@@ -24,7 +24,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let monitor = tracker.spawn_monitor();
     tracker.on_dead(|record| async move {
-        println!("  ↳ callback: {} declared dead ({:?})", record.execution_id, record.error);
+        println!(
+            "  ↳ callback: {} declared dead ({:?})",
+            record.execution_id, record.error
+        );
         Ok(())
     });
 
@@ -41,14 +44,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     agentrack::EventKind::StateChanged { from, to } => format!("  {from} → {to}"),
                     agentrack::EventKind::AgentThinking { reasoning, .. } => format!("  \"{reasoning}\""),
                     agentrack::EventKind::ToolExecuting { tool_name, .. } => format!("  tool={tool_name}"),
-                    kind => kind.finished().and_then(|f| f.error.clone()).map(|e| format!("  {e}")).unwrap_or_default(),
+                    kind => kind
+                        .finished()
+                        .and_then(|f| f.error.clone())
+                        .map(|e| format!("  {e}"))
+                        .unwrap_or_default(),
                 }
             );
         }
     });
 
     println!("— the golden path —");
-    let id = tracker.create(NewExecution::new("weather-agent", "thread-42", "alice"))?.id();
+    let id = tracker
+        .create(NewExecution::new("weather-agent", "thread-42", "alice"))?
+        .id();
     tracker.start(id)?;
     tracker.heartbeat(id)?;
     tracker.transition(id, Phase::WebsocketSetup, meta(json!({"socket": "ws-1"})))?;
@@ -77,7 +86,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracker.complete(id, Some(json!("Sunny, 21 °C")))?;
 
     println!("— an agent that stops heartbeating —");
-    let silent = tracker.create(NewExecution::new("flaky-agent", "thread-43", "bob"))?.id();
+    let silent = tracker
+        .create(NewExecution::new("flaky-agent", "thread-43", "bob"))?
+        .id();
     tracker.start(silent)?;
     tracker.heartbeat(silent)?;
     // Nothing more from this agent: after 300 ms without a heartbeat the monitor steps in.
