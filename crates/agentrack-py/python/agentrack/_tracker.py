@@ -1,0 +1,404 @@
+"""``AgentExecutionTracker``: the original's class, on the Rust core.
+
+The synchronous methods are inherited from :class:`agentrack._core.TrackerCore` and run in Rust.
+The asynchronous ones are written here so that they run on the caller's own event loop:
+
+* ``transition_state`` records the transition in Rust, awaits the WebSocket manager's
+  ``notify_*`` coroutine here, and tells Rust whether it was sent;
+* ``execute_with_circuit_breaker`` asks Rust's per-execution breaker to admit the call, awaits the
+  coroutine under ``asyncio.wait_for`` here, and reports the outcome back;
+* ``start_monitoring`` runs an asyncio task that calls the Rust sweep (marking dead and timed-out
+  executions, purging old finished ones) and awaits the registered callbacks.
+
+All state is in Rust, which is thread-safe; the little Python state here (callbacks and the
+monitor task) is guarded by a lock, so one tracker can serve several threads and event loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from collections.abc import Mapping
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Set,
+    TypeVar,
+    Union,
+)
+
+from ._core import ExecutionRecord, ManualClock, PendingNotification, TrackerCore
+from ._types import (
+    AgentExecutionPhase,
+    CircuitBreakerOpenError,
+    ExecutionState,
+    TimeoutConfig,
+)
+
+__all__ = ["AgentExecutionTracker"]
+
+logger = logging.getLogger("agentrack")
+
+T = TypeVar("T")
+
+Callback = Callable[[ExecutionRecord], Union[Awaitable[Any], Any]]
+
+
+class _ExecutionsView(Mapping):  # type: ignore[type-arg]
+    """A read-only mapping of id → record, standing in for the original's ``_executions`` dict."""
+
+    def __init__(self, tracker: "AgentExecutionTracker") -> None:
+        self._tracker = tracker
+
+    def __getitem__(self, execution_id: str) -> ExecutionRecord:
+        record = self._tracker.get_execution(execution_id)
+        if record is None:
+            raise KeyError(execution_id)
+        return record
+
+    def __contains__(self, execution_id: object) -> bool:
+        return self._tracker.get_execution_state(execution_id) is not None  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tracker._execution_ids())
+
+    def __len__(self) -> int:
+        return len(self._tracker._execution_ids())
+
+
+def _read_only(name: str) -> property:
+    def getter(self: "AgentExecutionTracker") -> Any:
+        return self._settings[name]
+
+    def setter(self: "AgentExecutionTracker", value: Any) -> None:
+        raise AttributeError(
+            f"{name} is fixed when the tracker is created: pass {name}={value!r} to "
+            f"AgentExecutionTracker(...) instead"
+        )
+
+    return property(getter, setter, doc=f"The tracker's {name} (fixed at creation).")
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class AgentExecutionTracker(TrackerCore):
+    """Central tracker for agent executions: lifecycle, heartbeats and death detection, phases
+    and WebSocket events, timeouts and per-execution circuit breakers, metrics.
+
+    A drop-in for the original ``AgentExecutionTracker`` with the same constructor, methods and
+    return values. The keyword-only arguments are additions: ``monitor_interval`` (seconds between
+    monitor passes, 2 as in the original), ``clock`` (a :class:`ManualClock` for tests),
+    ``history_cap`` (records kept by ``cleanup_state``, 100) and ``max_finished`` (finished records
+    kept in memory at most).
+    """
+
+    def __init__(
+        self,
+        heartbeat_timeout: float = 10,
+        execution_timeout: float = 15,
+        cleanup_interval: float = 60,
+        timeout_config: Optional[TimeoutConfig] = None,
+        *,
+        monitor_interval: float = 2.0,
+        clock: Optional[ManualClock] = None,
+        history_cap: int = 100,
+        max_finished: int = 100_000,
+    ) -> None:
+        timeout_config = timeout_config or TimeoutConfig()
+        self._init_core(
+            heartbeat_timeout,
+            execution_timeout,
+            cleanup_interval,
+            timeout_config,
+            clock,
+            monitor_interval,
+            history_cap,
+            max_finished,
+        )
+        self._settings: Dict[str, Any] = {
+            "heartbeat_timeout": heartbeat_timeout,
+            "execution_timeout": execution_timeout,
+            "cleanup_interval": cleanup_interval,
+            "timeout_config": timeout_config,
+        }
+        self._monitor_interval = monitor_interval
+        self._lock = threading.Lock()
+        self._monitor_task: Optional["asyncio.Task[None]"] = None
+        self._death_callbacks: List[Callback] = []
+        self._timeout_callbacks: List[Callback] = []
+        self._max_completed_history = history_cap
+
+    heartbeat_timeout = _read_only("heartbeat_timeout")
+    execution_timeout = _read_only("execution_timeout")
+    cleanup_interval = _read_only("cleanup_interval")
+    timeout_config = _read_only("timeout_config")
+
+    def __repr__(self) -> str:
+        return (
+            f"AgentExecutionTracker(heartbeat_timeout={self.heartbeat_timeout!r}, "
+            f"execution_timeout={self.execution_timeout!r}, active={self._active_count()})"
+        )
+
+    # ------------------------------------------------------------------ monitoring
+
+    async def start_monitoring(self) -> None:
+        """Starts the background monitor on the running event loop (no-op if running)."""
+        with self._lock:
+            task = self._monitor_task
+            if task is not None and not task.done() and not task.get_loop().is_closed():
+                return
+            self._monitor_task = asyncio.get_running_loop().create_task(
+                self._monitor_executions(), name="agentrack-monitor"
+            )
+        logger.info("Started agent execution monitoring")
+
+    async def stop_monitoring(self) -> None:
+        """Stops the background monitor, waiting for it to end when it runs on this loop."""
+        with self._lock:
+            task, self._monitor_task = self._monitor_task, None
+        if task is None:
+            return
+        loop = task.get_loop()
+        try:
+            running: Optional[asyncio.AbstractEventLoop] = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is running:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(task.cancel)
+        logger.info("Stopped agent execution monitoring")
+
+    @property
+    def is_monitoring(self) -> bool:
+        """Whether the background monitor is running."""
+        task = self._monitor_task
+        return task is not None and not task.done()
+
+    def register_death_callback(self, callback: Callback) -> None:
+        """Registers ``callback(record)`` (a coroutine function, or a plain function) for each
+        execution the monitor declares dead."""
+        with self._lock:
+            self._death_callbacks.append(callback)
+
+    def register_timeout_callback(self, callback: Callback) -> None:
+        """Registers ``callback(record)`` for each execution the monitor times out."""
+        with self._lock:
+            self._timeout_callbacks.append(callback)
+
+    async def _monitor_executions(self) -> None:
+        logger.info("Started execution monitoring loop")
+        while True:
+            try:
+                await self.run_monitor_pass()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the monitor must keep running
+                logger.exception("Monitoring error")
+            await asyncio.sleep(self._monitor_interval)
+
+    async def run_monitor_pass(self) -> Dict[str, Any]:
+        """One monitor pass, as the background task runs it every ``monitor_interval`` seconds:
+        marks dead executions DEAD and timed-out ones TIMEOUT, awaits the callbacks (a failing
+        callback is logged, never fatal), and purges finished executions older than
+        ``cleanup_interval``. Returns ``{"dead": [...], "timed_out": [...], "purged": n}``."""
+        dead, timed_out, purged = self._sweep()
+        with self._lock:
+            death_callbacks = list(self._death_callbacks)
+            timeout_callbacks = list(self._timeout_callbacks)
+        for record in dead:
+            logger.warning("Execution %s declared dead: %s", record.execution_id, record.error)
+            await self._run_callbacks(death_callbacks, record, "Death")
+        for record in timed_out:
+            logger.warning("Execution %s timed out: %s", record.execution_id, record.error)
+            await self._run_callbacks(timeout_callbacks, record, "Timeout")
+        if purged:
+            logger.info("Cleaned up %d old executions", purged)
+        return {"dead": dead, "timed_out": timed_out, "purged": purged}
+
+    @staticmethod
+    async def _run_callbacks(callbacks: List[Callback], record: ExecutionRecord, kind: str) -> None:
+        for callback in callbacks:
+            try:
+                await _maybe_await(callback(record))
+            except Exception as error:  # noqa: BLE001 - a callback never stops the monitor
+                logger.error("%s callback error: %s", kind, error)
+
+    # ------------------------------------------------------------------ phases
+
+    async def transition_state(
+        self,
+        execution_id: str,
+        new_phase: AgentExecutionPhase,
+        metadata: Optional[Dict[str, Any]] = None,
+        websocket_manager: Optional[Any] = None,
+    ) -> bool:
+        """Moves the execution to ``new_phase``, recording the transition, and with a
+        ``websocket_manager`` awaits its matching ``notify_*`` method. ``False`` for an unknown
+        execution. A transition outside the rules still happens and is logged; a failing
+        manager is logged and the transition kept with ``websocket_event_sent`` false."""
+        step = self._transition(execution_id, new_phase, metadata, bool(websocket_manager))
+        if step is None:
+            logger.error("Unknown execution ID: %s", execution_id)
+            return False
+        if isinstance(step, PendingNotification):
+            valid = await self._send_notification(step, websocket_manager)
+        else:
+            valid = step
+        if not valid:
+            logger.warning("Invalid phase transition for %s to %s (allowed, as in the original)", execution_id, new_phase)
+        return True
+
+    @staticmethod
+    async def _send_notification(step: PendingNotification, websocket_manager: Any) -> bool:
+        sent = False
+        try:
+            notify = getattr(websocket_manager, step.method)
+            await _maybe_await(notify(**step.kwargs))
+            sent = True
+        except Exception as error:  # noqa: BLE001 - a failing manager never fails the transition
+            logger.error("Failed to emit WebSocket event for phase transition: %s", error)
+        except BaseException:
+            step.finish(False)
+            raise
+        return step.finish(sent)
+
+    # ------------------------------------------------------------------ circuit breaker
+
+    async def execute_with_circuit_breaker(
+        self,
+        execution_id: str,
+        func: Callable[[], Awaitable[T]],
+        operation_name: str = "operation",
+    ) -> T:
+        """Awaits ``func()`` under the execution's circuit breaker and its ``llm_api_timeout``.
+
+        Raises ``ValueError`` for an unknown (or finished) execution, ``CircuitBreakerOpenError``
+        while the breaker is open, ``TimeoutError`` when the call overruns (counted as a failure),
+        or the call's own exception (counted as a failure)."""
+        status, call, wait = self._begin_call(execution_id, operation_name)
+        if status == "not_found":
+            raise ValueError(f"Unknown execution ID: {execution_id}")
+        if status == "terminal":
+            raise ValueError(f"Execution {execution_id} has finished; terminal states are final")
+        if status == "open":
+            logger.warning("Circuit breaker OPEN for %s - blocking request", execution_id)
+            raise CircuitBreakerOpenError(
+                f"Circuit breaker open for {operation_name}. Next attempt allowed in {wait:.1f}s"
+            )
+        assert call is not None
+        try:
+            result = await asyncio.wait_for(func(), timeout=call.timeout)
+        except asyncio.TimeoutError:
+            logger.error("Operation %s timed out for %s", operation_name, execution_id)
+            call.finish(False)
+            raise TimeoutError(f"Operation {operation_name} timed out") from None
+        except Exception as error:
+            logger.error("Operation %s failed for %s: %s", operation_name, execution_id, error)
+            call.finish(False)
+            raise
+        except BaseException:
+            call.abandon()
+            raise
+        call.finish(True)
+        return result
+
+    # ------------------------------------------------------------------ integration
+
+    def create_execution_with_full_context(
+        self,
+        agent_name: str,
+        user_context: Dict[str, Any],
+        timeout_config: Optional[Dict[str, Any]] = None,
+        initial_state: str = "PENDING",
+    ) -> str:
+        """Creates an execution from a user context (``user_id``, ``thread_id``, ``metadata``)
+        with its own timeout config (keys ``timeout_seconds``, ``llm_timeout``,
+        ``failure_threshold``, ``recovery_timeout``, ``success_threshold``, ``max_retries``) and a
+        closed circuit breaker, in ``initial_state`` (an ``ExecutionState`` name)."""
+
+        def get(key: str, default: Any) -> Any:
+            if isinstance(user_context, Mapping):
+                return user_context.get(key, default)
+            return getattr(user_context, key, default)
+
+        if timeout_config:
+            config = TimeoutConfig(
+                agent_execution_timeout=timeout_config.get("timeout_seconds", 25.0),
+                llm_api_timeout=timeout_config.get("llm_timeout", 15.0),
+                failure_threshold=timeout_config.get("failure_threshold", 3),
+                recovery_timeout=timeout_config.get("recovery_timeout", 30.0),
+                success_threshold=timeout_config.get("success_threshold", 2),
+                max_retries=timeout_config.get("max_retries", 2),
+            )
+        else:
+            config = self.timeout_config
+        state: Optional[ExecutionState] = None
+        if isinstance(initial_state, ExecutionState):
+            state = initial_state
+        elif isinstance(initial_state, str) and initial_state in ExecutionState.__members__:
+            state = ExecutionState[initial_state]
+        execution_id = self._create_with_context(
+            agent_name,
+            get("thread_id", "unknown"),
+            get("user_id", "unknown"),
+            get("metadata", None) or {},
+            config,
+            state,
+        )
+        logger.info("Created execution with full context: %s", execution_id)
+        return execution_id
+
+    def get_execution_with_full_context(self, execution_id: str) -> Optional[Dict[str, Any]]:
+        """The record's fields with its agent state, timeout status, breaker status and phase
+        history (``state`` in upper case, as the original returned it), or ``None``."""
+        record = self.get_execution(execution_id)
+        if record is None:
+            return None
+        return {
+            "execution_id": record.execution_id,
+            "agent_name": record.agent_name,
+            "user_id": record.user_id,
+            "thread_id": record.thread_id,
+            "state": record.state.value.upper(),
+            "timeout_seconds": record.timeout_seconds,
+            "metadata": record.metadata,
+            "state_info": self.get_agent_state(execution_id),
+            "timeout_status": self.check_timeout(execution_id),
+            "circuit_breaker_status": self.circuit_breaker_status(execution_id),
+            "state_history": self.get_state_history(execution_id),
+            "consolidated": True,
+            "created_with_ssot": True,
+        }
+
+    # ------------------------------------------------------------------ the original's internals
+
+    @property
+    def _executions(self) -> Mapping:  # type: ignore[type-arg]
+        """Read-only id → record mapping (the original's private dict)."""
+        return _ExecutionsView(self)
+
+    @property
+    def _active_executions(self) -> Set[str]:
+        """Ids of the alive executions (the original's private set; a copy)."""
+        return {record.execution_id for record in self.get_active_executions()}
+
+    @property
+    def _completed_executions(self) -> List[ExecutionRecord]:
+        """Records removed by ``cleanup_state``, oldest first (the original's private list)."""
+        return self._completed_history()
