@@ -15,11 +15,26 @@ use crate::slot::Slot;
 use crate::state::BreakerState;
 use crate::tracker::{Tracker, breaker_name, touch};
 
-/// Marks a call in flight on an execution; on drop, the call is over and counts as a sign of
-/// life (the agent was demonstrably waiting on it, not dead).
+/// Marks a call in flight on an execution. On drop the call is over: it counts as a sign of
+/// life (the agent was demonstrably waiting on it, not dead), and a breaker admission whose
+/// outcome was never recorded — the caller dropped the future mid-call — is given back, so a
+/// cancelled half-open trial cannot wedge the breaker.
 struct InFlight {
     tracker: Tracker,
     slot: Arc<Mutex<Slot>>,
+    ticket: Option<Ticket>,
+}
+
+impl InFlight {
+    fn record(mut self, outcome: Outcome) {
+        if let Some(ticket) = self.ticket.take() {
+            let now = self.tracker.inner.clock.now();
+            let mono = self.tracker.inner.clock.monotonic();
+            let mut slot = self.slot.lock();
+            let entered = slot.breaker.record(ticket, outcome, mono, now);
+            self.tracker.sync_breaker(&mut slot, entered);
+        }
+    }
 }
 
 impl Drop for InFlight {
@@ -27,6 +42,9 @@ impl Drop for InFlight {
         let now = self.tracker.inner.clock.now();
         let mono = self.tracker.inner.clock.monotonic();
         let mut slot = self.slot.lock();
+        if let Some(ticket) = self.ticket.take() {
+            slot.breaker.release(ticket);
+        }
         slot.calls_in_flight = slot.calls_in_flight.saturating_sub(1);
         if slot.record.is_alive() {
             touch(&mut slot, now, mono);
@@ -71,21 +89,13 @@ impl Tracker {
     where
         F: Future<Output = Result<T, E>>,
     {
-        let (guard, ticket, timeout) = self.admit(id)?;
+        let (guard, timeout) = self.admit(id)?;
         let outcome = tokio::time::timeout(timeout, call).await;
-        let recorded = match &outcome {
+        guard.record(match &outcome {
             Ok(Ok(_)) => Outcome::Success,
             Ok(Err(_)) => Outcome::Failure,
             Err(_) => Outcome::Timeout,
-        };
-        {
-            let now = self.inner.clock.now();
-            let mono = self.inner.clock.monotonic();
-            let mut slot = guard.slot.lock();
-            let entered = slot.breaker.record(ticket, recorded, mono, now);
-            self.sync_breaker(&mut slot, entered);
-        }
-        drop(guard);
+        });
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(CallError::Operation(error)),
@@ -167,6 +177,7 @@ impl Tracker {
         Ok(InFlight {
             tracker: self.clone(),
             slot,
+            ticket: None,
         })
     }
 
@@ -177,7 +188,7 @@ impl Tracker {
     }
 
     /// Checks the execution and its breaker, and marks the call in flight.
-    fn admit(&self, id: ExecutionId) -> Result<(InFlight, Ticket, Duration), TrackerError> {
+    fn admit(&self, id: ExecutionId) -> Result<(InFlight, Duration), TrackerError> {
         let slot = self.slot(id)?;
         let (ticket, timeout) = {
             let mut locked = slot.lock();
@@ -205,8 +216,8 @@ impl Tracker {
             InFlight {
                 tracker: self.clone(),
                 slot,
+                ticket: Some(ticket),
             },
-            ticket,
             timeout,
         ))
     }

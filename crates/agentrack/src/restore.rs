@@ -46,7 +46,10 @@ impl Tracker {
         }
         let now = self.inner.clock.now();
         let mono = self.inner.clock.monotonic();
-        let ago = |then: DateTime<Utc>| mono.saturating_sub((now - then).to_std().unwrap_or_default());
+        let elapsed = |then: DateTime<Utc>| (now - then).to_std().unwrap_or_default();
+        // A record finished before this process started counts as finished at our origin: it
+        // is purged at most `cleanup_age` after the restart.
+        let ago = |then: DateTime<Utc>| mono.saturating_sub(elapsed(then));
         let config = &self.inner.config;
         let breaker = BreakerCore::restored(
             BreakerConfig::from(record.timeout_config.as_ref().unwrap_or(&config.timeout_config)),
@@ -65,7 +68,7 @@ impl Tracker {
         });
         let state = record.state;
         let mut slot = Slot {
-            created_mono: ago(record.started_at),
+            execution_due: mono + record.timeout.saturating_sub(elapsed(record.started_at)),
             heartbeat_mono: mono,
             completed_mono: record.completed_at.map(ago),
             armed_at: None,

@@ -14,7 +14,9 @@ use crate::record::ExecutionRecord;
 pub(crate) struct Slot {
     pub(crate) record: ExecutionRecord,
     pub(crate) owner: Arc<Owner>,
-    pub(crate) created_mono: Duration,
+    /// When the execution timeout runs out. Kept as a due time rather than a start time so a
+    /// record restored after a restart keeps its original deadline.
+    pub(crate) execution_due: Duration,
     pub(crate) heartbeat_mono: Duration,
     pub(crate) completed_mono: Option<Duration>,
     /// The due time of this execution's one live deadline entry; other entries are stale.
@@ -34,7 +36,13 @@ pub(crate) enum Expiry {
 
 impl Slot {
     pub(crate) fn execution_deadline(&self) -> Duration {
-        self.created_mono + self.record.timeout
+        self.execution_due
+    }
+
+    /// Changes the execution timeout, keeping it counted from the original start.
+    pub(crate) fn set_timeout(&mut self, timeout: Duration) {
+        self.execution_due = (self.execution_due + timeout).saturating_sub(self.record.timeout);
+        self.record.timeout = timeout;
     }
 
     /// When the agent must next show a sign of life. A protected call in flight keeps the

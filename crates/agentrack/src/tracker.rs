@@ -264,7 +264,7 @@ impl Tracker {
         let mut slot = Slot {
             record,
             owner: Arc::clone(&owner),
-            created_mono: mono,
+            execution_due: mono + timeout,
             heartbeat_mono: mono,
             completed_mono: None,
             armed_at: None,
@@ -533,7 +533,11 @@ impl Tracker {
     pub fn active(&self) -> Vec<ExecutionRecord> {
         let mut ids: Vec<ExecutionId> = self.inner.active.iter().map(|entry| *entry.key()).collect();
         ids.sort_unstable();
+        // An execution may finish between reading the set and reading its record.
         self.snapshots(ids)
+            .into_iter()
+            .filter(ExecutionRecord::is_alive)
+            .collect()
     }
 
     /// How many executions are alive.

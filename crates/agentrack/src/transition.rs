@@ -50,7 +50,7 @@ impl Tracker {
             ensure_alive(&slot)?;
         }
         let from = slot.record.current_phase;
-        let valid = from.can_transition_to(phase);
+        let valid = from.can_transition_to(phase) && slot.record.is_alive();
         if strict && !valid {
             return Err(TrackerError::InvalidTransition {
                 execution_id: id,

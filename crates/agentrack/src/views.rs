@@ -153,7 +153,7 @@ impl Tracker {
         let mut slot = slot.lock();
         ensure_alive(&slot)?;
         slot.record.timeout_config = Some(config);
-        slot.record.timeout = config.agent_execution_timeout;
+        slot.set_timeout(config.agent_execution_timeout);
         slot.breaker.config = BreakerConfig::from(&config);
         self.rearm(&mut slot);
         Ok(())
