@@ -1,0 +1,258 @@
+//! Request bodies: read with a size limit, parsed as JSON, then validated field by field.
+//!
+//! Bodies are deliberately not deserialised straight into typed structs: a serde error says
+//! "invalid type: map, expected a string at line 1 column 10", while a caller deserves "field
+//! state: a JSON object is not a valid execution state; valid values: pending, starting, ...".
+//! So a body is first parsed as a JSON object, and each field is then taken with a helper that
+//! knows its name and what would be valid.
+
+use agentrack::{ExecutionState, ParseEnumError, Phase};
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+
+/// The largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A request body that is a JSON object (an empty body counts as `{}`).
+#[derive(Debug, Clone, Default)]
+pub struct JsonBody(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let declared = request
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+            return Err(ApiError::too_large(MAX_BODY_BYTES));
+        }
+        let bytes = read_limited(request.into_body()).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(Map::new()));
+        }
+        let value: Value = serde_json::from_slice(&bytes).map_err(ApiError::malformed_json)?;
+        match value {
+            Value::Object(map) => Ok(Self(map)),
+            other => Err(ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("the request body must be a JSON object, not {}", describe(&other)),
+            )),
+        }
+    }
+}
+
+async fn read_limited(body: Body) -> Result<bytes::Bytes, ApiError> {
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::too_large(MAX_BODY_BYTES)),
+        Err(error) => Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "unreadable_body",
+            format!("the request body could not be read: {error}"),
+        )),
+    }
+}
+
+/// A short description of a JSON value's kind, for error messages.
+pub fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("a boolean ({b})"),
+        Value::Number(n) => format!("a number ({n})"),
+        Value::String(s) => format!("{s:?}"),
+        Value::Array(_) => "a JSON array".into(),
+        Value::Object(_) => "a JSON object".into(),
+    }
+}
+
+/// Field-by-field access to a body, with errors that name the field.
+#[derive(Debug)]
+pub struct Fields {
+    map: Map<String, Value>,
+}
+
+impl Fields {
+    /// Checks that `body` has no field outside `allowed`.
+    ///
+    /// # Errors
+    ///
+    /// 422 `unknown_field` listing the allowed fields.
+    pub fn new(body: JsonBody, allowed: &'static [&'static str]) -> Result<Self, ApiError> {
+        if let Some(unknown) = body.0.keys().find(|key| !allowed.contains(&key.as_str())) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_field",
+                format!("unknown field {unknown:?}; valid fields: {}", allowed.join(", ")),
+            )
+            .with("field", unknown.as_str())
+            .with("valid_values", allowed.to_vec()));
+        }
+        Ok(Self { map: body.0 })
+    }
+
+    /// A present, non-null value.
+    fn present(&self, name: &str) -> Option<&Value> {
+        self.map.get(name).filter(|value| !value.is_null())
+    }
+
+    /// A required non-empty string.
+    ///
+    /// # Errors
+    ///
+    /// 422 `missing_field` or `invalid_field`.
+    pub fn string(&self, name: &str) -> Result<String, ApiError> {
+        self.optional_string(name)?.ok_or_else(|| ApiError::missing_field(name))
+    }
+
+    /// An optional non-empty string.
+    ///
+    /// # Errors
+    ///
+    /// 422 `invalid_field` for another kind of value or an empty string.
+    pub fn optional_string(&self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.present(name) {
+            None => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                Err(ApiError::invalid_field(name, format!("field {name} must not be empty")))
+            }
+            Some(Value::String(s)) if s.len() > 1024 => Err(ApiError::invalid_field(
+                name,
+                format!("field {name} is longer than 1024 bytes"),
+            )),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(ApiError::invalid_field(
+                name,
+                format!("field {name} must be a string, not {}", describe(other)),
+            )),
+        }
+    }
+
+    /// An optional JSON object.
+    ///
+    /// # Errors
+    ///
+    /// 422 `invalid_field` for another kind of value.
+    pub fn optional_object(&self, name: &str) -> Result<Option<Map<String, Value>>, ApiError> {
+        match self.present(name) {
+            None => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(map.clone())),
+            Some(other) => Err(ApiError::invalid_field(
+                name,
+                format!("field {name} must be a JSON object, not {}", describe(other)),
+            )),
+        }
+    }
+
+    /// An optional positive, finite number of seconds.
+    ///
+    /// # Errors
+    ///
+    /// 422 `invalid_field` for another kind of value or one out of range.
+    pub fn optional_seconds(&self, name: &str) -> Result<Option<std::time::Duration>, ApiError> {
+        match self.present(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => {
+                let secs = n.as_f64().unwrap_or(f64::NAN);
+                if !(secs > 0.0 && secs <= 366.0 * 24.0 * 3600.0) {
+                    return Err(ApiError::invalid_field(
+                        name,
+                        format!("field {name} must be a number of seconds greater than 0 and at most a year, not {n}"),
+                    ));
+                }
+                std::time::Duration::try_from_secs_f64(secs)
+                    .map(Some)
+                    .map_err(|e| ApiError::invalid_field(name, format!("field {name}: {e}")))
+            }
+            Some(other) => Err(ApiError::invalid_field(
+                name,
+                format!("field {name} must be a number of seconds, not {}", describe(other)),
+            )),
+        }
+    }
+
+    /// Any JSON value (null counts as absent).
+    pub fn value(&self, name: &str) -> Option<Value> {
+        self.present(name).cloned()
+    }
+
+    /// A required enumeration value given as its name.
+    ///
+    /// # Errors
+    ///
+    /// 422 with `code` and `valid_values` for a missing value, another kind of value or an
+    /// unknown name.
+    pub fn enumeration<T>(&self, name: &str, code: &'static str, kind: &'static str) -> Result<T, ApiError>
+    where
+        T: std::str::FromStr<Err = ParseEnumError> + EnumValues,
+    {
+        let error = |found: String| {
+            ApiError::invalid_enum(
+                code,
+                name,
+                &ParseEnumError {
+                    kind,
+                    found,
+                    valid: T::VALUES,
+                },
+            )
+        };
+        match self.map.get(name) {
+            None => Err(error("nothing (the field is missing)".into())),
+            Some(Value::String(s)) => s.parse::<T>().map_err(|e| ApiError::invalid_enum(code, name, &e)),
+            Some(other) => Err(error(describe(other))),
+        }
+    }
+}
+
+/// The value strings of an enumeration.
+pub trait EnumValues {
+    /// Every accepted name.
+    const VALUES: &'static [&'static str];
+}
+
+impl EnumValues for ExecutionState {
+    const VALUES: &'static [&'static str] = ExecutionState::VALUES;
+}
+
+impl EnumValues for Phase {
+    const VALUES: &'static [&'static str] = Phase::VALUES;
+}
+
+impl EnumValues for crate::auth::Role {
+    const VALUES: &'static [&'static str] = crate::auth::Role::VALUES;
+}
+
+/// A breaker call's outcome as the API accepts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutcomeName(pub agentrack::Outcome);
+
+impl EnumValues for OutcomeName {
+    const VALUES: &'static [&'static str] = &["success", "failure", "timeout", "ignored"];
+}
+
+impl std::str::FromStr for OutcomeName {
+    type Err = ParseEnumError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use agentrack::Outcome;
+        match s {
+            "success" => Ok(Self(Outcome::Success)),
+            "failure" => Ok(Self(Outcome::Failure)),
+            "timeout" => Ok(Self(Outcome::Timeout)),
+            "ignored" => Ok(Self(Outcome::Ignored)),
+            _ => Err(ParseEnumError {
+                kind: "outcome",
+                found: format!("{s:?}"),
+                valid: Self::VALUES,
+            }),
+        }
+    }
+}

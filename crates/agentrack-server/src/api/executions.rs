@@ -1,0 +1,447 @@
+//! `/v1/executions`: create, drive, read and list executions.
+
+use agentrack::{
+    EventKind, ExecutionId, ExecutionRecord, ExecutionState, NewExecution, Phase, StateUpdate, TrackerError,
+};
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::body::{Fields, JsonBody};
+use super::error::ApiError;
+use super::{Access, Route, RouteDoc};
+use crate::app::AppState;
+use crate::auth::{Scope, url_pairs};
+use crate::store::ListQuery;
+use crate::store::sqlite::alive_states;
+
+const ID_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 422, 503];
+
+/// The routes of this resource.
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route {
+            doc: RouteDoc {
+                method: "POST",
+                path: "/v1/executions",
+                operation_id: "createExecution",
+                summary: "Create an execution in the caller's tenant (state pending, phase created).",
+                access: Access::Write,
+                request: Some("NewExecution"),
+                success: (201, Some("ExecutionRecord")),
+                errors: &[400, 401, 403, 413, 422, 503],
+                query: &[],
+            },
+            handler: post(create),
+        },
+        Route {
+            doc: RouteDoc {
+                method: "GET",
+                path: "/v1/executions",
+                operation_id: "listExecutions",
+                summary: "List the executions in the caller's scope, newest first, a page at a time.",
+                access: Access::Read,
+                request: None,
+                success: (200, Some("ExecutionPage")),
+                errors: &[400, 401, 422],
+                query: &[
+                    ("user_id", "Only this user's executions."),
+                    ("thread_id", "Only this thread's executions."),
+                    ("agent_name", "Only this agent's executions."),
+                    ("state", "Only these states (comma-separated)."),
+                    ("active", "true: only alive executions; false: only finished ones."),
+                    ("limit", "Page size, 1 to 1000 (default 50)."),
+                    ("cursor", "The next_cursor of the previous page."),
+                ],
+            },
+            handler: get(list),
+        },
+        Route {
+            doc: RouteDoc {
+                method: "GET",
+                path: "/v1/executions/{id}",
+                operation_id: "getExecution",
+                summary: "One execution, with its phase history.",
+                access: Access::Read,
+                request: None,
+                success: (200, Some("ExecutionRecord")),
+                errors: &[401, 404],
+                query: &[],
+            },
+            handler: get(read),
+        },
+        Route {
+            doc: RouteDoc {
+                method: "POST",
+                path: "/v1/executions/{id}/start",
+                operation_id: "startExecution",
+                summary: "Move a pending execution to starting.",
+                access: Access::Write,
+                request: None,
+                success: (200, Some("ExecutionRecord")),
+                errors: ID_ERRORS,
+                query: &[],
+            },
+            handler: post(start),
+        },
+        Route {
+            doc: RouteDoc {
+                method: "POST",
+                path: "/v1/executions/{id}/heartbeat",
+                operation_id: "heartbeat",
+                summary: "Record a sign of life (starting becomes running).",
+                access: Access::Write,
+                request: None,
+                success: (200, Some("ExecutionRecord")),
+                errors: ID_ERRORS,
+                query: &[],
+            },
+            handler: post(heartbeat),
+        },
+        Route {
+            doc: RouteDoc {
+                method: "POST",
+                path: "/v1/executions/{id}/state",
+                operation_id: "setState",
+                summary: "Set the lifecycle state, with an optional error and result.",
+                access: Access::Write,
+                request: Some("StateChange"),
+                success: (200, Some("ExecutionRecord")),
+                errors: ID_ERRORS,
+                query: &[],
+            },
+            handler: post(set_state),
+        },
+        Route {
+            doc: RouteDoc {
+                method: "POST",
+                path: "/v1/executions/{id}/phase",
+                operation_id: "transition",
+                summary: "Move to another phase; returns the record and the transition.",
+                access: Access::Write,
+                request: Some("PhaseChange"),
+                success: (200, Some("ExecutionWithTransition")),
+                errors: ID_ERRORS,
+                query: &[],
+            },
+            handler: post(transition),
+        },
+        Route {
+            doc: RouteDoc {
+                method: "GET",
+                path: "/v1/executions/{id}/breaker",
+                operation_id: "getExecutionBreaker",
+                summary: "The execution's own circuit breaker.",
+                access: Access::Read,
+                request: None,
+                success: (200, Some("BreakerStatus")),
+                errors: &[401, 404],
+                query: &[],
+            },
+            handler: get(breaker),
+        },
+        Route {
+            doc: RouteDoc {
+                method: "POST",
+                path: "/v1/executions/{id}/breaker/reset",
+                operation_id: "resetExecutionBreaker",
+                summary: "Close the execution's own circuit breaker and zero its counters.",
+                access: Access::Write,
+                request: None,
+                success: (200, Some("BreakerStatus")),
+                errors: &[400, 401, 403, 404, 413, 503],
+                query: &[],
+            },
+            handler: post(reset_breaker),
+        },
+    ]
+}
+
+fn parse_id(text: &str) -> Result<ExecutionId, ApiError> {
+    text.parse().map_err(|_| ApiError::unknown_id(text))
+}
+
+/// The execution `text` names, if the caller may see it (404 otherwise), from memory or, for
+/// records that finished and left memory, from the store.
+async fn visible(state: &AppState, scope: &Scope, text: &str) -> Result<ExecutionRecord, ApiError> {
+    let id = parse_id(text)?;
+    match state.tracker.get(id) {
+        Ok(record) => scope.visible(record),
+        Err(TrackerError::NotFound { .. }) => {
+            let stored = state.store.get(id).await.map_err(ApiError::store)?;
+            stored
+                .ok_or_else(|| ApiError::not_found(id))
+                .and_then(|record| scope.visible(record))
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// The execution to change: visible, and still in memory (a finished one that left memory is
+/// terminal: 409).
+async fn changeable(state: &AppState, scope: &Scope, text: &str) -> Result<ExecutionId, ApiError> {
+    let record = visible(state, scope, text).await?;
+    if state.tracker.get(record.execution_id).is_err() {
+        return Err(ApiError::terminal(record.execution_id, record.state));
+    }
+    Ok(record.execution_id)
+}
+
+/// The current record after a change (the store's copy if it left memory meanwhile).
+async fn current(state: &AppState, id: ExecutionId) -> Result<ExecutionRecord, ApiError> {
+    match state.tracker.get(id) {
+        Ok(record) => Ok(record),
+        Err(_) => state
+            .store
+            .get(id)
+            .await
+            .map_err(ApiError::store)?
+            .ok_or_else(|| ApiError::not_found(id)),
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    scope: Scope,
+    body: JsonBody,
+) -> Result<(StatusCode, Json<ExecutionRecord>), ApiError> {
+    scope.require_writer("create executions")?;
+    let fields = Fields::new(
+        body,
+        &[
+            "agent_name",
+            "thread_id",
+            "user_id",
+            "timeout_seconds",
+            "metadata",
+            "tenant",
+        ],
+    )?;
+    let agent_name = fields.string("agent_name")?;
+    let thread_id = fields.string("thread_id")?;
+    let user_id = fields.string("user_id")?;
+    let timeout = fields.optional_seconds("timeout_seconds")?;
+    let metadata = fields.optional_object("metadata")?;
+    let tenant = scope.owning_tenant(fields.optional_string("tenant")?)?;
+    let mut new = NewExecution::new(agent_name, thread_id, user_id).tenant(tenant);
+    new.timeout = timeout;
+    new.metadata = metadata.unwrap_or_default();
+    let change = state.tracker.create(new)?;
+    state.durable(&change).await?;
+    Ok((StatusCode::CREATED, Json(current(&state, change.id()).await?)))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    scope: Scope,
+    Path(id): Path<String>,
+) -> Result<Json<ExecutionRecord>, ApiError> {
+    Ok(Json(visible(&state, &scope, &id).await?))
+}
+
+async fn start(
+    State(state): State<AppState>,
+    scope: Scope,
+    Path(id): Path<String>,
+    body: JsonBody,
+) -> Result<Json<ExecutionRecord>, ApiError> {
+    scope.require_writer("start executions")?;
+    Fields::new(body, &[])?;
+    let id = changeable(&state, &scope, &id).await?;
+    let change = state.tracker.start(id)?;
+    state.durable(&change).await?;
+    Ok(Json(current(&state, id).await?))
+}
+
+async fn heartbeat(
+    State(state): State<AppState>,
+    scope: Scope,
+    Path(id): Path<String>,
+    body: JsonBody,
+) -> Result<Json<ExecutionRecord>, ApiError> {
+    scope.require_writer("send heartbeats")?;
+    Fields::new(body, &[])?;
+    let id = changeable(&state, &scope, &id).await?;
+    let change = state.tracker.heartbeat(id)?;
+    // A bare heartbeat is not worth waiting for (they are written in batches); a heartbeat
+    // that moved the execution to running is a state change like any other.
+    let last_state_change = change
+        .events
+        .iter()
+        .filter(|event| !matches!(event.kind, EventKind::Heartbeat { .. }))
+        .map(|event| event.global_seq)
+        .max();
+    if let Some(seq) = last_state_change {
+        state.durable_up_to(seq).await?;
+    }
+    Ok(Json(current(&state, id).await?))
+}
+
+async fn set_state(
+    State(state): State<AppState>,
+    scope: Scope,
+    Path(id): Path<String>,
+    body: JsonBody,
+) -> Result<Json<ExecutionRecord>, ApiError> {
+    scope.require_writer("change executions")?;
+    let fields = Fields::new(body, &["state", "error", "result"])?;
+    let new_state: ExecutionState = fields.enumeration("state", "invalid_state", "execution state")?;
+    let update = StateUpdate {
+        error: fields.optional_string("error")?,
+        result: fields.value("result"),
+    };
+    let id = changeable(&state, &scope, &id).await?;
+    let change = state.tracker.set_state(id, new_state, update)?;
+    state.durable(&change).await?;
+    Ok(Json(current(&state, id).await?))
+}
+
+async fn transition(
+    State(state): State<AppState>,
+    scope: Scope,
+    Path(id): Path<String>,
+    body: JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    scope.require_writer("change executions")?;
+    let fields = Fields::new(body, &["phase", "metadata"])?;
+    let phase: Phase = fields.enumeration("phase", "invalid_phase", "phase")?;
+    let metadata = fields.optional_object("metadata")?;
+    let id = changeable(&state, &scope, &id).await?;
+    let change = state.tracker.transition(id, phase, metadata)?;
+    state.durable(&change).await?;
+    let transition = change.transition().cloned();
+    let mut body = serde_json::to_value(current(&state, id).await?).map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Value::Object(map) = &mut body {
+        map.insert("transition".into(), json!(transition));
+    }
+    Ok(Json(body))
+}
+
+async fn breaker(
+    State(state): State<AppState>,
+    scope: Scope,
+    Path(id): Path<String>,
+) -> Result<Json<agentrack::BreakerStatus>, ApiError> {
+    let id = changeable(&state, &scope, &id).await?;
+    Ok(Json(state.tracker.breaker_status(id)?))
+}
+
+async fn reset_breaker(
+    State(state): State<AppState>,
+    scope: Scope,
+    Path(id): Path<String>,
+    body: JsonBody,
+) -> Result<Json<agentrack::BreakerStatus>, ApiError> {
+    scope.require_writer("reset breakers")?;
+    Fields::new(body, &[])?;
+    let id = changeable(&state, &scope, &id).await?;
+    state.tracker.reset_breaker(id)?;
+    state.durable_up_to(state.tracker.last_seq()).await?;
+    Ok(Json(state.tracker.breaker_status(id)?))
+}
+
+/// The page size when none is asked for.
+const DEFAULT_LIMIT: usize = 50;
+/// The largest page.
+const MAX_LIMIT: usize = 1000;
+
+fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
+    let mut query = ListQuery {
+        limit: DEFAULT_LIMIT,
+        ..ListQuery::default()
+    };
+    let mut active: Option<bool> = None;
+    for (key, value) in url_pairs(raw.unwrap_or("")) {
+        let text = || (!value.is_empty()).then(|| value.clone());
+        match key.as_str() {
+            "user_id" => query.user_id = text(),
+            "thread_id" => query.thread_id = text(),
+            "agent_name" => query.agent_name = text(),
+            "state" => {
+                let states = value
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        s.parse::<ExecutionState>()
+                            .map_err(|e| ApiError::invalid_enum("invalid_state", "state", &e))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if !states.is_empty() {
+                    query.states = Some(states);
+                }
+            }
+            "active" => {
+                active = Some(match value.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    other => {
+                        return Err(ApiError::invalid_query(
+                            "active",
+                            format!("expected true or false, not {other:?}"),
+                        ));
+                    }
+                })
+            }
+            "limit" => {
+                let limit: usize = value
+                    .parse()
+                    .map_err(|_| ApiError::invalid_query("limit", format!("expected a whole number, not {value:?}")))?;
+                if !(1..=MAX_LIMIT).contains(&limit) {
+                    return Err(ApiError::invalid_field(
+                        "limit",
+                        format!("limit must be between 1 and {MAX_LIMIT}, not {limit}"),
+                    ));
+                }
+                query.limit = limit;
+            }
+            "cursor" => {
+                query.before = Some(
+                    value
+                        .parse()
+                        .map_err(|_| ApiError::invalid_query("cursor", "not a cursor returned by this API"))?,
+                )
+            }
+            other => {
+                return Err(ApiError::invalid_query(
+                    other,
+                    "unknown parameter; valid: user_id, thread_id, agent_name, state, active, limit, cursor",
+                ));
+            }
+        }
+    }
+    if let Some(active) = active {
+        let wanted: Vec<ExecutionState> = alive_states()
+            .into_iter()
+            .chain(ExecutionState::ALL.iter().copied().filter(|s| s.is_terminal()))
+            .filter(|s| s.is_alive() == active)
+            .collect();
+        query.states = Some(match query.states.take() {
+            Some(states) => states.into_iter().filter(|s| wanted.contains(s)).collect(),
+            None => wanted,
+        });
+    }
+    Ok(query)
+}
+
+async fn list(State(state): State<AppState>, scope: Scope, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let query = parse_list_query(raw.as_deref())?;
+    let Some(query) = scope.list_query(query) else {
+        return Ok(Json(json!({ "executions": [], "next_cursor": null })));
+    };
+    if query.states.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(Json(json!({ "executions": [], "next_cursor": null })));
+    }
+    let page = state.store.list(query).await.map_err(ApiError::store)?;
+    // The stored rows are current for everything but coalesced heartbeats: prefer memory.
+    let records: Vec<ExecutionRecord> = page
+        .records
+        .into_iter()
+        .map(|stored| state.tracker.get(stored.execution_id).unwrap_or(stored))
+        .collect();
+    Ok(Json(json!({
+        "executions": records,
+        "next_cursor": page.next_cursor.map(|id| id.to_string()),
+    })))
+}

@@ -1,0 +1,110 @@
+//! `/v1/metrics` (JSON, scoped to the caller) and `/metrics` (Prometheus text, server-wide).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::{Access, Route, RouteDoc};
+use crate::app::AppState;
+use crate::auth::{Role, Scope};
+use crate::metrics::{phase_stats, samples_of};
+
+/// The routes of this resource.
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route {
+            doc: RouteDoc {
+                method: "GET",
+                path: "/v1/metrics",
+                operation_id: "getMetrics",
+                summary: "Execution counts and rates, and per-phase duration percentiles, for the caller's scope.",
+                access: Access::Read,
+                request: None,
+                success: (200, Some("Metrics")),
+                errors: &[401],
+                query: &[],
+            },
+            handler: get(scoped),
+        },
+        Route {
+            doc: RouteDoc {
+                method: "GET",
+                path: "/metrics",
+                operation_id: "prometheus",
+                summary: "Server-wide metrics in the Prometheus text format.",
+                access: Access::Public,
+                request: None,
+                success: (200, None),
+                errors: &[401],
+                query: &[],
+            },
+            handler: get(prometheus),
+        },
+    ]
+}
+
+async fn scoped(State(state): State<AppState>, scope: Scope) -> Result<Json<Value>, ApiError> {
+    let grant = scope.grant();
+    let (counts, samples) = match grant.role {
+        Role::Admin => (state.metrics.counts(None, None), state.metrics.phase_samples(None)),
+        Role::Agent => (
+            state.metrics.counts(Some(&grant.tenant), None),
+            state.metrics.phase_samples(Some(&grant.tenant)),
+        ),
+        Role::Viewer => {
+            let user = grant.user_id.as_deref().unwrap_or_default();
+            let records: Vec<_> = state
+                .tracker
+                .by_user(user)
+                .into_iter()
+                .filter(|record| scope.sees(record))
+                .collect();
+            (
+                state.metrics.counts(Some(&grant.tenant), Some(user)),
+                samples_of(&records),
+            )
+        }
+    };
+    let rate = |n: u64| {
+        if counts.total == 0 {
+            0.0
+        } else {
+            n as f64 / counts.total as f64
+        }
+    };
+    Ok(Json(json!({
+        "total_executions": counts.total,
+        "active_executions": counts.active,
+        "successful_executions": counts.completed,
+        "failed_executions": counts.failed,
+        "timeout_executions": counts.timeout,
+        "dead_executions": counts.dead,
+        "cancelled_executions": counts.cancelled,
+        "success_rate": rate(counts.completed),
+        "failure_rate": rate(counts.failed + counts.timeout + counts.dead),
+        "phase_durations_ms": phase_stats(samples),
+        "scope": {
+            "role": grant.role,
+            "tenant": if grant.role == Role::Admin { None } else { Some(&grant.tenant) },
+            "user_id": grant.user_id,
+        },
+    })))
+}
+
+async fn prometheus(State(state): State<AppState>, scope: Result<Scope, ApiError>) -> Result<Response, ApiError> {
+    if state.settings.metrics_require_auth {
+        scope?.require_admin("read server metrics")?;
+    }
+    let text = state
+        .metrics
+        .render(&state.tracker, &state.pipeline, state.started.elapsed());
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,124 @@
+//! The HTTP API: one file per resource, assembled here from a single route table.
+//!
+//! Each resource module returns its [`Route`]s: the handler *and* its description (method,
+//! path, who may call it, what it takes and returns). The router and `/openapi.json` are both
+//! built from that one list, so the published document covers every route by construction.
+
+pub mod body;
+pub mod breakers;
+pub mod error;
+pub mod events;
+pub mod executions;
+pub mod health;
+pub mod metrics;
+pub mod openapi;
+pub mod tokens;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::MethodRouter;
+
+use crate::app::AppState;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No token needed.
+    Public,
+    /// Any valid token (results are limited to the caller's scope).
+    Read,
+    /// Admin or agent tokens.
+    Write,
+    /// Admin tokens only.
+    Admin,
+}
+
+/// A route's description, for the OpenAPI document.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteDoc {
+    /// HTTP method, upper case.
+    pub method: &'static str,
+    /// Path, with `{name}` parameters.
+    pub path: &'static str,
+    /// A unique operation id.
+    pub operation_id: &'static str,
+    /// One line on what it does.
+    pub summary: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    /// The request body's schema (a component name), if it takes one.
+    pub request: Option<&'static str>,
+    /// The success status and its body's schema (a component name, or `None` for text).
+    pub success: (u16, Option<&'static str>),
+    /// The error statuses it can answer with.
+    pub errors: &'static [u16],
+    /// Query parameters: name and description.
+    pub query: &'static [(&'static str, &'static str)],
+}
+
+/// A handler with its description.
+#[derive(Debug)]
+pub struct Route {
+    /// The description.
+    pub doc: RouteDoc,
+    /// The handler.
+    pub handler: MethodRouter<AppState>,
+}
+
+/// Every route of the server.
+pub fn routes() -> Vec<Route> {
+    let mut all = Vec::new();
+    all.extend(executions::routes());
+    all.extend(breakers::routes());
+    all.extend(tokens::routes());
+    all.extend(events::routes());
+    all.extend(metrics::routes());
+    all.extend(health::routes());
+    all.extend(openapi::routes());
+    all
+}
+
+/// The descriptions of every route.
+pub fn route_docs() -> Vec<RouteDoc> {
+    routes().into_iter().map(|route| route.doc).collect()
+}
+
+/// The application: every route, with request logging and counting.
+pub fn router(state: AppState) -> Router {
+    let mut router: Router<AppState> = Router::new();
+    for route in routes() {
+        router = router.route(route.doc.path, route.handler);
+    }
+    router
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn not_found(request: Request) -> error::ApiError {
+    error::ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "route_not_found",
+        format!("no route for {} {}", request.method(), request.uri().path()),
+    )
+}
+
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    state.metrics.http_response(status);
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    if status >= 500 {
+        tracing::warn!(%method, %path, status, micros, "request failed");
+    } else {
+        tracing::debug!(%method, %path, status, micros, "request");
+    }
+    response
+}

@@ -1,0 +1,103 @@
+//! The state every handler shares.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentrack::{Change, Tracker};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::error::ApiError;
+use crate::auth::TokenCache;
+use crate::metrics::ServerMetrics;
+use crate::permits::Permits;
+use crate::store::Store;
+use crate::store::writer::Pipeline;
+
+/// Settings the handlers read.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a write may wait for the store before it fails with 503.
+    pub ack_timeout: Duration,
+    /// How often a WebSocket gets a ping.
+    pub keepalive: Duration,
+    /// Whether `/metrics` needs a token.
+    pub metrics_require_auth: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            ack_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(15),
+            metrics_require_auth: false,
+        }
+    }
+}
+
+/// The shared state behind [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
+    /// The core.
+    pub tracker: Tracker,
+    /// Reads from the store.
+    pub store: Arc<dyn Store>,
+    /// Writes to the store and the committed-event fan-out.
+    pub pipeline: Arc<Pipeline>,
+    /// Known tokens.
+    pub tokens: TokenCache,
+    /// Breaker permits handed to remote callers.
+    pub permits: Permits,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<ServerMetrics>,
+    /// Settings.
+    pub settings: Settings,
+    /// Cancelled when the server shuts down (WebSockets close on it).
+    pub shutdown: CancellationToken,
+    /// When the server started.
+    pub started: Instant,
+}
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+/// The handlers' state: a cheap handle to [`Shared`].
+#[derive(Debug, Clone)]
+pub struct AppState(pub Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Waits until every event of `change` is durable: the point after which a write may be
+    /// acknowledged.
+    ///
+    /// # Errors
+    ///
+    /// 503 when the store does not confirm in time.
+    pub async fn durable(&self, change: &Change) -> Result<(), ApiError> {
+        let Some(last) = change.events.last() else {
+            return Ok(());
+        };
+        self.durable_up_to(last.global_seq).await
+    }
+
+    /// Waits until every event up to `seq` is durable.
+    ///
+    /// # Errors
+    ///
+    /// 503 when the store does not confirm in time.
+    pub async fn durable_up_to(&self, seq: u64) -> Result<(), ApiError> {
+        self.pipeline
+            .wait_committed(seq, self.settings.ack_timeout)
+            .await
+            .map_err(ApiError::commit)
+    }
+}

@@ -1,0 +1,182 @@
+//! `agentrack watch`: follow events live, one coloured line each, resuming after a dropped
+//! connection from the last sequence number seen.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use super::ClientArgs;
+use super::client::resolve_token;
+
+pub(super) struct Options {
+    pub(super) thread: Option<String>,
+    pub(super) execution: Option<String>,
+    pub(super) since: Option<u64>,
+    pub(super) json: bool,
+}
+
+/// Consecutive failed connection attempts before giving up.
+const MAX_FAILURES: u32 = 5;
+
+fn events_url(base: &str, options: &Options, since: Option<u64>) -> anyhow::Result<String> {
+    let base = base.trim_end_matches('/');
+    let ws = if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else {
+        bail!("the URL must start with http:// or https://, not {base:?}");
+    };
+    let mut query = Vec::new();
+    if let Some(thread) = &options.thread {
+        query.push(format!("thread_id={}", encode(thread)));
+    }
+    if let Some(execution) = &options.execution {
+        query.push(format!("execution_id={}", encode(execution)));
+    }
+    if let Some(since) = since {
+        query.push(format!("since={since}"));
+    }
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", query.join("&"))
+    };
+    Ok(format!("{ws}/v1/events{query}"))
+}
+
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Runs until interrupted or the server goes away for good.
+pub(super) async fn run(args: &ClientArgs, options: Options) -> anyhow::Result<()> {
+    let token = resolve_token(args.token.as_deref(), args.data.as_ref())?;
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut last_seq = options.since;
+    let mut failures = 0;
+    loop {
+        let url = events_url(&args.url, &options, last_seq)?;
+        let mut request = url.as_str().into_client_request().context("invalid URL")?;
+        request.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).context("invalid token")?,
+        );
+        let (mut socket, _) = match tokio_tungstenite::connect_async(request).await {
+            Ok(connected) => connected,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                bail!("the server refused the stream: {} {body}", response.status());
+            }
+            Err(error) => {
+                failures += 1;
+                if failures >= MAX_FAILURES {
+                    return Err(error).context(format!("cannot connect to {}", args.url));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        failures = 0;
+        while let Some(message) = socket.next().await {
+            match message {
+                Ok(Message::Text(text)) => {
+                    let Ok(event) = serde_json::from_str::<Value>(&text) else {
+                        continue;
+                    };
+                    if let Some(seq) = event["global_seq"].as_u64() {
+                        last_seq = Some(seq);
+                    }
+                    if options.json {
+                        println!("{text}");
+                    } else {
+                        println!("{}", format_event(&event, colour));
+                    }
+                }
+                Ok(Message::Close(frame)) => {
+                    if let Some(frame) = frame {
+                        eprintln!(
+                            "stream closed by the server: {} {}",
+                            u16::from(frame.code),
+                            frame.reason
+                        );
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One line for one event.
+pub(super) fn format_event(event: &Value, colour: bool) -> String {
+    let kind = event["type"].as_str().unwrap_or("?");
+    let time = event["timestamp"]
+        .as_str()
+        .and_then(|t| t.get(11..23))
+        .unwrap_or("--:--:--.---");
+    let s = |key: &str| event[key].as_str().unwrap_or("-");
+    let transition = &event["transition"];
+    let phases = || {
+        format!(
+            "{} → {}",
+            transition["from_phase"].as_str().unwrap_or("?"),
+            transition["to_phase"].as_str().unwrap_or("?")
+        )
+    };
+    let detail = match kind {
+        "execution_created" => format!("created, timeout {}s", event["timeout_seconds"]),
+        "state_changed" => format!("{} → {}", s("from"), s("to")),
+        "heartbeat" => format!("heartbeat #{}", event["heartbeat_count"]),
+        "agent_thinking" => format!("{}: {}", phases(), s("reasoning")),
+        "tool_executing" => format!("{}: tool {}", phases(), s("tool_name")),
+        "agent_error" => format!("{}: {}", phases(), s("error")),
+        "agent_started" | "agent_completed" | "phase_changed" => phases(),
+        "execution_completed" | "execution_failed" | "execution_cancelled" | "timed_out" | "dead" => {
+            match event["error"].as_str() {
+                Some(error) => format!("{}: {error}", s("state")),
+                None => s("state").to_owned(),
+            }
+        }
+        _ if kind.starts_with("breaker_") => format!("{} {}", s("breaker"), s("state")),
+        _ => String::new(),
+    };
+    let paint = match kind {
+        "execution_completed" | "agent_completed" => "32",
+        "execution_failed" | "agent_error" | "dead" | "timed_out" | "execution_cancelled" => "31",
+        "heartbeat" => "2",
+        _ if kind.starts_with("breaker_") => "33",
+        _ if kind.starts_with("agent_") || kind == "tool_executing" => "36",
+        _ => "0",
+    };
+    let name = if colour {
+        format!("\x1b[{paint}m{kind:<20}\x1b[0m")
+    } else {
+        format!("{kind:<20}")
+    };
+    format!(
+        "{time}  #{:<6} {name} {:<37} {:<14} {:<12} {detail}",
+        event["global_seq"],
+        s("execution_id"),
+        s("agent_name"),
+        s("thread_id"),
+    )
+}

@@ -1,0 +1,211 @@
+//! Server configuration: defaults, overridden by a TOML file, overridden by flags and the
+//! environment.
+//!
+//! ```toml
+//! data = "./agentrack-data"
+//! listen = "127.0.0.1:7700"
+//! log_format = "pretty"          # or "json"
+//! retention = "7d"               # finished executions are purged from the store after this
+//! heartbeat_flush = "1s"
+//! metrics_require_auth = false
+//! synchronous = "full"           # or "normal"
+//!
+//! [tracker]                      # the core's TrackerConfig; durations in seconds
+//! heartbeat_timeout = 10.0
+//! execution_timeout = 15.0
+//! monitor_interval = 1.0
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agentrack::TrackerConfig;
+use serde::{Deserialize, Deserializer};
+
+use crate::store::sqlite::Synchronous;
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pretty" => Ok(Self::Pretty),
+            "json" => Ok(Self::Json),
+            other => Err(format!("unknown log format {other:?}; valid values: pretty, json")),
+        }
+    }
+}
+
+/// Everything `agentrack serve` can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The data directory (store, admin token).
+    pub data: PathBuf,
+    /// The address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Finished executions are purged from the store after this.
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
+    /// How often the retention purge runs.
+    #[serde(deserialize_with = "duration")]
+    pub purge_interval: Duration,
+    /// The longest a heartbeat waits before it is written to the store.
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat_flush: Duration,
+    /// How long a write may wait for the store before it fails with 503.
+    #[serde(deserialize_with = "duration")]
+    pub ack_timeout: Duration,
+    /// How often WebSockets are pinged.
+    #[serde(deserialize_with = "duration")]
+    pub keepalive: Duration,
+    /// Events buffered per WebSocket subscriber before it is disconnected as too slow.
+    pub subscriber_buffer: usize,
+    /// Whether `/metrics` needs an admin token.
+    pub metrics_require_auth: bool,
+    /// SQLite's sync level.
+    pub synchronous: Synchronous,
+    /// The core's settings.
+    pub tracker: TrackerConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let tracker = TrackerConfig {
+            // Finished records leave memory after an hour; reads fall back to the store.
+            cleanup_age: Duration::from_secs(3600),
+            ..TrackerConfig::default()
+        };
+        Self {
+            data: PathBuf::from("./agentrack-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            log_format: LogFormat::Pretty,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            purge_interval: Duration::from_secs(3600),
+            heartbeat_flush: Duration::from_secs(1),
+            ack_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(15),
+            subscriber_buffer: 4096,
+            metrics_require_auth: false,
+            synchronous: Synchronous::Full,
+            tracker,
+        }
+    }
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The file is not valid.
+    #[error("invalid config file {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ServerConfig {
+    /// Reads a TOML file over the defaults.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read or parsed.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: error.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|error| ConfigError::Parse {
+            path: path.display().to_string(),
+            reason: error.to_string(),
+        })
+    }
+}
+
+/// Parses a duration: a number of seconds (`1.5`), or a number with a unit (`500ms`, `10s`,
+/// `5m`, `2h`, `7d`).
+///
+/// # Errors
+///
+/// Anything else, with a message saying what is accepted.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 1.5, 500ms, 10s, 5m, 2h or 7d"))?;
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        other => return Err(format!("invalid duration unit {other:?}: expected ms, s, m, h or d")),
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|error| format!("invalid duration {text:?}: {error}"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Seconds(f64),
+        Text(String),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Seconds(secs) => Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom),
+        Raw::Text(text) => parse_duration(&text).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3w").is_err());
+    }
+
+    #[test]
+    fn a_toml_file_overrides_defaults() {
+        let config: ServerConfig =
+            toml::from_str("retention = \"2h\"\nlisten = \"127.0.0.1:0\"\n[tracker]\nheartbeat_timeout = 1.0\n")
+                .unwrap();
+        assert_eq!(config.retention, Duration::from_secs(7200));
+        assert_eq!(config.tracker.heartbeat_timeout, Duration::from_secs(1));
+        assert_eq!(config.tracker.execution_timeout, Duration::from_secs(15));
+        assert!(toml::from_str::<ServerConfig>("retention_days = 3").is_err());
+    }
+}

@@ -1,0 +1,41 @@
+//! The agentrack server: the [`agentrack`] core behind an HTTP and WebSocket API, with a
+//! durable embedded store, tokens with per-tenant and per-user isolation, and metrics.
+//!
+//! # Layout
+//!
+//! - [`server`]: start-up (store → tracker → pipeline → monitor → listener) and shutdown.
+//! - [`store`]: the narrow store interface, its SQLite implementation, and the group-commit
+//!   [`Pipeline`](store::writer::Pipeline) that makes every change durable before it is
+//!   acknowledged or broadcast.
+//! - [`auth`]: tokens, roles and the [`Scope`](auth::Scope) every query and subscription is
+//!   filtered through.
+//! - [`api`]: one module per resource, and the route table the router and `/openapi.json` are
+//!   built from.
+//! - [`ws`] and [`agui`]: the event stream and its AG-UI view.
+//! - [`metrics`]: scoped counters and the Prometheus text format.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use agentrack_server::config::ServerConfig;
+//! use agentrack_server::server::Server;
+//!
+//! # async fn run() -> Result<(), agentrack_server::server::ServerError> {
+//! let server = Server::bind(ServerConfig::default()).await?;
+//! println!("listening on http://{}", server.local_addr()?);
+//! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+#![recursion_limit = "512"]
+
+pub mod agui;
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod metrics;
+pub mod permits;
+pub mod server;
+pub mod store;
+pub mod ws;

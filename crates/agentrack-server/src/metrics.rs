@@ -1,0 +1,392 @@
+//! Server metrics: per-scope execution counters, phase-duration samples, HTTP and WebSocket
+//! counters, and the Prometheus text rendering of all of it.
+//!
+//! The tracker's own counters are global; a non-admin caller must only see numbers about its own
+//! executions, so the server keeps counters per (tenant, user), fed by the store pipeline with
+//! every committed event and rebuilt from the store at start-up.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use agentrack::{BreakerState, Event, EventKind, ExecutionRecord, ExecutionState, Phase, Tracker};
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::store::writer::Pipeline;
+
+/// Phase-duration samples kept per tenant and phase.
+const SAMPLES: usize = 512;
+
+/// Execution counts by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Created.
+    pub total: u64,
+    /// Alive now.
+    pub active: u64,
+    /// Completed.
+    pub completed: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Timed out.
+    pub timeout: u64,
+    /// Declared dead.
+    pub dead: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.total += other.total;
+        self.active += other.active;
+        self.completed += other.completed;
+        self.failed += other.failed;
+        self.timeout += other.timeout;
+        self.dead += other.dead;
+        self.cancelled += other.cancelled;
+    }
+
+    fn finish(&mut self, state: ExecutionState) {
+        let counter = match state {
+            ExecutionState::Completed => &mut self.completed,
+            ExecutionState::Failed => &mut self.failed,
+            ExecutionState::Timeout => &mut self.timeout,
+            ExecutionState::Dead => &mut self.dead,
+            ExecutionState::Cancelled => &mut self.cancelled,
+            _ => return,
+        };
+        *counter += 1;
+        self.active = self.active.saturating_sub(1);
+    }
+}
+
+/// Summary statistics of one phase's durations.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PhaseStats {
+    /// Samples.
+    pub count: usize,
+    /// Median, ms.
+    pub p50: u64,
+    /// 90th percentile, ms.
+    pub p90: u64,
+    /// 99th percentile, ms.
+    pub p99: u64,
+    /// Longest, ms.
+    pub max: u64,
+}
+
+/// Percentiles per phase from raw samples.
+pub fn phase_stats(samples: HashMap<Phase, Vec<u64>>) -> std::collections::BTreeMap<&'static str, PhaseStats> {
+    samples
+        .into_iter()
+        .filter(|(_, values)| !values.is_empty())
+        .map(|(phase, mut values)| {
+            values.sort_unstable();
+            let at = |q: f64| {
+                let index = ((values.len() as f64 - 1.0) * q).round() as usize;
+                values[index.min(values.len() - 1)]
+            };
+            (
+                phase.as_str(),
+                PhaseStats {
+                    count: values.len(),
+                    p50: at(0.5),
+                    p90: at(0.9),
+                    p99: at(0.99),
+                    max: values[values.len() - 1],
+                },
+            )
+        })
+        .collect()
+}
+
+/// Samples of time spent per phase, from one user's records.
+pub fn samples_of(records: &[ExecutionRecord]) -> HashMap<Phase, Vec<u64>> {
+    let mut samples: HashMap<Phase, Vec<u64>> = HashMap::new();
+    for record in records {
+        for transition in &record.phase_history {
+            samples
+                .entry(transition.from_phase)
+                .or_default()
+                .push(transition.duration_ms);
+        }
+    }
+    samples
+}
+
+/// The server's counters.
+#[derive(Debug, Default)]
+pub struct ServerMetrics {
+    counts: Mutex<HashMap<(String, String), Counts>>,
+    phases: Mutex<HashMap<String, HashMap<Phase, VecDeque<u64>>>>,
+    http: [AtomicU64; 5],
+    /// WebSocket connections open now.
+    pub websockets: AtomicU64,
+    /// WebSockets closed because the client fell behind.
+    pub slow_disconnects: AtomicU64,
+}
+
+impl ServerMetrics {
+    /// Counts restored executions.
+    pub fn restore(&self, records: &[ExecutionRecord]) {
+        let mut counts = self.counts.lock();
+        for record in records {
+            let entry = counts
+                .entry((record.tenant.clone(), record.user_id.clone()))
+                .or_default();
+            entry.total += 1;
+            entry.active += 1;
+            if record.is_terminal() {
+                entry.finish(record.state);
+            }
+        }
+        drop(counts);
+        let mut phases = self.phases.lock();
+        for record in records {
+            let tenant = phases.entry(record.tenant.clone()).or_default();
+            for transition in &record.phase_history {
+                push_sample(tenant, transition.from_phase, transition.duration_ms);
+            }
+        }
+    }
+
+    /// Counts one committed event.
+    pub fn observe(&self, event: &Event) {
+        let Some(scope) = &event.execution else { return };
+        let owner = &scope.owner;
+        match &event.kind {
+            EventKind::ExecutionCreated { .. } => {
+                let mut counts = self.counts.lock();
+                let entry = counts.entry((owner.tenant.clone(), owner.user_id.clone())).or_default();
+                entry.total += 1;
+                entry.active += 1;
+            }
+            kind => {
+                if let Some(finished) = kind.finished() {
+                    let mut counts = self.counts.lock();
+                    counts
+                        .entry((owner.tenant.clone(), owner.user_id.clone()))
+                        .or_default()
+                        .finish(finished.state);
+                } else if let Some(transition) = kind.transition() {
+                    let mut phases = self.phases.lock();
+                    let tenant = phases.entry(owner.tenant.clone()).or_default();
+                    push_sample(tenant, transition.from_phase, transition.duration_ms);
+                }
+            }
+        }
+    }
+
+    /// Counts in one tenant (and optionally for one user); every tenant when `tenant` is `None`.
+    pub fn counts(&self, tenant: Option<&str>, user_id: Option<&str>) -> Counts {
+        let counts = self.counts.lock();
+        let mut sum = Counts::default();
+        for ((t, u), c) in counts.iter() {
+            if tenant.is_none_or(|x| x == t) && user_id.is_none_or(|x| x == u) {
+                sum.add(c);
+            }
+        }
+        sum
+    }
+
+    /// Phase-duration samples of one tenant, or of all.
+    pub fn phase_samples(&self, tenant: Option<&str>) -> HashMap<Phase, Vec<u64>> {
+        let phases = self.phases.lock();
+        let mut samples: HashMap<Phase, Vec<u64>> = HashMap::new();
+        for (t, by_phase) in phases.iter() {
+            if tenant.is_some_and(|x| x != t) {
+                continue;
+            }
+            for (phase, values) in by_phase {
+                samples.entry(*phase).or_default().extend(values.iter().copied());
+            }
+        }
+        samples
+    }
+
+    /// Counts an HTTP response by status class.
+    pub fn http_response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.http[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self, tracker: &Tracker, pipeline: &Pipeline, uptime: std::time::Duration) -> String {
+        let mut out = String::with_capacity(4096);
+        let metrics = tracker.metrics();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let one = |value: f64| vec![(String::new(), value)];
+        metric(
+            "agentrack_executions_total",
+            "counter",
+            "Executions created.",
+            &one(metrics.total_executions as f64),
+        );
+        metric(
+            "agentrack_executions_active",
+            "gauge",
+            "Executions alive now.",
+            &one(metrics.active_executions as f64),
+        );
+        metric(
+            "agentrack_executions_finished_total",
+            "counter",
+            "Executions finished, by terminal state.",
+            &[
+                ("completed", metrics.successful_executions),
+                ("failed", metrics.failed_executions),
+                ("timeout", metrics.timeout_executions),
+                ("dead", metrics.dead_executions),
+                ("cancelled", metrics.cancelled_executions),
+            ]
+            .map(|(state, n)| (format!("{{state=\"{state}\"}}"), n as f64)),
+        );
+        metric(
+            "agentrack_executions_in_memory",
+            "gauge",
+            "Execution records held in memory.",
+            &one(tracker.len() as f64),
+        );
+        metric(
+            "agentrack_events_last_seq",
+            "gauge",
+            "Global sequence number of the latest event.",
+            &one(tracker.last_seq() as f64),
+        );
+        let stats = pipeline.stats();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        metric(
+            "agentrack_store_committed_seq",
+            "gauge",
+            "Highest global sequence number confirmed durable.",
+            &one(pipeline.committed() as f64),
+        );
+        metric(
+            "agentrack_store_batches_total",
+            "counter",
+            "Store transactions committed.",
+            &one(load(&stats.batches)),
+        );
+        metric(
+            "agentrack_store_events_written_total",
+            "counter",
+            "Events appended to the store.",
+            &one(load(&stats.events_written)),
+        );
+        metric(
+            "agentrack_store_heartbeats_total",
+            "counter",
+            "Heartbeat events received by the store pipeline.",
+            &one(load(&stats.heartbeats)),
+        );
+        metric(
+            "agentrack_store_heartbeats_written_total",
+            "counter",
+            "Heartbeat events written (the rest were coalesced).",
+            &one(load(&stats.heartbeats_written)),
+        );
+        metric(
+            "agentrack_store_commit_failures_total",
+            "counter",
+            "Failed store commit attempts.",
+            &one(load(&stats.commit_failures)),
+        );
+        metric(
+            "agentrack_store_last_commit_seconds",
+            "gauge",
+            "Duration of the latest store commit.",
+            &one(load(&stats.last_commit_micros) / 1e6),
+        );
+        metric(
+            "agentrack_store_purged_executions_total",
+            "counter",
+            "Finished executions purged by retention.",
+            &one(load(&stats.purged_executions)),
+        );
+        metric(
+            "agentrack_store_healthy",
+            "gauge",
+            "1 when the latest store commit succeeded.",
+            &one(if pipeline.is_healthy() { 1.0 } else { 0.0 }),
+        );
+        metric(
+            "agentrack_http_responses_total",
+            "counter",
+            "HTTP responses by status class.",
+            &["1xx", "2xx", "3xx", "4xx", "5xx"]
+                .iter()
+                .zip(&self.http)
+                .map(|(class, n)| (format!("{{class=\"{class}\"}}"), load(n)))
+                .collect::<Vec<_>>(),
+        );
+        metric(
+            "agentrack_websocket_connections",
+            "gauge",
+            "WebSocket event streams open now.",
+            &one(load(&self.websockets)),
+        );
+        metric(
+            "agentrack_websocket_slow_disconnects_total",
+            "counter",
+            "Event streams closed because the client fell behind.",
+            &one(load(&self.slow_disconnects)),
+        );
+        let breakers: Vec<(String, f64)> = tracker
+            .breakers()
+            .into_iter()
+            .map(|status| {
+                let value = match status.state {
+                    BreakerState::Closed => 0.0,
+                    BreakerState::HalfOpen => 1.0,
+                    BreakerState::Open => 2.0,
+                };
+                (format!("{{breaker=\"{}\"}}", escape_label(&status.name)), value)
+            })
+            .collect();
+        metric(
+            "agentrack_breaker_state",
+            "gauge",
+            "Named circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            &breakers,
+        );
+        let mut phases = Vec::new();
+        for (phase, stats) in phase_stats(self.phase_samples(None)) {
+            for (quantile, value) in [("0.5", stats.p50), ("0.9", stats.p90), ("0.99", stats.p99)] {
+                phases.push((format!("{{phase=\"{phase}\",quantile=\"{quantile}\"}}"), value as f64));
+            }
+        }
+        metric(
+            "agentrack_phase_duration_milliseconds",
+            "summary",
+            "Time spent per phase over recent transitions.",
+            &phases,
+        );
+        metric(
+            "agentrack_uptime_seconds",
+            "gauge",
+            "Seconds since the server started.",
+            &one(uptime.as_secs_f64()),
+        );
+        out
+    }
+}
+
+fn push_sample(tenant: &mut HashMap<Phase, VecDeque<u64>>, phase: Phase, value: u64) {
+    let samples = tenant.entry(phase).or_default();
+    if samples.len() == SAMPLES {
+        samples.pop_front();
+    }
+    samples.push_back(value);
+}
+
+fn escape_label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

@@ -1,0 +1,572 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! One connection writes (owned by the pipeline's thread); readers take a connection from a small
+//! pool, which WAL lets run beside the writer. The schema is versioned: `schema_version` holds the
+//! number of the last migration applied, and [`MIGRATIONS`] are applied in order at open.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use agentrack::{ExecutionId, ExecutionRecord, ExecutionState};
+use chrono::{DateTime, TimeZone, Utc};
+use parking_lot::Mutex;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
+
+use super::{
+    Batch, EventQuery, ListQuery, Loaded, Page, Purged, RowUpdate, Store, StoreError, StoreFuture, StoreWriter,
+    StoredEvent,
+};
+use crate::auth::{Role, TokenGrant};
+
+/// The schema, one migration per version (version = index + 1).
+pub const MIGRATIONS: &[&str] = &[
+    // 1: events, materialised executions, tokens, metadata.
+    "CREATE TABLE events (
+        global_seq   INTEGER PRIMARY KEY,
+        execution_id TEXT,
+        seq          INTEGER,
+        tenant       TEXT,
+        user_id      TEXT,
+        thread_id    TEXT,
+        type         TEXT NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        json         TEXT NOT NULL
+    );
+    CREATE INDEX events_by_execution ON events (execution_id, global_seq);
+    CREATE INDEX events_by_tenant ON events (tenant, global_seq);
+    CREATE TABLE executions (
+        execution_id    TEXT PRIMARY KEY,
+        tenant          TEXT NOT NULL,
+        user_id         TEXT NOT NULL,
+        thread_id       TEXT NOT NULL,
+        agent_name      TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        started_at_ms   INTEGER NOT NULL,
+        completed_at_ms INTEGER,
+        record          TEXT NOT NULL
+    );
+    CREATE INDEX executions_by_tenant_user ON executions (tenant, user_id, execution_id);
+    CREATE INDEX executions_by_completion ON executions (completed_at_ms) WHERE completed_at_ms IS NOT NULL;
+    CREATE TABLE tokens (
+        token_hash    TEXT PRIMARY KEY,
+        role          TEXT NOT NULL,
+        tenant        TEXT NOT NULL,
+        user_id       TEXT,
+        label         TEXT,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );",
+];
+
+/// How hard SQLite syncs to disk on commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync on every commit: an acknowledged write survives a power cut.
+    #[default]
+    Full,
+    /// fsync at checkpoints only: survives a process crash, may lose the latest commits on a
+    /// power cut. Faster.
+    Normal,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Normal => "NORMAL",
+        }
+    }
+}
+
+fn db_error(error: rusqlite::Error) -> StoreError {
+    StoreError::Database(error.to_string())
+}
+
+fn millis(time: DateTime<Utc>) -> i64 {
+    time.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn u64_to_sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The SQLite store at one file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    path: PathBuf,
+    synchronous: Synchronous,
+    readers: Arc<Readers>,
+}
+
+#[derive(Debug)]
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+const IDLE_READERS: usize = 4;
+
+impl Readers {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = self.idle.lock().pop();
+        let conn = match conn {
+            Some(conn) => conn,
+            None => open_connection(&self.path, true, Synchronous::Normal)?,
+        };
+        let result = f(&conn).map_err(db_error);
+        let mut idle = self.idle.lock();
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+fn open_connection(path: &Path, read_only: bool, synchronous: Synchronous) -> Result<Connection, StoreError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(|error| StoreError::Io {
+        path: path.display().to_string(),
+        reason: error.to_string(),
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(db_error)?;
+    if !read_only {
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(db_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Database(format!(
+                "could not enable WAL (journal mode is {mode})"
+            )));
+        }
+        conn.pragma_update(None, "synchronous", synchronous.pragma())
+            .map_err(db_error)?;
+    }
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(db_error)?;
+    let current: i64 = conn
+        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |row| {
+            row.get(0)
+        })
+        .map_err(db_error)?;
+    let supported = MIGRATIONS.len() as i64;
+    if current > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported,
+        });
+    }
+    for (index, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        let version = index as i64 + 1;
+        let tx = conn.transaction().map_err(db_error)?;
+        tx.execute_batch(sql).map_err(db_error)?;
+        tx.execute("DELETE FROM schema_version", []).map_err(db_error)?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [version])
+            .map_err(db_error)?;
+        tx.commit().map_err(db_error)?;
+        tracing::info!(version, "applied store migration");
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir` (file `agentrack.db`) and applies
+    /// migrations.
+    ///
+    /// # Errors
+    ///
+    /// The directory cannot be created, the file cannot be opened, or a migration fails.
+    pub fn open(dir: &Path, synchronous: Synchronous) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
+            path: dir.display().to_string(),
+            reason: error.to_string(),
+        })?;
+        let path = dir.join("agentrack.db");
+        let mut conn = open_connection(&path, false, synchronous)?;
+        migrate(&mut conn)?;
+        drop(conn);
+        Ok(Self {
+            readers: Arc::new(Readers {
+                path: path.clone(),
+                idle: Mutex::new(Vec::new()),
+            }),
+            path,
+            synchronous,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version on disk.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.readers
+            .with(|conn| conn.query_row("SELECT MAX(version) FROM schema_version", [], |row| row.get(0)))
+    }
+
+    fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        let readers = Arc::clone(&self.readers);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || readers.with(f))
+                .await
+                .map_err(|error| StoreError::Task(error.to_string()))?
+        })
+    }
+}
+
+fn decode_record(text: &str) -> rusqlite::Result<ExecutionRecord> {
+    serde_json::from_str(text)
+        .map_err(|error| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(error)))
+}
+
+fn grant_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenGrant> {
+    let role: String = row.get(0)?;
+    let role = role
+        .parse::<Role>()
+        .map_err(|error| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(error)))?;
+    Ok(TokenGrant {
+        role,
+        tenant: row.get(1)?,
+        user_id: row.get(2)?,
+        label: row.get(3)?,
+        created_at: from_millis(row.get(4)?),
+    })
+}
+
+impl Store for SqliteStore {
+    fn load(&self) -> Result<Loaded, StoreError> {
+        self.readers.with(|conn| {
+            let mut records = Vec::new();
+            let mut statement = conn.prepare("SELECT execution_id, record FROM executions ORDER BY execution_id")?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                let id: String = row.get(0)?;
+                let text: String = row.get(1)?;
+                match serde_json::from_str::<ExecutionRecord>(&text) {
+                    Ok(record) => records.push(record),
+                    Err(error) => {
+                        tracing::error!(execution_id = %id, %error, "skipping an unreadable stored execution")
+                    }
+                }
+            }
+            let stored_max: i64 =
+                conn.query_row("SELECT COALESCE(MAX(global_seq), 0) FROM events", [], |row| row.get(0))?;
+            let meta: Option<i64> = conn
+                .query_row("SELECT value FROM meta WHERE key = 'high_water'", [], |row| row.get(0))
+                .optional()?;
+            let has_admin_token: bool =
+                conn.query_row("SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin')", [], |row| {
+                    row.get(0)
+                })?;
+            Ok(Loaded {
+                records,
+                high_water: u64::try_from(stored_max.max(meta.unwrap_or(0))).unwrap_or(0),
+                has_admin_token,
+            })
+        })
+    }
+
+    fn writer(&self) -> Result<Box<dyn StoreWriter>, StoreError> {
+        Ok(Box::new(SqliteWriter {
+            conn: open_connection(&self.path, false, self.synchronous)?,
+        }))
+    }
+
+    fn get(&self, id: ExecutionId) -> StoreFuture<'_, Option<ExecutionRecord>> {
+        let key = id.to_string();
+        self.blocking(move |conn| {
+            let text: Option<String> = conn
+                .query_row("SELECT record FROM executions WHERE execution_id = ?1", [&key], |row| {
+                    row.get(0)
+                })
+                .optional()?;
+            text.as_deref().map(decode_record).transpose()
+        })
+    }
+
+    fn list(&self, query: ListQuery) -> StoreFuture<'_, Page> {
+        self.blocking(move |conn| {
+            let mut sql = String::from("SELECT record FROM executions WHERE 1 = 1");
+            let mut values: Vec<SqlValue> = Vec::new();
+            for (column, value) in [
+                ("tenant", &query.tenant),
+                ("user_id", &query.user_id),
+                ("thread_id", &query.thread_id),
+                ("agent_name", &query.agent_name),
+            ] {
+                if let Some(value) = value {
+                    sql.push_str(&format!(" AND {column} = ?"));
+                    values.push(SqlValue::Text(value.clone()));
+                }
+            }
+            if let Some(states) = &query.states {
+                let marks = vec!["?"; states.len()].join(", ");
+                sql.push_str(&format!(" AND state IN ({marks})"));
+                values.extend(states.iter().map(|s| SqlValue::Text(s.as_str().to_owned())));
+            }
+            if let Some(before) = query.before {
+                sql.push_str(" AND execution_id < ?");
+                values.push(SqlValue::Text(before.to_string()));
+            }
+            sql.push_str(" ORDER BY execution_id DESC LIMIT ?");
+            values.push(SqlValue::Integer(i64::try_from(query.limit + 1).unwrap_or(i64::MAX)));
+            let mut statement = conn.prepare(&sql)?;
+            let mut rows = statement.query(params_from_iter(values))?;
+            let mut records = Vec::new();
+            while let Some(row) = rows.next()? {
+                let text: String = row.get(0)?;
+                records.push(decode_record(&text)?);
+            }
+            let next_cursor = if records.len() > query.limit {
+                records.truncate(query.limit);
+                records.last().map(|record| record.execution_id)
+            } else {
+                None
+            };
+            Ok(Page { records, next_cursor })
+        })
+    }
+
+    fn events(&self, query: EventQuery) -> StoreFuture<'_, Vec<StoredEvent>> {
+        self.blocking(move |conn| {
+            let mut sql = String::from("SELECT global_seq, json FROM events WHERE global_seq > ? AND global_seq <= ?");
+            let mut values: Vec<SqlValue> = vec![
+                SqlValue::Integer(u64_to_sql(query.after)),
+                SqlValue::Integer(u64_to_sql(query.up_to)),
+            ];
+            for (column, value) in [
+                ("tenant", query.tenant.clone()),
+                ("user_id", query.user_id.clone()),
+                ("thread_id", query.thread_id.clone()),
+                ("execution_id", query.execution_id.map(|id| id.to_string())),
+            ] {
+                if let Some(value) = value {
+                    sql.push_str(&format!(" AND {column} = ?"));
+                    values.push(SqlValue::Text(value));
+                }
+            }
+            sql.push_str(" ORDER BY global_seq LIMIT ?");
+            values.push(SqlValue::Integer(i64::try_from(query.limit).unwrap_or(i64::MAX)));
+            let mut statement = conn.prepare(&sql)?;
+            let rows = statement.query_map(params_from_iter(values), |row| {
+                let seq: i64 = row.get(0)?;
+                Ok(StoredEvent {
+                    global_seq: u64::try_from(seq).unwrap_or(0),
+                    json: row.get(1)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn token(&self, hash: String) -> StoreFuture<'_, Option<TokenGrant>> {
+        self.blocking(move |conn| {
+            conn.query_row(
+                "SELECT role, tenant, user_id, label, created_at_ms FROM tokens WHERE token_hash = ?1",
+                [&hash],
+                grant_from_row,
+            )
+            .optional()
+        })
+    }
+}
+
+/// The single writing connection.
+#[derive(Debug)]
+pub struct SqliteWriter {
+    conn: Connection,
+}
+
+fn write_row(tx: &rusqlite::Transaction<'_>, record: &ExecutionRecord) -> Result<(), StoreError> {
+    let json = serde_json::to_string(record).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    tx.prepare_cached(
+        "INSERT INTO executions
+            (execution_id, tenant, user_id, thread_id, agent_name, state, started_at_ms, completed_at_ms, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (execution_id) DO UPDATE SET
+            state = excluded.state, completed_at_ms = excluded.completed_at_ms, record = excluded.record",
+    )
+    .and_then(|mut statement| {
+        statement.execute(params![
+            record.execution_id.to_string(),
+            record.tenant,
+            record.user_id,
+            record.thread_id,
+            record.agent_name,
+            record.state.as_str(),
+            millis(record.started_at),
+            record.completed_at.map(millis),
+            json,
+        ])
+    })
+    .map_err(db_error)?;
+    Ok(())
+}
+
+fn finish_row(tx: &rusqlite::Transaction<'_>, id: ExecutionId, event: &agentrack::Event) -> Result<(), StoreError> {
+    let Some(finished) = event.kind.finished() else {
+        return Ok(());
+    };
+    let text: Option<String> = tx
+        .query_row(
+            "SELECT record FROM executions WHERE execution_id = ?1",
+            [id.to_string()],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(db_error)?;
+    let Some(text) = text else { return Ok(()) };
+    let mut record: ExecutionRecord =
+        serde_json::from_str(&text).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    if record.state.is_terminal() {
+        return Ok(());
+    }
+    record.state = finished.state;
+    record.completed_at = Some(event.timestamp);
+    record.updated_at = event.timestamp;
+    record.last_heartbeat = finished.last_heartbeat;
+    if finished.error.is_some() {
+        record.error.clone_from(&finished.error);
+    }
+    if finished.result.is_some() {
+        record.result.clone_from(&finished.result);
+    }
+    if let Some(scope) = &event.execution {
+        record.seq = record.seq.max(scope.seq);
+    }
+    write_row(tx, &record)
+}
+
+impl StoreWriter for SqliteWriter {
+    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(db_error)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO events
+                        (global_seq, execution_id, seq, tenant, user_id, thread_id, type, timestamp_ms, json)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(db_error)?;
+            for row in &batch.events {
+                let event = &row.event;
+                let scope = event.execution.as_ref();
+                let text = row.text();
+                insert
+                    .execute(params![
+                        u64_to_sql(event.global_seq),
+                        scope.map(|s| s.execution_id.to_string()),
+                        scope.map(|s| u64_to_sql(s.seq)),
+                        scope.map(|s| s.owner.tenant.as_str()),
+                        scope.map(|s| s.owner.user_id.as_str()),
+                        scope.map(|s| s.owner.thread_id.as_str()),
+                        event.kind.name(),
+                        millis(event.timestamp),
+                        text,
+                    ])
+                    .map_err(db_error)?;
+            }
+        }
+        for row in &batch.rows {
+            match row {
+                RowUpdate::Snapshot(record) => write_row(&tx, record)?,
+                RowUpdate::Finish { execution_id, event } => finish_row(&tx, *execution_id, event)?,
+            }
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('high_water', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+            [u64_to_sql(batch.high_water)],
+        )
+        .map_err(db_error)?;
+        tx.commit().map_err(db_error)
+    }
+
+    fn purge_finished(&mut self, before: DateTime<Utc>) -> Result<Purged, StoreError> {
+        let cutoff = millis(before);
+        let tx = self.conn.transaction().map_err(db_error)?;
+        let mut events = tx
+            .execute(
+                "DELETE FROM events WHERE execution_id IN
+                    (SELECT execution_id FROM executions WHERE completed_at_ms IS NOT NULL AND completed_at_ms < ?1)",
+                [cutoff],
+            )
+            .map_err(db_error)?;
+        events += tx
+            .execute(
+                "DELETE FROM events WHERE execution_id IS NULL AND timestamp_ms < ?1",
+                [cutoff],
+            )
+            .map_err(db_error)?;
+        let executions = tx
+            .execute(
+                "DELETE FROM executions WHERE completed_at_ms IS NOT NULL AND completed_at_ms < ?1",
+                [cutoff],
+            )
+            .map_err(db_error)?;
+        tx.commit().map_err(db_error)?;
+        Ok(Purged {
+            executions: executions as u64,
+            events: events as u64,
+        })
+    }
+
+    fn insert_token(&mut self, hash: &str, grant: &TokenGrant) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO tokens (token_hash, role, tenant, user_id, label, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    hash,
+                    grant.role.as_str(),
+                    grant.tenant,
+                    grant.user_id,
+                    grant.label,
+                    millis(grant.created_at)
+                ],
+            )
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .map_err(db_error)
+    }
+}
+
+/// States that count as alive, for `active=true` filters.
+pub fn alive_states() -> Vec<ExecutionState> {
+    ExecutionState::ALL.iter().copied().filter(|s| s.is_alive()).collect()
+}

@@ -1,0 +1,587 @@
+//! The group-commit pipeline: every event goes to the store before anyone is told about it.
+//!
+//! The tracker hands every event to a sink, synchronously and in global order. The sink only
+//! pushes it onto an unbounded channel; a dedicated thread drains the channel, writes everything
+//! it found in one transaction, and then
+//!
+//! 1. publishes the highest global sequence number it has covered (a `watch` channel): a request
+//!    handler replies only once that number reaches the last event of its own change — durable
+//!    before acknowledged — and many handlers share one fsync;
+//! 2. fans the events out to WebSocket subscribers (a `broadcast` channel), each serialised to
+//!    JSON once. Subscribers therefore never see an event that a crash could take back.
+//!
+//! Each written execution also gets its materialised row: a snapshot taken from the tracker
+//! *after* its events were drained. Because the tracker emits an event while holding the
+//! record's lock, that snapshot includes at least every drained event, so a row is never behind
+//! the log. (It may be slightly ahead — a change whose event arrives in the next batch; that
+//! change was not acknowledged yet, so a crash in between loses nothing anyone was promised.)
+//!
+//! Heartbeats are the bulk of the traffic and are not worth an fsync each: they are published at
+//! once (no one waits for them), and only the latest per execution is written, at least every
+//! `heartbeat_flush` — or sooner, together with any other event of the same execution.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use agentrack::{Event, EventKind, ExecutionId, Tracker};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{broadcast, oneshot, watch};
+
+use super::{Batch, RowUpdate, StoreError, StoreWriter};
+use crate::auth::TokenGrant;
+
+/// An event with its JSON, serialised once and shared by the store and every subscriber.
+#[derive(Debug)]
+pub struct SerializedEvent {
+    /// The event.
+    pub event: Arc<Event>,
+    /// Its JSON text (UTF-8).
+    pub json: Bytes,
+}
+
+impl SerializedEvent {
+    /// Serialises `event`.
+    pub fn new(event: Arc<Event>) -> Self {
+        // Serialising our own types to a string cannot fail (string keys, finite floats are
+        // written as numbers, non-finite ones as null).
+        let json = serde_json::to_vec(&*event).unwrap_or_else(|_| b"{}".to_vec());
+        Self {
+            event,
+            json: Bytes::from(json),
+        }
+    }
+
+    /// The JSON as text.
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.json).unwrap_or("{}")
+    }
+}
+
+/// Settings of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// The longest a heartbeat waits before it is written.
+    pub heartbeat_flush: Duration,
+    /// Finished executions older than this are purged from the store.
+    pub retention: Duration,
+    /// How often the purge runs.
+    pub purge_interval: Duration,
+    /// Events buffered per subscriber before it counts as too slow.
+    pub subscriber_buffer: usize,
+    /// At most this many messages go in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_flush: Duration::from_secs(1),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            purge_interval: Duration::from_secs(3600),
+            subscriber_buffer: 4096,
+            max_batch: 8192,
+        }
+    }
+}
+
+/// Why a write was not confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// The store did not confirm in time (it is failing or overloaded).
+    #[error("the store did not confirm the write within {0:?}")]
+    TimedOut(Duration),
+    /// The pipeline has stopped.
+    #[error("the store writer has stopped")]
+    Stopped,
+}
+
+/// Counters of the pipeline, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Transactions committed.
+    pub batches: AtomicU64,
+    /// Events appended to the log.
+    pub events_written: AtomicU64,
+    /// Heartbeats received.
+    pub heartbeats: AtomicU64,
+    /// Heartbeats written (the rest were coalesced).
+    pub heartbeats_written: AtomicU64,
+    /// Failed commit attempts.
+    pub commit_failures: AtomicU64,
+    /// Executions purged by retention.
+    pub purged_executions: AtomicU64,
+    /// Microseconds spent in the latest commit.
+    pub last_commit_micros: AtomicU64,
+}
+
+/// Called on the writer thread with every committed event, in order.
+pub type Observer = Box<dyn FnMut(&Arc<Event>) + Send>;
+
+enum Message {
+    Event(Arc<Event>),
+    Token {
+        hash: String,
+        grant: TokenGrant,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Flush(oneshot::Sender<()>),
+    Shutdown,
+}
+
+/// The running pipeline; see the module documentation.
+pub struct Pipeline {
+    sender: Mutex<Option<mpsc::Sender<Message>>>,
+    committed: watch::Receiver<u64>,
+    hub: broadcast::Sender<Arc<SerializedEvent>>,
+    healthy: Arc<AtomicBool>,
+    stats: Arc<PipelineStats>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("committed", &*self.committed.borrow())
+            .field("healthy", &self.healthy.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// Starts the writer thread and installs the tracker's sink. `high_water` is the sequence
+    /// number everything before start-up is covered by.
+    ///
+    /// # Errors
+    ///
+    /// The thread could not be spawned, or the tracker already has a sink.
+    pub fn start(
+        writer: Box<dyn StoreWriter>,
+        tracker: &Tracker,
+        high_water: u64,
+        config: PipelineConfig,
+        observer: Observer,
+    ) -> Result<Arc<Self>, StoreError> {
+        let (sender, receiver) = mpsc::channel();
+        let (committed_tx, committed) = watch::channel(high_water);
+        let (hub, _) = broadcast::channel(config.subscriber_buffer.max(16));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let stats = Arc::new(PipelineStats::default());
+        let state = WriterThread {
+            writer,
+            tracker: tracker.clone(),
+            receiver,
+            committed: committed_tx,
+            hub: hub.clone(),
+            healthy: Arc::clone(&healthy),
+            stats: Arc::clone(&stats),
+            observer,
+            pending_heartbeats: HashMap::new(),
+            heartbeats_since: None,
+            last_purge: None,
+            high_water,
+            config,
+        };
+        let thread = std::thread::Builder::new()
+            .name("agentrack-store-writer".into())
+            .spawn(move || state.run())
+            .map_err(|error| StoreError::Task(error.to_string()))?;
+        let sink = sender.clone();
+        let installed = tracker.set_sink(move |event| {
+            // Fails only once the writer is gone (shutdown); the event is then lost with it.
+            let _ = sink.send(Message::Event(Arc::clone(event)));
+        });
+        if !installed {
+            return Err(StoreError::Task("the tracker already has an event sink".into()));
+        }
+        Ok(Arc::new(Self {
+            sender: Mutex::new(Some(sender)),
+            committed,
+            hub,
+            healthy,
+            stats,
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    /// The highest global sequence number known durable (or, for heartbeats, published).
+    pub fn committed(&self) -> u64 {
+        *self.committed.borrow()
+    }
+
+    /// A receiver of the committed-sequence watermark.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
+    }
+
+    /// Whether the latest commit succeeded.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
+    /// Waits until every event up to `seq` is committed.
+    ///
+    /// # Errors
+    ///
+    /// [`CommitError::TimedOut`] after `timeout`, [`CommitError::Stopped`] if the writer ended.
+    pub async fn wait_committed(&self, seq: u64, timeout: Duration) -> Result<(), CommitError> {
+        if *self.committed.borrow() >= seq {
+            return Ok(());
+        }
+        let mut watch = self.committed.clone();
+        match tokio::time::timeout(timeout, watch.wait_for(|committed| *committed >= seq)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(CommitError::Stopped),
+            Err(_) => Err(CommitError::TimedOut(timeout)),
+        }
+    }
+
+    /// Subscribes to committed events, in global order.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<SerializedEvent>> {
+        self.hub.subscribe()
+    }
+
+    /// How many subscribers are connected.
+    pub fn subscribers(&self) -> usize {
+        self.hub.receiver_count()
+    }
+
+    fn send(&self, message: Message) -> Result<(), CommitError> {
+        match &*self.sender.lock() {
+            Some(sender) => sender.send(message).map_err(|_| CommitError::Stopped),
+            None => Err(CommitError::Stopped),
+        }
+    }
+
+    /// Stores a token through the writer.
+    ///
+    /// # Errors
+    ///
+    /// The store's error, or [`StoreError::Task`] if the writer has stopped.
+    pub async fn insert_token(&self, hash: String, grant: TokenGrant) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Message::Token { hash, grant, reply })
+            .map_err(|error| StoreError::Task(error.to_string()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Task("the store writer has stopped".into()))?
+    }
+
+    /// Writes every pending heartbeat now and waits for it.
+    ///
+    /// # Errors
+    ///
+    /// [`CommitError::Stopped`] if the writer has stopped.
+    pub async fn flush(&self) -> Result<(), CommitError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Message::Flush(reply))?;
+        answer.await.map_err(|_| CommitError::Stopped)
+    }
+
+    /// Writes everything pending, closes the store and stops the thread (blocking).
+    pub fn shutdown(&self) {
+        if let Some(sender) = self.sender.lock().take() {
+            let _ = sender.send(Message::Shutdown);
+        }
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct WriterThread {
+    writer: Box<dyn StoreWriter>,
+    tracker: Tracker,
+    receiver: mpsc::Receiver<Message>,
+    committed: watch::Sender<u64>,
+    hub: broadcast::Sender<Arc<SerializedEvent>>,
+    healthy: Arc<AtomicBool>,
+    stats: Arc<PipelineStats>,
+    observer: Observer,
+    /// The latest unwritten heartbeat of each execution.
+    pending_heartbeats: HashMap<ExecutionId, Arc<SerializedEvent>>,
+    heartbeats_since: Option<Instant>,
+    last_purge: Option<Instant>,
+    high_water: u64,
+    config: PipelineConfig,
+}
+
+/// What one cycle gathered from the channel.
+#[derive(Default)]
+struct Gathered {
+    events: Vec<Arc<Event>>,
+    tokens: Vec<(String, TokenGrant, oneshot::Sender<Result<(), StoreError>>)>,
+    flushes: Vec<oneshot::Sender<()>>,
+    stop: bool,
+}
+
+impl WriterThread {
+    fn run(mut self) {
+        loop {
+            let mut gathered = Gathered::default();
+            match self.receiver.recv_timeout(self.next_wakeup()) {
+                Ok(message) => gathered.push(message),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => gathered.stop = true,
+            }
+            self.drain_into(&mut gathered);
+            let stop = self.cycle(gathered);
+            self.maybe_purge();
+            if stop {
+                if !self.pending_heartbeats.is_empty() {
+                    self.cycle(Gathered {
+                        stop: true,
+                        ..Gathered::default()
+                    });
+                }
+                break;
+            }
+        }
+        if let Err(error) = self.writer.close() {
+            tracing::error!(%error, "closing the store failed");
+        }
+    }
+
+    fn next_wakeup(&self) -> Duration {
+        let mut wait = Duration::from_secs(1);
+        if let Some(since) = self.heartbeats_since {
+            wait = wait.min(self.config.heartbeat_flush.saturating_sub(since.elapsed()));
+        }
+        wait.max(Duration::from_millis(1))
+    }
+
+    fn drain_into(&self, gathered: &mut Gathered) {
+        while gathered.events.len() < self.config.max_batch {
+            match self.receiver.try_recv() {
+                Ok(message) => gathered.push(message),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Drains only events that are already queued (after snapshots were taken).
+    fn drain_events(&self, gathered: &mut Gathered) -> usize {
+        let before = gathered.events.len();
+        self.drain_into(gathered);
+        gathered.events.len() - before
+    }
+
+    /// Writes what was gathered; returns whether the pipeline was asked to stop.
+    fn cycle(&mut self, mut gathered: Gathered) -> bool {
+        for (hash, grant, reply) in gathered.tokens.drain(..) {
+            let _ = reply.send(self.writer.insert_token(&hash, &grant));
+        }
+        let flush_all = gathered.stop
+            || !gathered.flushes.is_empty()
+            || self
+                .heartbeats_since
+                .is_some_and(|since| since.elapsed() >= self.config.heartbeat_flush);
+        if gathered.events.is_empty() && !(flush_all && !self.pending_heartbeats.is_empty()) {
+            for reply in gathered.flushes {
+                let _ = reply.send(());
+            }
+            return gathered.stop;
+        }
+
+        let mut published: Vec<Arc<SerializedEvent>> = Vec::with_capacity(gathered.events.len());
+        let mut written: Vec<Arc<SerializedEvent>> = Vec::new();
+        let mut touched: HashSet<ExecutionId> = HashSet::new();
+        self.sort_events(&gathered.events, &mut published, &mut written, &mut touched);
+        if flush_all {
+            touched.extend(self.pending_heartbeats.keys().copied());
+        }
+        let mut snapshots = self.snapshots(&touched);
+
+        // Events queued while the snapshots were taken: include the ones the snapshots already
+        // reflect, so that a row and the log agree (see the module documentation).
+        let mut more = Gathered::default();
+        if self.drain_events(&mut more) > 0 {
+            let mut newly: HashSet<ExecutionId> = HashSet::new();
+            self.sort_events(&more.events, &mut published, &mut written, &mut newly);
+            let stale: HashSet<ExecutionId> = newly
+                .into_iter()
+                .filter(|id| !snapshots.contains_key(id) || more.events.iter().any(|e| is_ahead(e, *id, &snapshots)))
+                .collect();
+            snapshots.extend(self.snapshots(&stale));
+            touched.extend(stale);
+            gathered.tokens.extend(more.tokens);
+            gathered.flushes.extend(more.flushes);
+            gathered.stop |= more.stop;
+        }
+        for id in &touched {
+            if let Some(heartbeat) = self.pending_heartbeats.remove(id) {
+                written.push(heartbeat);
+                self.stats.heartbeats_written.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if self.pending_heartbeats.is_empty() {
+            self.heartbeats_since = None;
+        }
+        written.sort_by_key(|e| e.event.global_seq);
+        let high_water = published
+            .last()
+            .map_or(self.high_water, |e| e.event.global_seq)
+            .max(self.high_water);
+
+        let mut rows: Vec<RowUpdate> = Vec::with_capacity(touched.len());
+        for id in &touched {
+            match snapshots.remove(id) {
+                Some(record) => rows.push(RowUpdate::Snapshot(Box::new(record))),
+                None => {
+                    let terminal = written.iter().find(|e| {
+                        e.event.kind.finished().is_some()
+                            && e.event.execution.as_ref().is_some_and(|s| s.execution_id == *id)
+                    });
+                    if let Some(terminal) = terminal {
+                        rows.push(RowUpdate::Finish {
+                            execution_id: *id,
+                            event: Arc::clone(&terminal.event),
+                        });
+                    }
+                }
+            }
+        }
+        let batch = Batch {
+            events: written,
+            rows,
+            high_water,
+        };
+        self.commit_with_retry(&batch, gathered.stop);
+        self.high_water = high_water;
+        for (hash, grant, reply) in gathered.tokens.drain(..) {
+            let _ = reply.send(self.writer.insert_token(&hash, &grant));
+        }
+        let _ = self.committed.send(high_water);
+        for event in published {
+            (self.observer)(&event.event);
+            // An error only means that nobody is subscribed.
+            let _ = self.hub.send(event);
+        }
+        for reply in gathered.flushes {
+            let _ = reply.send(());
+        }
+        gathered.stop
+    }
+
+    /// Serialises events; heartbeats go to the pending set, the rest to `written`.
+    fn sort_events(
+        &mut self,
+        events: &[Arc<Event>],
+        published: &mut Vec<Arc<SerializedEvent>>,
+        written: &mut Vec<Arc<SerializedEvent>>,
+        touched: &mut HashSet<ExecutionId>,
+    ) {
+        for event in events {
+            let serialized = Arc::new(SerializedEvent::new(Arc::clone(event)));
+            published.push(Arc::clone(&serialized));
+            let id = event.execution.as_ref().map(|scope| scope.execution_id);
+            match (&event.kind, id) {
+                (EventKind::Heartbeat { .. }, Some(id)) => {
+                    self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                    self.pending_heartbeats.insert(id, serialized);
+                    self.heartbeats_since.get_or_insert_with(Instant::now);
+                }
+                (_, id) => {
+                    written.push(serialized);
+                    if let Some(id) = id {
+                        touched.insert(id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn snapshots(&self, ids: &HashSet<ExecutionId>) -> HashMap<ExecutionId, agentrack::ExecutionRecord> {
+        ids.iter()
+            .filter_map(|id| self.tracker.get(*id).ok().map(|record| (*id, record)))
+            .collect()
+    }
+
+    fn commit_with_retry(&mut self, batch: &Batch, stopping: bool) {
+        let mut delay = Duration::from_millis(50);
+        let mut attempts = 0u32;
+        loop {
+            let started = Instant::now();
+            match self.writer.commit(batch) {
+                Ok(()) => {
+                    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    self.stats.last_commit_micros.store(micros, Ordering::Relaxed);
+                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .events_written
+                        .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                    self.healthy.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(error) => {
+                    attempts += 1;
+                    self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                    self.healthy.store(false, Ordering::Relaxed);
+                    tracing::error!(%error, attempts, events = batch.events.len(), "store commit failed; retrying");
+                    if stopping && attempts >= 5 {
+                        tracing::error!("giving up on the last batch at shutdown");
+                        return;
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    fn maybe_purge(&mut self) {
+        if self
+            .last_purge
+            .is_some_and(|last| last.elapsed() < self.config.purge_interval)
+        {
+            return;
+        }
+        self.last_purge = Some(Instant::now());
+        let Ok(age) = chrono::Duration::from_std(self.config.retention) else {
+            return;
+        };
+        let before = chrono::Utc::now() - age;
+        match self.writer.purge_finished(before) {
+            Ok(purged) => {
+                self.stats
+                    .purged_executions
+                    .fetch_add(purged.executions, Ordering::Relaxed);
+                if purged.executions > 0 {
+                    tracing::info!(
+                        executions = purged.executions,
+                        events = purged.events,
+                        "purged finished executions past retention"
+                    );
+                }
+            }
+            Err(error) => tracing::warn!(%error, "retention purge failed"),
+        }
+    }
+}
+
+impl Gathered {
+    fn push(&mut self, message: Message) {
+        match message {
+            Message::Event(event) => self.events.push(event),
+            Message::Token { hash, grant, reply } => self.tokens.push((hash, grant, reply)),
+            Message::Flush(reply) => self.flushes.push(reply),
+            Message::Shutdown => self.stop = true,
+        }
+    }
+}
+
+/// Whether `event` belongs to `id` and is newer than its snapshot.
+fn is_ahead(event: &Event, id: ExecutionId, snapshots: &HashMap<ExecutionId, agentrack::ExecutionRecord>) -> bool {
+    event.execution.as_ref().is_some_and(|scope| {
+        scope.execution_id == id && snapshots.get(&id).is_some_and(|record| scope.seq > record.seq)
+    })
+}
