@@ -12,7 +12,7 @@
 //!   value from the tracker (and keeps the last one seen once the record is purged).
 //! - `PendingNotification` and `ProtectedCall` split one core operation that awaits something in
 //!   two halves around a Python `await`: the core's `transition_notify` (waiting on the WebSocket
-//!   manager) and `execute` (waiting on the protected coroutine). See [`calls`](crate::calls).
+//!   manager) and `execute` (waiting on the protected coroutine). See the `calls` module.
 //! - The enumerations, `TimeoutConfig` and `PhaseTransition` are Python classes (real
 //!   `enum.Enum`s and dataclasses, as in the original); Python registers them here at import.
 

@@ -48,15 +48,23 @@ impl RecordView {
         Ok(PyList::new(py, views)?.unbind())
     }
 
-    /// The record as it is now (or as last seen, once gone from the tracker).
+    /// The record as it is now; once gone from the tracker, as `cleanup_state` left it (if it is
+    /// still in the completed history) or as last seen.
     fn current(&self) -> Arc<ExecutionRecord> {
-        match self.tracker.get(self.id) {
-            Ok(record) => {
+        let found = self.tracker.get(self.id).ok().or_else(|| {
+            self.tracker
+                .completed_history()
+                .into_iter()
+                .rev()
+                .find(|record| record.execution_id == self.id)
+        });
+        match found {
+            Some(record) => {
                 let record = Arc::new(record);
                 *self.last.lock() = Arc::clone(&record);
                 record
             }
-            Err(_) => Arc::clone(&self.last.lock()),
+            None => Arc::clone(&self.last.lock()),
         }
     }
 
@@ -69,7 +77,7 @@ impl RecordView {
     }
 
     fn current_state(&self) -> ExecutionState {
-        self.tracker.state(self.id).unwrap_or_else(|_| self.last().state)
+        self.tracker.state(self.id).unwrap_or_else(|_| self.current().state)
     }
 }
 
