@@ -1,0 +1,157 @@
+//! Crash safety: everything acknowledged survives SIGKILL, and dead detection resumes after
+//! the grace window.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{SECOND, TestServer};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+/// What the test was told, per execution, by the last acknowledged response.
+#[derive(Debug, Clone, PartialEq)]
+struct Acked {
+    state: String,
+    phase: String,
+    phases: Vec<String>,
+    result: Value,
+    error: Value,
+}
+
+fn acked(record: &Value) -> Acked {
+    Acked {
+        state: record["state"].as_str().unwrap().to_owned(),
+        phase: record["current_phase"].as_str().unwrap().to_owned(),
+        phases: record["phase_history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["to_phase"].as_str().unwrap().to_owned())
+            .collect(),
+        result: record["result"].clone(),
+        error: record["error"].clone(),
+    }
+}
+
+/// Creates one execution and drives it; `finish` picks its terminal state (or none).
+async fn drive(server: &TestServer, token: &str, i: usize, finish: Option<&str>) -> (String, Acked) {
+    let id = server
+        .create(
+            token,
+            "crasher",
+            &format!("thread-{}", i % 17),
+            &format!("user-{}", i % 5),
+        )
+        .await;
+    let path = |suffix: &str| format!("/v1/executions/{id}/{suffix}");
+    server.ok(&path("start"), token, json!({})).await;
+    if finish.is_none() {
+        server.ok(&path("heartbeat"), token, json!({})).await;
+    }
+    let mut last = server
+        .ok(
+            &path("phase"),
+            token,
+            json!({"phase": "websocket_setup", "metadata": {"i": i}}),
+        )
+        .await;
+    if let Some(state) = finish {
+        let body = match state {
+            "completed" => json!({"state": "completed", "result": {"i": i}}),
+            other => json!({"state": other, "error": format!("stopped {i}")}),
+        };
+        last = server.ok(&path("state"), token, body).await;
+    }
+    (id, acked(&last))
+}
+
+#[tokio::test]
+async fn a_thousand_acknowledged_executions_survive_sigkill_and_dead_detection_resumes() {
+    let mut server = TestServer::start_with(&["--heartbeat-timeout", "2s", "--monitor-interval", "100ms"]).await;
+    let agent = server.token("agent", "t1", None).await;
+
+    // 900 executions driven to the end, 100 left running; 48 requests in flight at a time.
+    let finished: Vec<(String, Acked)> = futures_util::stream::iter(0..900)
+        .map(|i| {
+            let state = ["completed", "failed", "cancelled"][i % 3];
+            let (server, agent) = (&server, &agent);
+            async move { drive(server, agent, i, Some(state)).await }
+        })
+        .buffer_unordered(48)
+        .collect()
+        .await;
+    let running: Vec<(String, Acked)> = futures_util::stream::iter(900..1000)
+        .map(|i| {
+            let (server, agent) = (&server, &agent);
+            async move { drive(server, agent, i, None).await }
+        })
+        .buffer_unordered(48)
+        .collect()
+        .await;
+    let (_, metrics_before) = server.request("GET", "/metrics", None, None).await;
+    let committed_before = metric(&metrics_before, "agentrack_store_committed_seq");
+    server.kill();
+
+    server.restart();
+    let restarted = Instant::now();
+    let (status, page) = server.get("/v1/executions?limit=1000", &agent).await;
+    assert_eq!(status, 200);
+    let stored: HashMap<String, Acked> = page["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["execution_id"].as_str().unwrap().to_owned(), acked(r)))
+        .collect();
+    assert_eq!(stored.len(), 1000, "every acknowledged execution is back");
+    for (id, expected) in finished.iter().chain(&running) {
+        assert_eq!(stored.get(id), Some(expected), "execution {id}");
+    }
+    assert!(restarted.elapsed() < 2 * SECOND, "checked within the grace window");
+
+    // The running ones get one heartbeat window of grace, then the monitor declares them dead,
+    // and subscribers hear it.
+    let mut stream = server.ws("", Some(&agent)).await;
+    let mut deaths = 0;
+    let events = stream
+        .until(10 * SECOND, |e| {
+            deaths += usize::from(e["type"] == "dead");
+            deaths == running.len()
+        })
+        .await;
+    assert!(
+        restarted.elapsed() >= Duration::from_millis(1800),
+        "not before the grace window"
+    );
+    let dead: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "dead")
+        .map(|e| e["execution_id"].as_str().unwrap())
+        .collect();
+    for (id, _) in &running {
+        assert!(dead.contains(&id.as_str()), "{id} was declared dead");
+        let (_, record) = server.get(&format!("/v1/executions/{id}"), &agent).await;
+        assert_eq!(record["state"], "dead", "{id}");
+        assert_eq!(record["phase_history"].as_array().unwrap().len(), 1);
+    }
+    let (_, alive) = server.get("/v1/executions?active=true", &agent).await;
+    assert_eq!(alive["executions"], json!([]));
+
+    // Sequence numbers continue after the crash: nothing a client saw is reused.
+    let id = server.create(&agent, "after", "thread", "alice").await;
+    let created = stream.until(5 * SECOND, |e| e["execution_id"] == id.as_str()).await;
+    assert!(created.last().unwrap()["global_seq"].as_u64().unwrap() > committed_before);
+}
+
+fn metric(text: &Value, name: &str) -> u64 {
+    text.as_str()
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap()
+}

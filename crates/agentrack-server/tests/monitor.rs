@@ -1,0 +1,92 @@
+//! The monitor runs inside the server: silent executions die, slow ones time out, and
+//! subscribers hear about it (short timeouts, no long sleeps).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{SECOND, TestServer};
+use serde_json::json;
+
+#[tokio::test]
+async fn a_silent_execution_is_marked_dead_and_its_subscribers_get_the_event() {
+    let server = TestServer::start_with(&["--heartbeat-timeout", "500ms", "--monitor-interval", "50ms"]).await;
+    let agent = server.token("agent", "t1", None).await;
+    let id = server.create(&agent, "researcher", "thread", "alice").await;
+    let mut stream = server.ws(&format!("?execution_id={id}"), Some(&agent)).await;
+    server
+        .ok(&format!("/v1/executions/{id}/start"), &agent, json!({}))
+        .await;
+    server
+        .ok(&format!("/v1/executions/{id}/heartbeat"), &agent, json!({}))
+        .await;
+    let silent_since = Instant::now();
+
+    let events = stream.until(5 * SECOND, |e| e["type"] == "dead").await;
+    let dead = events.last().unwrap();
+    assert!(
+        silent_since.elapsed() >= Duration::from_millis(450),
+        "not before the timeout"
+    );
+    assert_eq!(dead["state"], "dead");
+    assert_eq!(dead["from"], "running");
+    assert!(dead["error"].as_str().unwrap().starts_with("No heartbeat"));
+    assert!(dead["last_heartbeat"].is_string());
+
+    let (_, record) = server.get(&format!("/v1/executions/{id}"), &agent).await;
+    assert_eq!(record["state"], "dead");
+    // Exactly one terminal event, stored: a replay shows it once.
+    let mut replay = server.ws(&format!("?since=0&execution_id={id}"), Some(&agent)).await;
+    let replayed = replay.until(5 * SECOND, |e| e["type"] == "dead").await;
+    assert_eq!(replayed.iter().filter(|e| e["type"] == "dead").count(), 1);
+    assert!(replay.drain(Duration::from_millis(200)).await.is_empty());
+}
+
+#[tokio::test]
+async fn heartbeats_keep_an_execution_alive() {
+    let server = TestServer::start_with(&["--heartbeat-timeout", "400ms", "--monitor-interval", "50ms"]).await;
+    let agent = server.token("agent", "t1", None).await;
+    let id = server.create(&agent, "researcher", "thread", "alice").await;
+    server
+        .ok(&format!("/v1/executions/{id}/start"), &agent, json!({}))
+        .await;
+    for _ in 0..8 {
+        server
+            .ok(&format!("/v1/executions/{id}/heartbeat"), &agent, json!({}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, record) = server.get(&format!("/v1/executions/{id}"), &agent).await;
+    assert_eq!(record["state"], "running");
+    assert_eq!(record["heartbeat_count"], 8);
+}
+
+#[tokio::test]
+async fn an_execution_past_its_timeout_is_timed_out_and_subscribers_get_the_event() {
+    let server = TestServer::start_with(&["--heartbeat-timeout", "30s", "--monitor-interval", "50ms"]).await;
+    let agent = server.token("agent", "t1", None).await;
+    let mut stream = server.ws("?thread_id=slow", Some(&agent)).await;
+    let created = server
+        .ok(
+            "/v1/executions",
+            &agent,
+            json!({"agent_name": "slowpoke", "thread_id": "slow", "user_id": "alice", "timeout_seconds": 0.3}),
+        )
+        .await;
+    let id = created["execution_id"].as_str().unwrap().to_owned();
+    server
+        .ok(&format!("/v1/executions/{id}/start"), &agent, json!({}))
+        .await;
+
+    let events = stream.until(5 * SECOND, |e| e["type"] == "timed_out").await;
+    let timed_out = events.last().unwrap();
+    assert_eq!(timed_out["execution_id"], id.as_str());
+    assert_eq!(timed_out["state"], "timeout");
+    assert!(timed_out["error"].as_str().unwrap().contains("timeout"));
+    let (_, record) = server.get(&format!("/v1/executions/{id}"), &agent).await;
+    assert_eq!(record["state"], "timeout");
+    let (_, metrics) = server.get("/v1/metrics", &agent).await;
+    assert_eq!(metrics["timeout_executions"], 1);
+}
