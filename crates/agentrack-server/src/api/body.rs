@@ -9,7 +9,7 @@
 use agentrack::{ExecutionState, ParseEnumError, Phase};
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
@@ -25,14 +25,6 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let declared = request
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-            return Err(ApiError::too_large(MAX_BODY_BYTES));
-        }
         let bytes = read_limited(request.into_body()).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(Map::new()));
@@ -49,16 +41,37 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
-async fn read_limited(body: Body) -> Result<bytes::Bytes, ApiError> {
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::too_large(MAX_BODY_BYTES)),
-        Err(error) => Err(ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "unreadable_body",
-            format!("the request body could not be read: {error}"),
-        )),
+/// An oversized body is still read (and discarded) up to this size, so that the client gets
+/// to read the 413 instead of a reset connection; beyond it the connection is closed.
+const DRAIN_LIMIT: usize = 16 * MAX_BODY_BYTES;
+
+async fn read_limited(mut body: Body) -> Result<bytes::Bytes, ApiError> {
+    let mut buffer = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                format!("the request body could not be read: {error}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else { continue };
+        total = total.saturating_add(data.len());
+        if total > DRAIN_LIMIT {
+            return Err(ApiError::too_large(MAX_BODY_BYTES).header(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            ));
+        }
+        if total <= MAX_BODY_BYTES {
+            buffer.extend_from_slice(&data);
+        }
     }
+    if total > MAX_BODY_BYTES {
+        return Err(ApiError::too_large(MAX_BODY_BYTES));
+    }
+    Ok(bytes::Bytes::from(buffer))
 }
 
 /// A short description of a JSON value's kind, for error messages.

@@ -93,6 +93,7 @@ pub(super) async fn run(args: &ClientArgs, options: Options) -> anyhow::Result<(
             }
         };
         failures = 0;
+        eprintln!("watching {url} (Ctrl-C to stop)");
         while let Some(message) = socket.next().await {
             match message {
                 Ok(Message::Text(text)) => {

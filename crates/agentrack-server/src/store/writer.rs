@@ -315,11 +315,14 @@ struct WriterThread {
     config: PipelineConfig,
 }
 
+/// A token to store and whom to tell.
+type PendingToken = (String, TokenGrant, oneshot::Sender<Result<(), StoreError>>);
+
 /// What one cycle gathered from the channel.
 #[derive(Default)]
 struct Gathered {
     events: Vec<Arc<Event>>,
-    tokens: Vec<(String, TokenGrant, oneshot::Sender<Result<(), StoreError>>)>,
+    tokens: Vec<PendingToken>,
     flushes: Vec<oneshot::Sender<()>>,
     stop: bool,
 }
@@ -385,7 +388,8 @@ impl WriterThread {
             || self
                 .heartbeats_since
                 .is_some_and(|since| since.elapsed() >= self.config.heartbeat_flush);
-        if gathered.events.is_empty() && !(flush_all && !self.pending_heartbeats.is_empty()) {
+        let heartbeats_due = flush_all && !self.pending_heartbeats.is_empty();
+        if gathered.events.is_empty() && !heartbeats_due {
             for reply in gathered.flushes {
                 let _ = reply.send(());
             }
