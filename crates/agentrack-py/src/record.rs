@@ -6,6 +6,7 @@
 //! the last value it saw.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use agentrack::{BreakerState, ExecutionId, ExecutionRecord, ExecutionState, Tracker};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -27,6 +28,7 @@ pub(crate) struct RecordView {
     tracker: Tracker,
     id: ExecutionId,
     last: Mutex<Arc<ExecutionRecord>>,
+    gone: AtomicBool,
 }
 
 impl RecordView {
@@ -36,6 +38,7 @@ impl RecordView {
             tracker,
             id: record.execution_id,
             last: Mutex::new(Arc::new(record)),
+            gone: AtomicBool::new(false),
         }
     }
 
@@ -49,22 +52,30 @@ impl RecordView {
     }
 
     /// The record as it is now; once gone from the tracker, as `cleanup_state` left it (if it is
-    /// still in the completed history) or as last seen.
+    /// still in the completed history) or as last seen. A record that left the tracker never
+    /// changes again, so the tracker is asked only until then.
     fn current(&self) -> Arc<ExecutionRecord> {
-        let found = self.tracker.get(self.id).ok().or_else(|| {
-            self.tracker
-                .completed_history()
-                .into_iter()
-                .rev()
-                .find(|record| record.execution_id == self.id)
-        });
+        if self.gone.load(Ordering::Acquire) {
+            return self.last();
+        }
+        let found = match self.tracker.get(self.id) {
+            Ok(record) => Some(record),
+            Err(_) => {
+                self.gone.store(true, Ordering::Release);
+                self.tracker
+                    .completed_history()
+                    .into_iter()
+                    .rev()
+                    .find(|record| record.execution_id == self.id)
+            }
+        };
         match found {
             Some(record) => {
                 let record = Arc::new(record);
                 *self.last.lock() = Arc::clone(&record);
                 record
             }
-            None => Arc::clone(&self.last.lock()),
+            None => self.last(),
         }
     }
 
@@ -77,6 +88,9 @@ impl RecordView {
     }
 
     fn current_state(&self) -> ExecutionState {
+        if self.gone.load(Ordering::Acquire) {
+            return self.last().state;
+        }
         self.tracker.state(self.id).unwrap_or_else(|_| self.current().state)
     }
 }
