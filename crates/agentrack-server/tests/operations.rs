@@ -1,0 +1,280 @@
+//! Operating the server: graceful shutdown, heartbeat batching, retention, configuration,
+//! pagination, breakers, metrics and the OpenAPI document.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Frame, SECOND, TestServer};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn sigterm_closes_sockets_flushes_heartbeats_and_exits_cleanly() {
+    // Heartbeats would wait 30 s to be written: only the shutdown flush can save them.
+    let mut server = TestServer::start_with(&["--heartbeat-flush", "30s"]).await;
+    let agent = server.token("agent", "t1", None).await;
+    let id = server.create(&agent, "researcher", "thread", "alice").await;
+    server
+        .ok(&format!("/v1/executions/{id}/start"), &agent, json!({}))
+        .await;
+    for _ in 0..3 {
+        server
+            .ok(&format!("/v1/executions/{id}/heartbeat"), &agent, json!({}))
+            .await;
+    }
+    let mut socket = server.ws("", Some(&agent)).await;
+
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status}");
+    match socket.next(5 * SECOND).await {
+        Frame::Closed(Some((code, reason))) => {
+            assert_eq!(code, 1001);
+            assert!(reason.contains("shutting down"), "{reason}");
+        }
+        other => panic!(
+            "expected a close frame, got {}",
+            match other {
+                Frame::Event(e) => e.to_string(),
+                Frame::Closed(None) => "a dropped connection".into(),
+                _ => "nothing".into(),
+            }
+        ),
+    }
+
+    server.restart();
+    let (_, record) = server.get(&format!("/v1/executions/{id}"), &agent).await;
+    assert_eq!(record["heartbeat_count"], 3);
+    assert_eq!(record["state"], "running");
+}
+
+#[tokio::test]
+async fn heartbeats_reach_the_store_within_the_flush_interval() {
+    let mut server = TestServer::start_with(&["--heartbeat-flush", "100ms"]).await;
+    let agent = server.token("agent", "t1", None).await;
+    let id = server.create(&agent, "researcher", "thread", "alice").await;
+    server
+        .ok(&format!("/v1/executions/{id}/start"), &agent, json!({}))
+        .await;
+    for _ in 0..4 {
+        server
+            .ok(&format!("/v1/executions/{id}/heartbeat"), &agent, json!({}))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.kill();
+    server.restart();
+    let (_, record) = server.get(&format!("/v1/executions/{id}"), &agent).await;
+    assert_eq!(record["heartbeat_count"], 4);
+}
+
+#[tokio::test]
+async fn retention_purges_finished_executions_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agentrack.toml");
+    std::fs::write(&config, "retention = \"300ms\"\npurge_interval = \"100ms\"\n").unwrap();
+    let mut server = TestServer::start_with(&["--config", config.to_str().unwrap()]).await;
+    let agent = server.token("agent", "t1", None).await;
+    let done = server.create(&agent, "researcher", "thread", "alice").await;
+    let alive = server.create(&agent, "researcher", "thread", "alice").await;
+    server
+        .ok(
+            &format!("/v1/executions/{done}/state"),
+            &agent,
+            json!({"state": "completed"}),
+        )
+        .await;
+
+    let started = Instant::now();
+    loop {
+        let (_, page) = server.get("/v1/executions", &agent).await;
+        let ids: Vec<&str> = page["executions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["execution_id"].as_str().unwrap())
+            .collect();
+        if ids == [alive.as_str()] {
+            break;
+        }
+        assert!(
+            started.elapsed() < 5 * SECOND,
+            "the finished execution was not purged: {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.kill();
+    server.restart();
+    assert_eq!(server.get(&format!("/v1/executions/{done}"), &agent).await.0, 404);
+    assert_eq!(server.get(&format!("/v1/executions/{alive}"), &agent).await.0, 200);
+}
+
+#[tokio::test]
+async fn lists_are_newest_first_a_page_at_a_time_and_filtered() {
+    let server = TestServer::start().await;
+    let agent = server.token("agent", "t1", None).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let agent_name = if i % 2 == 0 { "even" } else { "odd" };
+        ids.push(
+            server
+                .create(&agent, agent_name, &format!("thread-{}", i % 2), "alice")
+                .await,
+        );
+    }
+    server
+        .ok(
+            &format!("/v1/executions/{}/state", ids[4]),
+            &agent,
+            json!({"state": "failed"}),
+        )
+        .await;
+    let page_ids = |page: &Value| -> Vec<String> {
+        page["executions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["execution_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("?limit=2&cursor={c}"),
+            None => "?limit=2".into(),
+        };
+        let (status, page) = server.get(&format!("/v1/executions{query}"), &agent).await;
+        assert_eq!(status, 200);
+        seen.extend(page_ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first);
+
+    let (_, odd) = server.get("/v1/executions?agent_name=odd", &agent).await;
+    assert_eq!(page_ids(&odd), [ids[3].clone(), ids[1].clone()]);
+    let (_, thread) = server
+        .get("/v1/executions?thread_id=thread-0&active=true", &agent)
+        .await;
+    assert_eq!(page_ids(&thread), [ids[2].clone(), ids[0].clone()]);
+    let (_, failed) = server.get("/v1/executions?state=failed,cancelled", &agent).await;
+    assert_eq!(page_ids(&failed), [ids[4].clone()]);
+    let (_, finished) = server.get("/v1/executions?active=false", &agent).await;
+    assert_eq!(page_ids(&finished), [ids[4].clone()]);
+}
+
+#[tokio::test]
+async fn named_breakers_open_with_retry_after_and_execution_breakers_reset() {
+    let server = TestServer::start().await;
+    let agent = server.token("agent", "t1", None).await;
+    let other = server.token("agent", "t2", None).await;
+    let path = "/v1/breakers/openai:gpt-4o";
+    // Three failures (the default threshold) open the breaker.
+    for _ in 0..3 {
+        let grant = server.ok(&format!("{path}/acquire"), &agent, json!({})).await;
+        assert_eq!(grant["state"], "closed");
+        let status = server
+            .ok(
+                &format!("{path}/record"),
+                &agent,
+                json!({"permit": grant["permit"], "outcome": "failure"}),
+            )
+            .await;
+        assert_eq!(status["name"], "openai:gpt-4o");
+    }
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}/acquire", server.url))
+        .bearer_auth(&agent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "circuit_open");
+
+    // Another tenant's breaker of the same name is its own.
+    let grant = server.ok(&format!("{path}/acquire"), &other, json!({})).await;
+    assert_eq!(grant["state"], "closed");
+    let (_, list) = server.get("/v1/breakers", &agent).await;
+    let breakers = list["breakers"].as_array().unwrap();
+    assert_eq!(breakers.len(), 1);
+    assert_eq!(breakers[0]["state"], "open");
+    assert_eq!(breakers[0]["tenant"], "t1");
+    let viewer = server.token("viewer", "t1", Some("alice")).await;
+    assert_eq!(server.get("/v1/breakers", &viewer).await.0, 403);
+
+    // The per-execution breaker.
+    let id = server.create(&agent, "researcher", "thread", "alice").await;
+    let (status, breaker) = server.get(&format!("/v1/executions/{id}/breaker"), &agent).await;
+    assert_eq!(status, 200);
+    assert_eq!(breaker["state"], "closed");
+    let reset = server
+        .ok(&format!("/v1/executions/{id}/breaker/reset"), &agent, json!({}))
+        .await;
+    assert_eq!(reset["failure_count"], 0);
+}
+
+#[tokio::test]
+async fn metrics_health_and_the_openapi_document() {
+    let server = TestServer::start().await;
+    let agent = server.token("agent", "t1", None).await;
+    let id = server.create(&agent, "researcher", "thread", "alice").await;
+    server.golden_path(&agent, &id).await;
+
+    let (_, metrics) = server.get("/v1/metrics", &agent).await;
+    assert_eq!(metrics["total_executions"], 1);
+    assert_eq!(metrics["successful_executions"], 1);
+    assert_eq!(metrics["success_rate"], 1.0);
+    let phases = metrics["phase_durations_ms"].as_object().unwrap();
+    assert!(phases.contains_key("thinking") && phases.contains_key("tool_execution"));
+    assert!(phases["thinking"]["p99"].is_u64());
+
+    let (status, text) = server.request("GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap();
+    assert!(text.contains("agentrack_executions_total 1"));
+    assert!(text.contains("agentrack_executions_finished_total{state=\"completed\"} 1"));
+    assert!(text.contains("# TYPE agentrack_phase_duration_milliseconds summary"));
+
+    let (_, ready) = server.request("GET", "/readyz", None, None).await;
+    assert_eq!(ready["status"], "ready");
+
+    let (_, spec) = server.request("GET", "/openapi.json", None, None).await;
+    assert_eq!(spec["openapi"], "3.1.0");
+    let paths = spec["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/v1/executions", "post"),
+        ("/v1/executions", "get"),
+        ("/v1/executions/{id}", "get"),
+        ("/v1/executions/{id}/start", "post"),
+        ("/v1/executions/{id}/heartbeat", "post"),
+        ("/v1/executions/{id}/state", "post"),
+        ("/v1/executions/{id}/phase", "post"),
+        ("/v1/executions/{id}/breaker", "get"),
+        ("/v1/executions/{id}/breaker/reset", "post"),
+        ("/v1/breakers", "get"),
+        ("/v1/breakers/{name}/acquire", "post"),
+        ("/v1/breakers/{name}/record", "post"),
+        ("/v1/tokens", "post"),
+        ("/v1/events", "get"),
+        ("/v1/metrics", "get"),
+        ("/metrics", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/openapi.json", "get"),
+    ] {
+        assert!(paths[path][method].is_object(), "{method} {path} is documented");
+    }
+    let documented: usize = paths.values().map(|ops| ops.as_object().unwrap().len()).sum();
+    assert_eq!(documented, 19, "no undocumented extras, none missing");
+    // An unknown route is a JSON 404 too.
+    let (status, body) = server.request("GET", "/v2/nothing", None, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("route_not_found")));
+}
