@@ -95,6 +95,11 @@ impl RecordView {
     }
 }
 
+/// `text` as a Python string literal in single quotes.
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
 fn timedelta(delta: TimeDelta) -> TimeDelta {
     delta.max(TimeDelta::zero())
 }
@@ -356,11 +361,12 @@ impl RecordView {
     fn __repr__(&self) -> String {
         let record = self.current();
         format!(
-            "ExecutionRecord(execution_id='{}', agent_name={:?}, thread_id={:?}, user_id={:?}, state=<ExecutionState.{}: '{}'>, current_phase=<AgentExecutionPhase.{}: '{}'>, heartbeat_count={})",
+            "ExecutionRecord(execution_id='{}', agent_name={}, thread_id={}, user_id={}, \
+             state=<ExecutionState.{}: '{}'>, current_phase=<AgentExecutionPhase.{}: '{}'>, heartbeat_count={})",
             record.execution_id,
-            record.agent_name,
-            record.thread_id,
-            record.user_id,
+            quoted(&record.agent_name),
+            quoted(&record.thread_id),
+            quoted(&record.user_id),
             record.state.as_str().to_uppercase(),
             record.state.as_str(),
             record.current_phase.as_str().to_uppercase(),
