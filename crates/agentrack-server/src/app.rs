@@ -22,6 +22,8 @@ pub struct Settings {
     pub keepalive: Duration,
     /// Whether `/metrics` needs a token.
     pub metrics_require_auth: bool,
+    /// Messages queued per WebSocket before its client counts as too slow.
+    pub subscriber_queue: usize,
 }
 
 impl Default for Settings {
@@ -30,6 +32,7 @@ impl Default for Settings {
             ack_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(15),
             metrics_require_auth: false,
+            subscriber_queue: 1024,
         }
     }
 }

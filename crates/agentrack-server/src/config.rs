@@ -73,7 +73,7 @@ pub struct ServerConfig {
     /// How often WebSockets are pinged.
     #[serde(deserialize_with = "duration")]
     pub keepalive: Duration,
-    /// Events buffered per WebSocket subscriber before it is disconnected as too slow.
+    /// Messages queued per WebSocket subscriber before it is disconnected as too slow.
     pub subscriber_buffer: usize,
     /// Whether `/metrics` needs an admin token.
     pub metrics_require_auth: bool,
@@ -99,7 +99,7 @@ impl Default for ServerConfig {
             heartbeat_flush: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(15),
-            subscriber_buffer: 4096,
+            subscriber_buffer: 1024,
             metrics_require_auth: false,
             synchronous: Synchronous::Full,
             tracker,

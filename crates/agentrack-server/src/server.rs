@@ -151,7 +151,9 @@ impl Server {
                 heartbeat_flush: config.heartbeat_flush,
                 retention: config.retention,
                 purge_interval: config.purge_interval,
-                subscriber_buffer: config.subscriber_buffer,
+                subscriber_buffer: config
+                    .subscriber_buffer
+                    .max(PipelineConfig::default().subscriber_buffer),
                 ..PipelineConfig::default()
             },
             Box::new(move |event| observer_metrics.observe(event)),
@@ -174,6 +176,7 @@ impl Server {
                 ack_timeout: config.ack_timeout,
                 keepalive: config.keepalive,
                 metrics_require_auth: config.metrics_require_auth,
+                subscriber_queue: config.subscriber_buffer,
             },
             shutdown: CancellationToken::new(),
             started: Instant::now(),

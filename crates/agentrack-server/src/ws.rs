@@ -9,18 +9,23 @@
 //! 3. replay stored events in `(since, W]`;
 //! 4. forward live events, skipping any at or below `W` (already replayed).
 //!
-//! A client that falls more than a buffer behind is not allowed to hold memory: it is closed with
-//! code 1008 and a reason naming the last sequence number it was sent, so it can reconnect with
-//! `since=` that number. A ping goes out every keepalive interval so proxies keep the connection.
+//! Each connection has two tasks: this one picks and maps events, and a writer owns the socket.
+//! Between them sits a bounded queue. A client that does not read fills its queue; it is then
+//! closed with code 1008 and a reason naming the last sequence number it was actually sent, so
+//! it can reconnect with `since=` that number — memory never grows without bound. A ping goes
+//! out every keepalive interval so proxies keep the connection open.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use agentrack::{Event, EventFilter, ExecutionId};
+use agentrack::{Event, EventFilter, ExecutionId, ExecutionRecord};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::agui::AguiMapper;
 use crate::app::AppState;
@@ -49,89 +54,193 @@ pub struct Subscription {
     pub since: Option<u64>,
     /// The vocabulary.
     pub protocol: Protocol,
+    /// Start with a snapshot of the matching executions' current state.
+    pub snapshot: bool,
 }
 
 /// Stored events fetched per query while replaying.
 const REPLAY_PAGE: usize = 500;
 /// A send that takes longer than this means the client stopped reading.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a close frame may take to go out.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-struct Stream<'a> {
-    sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mapper: Option<AguiMapper>,
-    last_sent: u64,
-    state: &'a AppState,
+/// One queued message and the global sequence number it carries (0 for none).
+struct Outgoing {
+    message: Message,
+    seq: u64,
 }
 
-enum Sent {
-    Ok,
+/// The writer task: owns the socket, sends what is queued, and closes when told.
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut queue: mpsc::Receiver<Outgoing>,
+    mut close: oneshot::Receiver<(u16, String)>,
+    sent: Arc<AtomicU64>,
+) {
+    let close_with = |frame: (u16, String)| {
+        Message::Close(Some(CloseFrame {
+            code: frame.0,
+            reason: frame.1.into(),
+        }))
+    };
+    loop {
+        let next = tokio::select! {
+            biased;
+            frame = &mut close => {
+                if let Ok(frame) = frame {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(close_with(frame))).await;
+                }
+                return;
+            }
+            next = queue.recv() => next,
+        };
+        let Some(Outgoing { message, seq }) = next else { return };
+        // Once fed, the message is whole in the socket's buffer and goes out before anything
+        // sent later, a close frame included: it counts as sent.
+        match tokio::time::timeout(SEND_TIMEOUT, sink.feed(message)).await {
+            Ok(Ok(())) => {
+                if seq > 0 {
+                    sent.fetch_max(seq, Ordering::Relaxed);
+                }
+            }
+            _ => return,
+        }
+        tokio::select! {
+            biased;
+            frame = &mut close => {
+                if let Ok(frame) = frame {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(close_with(frame))).await;
+                }
+                return;
+            }
+            result = tokio::time::timeout(SEND_TIMEOUT, sink.flush()) => {
+                if !matches!(result, Ok(Ok(()))) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+enum Push {
+    Queued,
+    /// The queue is full: the client is not keeping up.
+    Full,
+    /// The writer is gone (the client left).
     Gone,
 }
 
-impl Stream<'_> {
-    async fn send(&mut self, message: Message) -> Sent {
-        match tokio::time::timeout(SEND_TIMEOUT, self.sink.send(message)).await {
-            Ok(Ok(())) => Sent::Ok,
-            Ok(Err(_)) => Sent::Gone,
-            Err(_) => {
-                self.state.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-                Sent::Gone
-            }
+/// The event-picking side of one connection.
+struct Stream {
+    queue: mpsc::Sender<Outgoing>,
+    close: Option<oneshot::Sender<(u16, String)>>,
+    sent: Arc<AtomicU64>,
+    mapper: Option<AguiMapper>,
+}
+
+impl Stream {
+    /// Queues without waiting (live events: a full queue means a slow client).
+    fn push(&self, message: Message, seq: u64) -> Push {
+        match self.queue.try_send(Outgoing { message, seq }) {
+            Ok(()) => Push::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => Push::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => Push::Gone,
         }
     }
 
-    /// Sends one event, as stored JSON or mapped to AG-UI.
-    async fn event(&mut self, seq: u64, json: Utf8Bytes, parsed: impl FnOnce() -> Option<Arc<Event>>) -> Sent {
-        let sent = match &mut self.mapper {
-            None => self.send(Message::Text(json)).await,
-            Some(mapper) => {
-                let Some(event) = parsed() else { return Sent::Ok };
-                let messages = mapper.map(&event);
-                let mut result = Sent::Ok;
-                for message in messages {
-                    if let Sent::Gone = self.send(Message::Text(message.to_string().into())).await {
-                        result = Sent::Gone;
-                        break;
-                    }
-                }
-                result
-            }
-        };
-        if let Sent::Ok = sent {
-            self.last_sent = self.last_sent.max(seq);
+    /// Queues, waiting for room (replay: the store paces itself to the client).
+    async fn push_wait(&self, message: Message, seq: u64) -> Push {
+        match self.queue.send(Outgoing { message, seq }).await {
+            Ok(()) => Push::Queued,
+            Err(_) => Push::Gone,
         }
-        sent
     }
 
-    async fn close(mut self, code: u16, reason: String) {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.sink.send(Message::Close(Some(frame)))).await;
+    /// The messages for one event: its stored JSON, or its AG-UI mapping.
+    fn messages(&mut self, json: Utf8Bytes, event: impl FnOnce() -> Option<Arc<Event>>) -> Vec<Message> {
+        match &mut self.mapper {
+            None => vec![Message::Text(json)],
+            Some(mapper) => match event() {
+                Some(event) => mapper
+                    .map(&event)
+                    .into_iter()
+                    .map(|message| Message::Text(message.to_string().into()))
+                    .collect(),
+                None => Vec::new(),
+            },
+        }
+    }
+
+    fn close(&mut self, code: u16, reason: String) {
+        if let Some(close) = self.close.take() {
+            let _ = close.send((code, reason));
+        }
     }
 }
 
 /// Runs one subscriber's stream until either side ends it.
 pub async fn serve(socket: WebSocket, state: AppState, subscription: Subscription) {
     state.metrics.websockets.fetch_add(1, Ordering::Relaxed);
-    run(socket, &state, subscription).await;
+    let buffer = state.settings.subscriber_queue.max(1);
+    let (sink, incoming) = socket.split();
+    let (queue, queued) = mpsc::channel(buffer);
+    let (close, closing) = oneshot::channel();
+    let sent = Arc::new(AtomicU64::new(subscription.since.unwrap_or(0)));
+    let writer = tokio::spawn(write(sink, queued, closing, Arc::clone(&sent)));
+    let stream = Stream {
+        queue,
+        close: Some(close),
+        sent,
+        mapper: (subscription.protocol == Protocol::Agui).then(AguiMapper::default),
+    };
+    run(stream, incoming, &state, subscription).await;
+    let _ = writer.await;
     state.metrics.websockets.fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn run(socket: WebSocket, state: &AppState, subscription: Subscription) {
+/// The records a snapshot shows: the one execution, the thread's, or the alive ones in scope.
+fn snapshot_records(state: &AppState, subscription: &Subscription) -> Vec<ExecutionRecord> {
+    let records = match (&subscription.execution_id, &subscription.thread_id) {
+        (Some(id), _) => state.tracker.get(*id).into_iter().collect(),
+        (None, Some(thread)) => state.tracker.by_thread(thread),
+        (None, None) => state.tracker.active(),
+    };
+    records
+        .into_iter()
+        .filter(|record| subscription.scope.sees(record))
+        .filter(|record| {
+            subscription
+                .thread_id
+                .as_ref()
+                .is_none_or(|thread| *thread == record.thread_id)
+        })
+        .collect()
+}
+
+async fn run(
+    mut stream: Stream,
+    mut incoming: futures_util::stream::SplitStream<WebSocket>,
+    state: &AppState,
+    subscription: Subscription,
+) {
     let mut live = state.pipeline.subscribe();
     let horizon = state.pipeline.committed();
     let filter: EventFilter = subscription
         .scope
         .event_filter(subscription.thread_id.clone(), subscription.execution_id);
-    let (sink, mut incoming) = socket.split();
-    let mut stream = Stream {
-        sink,
-        mapper: (subscription.protocol == Protocol::Agui).then(AguiMapper::default),
-        last_sent: subscription.since.unwrap_or(horizon),
-        state,
-    };
+
+    if subscription.snapshot {
+        let executions = snapshot_records(state, &subscription);
+        let message = match subscription.protocol {
+            Protocol::Agentrack => json!({"type": "snapshot", "global_seq": horizon, "executions": executions}),
+            Protocol::Agui => json!({"type": "STATE_SNAPSHOT", "snapshot": {"executions": executions},
+                "rawEvent": {"type": "snapshot", "global_seq": horizon}}),
+        };
+        if let Push::Gone = stream.push_wait(Message::Text(message.to_string().into()), 0).await {
+            return;
+        }
+    }
 
     if let Some(since) = subscription.since {
         let mut after = since;
@@ -151,17 +260,17 @@ async fn run(socket: WebSocket, state: &AppState, subscription: Subscription) {
                 Ok(events) => events,
                 Err(error) => {
                     tracing::error!(%error, "replaying stored events failed");
-                    stream
-                        .close(close_code::ERROR, "could not read stored events".into())
-                        .await;
+                    stream.close(close_code::ERROR, "could not read stored events".into());
                     return;
                 }
             };
             for stored in &events {
                 let seq = stored.global_seq;
                 let parsed = || serde_json::from_str::<Event>(&stored.json).ok().map(Arc::new);
-                if let Sent::Gone = stream.event(seq, stored.json.clone().into(), parsed).await {
-                    return;
+                for message in stream.messages(stored.json.clone().into(), parsed) {
+                    if let Push::Gone = stream.push_wait(message, seq).await {
+                        return;
+                    }
                 }
                 after = seq;
             }
@@ -169,17 +278,23 @@ async fn run(socket: WebSocket, state: &AppState, subscription: Subscription) {
                 break;
             }
         }
-        stream.last_sent = stream.last_sent.max(horizon);
     }
 
     let mut keepalive = tokio::time::interval_at(
         tokio::time::Instant::now() + state.settings.keepalive,
         state.settings.keepalive,
     );
+    let slow = |stream: &mut Stream, behind: String| {
+        state.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+        let last = stream.sent.load(Ordering::Relaxed);
+        let reason = format!("slow consumer: {behind}; reconnect with since={last}");
+        tracing::info!(%reason, "closing a slow event stream");
+        stream.close(close_code::POLICY, reason);
+    };
     loop {
         tokio::select! {
             () = state.shutdown.cancelled() => {
-                stream.close(close_code::AWAY, "server shutting down".into()).await;
+                stream.close(close_code::AWAY, "server shutting down".into());
                 return;
             }
             received = live.recv() => match received {
@@ -190,21 +305,23 @@ async fn run(socket: WebSocket, state: &AppState, subscription: Subscription) {
                     }
                     let Ok(json) = Utf8Bytes::try_from(published.json.clone()) else { continue };
                     let shared = Arc::clone(event);
-                    if let Sent::Gone = stream.event(event.global_seq, json, || Some(shared)).await {
-                        return;
+                    for message in stream.messages(json, || Some(shared)) {
+                        match stream.push(message, event.global_seq) {
+                            Push::Queued => {}
+                            Push::Full => {
+                                slow(&mut stream, "too many events waiting to be sent".into());
+                                return;
+                            }
+                            Push::Gone => return,
+                        }
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
-                    state.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-                    let reason = format!(
-                        "slow consumer: fell {missed} events behind; reconnect with since={}",
-                        stream.last_sent
-                    );
-                    stream.close(close_code::POLICY, reason).await;
+                    slow(&mut stream, format!("fell {missed} events behind"));
                     return;
                 }
                 Err(RecvError::Closed) => {
-                    stream.close(close_code::AWAY, "server shutting down".into()).await;
+                    stream.close(close_code::AWAY, "server shutting down".into());
                     return;
                 }
             },
@@ -213,8 +330,13 @@ async fn run(socket: WebSocket, state: &AppState, subscription: Subscription) {
                 Some(Ok(_)) => {}
             },
             _ = keepalive.tick() => {
-                if let Sent::Gone = stream.send(Message::Ping(bytes::Bytes::new())).await {
-                    return;
+                match stream.push(Message::Ping(bytes::Bytes::new()), 0) {
+                    Push::Queued => {}
+                    Push::Full => {
+                        slow(&mut stream, "too many events waiting to be sent".into());
+                        return;
+                    }
+                    Push::Gone => return,
                 }
             }
         }

@@ -33,6 +33,10 @@ pub fn routes() -> Vec<Route> {
                     "Replay stored events after this global sequence number, then go live.",
                 ),
                 ("protocol", "agentrack (default) or agui."),
+                (
+                    "snapshot",
+                    "true: start with the current state of the matching executions.",
+                ),
             ],
         },
         handler: get(subscribe),
@@ -51,6 +55,7 @@ async fn subscribe(
         execution_id: None,
         since: None,
         protocol: Protocol::Agentrack,
+        snapshot: false,
     };
     for (key, value) in url_pairs(raw.as_deref().unwrap_or("")) {
         match key.as_str() {
@@ -73,6 +78,18 @@ async fn subscribe(
                     ApiError::invalid_query("since", format!("expected a global sequence number, not {value:?}"))
                 })?)
             }
+            "snapshot" => {
+                subscription.snapshot = match value.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" | "" => false,
+                    other => {
+                        return Err(ApiError::invalid_query(
+                            "snapshot",
+                            format!("expected true or false, not {other:?}"),
+                        ));
+                    }
+                }
+            }
             "protocol" => {
                 subscription.protocol = match value.as_str() {
                     "agentrack" | "" => Protocol::Agentrack,
@@ -89,7 +106,7 @@ async fn subscribe(
             other => {
                 return Err(ApiError::invalid_query(
                     other,
-                    "unknown parameter; valid: thread_id, execution_id, since, protocol, token",
+                    "unknown parameter; valid: thread_id, execution_id, since, protocol, snapshot, token",
                 ));
             }
         }

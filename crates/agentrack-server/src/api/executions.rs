@@ -319,13 +319,22 @@ async fn transition(
     Ok(Json(body))
 }
 
-async fn breaker(
-    State(state): State<AppState>,
-    scope: Scope,
-    Path(id): Path<String>,
-) -> Result<Json<agentrack::BreakerStatus>, ApiError> {
-    let id = changeable(&state, &scope, &id).await?;
-    Ok(Json(state.tracker.breaker_status(id)?))
+async fn breaker(State(state): State<AppState>, scope: Scope, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let record = visible(&state, &scope, &id).await?;
+    let status = match state.tracker.breaker_status(record.execution_id) {
+        Ok(status) => serde_json::to_value(status).map_err(|e| ApiError::internal(e.to_string()))?,
+        // Finished and out of memory: what the stored record says about its breaker.
+        Err(_) => json!({
+            "name": format!("execution:{}", record.execution_id),
+            "state": record.circuit_breaker_state,
+            "failure_count": record.circuit_breaker_failures,
+            "last_failure_time": record.last_failure_time,
+            "next_attempt_time": record.next_attempt_time,
+            "is_open": record.circuit_breaker_state == agentrack::BreakerState::Open,
+            "can_retry": false,
+        }),
+    };
+    Ok(Json(status))
 }
 
 async fn reset_breaker(

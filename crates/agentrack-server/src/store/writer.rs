@@ -464,9 +464,12 @@ impl WriterThread {
         for (hash, grant, reply) in gathered.tokens.drain(..) {
             let _ = reply.send(self.writer.insert_token(&hash, &grant));
         }
+        // Counted before anyone is told, so that an acknowledged change is in the metrics.
+        for event in &published {
+            (self.observer)(&event.event);
+        }
         let _ = self.committed.send(high_water);
         for event in published {
-            (self.observer)(&event.event);
             // An error only means that nobody is subscribed.
             let _ = self.hub.send(event);
         }

@@ -1,0 +1,139 @@
+//! Event-stream behaviour beyond ordering: slow consumers, snapshots, keepalive.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Frame, SECOND, TestServer, Ws};
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+fn config(dir: &std::path::Path, text: &str) -> String {
+    let path = dir.join("agentrack.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_with_the_sequence_to_resume_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "subscriber_buffer = 8\n");
+    let server = TestServer::start_with(&["--config", &config]).await;
+    let agent = server.token("agent", "t1", None).await;
+
+    // A client with a tiny receive window that reads nothing for now.
+    let addr = server.url.strip_prefix("http://").unwrap().parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let mut request = format!("ws://{addr}/v1/events").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {agent}").parse().unwrap());
+    let (socket, _) = tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+        .await
+        .unwrap();
+    let mut slow = Ws { socket };
+
+    // Big events, until the server gives up on the client.
+    let blob = "x".repeat(64 * 1024);
+    let started = Instant::now();
+    loop {
+        for _ in 0..5 {
+            server
+                .ok(
+                    "/v1/executions",
+                    &agent,
+                    json!({"agent_name": "a", "thread_id": "t", "user_id": "u", "metadata": {"blob": blob}}),
+                )
+                .await;
+        }
+        let (_, text) = server.request("GET", "/metrics", None, None).await;
+        if metric(text.as_str().unwrap(), "agentrack_websocket_slow_disconnects_total") > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < 20 * SECOND,
+            "the slow client was never disconnected"
+        );
+    }
+
+    // Reading now: everything sent arrives, then a close frame saying where to resume.
+    let mut last_seq = 0;
+    let (code, reason) = loop {
+        match slow.next(5 * SECOND).await {
+            Frame::Event(event) => last_seq = event["global_seq"].as_u64().unwrap(),
+            Frame::Closed(Some(frame)) => break frame,
+            Frame::Closed(None) => panic!("dropped without a close frame"),
+            Frame::Timeout => panic!("neither events nor a close frame"),
+        }
+    };
+    assert_eq!(code, 1008);
+    assert!(reason.starts_with("slow consumer"), "{reason}");
+    let since: u64 = reason.rsplit("since=").next().unwrap().parse().unwrap();
+    assert_eq!(since, last_seq, "the reason names the last event the client got");
+
+    // Resuming from there loses nothing.
+    let mut resumed = server.ws(&format!("?since={since}"), Some(&agent)).await;
+    let next = resumed.until(5 * SECOND, |_| true).await;
+    assert_eq!(next[0]["global_seq"].as_u64().unwrap(), since + 1);
+}
+
+#[tokio::test]
+async fn a_snapshot_of_current_state_can_start_the_stream() {
+    let server = TestServer::start().await;
+    let agent = server.token("agent", "t1", None).await;
+    let id = server.create(&agent, "researcher", "thread-1", "alice").await;
+    server
+        .ok(&format!("/v1/executions/{id}/start"), &agent, json!({}))
+        .await;
+    let mut stream = server
+        .ws(&format!("?snapshot=true&execution_id={id}"), Some(&agent))
+        .await;
+    let first = stream.until(5 * SECOND, |_| true).await.remove(0);
+    assert_eq!(first["type"], "snapshot");
+    assert_eq!(first["executions"][0]["execution_id"], id.as_str());
+    assert_eq!(first["executions"][0]["state"], "starting");
+    server
+        .ok(&format!("/v1/executions/{id}/heartbeat"), &agent, json!({}))
+        .await;
+    let next = stream.until(5 * SECOND, |_| true).await.remove(0);
+    assert_eq!(next["type"], "state_changed");
+    assert!(next["global_seq"].as_u64().unwrap() > first["global_seq"].as_u64().unwrap());
+
+    let mut agui = server
+        .ws("?snapshot=true&protocol=agui&thread_id=thread-1", Some(&agent))
+        .await;
+    let first = agui.until(5 * SECOND, |_| true).await.remove(0);
+    assert_eq!(first["type"], "STATE_SNAPSHOT");
+    assert_eq!(first["snapshot"]["executions"][0]["execution_id"], id.as_str());
+}
+
+#[tokio::test]
+async fn idle_streams_are_kept_alive_with_pings() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "keepalive = \"100ms\"\n");
+    let server = TestServer::start_with(&["--config", &config]).await;
+    let mut stream = server.ws("", Some(&server.admin)).await;
+    let ping = tokio::time::timeout(2 * SECOND, async {
+        loop {
+            if let Some(Ok(Message::Ping(_))) = stream.socket.next().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(ping.is_ok(), "no ping within 2 s");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
