@@ -603,10 +603,13 @@ mod tests {
     use super::*;
     use crate::store::Purged;
 
+    /// One committed batch: (global_seq, type) of its events, (id, seq) of its rows.
+    type Written = (Vec<(u64, &'static str)>, Vec<(ExecutionId, u64)>);
+
     /// A writer that remembers what it was given and fails while told to.
     #[derive(Clone, Default)]
     struct Recorder {
-        batches: Arc<Mutex<Vec<(Vec<(u64, &'static str)>, Vec<(ExecutionId, u64)>)>>>,
+        batches: Arc<Mutex<Vec<Written>>>,
         failures_left: Arc<AtomicUsize>,
     }
 
