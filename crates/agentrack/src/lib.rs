@@ -113,6 +113,7 @@ pub use new_execution::{DEFAULT_TENANT, NewExecution};
 pub use notifier::{Notifier, NotifyError};
 pub use parse::ParseEnumError;
 pub use phase::{NotificationKind, Phase, Validation};
+pub use protect::CallPermit;
 pub use record::{ExecutionRecord, Transition};
 pub use retry::RetryPolicy;
 pub use state::{BreakerState, ExecutionState};

@@ -15,18 +15,37 @@ use crate::slot::Slot;
 use crate::state::BreakerState;
 use crate::tracker::{Tracker, breaker_name, touch};
 
-/// Marks a call in flight on an execution. On drop the call is over: it counts as a sign of
-/// life (the agent was demonstrably waiting on it, not dead), and a breaker admission whose
-/// outcome was never recorded — the caller dropped the future mid-call — is given back, so a
-/// cancelled half-open trial cannot wedge the breaker.
-struct InFlight {
+/// Admission of one protected call on behalf of an execution; see [`Tracker::begin_call`].
+///
+/// While it lives the execution counts as alive (until the call timeout plus `call_grace`).
+/// Report the call's outcome with [`CallPermit::record`]. Dropping it is the end of the call: it
+/// counts as a sign of life (the agent was demonstrably waiting, not dead), and an admission
+/// whose outcome was never recorded — a caller that gave up mid-call — is given back uncounted,
+/// so an abandoned half-open trial cannot wedge the breaker.
+#[must_use = "a permit that is dropped at once admits nothing"]
+pub struct CallPermit {
     tracker: Tracker,
     slot: Arc<Mutex<Slot>>,
     ticket: Option<Ticket>,
+    timeout: Duration,
 }
 
-impl InFlight {
-    fn record(mut self, outcome: Outcome) {
+impl std::fmt::Debug for CallPermit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallPermit")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallPermit {
+    /// The time limit of the call (the execution's `llm_api_timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Reports the call's outcome to the execution's breaker, ending the call.
+    pub fn record(mut self, outcome: Outcome) {
         if let Some(ticket) = self.ticket.take() {
             let now = self.tracker.inner.clock.now();
             let mono = self.tracker.inner.clock.monotonic();
@@ -37,7 +56,7 @@ impl InFlight {
     }
 }
 
-impl Drop for InFlight {
+impl Drop for CallPermit {
     fn drop(&mut self) {
         let now = self.tracker.inner.clock.now();
         let mono = self.tracker.inner.clock.monotonic();
@@ -89,9 +108,10 @@ impl Tracker {
     where
         F: Future<Output = Result<T, E>>,
     {
-        let (guard, timeout) = self.admit(id)?;
+        let permit = self.begin_call(id)?;
+        let timeout = permit.timeout;
         let outcome = tokio::time::timeout(timeout, call).await;
-        guard.record(match &outcome {
+        permit.record(match &outcome {
             Ok(Ok(_)) => Outcome::Success,
             Ok(Err(_)) => Outcome::Failure,
             Err(_) => Outcome::Timeout,
@@ -162,7 +182,7 @@ impl Tracker {
         result
     }
 
-    fn mark_in_flight(&self, id: ExecutionId, timeout: Duration) -> Result<InFlight, TrackerError> {
+    fn mark_in_flight(&self, id: ExecutionId, timeout: Duration) -> Result<CallPermit, TrackerError> {
         let slot = self.slot(id)?;
         {
             let mut locked = slot.lock();
@@ -172,23 +192,31 @@ impl Tracker {
                     state: locked.record.state,
                 });
             }
-            self.begin_call(&mut locked, timeout);
+            self.mark_call(&mut locked, timeout);
         }
-        Ok(InFlight {
+        Ok(CallPermit {
             tracker: self.clone(),
             slot,
             ticket: None,
+            timeout,
         })
     }
 
-    fn begin_call(&self, slot: &mut Slot, timeout: Duration) {
+    fn mark_call(&self, slot: &mut Slot, timeout: Duration) {
         let mono = self.inner.clock.monotonic();
         slot.calls_in_flight += 1;
         slot.call_deadline = slot.call_deadline.max(mono + timeout);
     }
 
-    /// Checks the execution and its breaker, and marks the call in flight.
-    fn admit(&self, id: ExecutionId) -> Result<(InFlight, Duration), TrackerError> {
+    /// Admits one protected call through the execution's own breaker and marks it in flight —
+    /// the building block of [`Tracker::execute`] for callers that run the call themselves
+    /// (another language's coroutine, a remote agent). Run the call within
+    /// [`CallPermit::timeout`], then [`CallPermit::record`] its outcome.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `Terminal`, or `CircuitOpen` with the time to wait.
+    pub fn begin_call(&self, id: ExecutionId) -> Result<CallPermit, TrackerError> {
         let slot = self.slot(id)?;
         let (ticket, timeout) = {
             let mut locked = slot.lock();
@@ -209,17 +237,15 @@ impl Tracker {
                     })?;
             self.sync_breaker(&mut locked, entered);
             let timeout = locked.breaker.config.call_timeout;
-            self.begin_call(&mut locked, timeout);
+            self.mark_call(&mut locked, timeout);
             (ticket, timeout)
         };
-        Ok((
-            InFlight {
-                tracker: self.clone(),
-                slot,
-                ticket: Some(ticket),
-            },
+        Ok(CallPermit {
+            tracker: self.clone(),
+            slot,
+            ticket: Some(ticket),
             timeout,
-        ))
+        })
     }
 
     /// Copies the breaker's state into the record and announces a state change.
