@@ -275,3 +275,53 @@ async fn metrics_health_and_the_openapi_document() {
     let (status, body) = server.request("GET", "/v2/nothing", None, None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("route_not_found")));
 }
+
+#[tokio::test]
+async fn serve_reads_the_environment_logs_json_and_shows_the_admin_token_once() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = |log: &str| {
+        let log = std::fs::File::create(dir.path().join(log)).unwrap();
+        let mut child = Command::new(common::BIN)
+            .args(["serve", "--log-format", "json"])
+            .env("AGENTRACK_DATA", dir.path())
+            .env("AGENTRACK_LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    };
+    run("first.log");
+    run("second.log");
+    let first = std::fs::read_to_string(dir.path().join("first.log")).unwrap();
+    let second = std::fs::read_to_string(dir.path().join("second.log")).unwrap();
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    assert!(first.contains(token.trim()), "the first start shows the admin token");
+    assert!(!second.contains(token.trim()), "later starts do not");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("admin.token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let logs: Vec<serde_json::Value> = second
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    assert!(logs.iter().any(|l| l["fields"]["message"] == "agentrack ready"));
+}

@@ -61,25 +61,26 @@ fn init_logging(format: LogFormat) -> anyhow::Result<()> {
     .context("cannot install the logger")
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGINT/SIGTERM handlers now (before the server says it is ready, so that an
+/// early signal is not fatal) and returns a future that resolves on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
@@ -88,6 +89,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = config(args)?;
     init_logging(config.log_format)?;
     let data = config.data.clone();
+    let stop = shutdown_signal()?;
     let server = Server::bind(config).await.context("cannot start the server")?;
     let addr = server.local_addr()?;
     if let Some(token) = server.admin_token() {
@@ -100,6 +102,6 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on http://{addr}")?;
     stdout.flush()?;
-    server.run(shutdown_signal()).await?;
+    server.run(stop).await?;
     Ok(())
 }
