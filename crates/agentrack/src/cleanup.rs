@@ -1,11 +1,15 @@
 //! Removing finished executions: by hand into the completed history, by age, and over the cap.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use crate::error::TrackerError;
 use crate::id::ExecutionId;
 use crate::record::ExecutionRecord;
+use crate::slot::Slot;
 use crate::tracker::Tracker;
 
 impl Tracker {
@@ -25,6 +29,7 @@ impl Tracker {
         }
         let record = self
             .remove_finished(id)
+            .map(|slot| slot.lock().record.clone())
             .ok_or(TrackerError::NotFound { execution_id: id })?;
         let mut history = self.inner.history.lock();
         history.push_back(record.clone());
@@ -53,17 +58,17 @@ impl Tracker {
     }
 
     /// Removes a terminal record from the map and the indexes.
-    pub(crate) fn remove_finished(&self, id: ExecutionId) -> Option<ExecutionRecord> {
+    pub(crate) fn remove_finished(&self, id: ExecutionId) -> Option<Arc<Mutex<Slot>>> {
         let (_, slot) = self
             .inner
             .records
             .remove_if(&id, |_, slot| slot.lock().record.is_terminal())?;
-        let record = slot.lock().record.clone();
-        self.inner.by_agent.remove(&record.agent_name, id);
-        self.inner.by_thread.remove(&record.thread_id, id);
-        self.inner.by_user.remove(&record.user_id, id);
+        let owner = Arc::clone(&slot.lock().owner);
+        self.inner.by_agent.remove(&owner.agent_name, id);
+        self.inner.by_thread.remove(&owner.thread_id, id);
+        self.inner.by_user.remove(&owner.user_id, id);
         self.inner.finished_count.fetch_sub(1, Ordering::Relaxed);
-        Some(record)
+        Some(slot)
     }
 
     pub(crate) fn enforce_finished_cap(&self) {
