@@ -63,8 +63,8 @@ pub enum StoreError {
 pub struct Loaded {
     /// Every stored execution, oldest first.
     pub records: Vec<ExecutionRecord>,
-    /// The highest global sequence number ever handed out and published (events may have been
-    /// coalesced away, so this can be above the last stored event).
+    /// No global sequence number above this was ever published: the highest stored event or
+    /// the latest reservation, whichever is higher. Numbering resumes after it.
     pub high_water: u64,
     /// Whether an admin token exists.
     pub has_admin_token: bool,
@@ -92,12 +92,14 @@ pub struct Batch {
     pub events: Vec<Arc<writer::SerializedEvent>>,
     /// Materialised rows to write.
     pub rows: Vec<RowUpdate>,
-    /// The highest global sequence number this batch covers (see [`Loaded::high_water`]).
-    pub high_water: u64,
+    /// Sequence numbers up to this one may be published before they are stored (coalesced
+    /// heartbeats are published at once and written later, or never): after a crash, numbering
+    /// resumes above it, so a number a subscriber saw is never reused.
+    pub reserved: u64,
 }
 
 impl Batch {
-    /// Whether there is nothing to write but the high-water mark.
+    /// Whether there is nothing to write but the reservation.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty() && self.rows.is_empty()
     }

@@ -506,7 +506,7 @@ impl StoreWriter for SqliteWriter {
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('high_water', ?1)
              ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-            [u64_to_sql(batch.high_water)],
+            [u64_to_sql(batch.reserved)],
         )
         .map_err(db_error)?;
         tx.commit().map_err(db_error)

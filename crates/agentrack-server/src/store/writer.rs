@@ -18,7 +18,10 @@
 //!
 //! Heartbeats are the bulk of the traffic and are not worth an fsync each: they are published at
 //! once (no one waits for them), and only the latest per execution is written, at least every
-//! `heartbeat_flush` — or sooner, together with any other event of the same execution.
+//! `heartbeat_flush` — or sooner, together with any other event of the same execution. Since a
+//! published heartbeat may never be stored, the store reserves sequence numbers in blocks
+//! ([`SEQUENCE_RESERVATION`]) and numbering resumes above the reservation after a crash: a
+//! number a subscriber once saw is never handed out again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -119,6 +122,9 @@ pub struct PipelineStats {
     pub last_commit_micros: AtomicU64,
 }
 
+/// How many sequence numbers a reservation covers; see [`Batch::reserved`].
+pub const SEQUENCE_RESERVATION: u64 = 10_000;
+
 /// Called on the writer thread with every committed event, in order.
 pub type Observer = Box<dyn FnMut(&Arc<Event>) + Send>;
 
@@ -154,7 +160,7 @@ impl std::fmt::Debug for Pipeline {
 
 impl Pipeline {
     /// Starts the writer thread and installs the tracker's sink. `high_water` is the sequence
-    /// number everything before start-up is covered by.
+    /// number everything before start-up is covered by ([`Loaded::high_water`](super::Loaded)).
     ///
     /// # Errors
     ///
@@ -184,6 +190,7 @@ impl Pipeline {
             heartbeats_since: None,
             last_purge: None,
             high_water,
+            reserved: high_water,
             config,
         };
         let thread = std::thread::Builder::new()
@@ -311,7 +318,10 @@ struct WriterThread {
     pending_heartbeats: HashMap<ExecutionId, Arc<SerializedEvent>>,
     heartbeats_since: Option<Instant>,
     last_purge: Option<Instant>,
+    /// The highest sequence number published so far.
     high_water: u64,
+    /// The highest sequence number the store has reserved (see [`Batch::reserved`]).
+    reserved: u64,
     config: PipelineConfig,
 }
 
@@ -454,13 +464,23 @@ impl WriterThread {
                 }
             }
         }
+        // Sequence numbers are reserved in blocks: a batch of bare heartbeats (published, not
+        // written) costs no transaction unless it runs past the reservation.
+        let reserved = if high_water > self.reserved {
+            high_water + SEQUENCE_RESERVATION
+        } else {
+            self.reserved
+        };
         let batch = Batch {
             events: written,
             rows,
-            high_water,
+            reserved,
         };
-        self.commit_with_retry(&batch, gathered.stop);
+        if !batch.is_empty() || reserved > self.reserved {
+            self.commit_with_retry(&batch, gathered.stop);
+        }
         self.high_water = high_water;
+        self.reserved = reserved;
         for (hash, grant, reply) in gathered.tokens.drain(..) {
             let _ = reply.send(self.writer.insert_token(&hash, &grant));
         }
