@@ -164,29 +164,32 @@ fn parse_id(text: &str) -> Result<ExecutionId, ApiError> {
 }
 
 /// The execution `text` names, if the caller may see it (404 otherwise), from memory or, for
-/// records that finished and left memory, from the store.
-async fn visible(state: &AppState, scope: &Scope, text: &str) -> Result<ExecutionRecord, ApiError> {
+/// records that finished and left memory, from the store; and whether it is in memory.
+async fn locate(state: &AppState, scope: &Scope, text: &str) -> Result<(ExecutionRecord, bool), ApiError> {
     let id = parse_id(text)?;
     match state.tracker.get(id) {
-        Ok(record) => scope.visible(record),
+        Ok(record) => Ok((scope.visible(record)?, true)),
         Err(TrackerError::NotFound { .. }) => {
             let stored = state.store.get(id).await.map_err(ApiError::store)?;
-            stored
-                .ok_or_else(|| ApiError::not_found(id))
-                .and_then(|record| scope.visible(record))
+            let record = stored.ok_or_else(|| ApiError::not_found(id))?;
+            Ok((scope.visible(record)?, false))
         }
         Err(other) => Err(other.into()),
     }
 }
 
+/// The execution `text` names, if the caller may see it.
+async fn visible(state: &AppState, scope: &Scope, text: &str) -> Result<ExecutionRecord, ApiError> {
+    Ok(locate(state, scope, text).await?.0)
+}
+
 /// The execution to change: visible, and still in memory (a finished one that left memory is
 /// terminal: 409).
 async fn changeable(state: &AppState, scope: &Scope, text: &str) -> Result<ExecutionId, ApiError> {
-    let record = visible(state, scope, text).await?;
-    if state.tracker.get(record.execution_id).is_err() {
-        return Err(ApiError::terminal(record.execution_id, record.state));
+    match locate(state, scope, text).await? {
+        (record, true) => Ok(record.execution_id),
+        (record, false) => Err(ApiError::terminal(record.execution_id, record.state)),
     }
-    Ok(record.execution_id)
 }
 
 /// The current record after a change (the store's copy if it left memory meanwhile).
