@@ -274,6 +274,11 @@ async fn metrics_health_and_the_openapi_document() {
     // An unknown route is a JSON 404 too.
     let (status, body) = server.request("GET", "/v2/nothing", None, None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("route_not_found")));
+    let (status, body) = server.request("DELETE", "/v1/executions", Some(&agent), None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
 }
 
 #[tokio::test]
