@@ -280,6 +280,8 @@ async fn run(
         }
     }
 
+    // Live events at or below this were replayed (or, past the horizon, already seen).
+    let skip_through = horizon.max(subscription.since.unwrap_or(0));
     let mut keepalive = tokio::time::interval_at(
         tokio::time::Instant::now() + state.settings.keepalive,
         state.settings.keepalive,
@@ -300,7 +302,7 @@ async fn run(
             received = live.recv() => match received {
                 Ok(published) => {
                     let event = &published.event;
-                    if event.global_seq <= horizon || !filter.matches(event) {
+                    if event.global_seq <= skip_through || !filter.matches(event) {
                         continue;
                     }
                     let Ok(json) = Utf8Bytes::try_from(published.json.clone()) else { continue };

@@ -6,7 +6,7 @@
 //! - [`Store`] answers reads (one execution, a page of executions, stored events after a global
 //!   sequence number, a token) as boxed futures, and loads everything back at start-up.
 //! - [`StoreWriter`] is the single writer. It is driven by the group-commit pipeline in
-//!   [`writer`](crate::store::writer), which runs it on a dedicated thread and hands it one
+//!   [`writer`], which runs it on a dedicated thread and hands it one
 //!   [`Batch`] per transaction.
 //!
 //! What goes in a batch (which events, which execution snapshots, heartbeat coalescing) is
