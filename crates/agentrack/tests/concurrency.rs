@@ -349,27 +349,42 @@ fn eight_threads_times_ten_thousand_full_lifecycles_stay_consistent() {
     assert_eq!(users.len(), USERS - 1, "every record of the last user was cleaned up");
     assert_eq!(agents.values().sum::<usize>(), remaining);
 
-    // The checks below read every record several times over; they share the cores.
+    // The checks below copy every record several times over; they share the cores.
+    let by_id: HashMap<ExecutionId, (usize, &Plan)> = plans.iter().map(|(k, id, p)| (*id, (*k, p))).collect();
+    let user_names: Vec<&str> = users.keys().copied().collect();
     std::thread::scope(|scope| {
         scope.spawn(|| assert_eq!(tracker.check_consistency(), Vec::<String>::new()));
 
-        // Every record, as its thread left it: no lost update.
-        for chunk in plans.chunks(plans.len() / 4 + 1) {
-            let tracker = &tracker;
-            scope.spawn(move || {
-                for (k, id, plan) in chunk {
-                    if plan.cleaned_up {
-                        assert_eq!(tracker.get(*id), Err(TrackerError::NotFound { execution_id: *id }));
-                    } else {
-                        plan.check(&tracker.get(*id).expect("a finished, not cleaned-up record stays"), *k);
+        // Each user's listing holds exactly that user's remaining records, every one as its thread
+        // left it (no lost update); together they are all the remaining records.
+        let listed: Vec<_> = user_names
+            .chunks(user_names.len() / 2 + 1)
+            .map(|chunk| {
+                let (tracker, by_id, users) = (&tracker, &by_id, &users);
+                scope.spawn(move || {
+                    let mut seen = Vec::new();
+                    for user in chunk {
+                        let listed = tracker.by_user(user);
+                        assert_eq!(listed.len(), users[user], "by_user({user})");
+                        for record in &listed {
+                            assert_eq!(record.user_id, *user);
+                            let (k, plan) = by_id[&record.execution_id];
+                            assert!(!plan.cleaned_up, "{} was cleaned up", record.execution_id);
+                            plan.check(record, k);
+                            seen.push(record.execution_id);
+                        }
                     }
-                }
-            });
-        }
+                    seen
+                })
+            })
+            .collect();
 
-        // The completed history holds exactly the cleaned-up records, intact.
+        // Cleaned-up records are gone, and the completed history holds exactly them, intact.
         scope.spawn(|| {
-            let by_id: HashMap<ExecutionId, (usize, &Plan)> = plans.iter().map(|(k, id, p)| (*id, (*k, p))).collect();
+            for id in &cleaned {
+                assert_eq!(tracker.get(*id), Err(TrackerError::NotFound { execution_id: *id }));
+            }
+            assert!(tracker.by_user(&format!("user-{}", USERS - 1)).is_empty());
             let history = tracker.completed_history();
             assert_eq!(history.len(), cleaned.len());
             for record in &history {
@@ -381,20 +396,7 @@ fn eight_threads_times_ten_thousand_full_lifecycles_stay_consistent() {
             assert_eq!(history_ids, cleaned);
         });
 
-        // Every index lists exactly the remaining records under each key, and nothing under a key
-        // whose records were all cleaned up.
-        scope.spawn(|| {
-            assert!(tracker.by_user(&format!("user-{}", USERS - 1)).is_empty());
-            for (user, expected) in &users {
-                let listed = tracker.by_user(user);
-                assert_eq!(listed.len(), *expected, "by_user({user})");
-                assert!(
-                    listed
-                        .iter()
-                        .all(|r| r.user_id == *user && !cleaned.contains(&r.execution_id))
-                );
-            }
-        });
+        // The thread and agent indexes list exactly the remaining records under each key.
         scope.spawn(|| {
             for (thread, expected) in &threads {
                 let listed = tracker.by_thread(thread);
@@ -407,6 +409,12 @@ fn eight_threads_times_ten_thousand_full_lifecycles_stay_consistent() {
                 assert!(listed.iter().all(|r| r.agent_name == agent));
             }
         });
+
+        let seen: HashSet<ExecutionId> = listed
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("user listing checks"))
+            .collect();
+        assert_eq!(seen.len(), remaining, "every remaining record is listed under its user");
     });
 
     eprintln!(
