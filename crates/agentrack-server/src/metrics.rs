@@ -13,6 +13,7 @@ use agentrack::{BreakerState, Event, EventKind, ExecutionRecord, ExecutionState,
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::store::StateCount;
 use crate::store::writer::Pipeline;
 
 /// Phase-duration samples kept per tenant and phase.
@@ -129,17 +130,19 @@ pub struct ServerMetrics {
 }
 
 impl ServerMetrics {
-    /// Counts restored executions.
-    pub fn restore(&self, records: &[ExecutionRecord]) {
+    /// Starts from the store's counts and the phase durations of the executions in memory.
+    pub fn restore(&self, stored: &[StateCount], records: &[ExecutionRecord]) {
         let mut counts = self.counts.lock();
-        for record in records {
-            let entry = counts
-                .entry((record.tenant.clone(), record.user_id.clone()))
-                .or_default();
-            entry.total += 1;
-            entry.active += 1;
-            if record.is_terminal() {
-                entry.finish(record.state);
+        for entry in stored {
+            let counts = counts.entry((entry.tenant.clone(), entry.user_id.clone())).or_default();
+            counts.total += entry.count;
+            match entry.state {
+                ExecutionState::Completed => counts.completed += entry.count,
+                ExecutionState::Failed => counts.failed += entry.count,
+                ExecutionState::Timeout => counts.timeout += entry.count,
+                ExecutionState::Dead => counts.dead += entry.count,
+                ExecutionState::Cancelled => counts.cancelled += entry.count,
+                _ => counts.active += entry.count,
             }
         }
         drop(counts);
@@ -215,7 +218,8 @@ impl ServerMetrics {
     /// The Prometheus text exposition of everything.
     pub fn render(&self, tracker: &Tracker, pipeline: &Pipeline, uptime: std::time::Duration) -> String {
         let mut out = String::with_capacity(4096);
-        let metrics = tracker.metrics();
+        // The server's counts include executions that finished before a restart.
+        let counts = self.counts(None, None);
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -228,24 +232,24 @@ impl ServerMetrics {
             "agentrack_executions_total",
             "counter",
             "Executions created.",
-            &one(metrics.total_executions as f64),
+            &one(counts.total as f64),
         );
         metric(
             "agentrack_executions_active",
             "gauge",
             "Executions alive now.",
-            &one(metrics.active_executions as f64),
+            &one(counts.active as f64),
         );
         metric(
             "agentrack_executions_finished_total",
             "counter",
             "Executions finished, by terminal state.",
             &[
-                ("completed", metrics.successful_executions),
-                ("failed", metrics.failed_executions),
-                ("timeout", metrics.timeout_executions),
-                ("dead", metrics.dead_executions),
-                ("cancelled", metrics.cancelled_executions),
+                ("completed", counts.completed),
+                ("failed", counts.failed),
+                ("timeout", counts.timeout),
+                ("dead", counts.dead),
+                ("cancelled", counts.cancelled),
             ]
             .map(|(state, n)| (format!("{{state=\"{state}\"}}"), n as f64)),
         );

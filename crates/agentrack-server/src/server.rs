@@ -105,8 +105,13 @@ impl Server {
         let metrics = Arc::new(ServerMetrics::default());
 
         let started = Instant::now();
-        let loaded = store.load()?;
-        metrics.restore(&loaded.records);
+        // Finished executions older than the tracker keeps in memory stay in the store only.
+        let cutoff = chrono::Duration::from_std(config.tracker.cleanup_age)
+            .ok()
+            .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
+            .unwrap_or_default();
+        let loaded = store.load(cutoff)?;
+        metrics.restore(&loaded.counts, &loaded.records);
         let restored = loaded.records.len();
         for record in loaded.records {
             let id = record.execution_id;

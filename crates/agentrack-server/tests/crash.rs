@@ -110,6 +110,12 @@ async fn a_thousand_acknowledged_executions_survive_sigkill_and_dead_detection_r
     for (id, expected) in finished.iter().chain(&running) {
         assert_eq!(stored.get(id), Some(expected), "execution {id}");
     }
+    let (_, metrics) = server.get("/v1/metrics", &agent).await;
+    assert_eq!(metrics["total_executions"], 1000);
+    assert_eq!(metrics["active_executions"], 100);
+    for counter in ["successful_executions", "failed_executions", "cancelled_executions"] {
+        assert_eq!(metrics[counter], 300, "{counter}");
+    }
     assert!(restarted.elapsed() < 2 * SECOND, "checked within the grace window");
 
     // The running ones get one heartbeat window of grace, then the monitor declares them dead,

@@ -330,3 +330,43 @@ async fn serve_reads_the_environment_logs_json_and_shows_the_admin_token_once() 
         .collect();
     assert!(logs.iter().any(|l| l["fields"]["message"] == "agentrack ready"));
 }
+
+#[tokio::test]
+async fn finished_executions_that_left_memory_are_still_served_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agentrack.toml");
+    std::fs::write(&config, "[tracker]\ncleanup_age = 0.1\nmonitor_interval = 0.05\n").unwrap();
+    let mut server = TestServer::start_with(&["--config", config.to_str().unwrap()]).await;
+    let agent = server.token("agent", "t1", None).await;
+    let id = server.create(&agent, "researcher", "thread", "alice").await;
+    server.golden_path(&agent, &id).await;
+    let record = format!("/v1/executions/{id}");
+    let finished = server.get(&record, &agent).await.1;
+
+    // Wait until the tracker has let go of it (its Prometheus gauge says so).
+    let started = Instant::now();
+    loop {
+        let (_, text) = server.request("GET", "/metrics", None, None).await;
+        if text.as_str().unwrap().contains("agentrack_executions_in_memory 0") {
+            break;
+        }
+        assert!(started.elapsed() < 5 * SECOND, "never left memory");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.get(&record, &agent).await.1, finished);
+    let (status, body) = server
+        .post(&format!("{record}/state"), &agent, json!({"state": "failed"}))
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("terminal")));
+    assert_eq!(server.get(&format!("{record}/breaker"), &agent).await.0, 200);
+    let other = server.token("agent", "t2", None).await;
+    assert_eq!(server.get(&record, &other).await.0, 404);
+    let mut replay = server.ws(&format!("?since=0&execution_id={id}"), Some(&agent)).await;
+    replay.until(5 * SECOND, |e| e["type"] == "execution_completed").await;
+
+    server.kill();
+    server.restart();
+    assert_eq!(server.get(&record, &agent).await.1, finished);
+    let (_, metrics) = server.get("/v1/metrics", &agent).await;
+    assert_eq!(metrics["successful_executions"], 1);
+}

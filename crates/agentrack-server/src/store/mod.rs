@@ -61,13 +61,29 @@ pub enum StoreError {
 /// Everything needed to rebuild the tracker after a restart.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    /// Every stored execution, oldest first.
+    /// The stored executions worth keeping in memory (alive ones, and those finished since the
+    /// cut-off), oldest first.
     pub records: Vec<ExecutionRecord>,
+    /// How many stored executions there are, by tenant, user and state.
+    pub counts: Vec<StateCount>,
     /// No global sequence number above this was ever published: the highest stored event or
     /// the latest reservation, whichever is higher. Numbering resumes after it.
     pub high_water: u64,
     /// Whether an admin token exists.
     pub has_admin_token: bool,
+}
+
+/// How many stored executions one user of one tenant has in one state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateCount {
+    /// The tenant.
+    pub tenant: String,
+    /// The user.
+    pub user_id: String,
+    /// The state.
+    pub state: ExecutionState,
+    /// How many.
+    pub count: u64,
 }
 
 /// What to do with one execution's materialised row.
@@ -172,12 +188,13 @@ pub struct Purged {
 
 /// The read side of a store, plus start-up loading.
 pub trait Store: Send + Sync + 'static {
-    /// Loads every execution and the sequence high-water mark (blocking; start-up only).
+    /// Loads what start-up needs (blocking): alive executions and those finished since
+    /// `finished_since`, counts of all, and the sequence high-water mark.
     ///
     /// # Errors
     ///
     /// A database or decoding error.
-    fn load(&self) -> Result<Loaded, StoreError>;
+    fn load(&self, finished_since: DateTime<Utc>) -> Result<Loaded, StoreError>;
 
     /// Opens the single writer (blocking; one per store).
     ///

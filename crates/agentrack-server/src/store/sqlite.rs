@@ -14,8 +14,8 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 
 use super::{
-    Batch, EventQuery, ListQuery, Loaded, Page, Purged, RowUpdate, Store, StoreError, StoreFuture, StoreWriter,
-    StoredEvent,
+    Batch, EventQuery, ListQuery, Loaded, Page, Purged, RowUpdate, StateCount, Store, StoreError, StoreFuture,
+    StoreWriter, StoredEvent,
 };
 use crate::auth::{Role, TokenGrant};
 
@@ -264,11 +264,14 @@ fn grant_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenGrant> {
 }
 
 impl Store for SqliteStore {
-    fn load(&self) -> Result<Loaded, StoreError> {
+    fn load(&self, finished_since: DateTime<Utc>) -> Result<Loaded, StoreError> {
         self.readers.with(|conn| {
             let mut records = Vec::new();
-            let mut statement = conn.prepare("SELECT execution_id, record FROM executions ORDER BY execution_id")?;
-            let mut rows = statement.query([])?;
+            let mut statement = conn.prepare(
+                "SELECT execution_id, record FROM executions
+                 WHERE completed_at_ms IS NULL OR completed_at_ms >= ?1 ORDER BY execution_id",
+            )?;
+            let mut rows = statement.query([millis(finished_since)])?;
             while let Some(row) = rows.next()? {
                 let id: String = row.get(0)?;
                 let text: String = row.get(1)?;
@@ -288,8 +291,28 @@ impl Store for SqliteStore {
                 conn.query_row("SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin')", [], |row| {
                     row.get(0)
                 })?;
+            let mut statement =
+                conn.prepare("SELECT tenant, user_id, state, COUNT(*) FROM executions GROUP BY 1, 2, 3")?;
+            let counts = statement
+                .query_map([], |row| {
+                    let state: String = row.get(2)?;
+                    let count: i64 = row.get(3)?;
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, state, count))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .filter_map(|(tenant, user_id, state, count)| {
+                    Some(StateCount {
+                        tenant,
+                        user_id,
+                        state: state.parse().ok()?,
+                        count: u64::try_from(count).unwrap_or(0),
+                    })
+                })
+                .collect();
             Ok(Loaded {
                 records,
+                counts,
                 high_water: u64::try_from(stored_max.max(meta.unwrap_or(0))).unwrap_or(0),
                 has_admin_token,
             })
