@@ -125,20 +125,29 @@ impl Fields {
         self.optional_string(name)?.ok_or_else(|| ApiError::missing_field(name))
     }
 
-    /// An optional non-empty string.
+    /// An optional non-empty string of at most 1 KiB (names and identifiers).
     ///
     /// # Errors
     ///
-    /// 422 `invalid_field` for another kind of value or an empty string.
+    /// 422 `invalid_field` for another kind of value, an empty string or a longer one.
     pub fn optional_string(&self, name: &str) -> Result<Option<String>, ApiError> {
+        self.optional_text(name, 1024)
+    }
+
+    /// An optional non-empty string of at most `max` bytes.
+    ///
+    /// # Errors
+    ///
+    /// 422 `invalid_field` for another kind of value, an empty string or a longer one.
+    pub fn optional_text(&self, name: &str, max: usize) -> Result<Option<String>, ApiError> {
         match self.present(name) {
             None => Ok(None),
             Some(Value::String(s)) if s.trim().is_empty() => {
                 Err(ApiError::invalid_field(name, format!("field {name} must not be empty")))
             }
-            Some(Value::String(s)) if s.len() > 1024 => Err(ApiError::invalid_field(
+            Some(Value::String(s)) if s.len() > max => Err(ApiError::invalid_field(
                 name,
-                format!("field {name} is longer than 1024 bytes"),
+                format!("field {name} is longer than {max} bytes"),
             )),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(other) => Err(ApiError::invalid_field(

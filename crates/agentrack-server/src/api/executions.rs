@@ -292,7 +292,7 @@ async fn set_state(
     let fields = Fields::new(body, &["state", "error", "result"])?;
     let new_state: ExecutionState = fields.enumeration("state", "invalid_state", "execution state")?;
     let update = StateUpdate {
-        error: fields.optional_string("error")?,
+        error: fields.optional_text("error", 64 * 1024)?,
         result: fields.value("result"),
     };
     let id = changeable(&state, &scope, &id).await?;
