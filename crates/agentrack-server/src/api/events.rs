@@ -118,5 +118,8 @@ async fn subscribe(
             format!("this endpoint is a WebSocket: {rejection}"),
         )
     })?;
-    Ok(upgrade.on_upgrade(move |socket| crate::ws::serve(socket, state, subscription)))
+    // Clients have nothing to say on this stream but pings and close frames.
+    Ok(upgrade
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| crate::ws::serve(socket, state, subscription)))
 }
