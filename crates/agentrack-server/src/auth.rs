@@ -410,6 +410,30 @@ impl Scope {
         }
     }
 
+    /// The tenant and user whose executions the caller may count: (`None`, `None`) for an
+    /// admin (everything), (tenant, `None`) for an agent, (tenant, user) for a viewer.
+    pub fn counted(&self) -> (Option<&str>, Option<&str>) {
+        match self.grant.role {
+            Role::Admin => (None, None),
+            Role::Agent => (Some(&self.grant.tenant), None),
+            Role::Viewer => (Some(&self.grant.tenant), self.grant.user_id.as_deref()),
+        }
+    }
+
+    /// The tracker's name for the caller's named breaker `name`: breakers belong to tenants.
+    pub fn breaker_key(&self, name: &str) -> String {
+        format!("{}/{name}", self.grant.tenant)
+    }
+
+    /// Whether the caller may see the named breaker the tracker holds as `key`.
+    pub fn sees_breaker(&self, key: &str) -> bool {
+        match key.split_once('/') {
+            Some((tenant, _)) => self.is_admin() || tenant == self.grant.tenant,
+            // Per-execution breakers are reached through their execution.
+            None => false,
+        }
+    }
+
     /// The tenant and user a query must be limited to; `None` if it can match nothing.
     fn bounds(&self, requested_user: Option<&str>) -> Option<(Option<String>, Option<String>)> {
         match self.grant.role {

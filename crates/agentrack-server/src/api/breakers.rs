@@ -64,10 +64,6 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-fn key(tenant: &str, name: &str) -> String {
-    format!("{tenant}/{name}")
-}
-
 fn check_name(name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > 200 || name.contains('/') || name.chars().any(char::is_control) {
         return Err(ApiError::invalid_field(
@@ -95,12 +91,11 @@ fn public(mut status: BreakerStatus) -> Value {
 
 async fn list(State(state): State<AppState>, scope: Scope) -> Result<Json<Value>, ApiError> {
     scope.require_writer("list breakers")?;
-    let prefix = format!("{}/", scope.tenant());
     let breakers: Vec<Value> = state
         .tracker
         .breakers()
         .into_iter()
-        .filter(|status| status.name.contains('/') && (scope.is_admin() || status.name.starts_with(&prefix)))
+        .filter(|status| scope.sees_breaker(&status.name))
         .map(public)
         .collect();
     Ok(Json(json!({ "breakers": breakers })))
@@ -115,7 +110,7 @@ async fn acquire(
     scope.require_writer("use breakers")?;
     Fields::new(body, &[])?;
     check_name(&name)?;
-    let breaker = state.tracker.breaker(&key(scope.tenant(), &name));
+    let breaker = state.tracker.breaker(&scope.breaker_key(&name));
     let permit = breaker.acquire()?;
     let config = state.tracker.config();
     let lifetime = config.timeout_config.llm_api_timeout + config.call_grace;
@@ -149,6 +144,6 @@ async fn record(
                 format!("permit {permit} is unknown, expired, already recorded, or not for breaker {name}"),
             )
         })?;
-    let status = state.tracker.breaker(&key(scope.tenant(), &name)).status();
+    let status = state.tracker.breaker(&scope.breaker_key(&name)).status();
     Ok(Json(public(status)))
 }

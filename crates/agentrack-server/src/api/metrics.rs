@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
-use crate::auth::{Role, Scope};
+use crate::auth::Scope;
 use crate::metrics::{phase_stats, samples_of};
 
 /// The routes of this resource.
@@ -49,25 +49,20 @@ pub fn routes() -> Vec<Route> {
 
 async fn scoped(State(state): State<AppState>, scope: Scope) -> Result<Json<Value>, ApiError> {
     let grant = scope.grant();
-    let (counts, samples) = match grant.role {
-        Role::Admin => (state.metrics.counts(None, None), state.metrics.phase_samples(None)),
-        Role::Agent => (
-            state.metrics.counts(Some(&grant.tenant), None),
-            state.metrics.phase_samples(Some(&grant.tenant)),
-        ),
-        Role::Viewer => {
-            let user = grant.user_id.as_deref().unwrap_or_default();
+    let (tenant, user) = scope.counted();
+    let counts = state.metrics.counts(tenant, user);
+    let samples = match user {
+        // One user's phase durations come from their own records, not the tenant's samples.
+        Some(user) => {
             let records: Vec<_> = state
                 .tracker
                 .by_user(user)
                 .into_iter()
                 .filter(|record| scope.sees(record))
                 .collect();
-            (
-                state.metrics.counts(Some(&grant.tenant), Some(user)),
-                samples_of(&records),
-            )
+            samples_of(&records)
         }
+        None => state.metrics.phase_samples(tenant),
     };
     let rate = |n: u64| {
         if counts.total == 0 {
@@ -89,7 +84,7 @@ async fn scoped(State(state): State<AppState>, scope: Scope) -> Result<Json<Valu
         "phase_durations_ms": phase_stats(samples),
         "scope": {
             "role": grant.role,
-            "tenant": if grant.role == Role::Admin { None } else { Some(&grant.tenant) },
+            "tenant": tenant,
             "user_id": grant.user_id,
         },
     })))
