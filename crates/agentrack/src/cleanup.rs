@@ -44,7 +44,7 @@ impl Tracker {
         self.inner.history.lock().iter().cloned().collect()
     }
 
-    /// Drops finished records that completed more than `age` ago. Returns how many.
+    /// Drops finished records that completed `age` or more ago. Returns how many.
     pub fn purge_finished(&self, age: Duration) -> usize {
         let Some(cutoff) = self.inner.clock.monotonic().checked_sub(age) else {
             return 0;

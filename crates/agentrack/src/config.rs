@@ -93,6 +93,9 @@ pub struct TrackerConfig {
     /// How often the monitor wakes.
     #[serde(with = "crate::serde_secs")]
     pub monitor_interval: Duration,
+    /// How long the monitor waits for one death/timeout callback before giving up on it.
+    #[serde(with = "crate::serde_secs")]
+    pub callback_timeout: Duration,
     /// Events buffered per subscriber before it is told it lagged.
     pub event_buffer: usize,
     /// Default timeouts and breaker settings for executions and named breakers.
@@ -111,6 +114,7 @@ impl Default for TrackerConfig {
             lifecycle_validation: Validation::Strict,
             call_grace: Duration::from_secs(5),
             monitor_interval: Duration::from_secs(1),
+            callback_timeout: Duration::from_secs(10),
             event_buffer: 4096,
             timeout_config: TimeoutConfig::default(),
         }

@@ -24,8 +24,16 @@ const PREFIX: &str = "exec_";
 /// assert_eq!(text.parse::<ExecutionId>().unwrap(), id);
 /// assert!("run_42".parse::<ExecutionId>().is_err());
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ExecutionId(Uuid);
+
+impl std::hash::Hash for ExecutionId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // One integer write instead of a length-prefixed byte slice: ids are hashed on every
+        // lookup.
+        state.write_u128(self.0.as_u128());
+    }
+}
 
 impl ExecutionId {
     /// A fresh, time-ordered id.

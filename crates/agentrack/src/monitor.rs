@@ -3,6 +3,7 @@
 //! Its work is driven by the deadline queue, so a sweep touches only the executions whose
 //! deadline has come — O(due · log n) — not every alive execution as the original did.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -78,8 +79,9 @@ impl Tracker {
             let callbacks = self.inner.callbacks.read();
             (callbacks.dead.clone(), callbacks.timeout.clone())
         };
-        run_callbacks(&dead, &sweep.dead, "dead").await;
-        run_callbacks(&timeout, &sweep.timed_out, "timeout").await;
+        let limit = self.inner.config.callback_timeout;
+        run_callbacks(&dead, &sweep.dead, "dead", limit).await;
+        run_callbacks(&timeout, &sweep.timed_out, "timeout", limit).await;
         sweep
     }
 
@@ -113,19 +115,20 @@ impl Tracker {
     }
 }
 
-async fn run_callbacks(callbacks: &[Callback], records: &[ExecutionRecord], kind: &str) {
+async fn run_callbacks(callbacks: &[Callback], records: &[ExecutionRecord], kind: &str, limit: Duration) {
     for record in records {
         for callback in callbacks {
-            // Each callback runs as its own task so that a panic is caught as a JoinError.
-            let task = tokio::spawn(callback(record.clone()));
+            // The callback is invoked inside its own task, so a panic — even one raised before it
+            // returns its future — is caught as a JoinError; the time limit keeps a callback
+            // that never finishes from stalling detection.
+            let (callback, owned) = (Arc::clone(callback), record.clone());
+            let task = tokio::spawn(async move { tokio::time::timeout(limit, callback(owned)).await });
+            let id = record.execution_id;
             match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    tracing::warn!(execution_id = %record.execution_id, kind, %error, "monitor callback failed")
-                }
-                Err(error) => {
-                    tracing::error!(execution_id = %record.execution_id, kind, %error, "monitor callback panicked")
-                }
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => tracing::warn!(execution_id = %id, kind, %error, "monitor callback failed"),
+                Ok(Err(_)) => tracing::warn!(execution_id = %id, kind, ?limit, "monitor callback timed out"),
+                Err(error) => tracing::error!(execution_id = %id, kind, %error, "monitor callback panicked"),
             }
         }
     }
