@@ -1,4 +1,4 @@
-//! What to create: the arguments of `Tracker::create`.
+//! What to create: the arguments of [`Tracker::create`](crate::Tracker::create).
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use crate::state::ExecutionState;
 /// The tenant of executions created without one.
 pub const DEFAULT_TENANT: &str = "default";
 
-/// What to create: see [`Tracker::create`].
+/// What to create: see [`Tracker::create`](crate::Tracker::create).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NewExecution {
     /// The agent that will run it.
