@@ -423,16 +423,7 @@ impl Breaker {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let mut attempt = 0;
-        loop {
-            match self.call(make_call()).await {
-                Err(error) if !error.is_circuit_open() && attempt < policy.max_retries => {
-                    tokio::time::sleep(policy.delay(attempt)).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        policy.run(|| self.call(make_call())).await
     }
 
     fn announce(&self, core: &BreakerCore, state: BreakerState) {

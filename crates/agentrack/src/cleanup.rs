@@ -81,8 +81,4 @@ impl Tracker {
             }
         }
     }
-
-    pub(crate) fn enforce_cap_after_sweep(&self) {
-        self.enforce_finished_cap();
-    }
 }

@@ -67,7 +67,7 @@ impl Tracker {
             }
         }
         sweep.purged = self.purge_finished(config.cleanup_age);
-        self.enforce_cap_after_sweep();
+        self.enforce_finished_cap();
         sweep
     }
 

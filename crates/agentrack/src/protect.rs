@@ -13,7 +13,7 @@ use crate::id::ExecutionId;
 use crate::retry::RetryPolicy;
 use crate::slot::Slot;
 use crate::state::BreakerState;
-use crate::tracker::{Tracker, breaker_name, touch};
+use crate::tracker::{Tracker, breaker_name, ensure_alive, touch};
 
 /// Admission of one protected call on behalf of an execution; see [`Tracker::begin_call`].
 ///
@@ -153,16 +153,7 @@ impl Tracker {
                     .unwrap_or(&self.inner.config.timeout_config),
             )
         };
-        let mut attempt = 0;
-        loop {
-            match self.execute(id, operation, make_call()).await {
-                Err(error) if retryable(&error) && attempt < policy.max_retries => {
-                    tokio::time::sleep(policy.delay(attempt)).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        policy.run(|| self.execute(id, operation, make_call())).await
     }
 
     /// Runs `call` through a shared named breaker on behalf of an execution, keeping the
@@ -186,12 +177,7 @@ impl Tracker {
         let slot = self.slot(id)?;
         {
             let mut locked = slot.lock();
-            if locked.record.is_terminal() {
-                return Err(TrackerError::Terminal {
-                    execution_id: id,
-                    state: locked.record.state,
-                });
-            }
+            ensure_alive(&locked)?;
             self.mark_call(&mut locked, timeout);
         }
         Ok(CallPermit {
@@ -220,12 +206,7 @@ impl Tracker {
         let slot = self.slot(id)?;
         let (ticket, timeout) = {
             let mut locked = slot.lock();
-            if locked.record.is_terminal() {
-                return Err(TrackerError::Terminal {
-                    execution_id: id,
-                    state: locked.record.state,
-                });
-            }
+            ensure_alive(&locked)?;
             let mono = self.inner.clock.monotonic();
             let (ticket, entered) =
                 locked
@@ -269,11 +250,4 @@ impl Tracker {
             self.inner.bus.emit(Some(scope), now, change.into_kind());
         }
     }
-}
-
-fn retryable<E>(error: &CallError<E>) -> bool {
-    matches!(
-        error,
-        CallError::Operation(_) | CallError::Tracker(TrackerError::Timeout { .. })
-    )
 }

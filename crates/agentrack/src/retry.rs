@@ -1,10 +1,12 @@
 //! Retries with exponential backoff and jitter.
 
+use std::future::Future;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::TimeoutConfig;
+use crate::error::{CallError, TrackerError};
 
 /// How failed protected calls are retried: at most `max_retries` more attempts, the n-th after
 /// a delay drawn uniformly from `[cap/2, cap]` where `cap = min(max_delay, base_delay · base^n)`.
@@ -41,6 +43,35 @@ impl RetryPolicy {
         let cap = self.delay_cap(attempt);
         cap.mul_f64(0.5 + fastrand::f64() * 0.5)
     }
+}
+
+impl RetryPolicy {
+    /// Runs `attempt` until it succeeds, fails in a way a retry cannot help (an open breaker,
+    /// an unknown or finished execution), or `max_retries` retries are spent, sleeping the
+    /// jittered backoff between attempts. Returns the last attempt's result.
+    pub(crate) async fn run<T, E, F, Fut>(&self, mut attempt: F) -> Result<T, CallError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, CallError<E>>>,
+    {
+        let mut retries = 0;
+        loop {
+            match attempt().await {
+                Err(error) if retryable(&error) && retries < self.max_retries => {
+                    tokio::time::sleep(self.delay(retries)).await;
+                    retries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+fn retryable<E>(error: &CallError<E>) -> bool {
+    matches!(
+        error,
+        CallError::Operation(_) | CallError::Tracker(TrackerError::Timeout { .. })
+    )
 }
 
 impl From<&TimeoutConfig> for RetryPolicy {
