@@ -145,22 +145,37 @@ impl BreakerCore {
         mono: Duration,
         wall: DateTime<Utc>,
     ) -> Self {
+        let mut core = Self::new(config);
+        // A trial in flight when the process stopped is lost; half-open resumes as open.
+        let state = if state == BreakerState::HalfOpen {
+            BreakerState::Open
+        } else {
+            state
+        };
+        core.force(state, failures, last_failure_time, next_attempt_time, mono, wall);
+        core
+    }
+
+    /// Puts the breaker in the given state, as a direct edit of the record does. Calls admitted
+    /// before are no longer counted; an open breaker allows trials at `next_attempt_time` (at
+    /// once without one).
+    pub(crate) fn force(
+        &mut self,
+        state: BreakerState,
+        failures: u32,
+        last_failure_time: Option<DateTime<Utc>>,
+        next_attempt_time: Option<DateTime<Utc>>,
+        mono: Duration,
+        wall: DateTime<Utc>,
+    ) {
         let remaining = next_attempt_time
             .and_then(|next| (next - wall).to_std().ok())
             .unwrap_or_default();
-        Self {
-            // A trial in flight when the process stopped is lost; half-open resumes as open.
-            state: if state == BreakerState::HalfOpen {
-                BreakerState::Open
-            } else {
-                state
-            },
-            failures,
-            open_until: mono + remaining,
-            last_failure_time,
-            next_attempt_time,
-            ..Self::new(config)
-        }
+        self.set_state(state);
+        self.failures = failures;
+        self.open_until = mono + remaining;
+        self.last_failure_time = last_failure_time;
+        self.next_attempt_time = next_attempt_time;
     }
 
     pub(crate) fn reset(&mut self) -> Option<BreakerState> {

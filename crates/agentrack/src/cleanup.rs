@@ -53,7 +53,11 @@ impl Tracker {
             .finished
             .pop_due(cutoff)
             .into_iter()
-            .filter(|(_, id)| self.remove_finished(*id).is_some())
+            // An entry is stale when an edit moved the completion time (or revived the record).
+            .filter(|(_, id)| {
+                let current = self.slot(*id).ok().and_then(|slot| slot.lock().completed_mono);
+                current.is_some_and(|done| done <= cutoff) && self.remove_finished(*id).is_some()
+            })
             .count()
     }
 

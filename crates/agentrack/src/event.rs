@@ -153,6 +153,12 @@ pub enum EventKind {
     TimedOut(Finished),
     /// Terminal: stopped heartbeating.
     Dead(Finished),
+    /// Fields of the record were overwritten directly ([`crate::Tracker::edit`]), bypassing the
+    /// lifecycle and phase rules.
+    RecordEdited {
+        /// The names of the fields that changed, as in the record.
+        fields: Vec<String>,
+    },
     /// A breaker opened.
     BreakerOpened(BreakerChange),
     /// A breaker let trial calls through.
@@ -180,6 +186,7 @@ impl EventKind {
             Self::ExecutionCancelled(_) => "execution_cancelled",
             Self::TimedOut(_) => "timed_out",
             Self::Dead(_) => "dead",
+            Self::RecordEdited { .. } => "record_edited",
             Self::BreakerOpened(_) => "breaker_opened",
             Self::BreakerHalfOpen(_) => "breaker_half_open",
             Self::BreakerClosed(_) => "breaker_closed",

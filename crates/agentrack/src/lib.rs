@@ -78,6 +78,7 @@ mod clock;
 mod config;
 mod consistency;
 mod deadlines;
+mod edit;
 mod error;
 mod event;
 mod global;

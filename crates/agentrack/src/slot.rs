@@ -61,15 +61,17 @@ impl Slot {
         self.execution_deadline().min(self.liveness_deadline(config))
     }
 
-    /// Whether, at `mono`, the execution has overrun (timeout first, then liveness).
+    /// Whether, at `mono`, the execution has overrun. Death is checked first, as the original
+    /// did: an agent that stopped answering and also ran out of time is reported dead, the
+    /// cause rather than the consequence.
     pub(crate) fn expiry(&self, config: &TrackerConfig, mono: Duration) -> Option<Expiry> {
         if self.record.is_terminal() {
             return None;
         }
-        if mono > self.execution_deadline() {
-            Some(Expiry::TimedOut)
-        } else if mono > self.liveness_deadline(config) {
+        if mono > self.liveness_deadline(config) {
             Some(Expiry::Dead)
+        } else if mono > self.execution_deadline() {
+            Some(Expiry::TimedOut)
         } else {
             None
         }

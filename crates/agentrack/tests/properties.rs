@@ -144,10 +144,10 @@ impl Model {
     fn expiry(&self, now: Duration) -> Option<ExecutionState> {
         if !self.state.is_alive() {
             None
-        } else if now > self.created + self.timeout {
-            Some(ExecutionState::Timeout)
         } else if now > self.last_heartbeat + HEARTBEAT_TIMEOUT {
             Some(ExecutionState::Dead)
+        } else if now > self.created + self.timeout {
+            Some(ExecutionState::Timeout)
         } else {
             None
         }
