@@ -46,7 +46,7 @@ impl Tracker {
 
     /// Drops finished records that completed `age` or more ago. Returns how many.
     pub fn purge_finished(&self, age: Duration) -> usize {
-        let Some(cutoff) = self.inner.clock.monotonic().checked_sub(age) else {
+        let Some(cutoff) = self.mono().checked_sub(age) else {
             return 0;
         };
         self.inner

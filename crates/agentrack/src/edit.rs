@@ -63,7 +63,7 @@ impl Tracker {
                 });
             }
             let now = self.inner.clock.now();
-            let mono = self.inner.clock.monotonic();
+            let mono = self.mono();
             let at = |wall: DateTime<Utc>| mono_at(now, mono, wall);
             let before = std::mem::replace(&mut slot.record, record);
             let after = &slot.record;

@@ -34,7 +34,7 @@ impl Tracker {
     /// (see [`Tracker::monitor_tick`]).
     pub fn sweep(&self) -> Sweep {
         let config = &self.inner.config;
-        let mono = self.inner.clock.monotonic();
+        let mono = self.mono();
         let mut sweep = Sweep::default();
         for (due, id) in self.inner.deadlines.pop_due(mono) {
             let Ok(slot) = self.slot(id) else { continue };

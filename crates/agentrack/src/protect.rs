@@ -48,7 +48,7 @@ impl CallPermit {
     pub fn record(mut self, outcome: Outcome) {
         if let Some(ticket) = self.ticket.take() {
             let now = self.tracker.inner.clock.now();
-            let mono = self.tracker.inner.clock.monotonic();
+            let mono = self.tracker.mono();
             let mut slot = self.slot.lock();
             let entered = slot.breaker.record(ticket, outcome, mono, now);
             self.tracker.sync_breaker(&mut slot, entered);
@@ -59,7 +59,7 @@ impl CallPermit {
 impl Drop for CallPermit {
     fn drop(&mut self) {
         let now = self.tracker.inner.clock.now();
-        let mono = self.tracker.inner.clock.monotonic();
+        let mono = self.tracker.mono();
         let mut slot = self.slot.lock();
         if let Some(ticket) = self.ticket.take() {
             slot.breaker.release(ticket);
@@ -78,7 +78,7 @@ impl Tracker {
     ///
     /// `NotFound`.
     pub fn breaker_status(&self, id: ExecutionId) -> Result<BreakerStatus, TrackerError> {
-        let mono = self.inner.clock.monotonic();
+        let mono = self.mono();
         Ok(self.slot(id)?.lock().breaker.status(breaker_name(id), mono))
     }
 
@@ -189,7 +189,7 @@ impl Tracker {
     }
 
     fn mark_call(&self, slot: &mut Slot, timeout: Duration) {
-        let mono = self.inner.clock.monotonic();
+        let mono = self.mono();
         slot.calls_in_flight += 1;
         slot.call_deadline = slot.call_deadline.max(mono + timeout);
     }
@@ -207,7 +207,7 @@ impl Tracker {
         let (ticket, timeout) = {
             let mut locked = slot.lock();
             ensure_alive(&locked)?;
-            let mono = self.inner.clock.monotonic();
+            let mono = self.mono();
             let (ticket, entered) =
                 locked
                     .breaker
@@ -244,7 +244,7 @@ impl Tracker {
         slot.record.next_attempt_time = next;
         if let Some(state) = entered {
             let now = self.inner.clock.now();
-            let mono = self.inner.clock.monotonic();
+            let mono = self.mono();
             let change = slot.breaker.change(breaker_name(slot.record.execution_id), state, mono);
             let scope = slot.next_scope();
             self.inner.bus.emit(Some(scope), now, change.into_kind());

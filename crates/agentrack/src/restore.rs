@@ -12,7 +12,7 @@ use crate::error::TrackerError;
 use crate::event::{Event, Owner};
 use crate::record::ExecutionRecord;
 use crate::slot::Slot;
-use crate::tracker::Tracker;
+use crate::tracker::{TIMELINE_ORIGIN, Tracker};
 
 impl Tracker {
     /// Installs the sink that receives every event synchronously, in global order, before any
@@ -45,11 +45,11 @@ impl Tracker {
             });
         }
         let now = self.inner.clock.now();
-        let mono = self.inner.clock.monotonic();
+        let mono = self.mono();
         let elapsed = |then: DateTime<Utc>| (now - then).to_std().unwrap_or_default();
         // A record finished before this process started counts as finished at our origin: it
         // is purged at most `cleanup_age` after the restart.
-        let ago = |then: DateTime<Utc>| mono.saturating_sub(elapsed(then));
+        let ago = |then: DateTime<Utc>| mono.saturating_sub(elapsed(then)).max(TIMELINE_ORIGIN);
         let config = &self.inner.config;
         let breaker = BreakerCore::restored(
             BreakerConfig::from(record.timeout_config.as_ref().unwrap_or(&config.timeout_config)),

@@ -70,6 +70,9 @@ pub(crate) struct Callbacks {
     pub(crate) timeout: Vec<Callback>,
 }
 
+/// Where the tracker's monotonic timeline starts (a century, far beyond any back-dating).
+pub(crate) const TIMELINE_ORIGIN: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 pub(crate) struct Inner {
     pub(crate) config: TrackerConfig,
     pub(crate) clock: Arc<dyn Clock>,
@@ -187,6 +190,13 @@ impl Tracker {
             .ok_or(TrackerError::NotFound { execution_id: id })
     }
 
+    /// Now on the tracker's monotonic timeline: the clock's monotonic time shifted by
+    /// [`TIMELINE_ORIGIN`], so that times before the clock started — a back-dated edit, a
+    /// restored record — stay representable.
+    pub(crate) fn mono(&self) -> Duration {
+        self.inner.clock.monotonic() + TIMELINE_ORIGIN
+    }
+
     pub(crate) fn emit(&self, slot: &mut Slot, now: DateTime<Utc>, kind: EventKind) -> Arc<Event> {
         let scope = slot.next_scope();
         self.inner.bus.emit(Some(scope), now, kind)
@@ -225,7 +235,7 @@ impl Tracker {
         }
         let id = ExecutionId::new();
         let now = self.inner.clock.now();
-        let mono = self.inner.clock.monotonic();
+        let mono = self.mono();
         let owner = Arc::new(Owner {
             tenant: new.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
             user_id: new.user_id,
@@ -316,7 +326,7 @@ impl Tracker {
             });
         }
         let now = self.inner.clock.now();
-        let mono = self.inner.clock.monotonic();
+        let mono = self.mono();
         slot.record.state = ExecutionState::Starting;
         touch(&mut slot, now, mono);
         let event = self.emit(
@@ -343,7 +353,7 @@ impl Tracker {
         let mut slot = slot.lock();
         let from = ensure_alive(&slot)?;
         let now = self.inner.clock.now();
-        let mono = self.inner.clock.monotonic();
+        let mono = self.mono();
         touch(&mut slot, now, mono);
         slot.record.heartbeat_count += 1;
         let mut events = Vec::with_capacity(2);
@@ -394,7 +404,7 @@ impl Tracker {
                 });
             }
             let now = self.inner.clock.now();
-            let mono = self.inner.clock.monotonic();
+            let mono = self.mono();
             touch(&mut slot, now, mono);
             if let Some(error) = update.error {
                 slot.record.error = Some(error);
@@ -580,7 +590,7 @@ impl Tracker {
     /// Alive executions whose heartbeat gap or execution timeout has passed and that the monitor
     /// has not yet marked. Reports only; changes nothing.
     pub fn detect_dead(&self) -> Vec<ExecutionRecord> {
-        let mono = self.inner.clock.monotonic();
+        let mono = self.mono();
         let mut ids: Vec<ExecutionId> = self.inner.active.iter().map(|entry| *entry.key()).collect();
         ids.sort_unstable();
         ids.into_iter()

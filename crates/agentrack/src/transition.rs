@@ -63,7 +63,7 @@ impl Tracker {
             tracing::warn!(execution_id = %id, %from, to = %phase, "phase transition outside the rules (lenient validation)");
         }
         let now = self.inner.clock.now();
-        let mono = self.inner.clock.monotonic();
+        let mono = self.mono();
         let transition = Transition {
             from_phase: from,
             to_phase: phase,

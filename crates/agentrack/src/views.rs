@@ -184,7 +184,7 @@ impl Tracker {
     /// `NotFound`.
     pub fn context(&self, id: ExecutionId) -> Result<ExecutionContext, TrackerError> {
         let now = self.inner.clock.now();
-        let mono = self.inner.clock.monotonic();
+        let mono = self.mono();
         let slot = self.slot(id)?;
         let slot = slot.lock();
         let record = slot.record.clone();

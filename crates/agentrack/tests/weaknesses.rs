@@ -997,6 +997,8 @@ fn exactly_one_terminal_event_per_execution() {
     let started = clock.now();
     clock.advance(secs(1));
     let ended_by_caller = clock.now();
+    // Still alive when its timeout passes: death is checked first, so keep it heartbeating.
+    tracker.heartbeat(timed_out).unwrap();
     tracker.complete(completed, Some(json!(1))).unwrap();
     tracker.fail(failed, "tool crashed").unwrap();
     tracker.cancel(cancelled, "user pressed stop").unwrap();
@@ -1042,7 +1044,7 @@ fn exactly_one_terminal_event_per_execution() {
             "timed_out",
             ExecutionState::Timeout,
             Some("Execution exceeded 5 s timeout"),
-            started,
+            ended_by_caller,
         ),
         (
             dead,
