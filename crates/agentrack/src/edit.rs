@@ -113,11 +113,15 @@ impl Tracker {
                 if let Some(completed_at) = completed_at {
                     self.set_completed_at(slot, completed_at, at(completed_at));
                 }
-            } else if was.is_terminal() && is.is_alive() {
-                self.revive(slot);
-            } else if is.is_terminal() && fields.contains(&"completed_at") {
-                let completed_at = slot.record.completed_at.unwrap_or(now);
-                self.set_completed_at(slot, completed_at, at(completed_at));
+            } else {
+                if was.is_terminal() && is.is_alive() {
+                    self.revive(slot);
+                }
+                self.inner.counters.moved(was, is);
+                if is.is_terminal() && fields.contains(&"completed_at") {
+                    let completed_at = slot.record.completed_at.unwrap_or(now);
+                    self.set_completed_at(slot, completed_at, at(completed_at));
+                }
             }
             if slot.record.is_alive() {
                 self.rearm(slot);

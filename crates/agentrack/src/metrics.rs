@@ -49,17 +49,29 @@ impl Counters {
         self.active.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn finished(&self, state: ExecutionState) {
-        let counter = match state {
+    /// The counter of a terminal state, or the active one.
+    fn of(&self, state: ExecutionState) -> &AtomicU64 {
+        match state {
             ExecutionState::Completed => &self.completed,
             ExecutionState::Failed => &self.failed,
             ExecutionState::Timeout => &self.timeout,
             ExecutionState::Dead => &self.dead,
             ExecutionState::Cancelled => &self.cancelled,
-            _ => return,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        self.active.fetch_sub(1, Ordering::Relaxed);
+            _ => &self.active,
+        }
+    }
+
+    pub(crate) fn finished(&self, state: ExecutionState) {
+        self.moved(ExecutionState::Running, state);
+    }
+
+    /// Moves one execution's count from `from`'s counter to `to`'s (an edit changed its state).
+    pub(crate) fn moved(&self, from: ExecutionState, to: ExecutionState) {
+        let (from, to) = (self.of(from), self.of(to));
+        if !std::ptr::eq(from, to) {
+            to.fetch_add(1, Ordering::Relaxed);
+            from.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Counts a record brought back from a store.
