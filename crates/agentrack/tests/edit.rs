@@ -1,5 +1,7 @@
 //! Direct edits (`Tracker::edit`): the tracker acts on overwritten fields as legacy code expects.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use agentrack::{BreakerState, EventFilter, ExecutionState, NewExecution, Phase, TrackerConfig, TrackerError};
