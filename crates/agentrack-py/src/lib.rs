@@ -9,7 +9,9 @@
 //!   The asynchronous ones (`transition_state`, `execute_with_circuit_breaker`, monitoring) are
 //!   written in Python on top of the primitives below, so that they run on the caller's event loop.
 //! - `ExecutionRecord` is a live view of one record: each attribute read fetches the current
-//!   value from the tracker (and keeps the last one seen once the record is purged).
+//!   value from the tracker (and keeps the last one seen once the record is purged), and each
+//!   assignment to a field edits the execution in the tracker (see the `fields` module). Called
+//!   directly, it builds a record attached to no tracker, as the original dataclass did.
 //! - `PendingNotification` and `ProtectedCall` split one core operation that awaits something in
 //!   two halves around a Python `await`: the core's `transition_notify` (waiting on the WebSocket
 //!   manager) and `execute` (waiting on the protected coroutine). See the `calls` module.
@@ -19,6 +21,7 @@
 mod calls;
 mod clock;
 mod convert;
+mod fields;
 mod record;
 mod tracker;
 mod types;

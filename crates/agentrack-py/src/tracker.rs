@@ -12,8 +12,8 @@
 use std::sync::{Arc, OnceLock};
 
 use agentrack::{
-    AgentStateUpdate, Clock, ExecutionId, ExecutionState, NewExecution, Phase, StateUpdate, SystemClock, Tracker,
-    TrackerConfig, TrackerError, Validation,
+    AgentStateUpdate, Clock, ExecutionId, ExecutionState, NewExecution, Outcome, Phase, StateUpdate, SystemClock,
+    Tracker, TrackerConfig, TrackerError, Validation,
 };
 use chrono::{DateTime, Utc};
 use pyo3::IntoPyObjectExt;
@@ -648,6 +648,39 @@ impl TrackerCore {
         let dead = RecordView::list(py, tracker, sweep.dead)?;
         let timed_out = RecordView::list(py, tracker, sweep.timed_out)?;
         (dead, timed_out, sweep.purged).into_pyobject(py)
+    }
+
+    /// One purge pass: drops finished executions that completed `cleanup_interval` or more ago
+    /// (the original's `_cleanup_old_executions`). Returns how many.
+    fn _purge_finished(&self, py: Python<'_>) -> PyResult<usize> {
+        let tracker = self.t()?;
+        let age = tracker.config().cleanup_age;
+        Ok(py.detach(|| tracker.purge_finished(age)))
+    }
+
+    /// Records one protected call's outcome in the execution's circuit breaker, as if a call had
+    /// just been admitted and finished (the original's `_on_circuit_breaker_success` /
+    /// `_on_circuit_breaker_failure`). Returns `"recorded"`, or why nothing was counted:
+    /// `"open"` (the breaker refuses calls), `"terminal"` or `"not_found"`.
+    fn _record_breaker_outcome(&self, execution_id: &Bound<'_, PyAny>, success: bool) -> PyResult<&'static str> {
+        let tracker = self.t()?;
+        let Some(id) = id_of(execution_id) else {
+            return Ok("not_found");
+        };
+        Ok(match tracker.begin_call(id) {
+            Ok(permit) => {
+                permit.record(if success { Outcome::Success } else { Outcome::Failure });
+                "recorded"
+            }
+            Err(TrackerError::CircuitOpen { .. }) => "open",
+            Err(TrackerError::Terminal { .. }) => "terminal",
+            Err(_) => "not_found",
+        })
+    }
+
+    /// The number of records in memory (alive and finished).
+    fn _record_count(&self) -> PyResult<usize> {
+        Ok(self.t()?.len())
     }
 
     /// Records removed by `cleanup_state`, oldest first.

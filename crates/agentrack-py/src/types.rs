@@ -81,6 +81,24 @@ impl Types {
         self.breaker_states[state as usize].bind(py).clone()
     }
 
+    /// The breaker state `obj` is, if it is a `CircuitBreakerState` member.
+    pub(crate) fn as_breaker_state(&self, obj: &Bound<'_, PyAny>) -> Option<BreakerState> {
+        self.breaker_states
+            .iter()
+            .position(|member| obj.is(member))
+            .map(|i| BreakerState::ALL[i])
+    }
+
+    /// Whether `obj` is a `TimeoutConfig`.
+    pub(crate) fn is_timeout_config(&self, obj: &Bound<'_, PyAny>) -> bool {
+        obj.is_instance(self.timeout_config.bind(obj.py())).unwrap_or(false)
+    }
+
+    /// Whether `obj` is a `PhaseTransition`.
+    pub(crate) fn is_phase_transition(&self, obj: &Bound<'_, PyAny>) -> bool {
+        obj.is_instance(self.phase_transition.bind(obj.py())).unwrap_or(false)
+    }
+
     /// The execution state `obj` is, if it is an `ExecutionState` member.
     pub(crate) fn as_state(&self, obj: &Bound<'_, PyAny>) -> Option<ExecutionState> {
         self.states

@@ -32,56 +32,62 @@ class ManualClock:
     def monotonic(self) -> float: ...
 
 class ExecutionRecord:
-    """A live view of one execution: every attribute read shows the current value."""
+    """The record of one execution. From a tracker it is live: every attribute read shows the
+    current value and every assignment to a field changes the execution in the tracker
+    (``LookupError`` once the record has been purged). Built directly, it is attached to no
+    tracker and behaves like the original dataclass."""
 
-    @property
-    def execution_id(self) -> str: ...
-    @property
-    def agent_name(self) -> str: ...
-    @property
-    def thread_id(self) -> str: ...
-    @property
-    def user_id(self) -> str: ...
+    execution_id: str
+    agent_name: str
+    thread_id: str
+    user_id: str
+    state: ExecutionState
+    started_at: datetime
+    last_heartbeat: datetime
+    updated_at: datetime
+    completed_at: Optional[datetime]
+    error: Optional[str]
+    result: Optional[Any]
+    heartbeat_count: int
+    timeout_seconds: Union[int, float]
+    metadata: Dict[str, Any]
+    current_phase: AgentExecutionPhase
+    phase_history: List[PhaseTransition]
+    warning_count: int
+    error_count: int
+    timeout_config: Optional[TimeoutConfig]
+    circuit_breaker_failures: int
+    circuit_breaker_state: CircuitBreakerState
+    last_failure_time: float
+    next_attempt_time: float
+    def __init__(
+        self,
+        execution_id: str,
+        agent_name: str,
+        thread_id: str,
+        user_id: str,
+        state: ExecutionState,
+        started_at: datetime,
+        last_heartbeat: datetime,
+        updated_at: datetime = ...,
+        completed_at: Optional[datetime] = None,
+        error: Optional[str] = None,
+        result: Optional[Any] = None,
+        heartbeat_count: int = 0,
+        timeout_seconds: Union[int, float] = 30,
+        metadata: Optional[Dict[str, Any]] = ...,
+        current_phase: AgentExecutionPhase = ...,
+        phase_history: Optional[List[PhaseTransition]] = ...,
+        warning_count: int = 0,
+        error_count: int = 0,
+        timeout_config: Optional[TimeoutConfig] = None,
+        circuit_breaker_failures: int = 0,
+        circuit_breaker_state: CircuitBreakerState = ...,
+        last_failure_time: Union[float, datetime, None] = 0.0,
+        next_attempt_time: Union[float, datetime, None] = 0.0,
+    ) -> None: ...
     @property
     def tenant(self) -> str: ...
-    @property
-    def state(self) -> ExecutionState: ...
-    @property
-    def started_at(self) -> datetime: ...
-    @property
-    def last_heartbeat(self) -> datetime: ...
-    @property
-    def updated_at(self) -> datetime: ...
-    @property
-    def completed_at(self) -> Optional[datetime]: ...
-    @property
-    def error(self) -> Optional[str]: ...
-    @property
-    def result(self) -> Optional[Any]: ...
-    @property
-    def heartbeat_count(self) -> int: ...
-    @property
-    def timeout_seconds(self) -> Union[int, float]: ...
-    @property
-    def metadata(self) -> Dict[str, Any]: ...
-    @property
-    def current_phase(self) -> AgentExecutionPhase: ...
-    @property
-    def phase_history(self) -> List[PhaseTransition]: ...
-    @property
-    def warning_count(self) -> int: ...
-    @property
-    def error_count(self) -> int: ...
-    @property
-    def timeout_config(self) -> Optional[TimeoutConfig]: ...
-    @property
-    def circuit_breaker_failures(self) -> int: ...
-    @property
-    def circuit_breaker_state(self) -> CircuitBreakerState: ...
-    @property
-    def last_failure_time(self) -> float: ...
-    @property
-    def next_attempt_time(self) -> float: ...
     @property
     def is_alive(self) -> bool: ...
     @property
@@ -209,6 +215,11 @@ class TrackerCore:
         initial_state: Optional[ExecutionState] = None,
     ) -> str: ...
     def _sweep(self) -> Tuple[List[ExecutionRecord], List[ExecutionRecord], int]: ...
+    def _purge_finished(self) -> int: ...
+    def _record_breaker_outcome(
+        self, execution_id: str, success: bool
+    ) -> Literal["recorded", "open", "terminal", "not_found"]: ...
+    def _record_count(self) -> int: ...
     def _completed_history(self) -> List[ExecutionRecord]: ...
     def _execution_ids(self) -> List[str]: ...
     def _active_count(self) -> int: ...

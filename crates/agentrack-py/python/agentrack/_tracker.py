@@ -52,7 +52,9 @@ Callback = Callable[[ExecutionRecord], Union[Awaitable[Any], Any]]
 
 
 class _ExecutionsView(Mapping):  # type: ignore[type-arg]
-    """A read-only mapping of id → record, standing in for the original's ``_executions`` dict."""
+    """A live, read-only mapping of id → record, standing in for the original's ``_executions``
+    dict: ``len``, ``in``, iteration and ``[]`` always answer from the tracker's current state,
+    and the records it gives are live (assigning their fields changes the executions)."""
 
     def __init__(self, tracker: "AgentExecutionTracker") -> None:
         self._tracker = tracker
@@ -70,7 +72,7 @@ class _ExecutionsView(Mapping):  # type: ignore[type-arg]
         return iter(self._tracker._execution_ids())
 
     def __len__(self) -> int:
-        return len(self._tracker._execution_ids())
+        return self._tracker._record_count()
 
 
 def _read_only(name: str) -> property:
@@ -239,6 +241,14 @@ class AgentExecutionTracker(TrackerCore):
             except Exception as error:  # noqa: BLE001 - a callback never stops the monitor
                 logger.error("%s callback error: %s", kind, error)
 
+    async def _cleanup_old_executions(self) -> None:
+        """One purge pass, as the monitor runs it: drops finished executions that completed
+        ``cleanup_interval`` seconds ago or more (a record whose ``completed_at`` was back-dated
+        counts from that time)."""
+        purged = self._purge_finished()
+        if purged:
+            logger.info("Cleaned up %d old executions", purged)
+
     # ------------------------------------------------------------------ phases
 
     async def transition_state(
@@ -317,6 +327,31 @@ class AgentExecutionTracker(TrackerCore):
             raise
         call.finish(True)
         return result
+
+    async def _on_circuit_breaker_failure(self, execution_id: str, operation_name: str, error: Any) -> None:
+        """Counts one failed protected call in the execution's circuit breaker (the original's
+        bookkeeping after a call raised): the failure count goes up, and at the failure
+        threshold the breaker opens until ``recovery_timeout`` has passed; in HALF_OPEN it
+        re-opens at once. Nothing is counted for an unknown or finished execution, or while the
+        breaker is open and refusing calls."""
+        logger.warning("Circuit breaker failure for %s in %s: %s", execution_id, operation_name, error)
+        outcome = self._record_breaker_outcome(execution_id, False)
+        if outcome != "recorded":
+            logger.debug("Breaker failure of %s not counted: %s", execution_id, outcome)
+            return
+        status = self.circuit_breaker_status(execution_id)
+        if status is not None and status["state"] == "open":
+            logger.error("Circuit breaker OPENED for %s after %s failures", execution_id, status["failure_count"])
+
+    async def _on_circuit_breaker_success(self, execution_id: str, operation_name: str) -> None:
+        """Counts one successful protected call in the execution's circuit breaker (the
+        original's bookkeeping after a call returned): in CLOSED the failure count is zeroed; in
+        HALF_OPEN it counts toward ``success_threshold``, then the breaker closes. Nothing is
+        counted for an unknown or finished execution, or while the breaker is open and refusing
+        calls."""
+        outcome = self._record_breaker_outcome(execution_id, True)
+        if outcome != "recorded":
+            logger.debug("Breaker success of %s in %s not counted: %s", execution_id, operation_name, outcome)
 
     # ------------------------------------------------------------------ integration
 
