@@ -1,6 +1,7 @@
 //! The command line: argument definitions and dispatch.
 
 mod client;
+mod load;
 mod serve;
 mod watch;
 
@@ -34,6 +35,9 @@ enum Command {
     /// Manage tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Generate load: simulated agents and WebSocket subscribers against a server (a local one
+    /// by default), then a report of throughput, latency, delivery lag and errors.
+    Load(load::LoadArgs),
 }
 
 /// Options of `serve`. Flags override the environment, which overrides the config file.
@@ -202,5 +206,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Token(TokenCommand::Create(args)) => client::token_create(args).await,
+        Command::Load(args) => load::run(args).await,
     }
 }

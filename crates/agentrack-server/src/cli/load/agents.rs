@@ -1,0 +1,357 @@
+//! Simulated agents: the HTTP side of the load.
+//!
+//! All agents share one `reqwest::Client`, as the agents of one process using an SDK would: its
+//! keep-alive pool gives each concurrently busy agent its own connection. A call is timed from
+//! the moment it is sent until its whole body has been read, because that is what an agent
+//! waits for.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use serde_json::{Value, json};
+use tokio::time::{Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::stats::{Live, Route, Stats};
+
+/// The golden path's phases after `created`, with the metadata a real agent would attach.
+const PHASES: [(&str, &str); 9] = [
+    ("websocket_setup", "{}"),
+    ("context_validation", r#"{"user_context": "ok"}"#),
+    ("starting", r#"{"request": "weather in Paris"}"#),
+    ("thinking", r#"{"reasoning": "need a forecast"}"#),
+    ("llm_interaction", r#"{"model": "gpt"}"#),
+    (
+        "tool_execution",
+        r#"{"tool_name": "get_forecast", "parameters": {"city": "Paris"}}"#,
+    ),
+    ("result_processing", "{}"),
+    ("completing", "{}"),
+    ("completed", r#"{"result": "sunny"}"#),
+];
+
+/// After a failed call an agent waits this long before its next try, so that a server that is
+/// down is not hammered in a tight loop of connection errors.
+const ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A call that did not succeed; the kind is already counted.
+#[derive(Debug)]
+pub(super) struct Failed;
+
+/// What every agent shares: the client, the target and the counters.
+pub(super) struct Agents {
+    client: reqwest::Client,
+    base: String,
+    authorization: HeaderValue,
+    users: usize,
+    next_user: AtomicU64,
+    heartbeat: Duration,
+    heartbeats_per_phase: u32,
+    /// `--executions`: how many executions may still be started (None: no limit).
+    remaining: Option<AtomicU64>,
+    pub(super) live: Arc<Live>,
+}
+
+/// How agents behave.
+pub(super) struct Behaviour {
+    /// Users the executions are spread over (`load-user-0` ...).
+    pub(super) users: usize,
+    /// Interval between heartbeats (zero: back to back).
+    pub(super) heartbeat: Duration,
+    /// Heartbeats sent before each phase transition.
+    pub(super) heartbeats_per_phase: u32,
+    /// Total executions to start, if limited.
+    pub(super) executions: Option<u64>,
+}
+
+/// The user id of user `index`, shared with the subscribers.
+pub(super) fn user_id(index: usize) -> String {
+    format!("load-user-{index}")
+}
+
+impl Agents {
+    /// Agents that call `base` with `token` (an agent token: executions go to its tenant).
+    pub(super) fn new(
+        client: reqwest::Client,
+        base: &str,
+        token: &str,
+        behaviour: Behaviour,
+        live: Arc<Live>,
+    ) -> anyhow::Result<Self> {
+        let authorization = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| anyhow::anyhow!("the token contains characters not allowed in an HTTP header"))?;
+        Ok(Self {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+            authorization,
+            users: behaviour.users.max(1),
+            next_user: AtomicU64::new(0),
+            heartbeat: behaviour.heartbeat,
+            heartbeats_per_phase: behaviour.heartbeats_per_phase,
+            remaining: behaviour.executions.map(AtomicU64::new),
+            live,
+        })
+    }
+
+    /// One timed call. Only a 2xx answer whose body was read counts as a success.
+    async fn call(
+        &self,
+        stats: &mut Stats,
+        route: Route,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<Bytes, Failed> {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header(AUTHORIZATION, self.authorization.clone());
+        if let Some(body) = body {
+            request = request.header(CONTENT_TYPE, "application/json").body(body);
+        }
+        let started = Instant::now();
+        let outcome = match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                match response.bytes().await {
+                    Ok(bytes) if status.is_success() => Ok(bytes),
+                    Ok(_) => Err(format!("http_{}", status.as_u16())),
+                    Err(error) => Err(error_kind(&error).to_owned()),
+                }
+            }
+            Err(error) => Err(error_kind(&error).to_owned()),
+        };
+        match outcome {
+            Ok(bytes) => {
+                stats.success(route, started.elapsed());
+                Live::bump(&self.live.requests);
+                Ok(bytes)
+            }
+            Err(kind) => {
+                stats.error(Some(route), kind);
+                Live::bump(&self.live.errors);
+                Err(Failed)
+            }
+        }
+    }
+
+    /// Creates and starts one execution for the next user; returns its id.
+    pub(super) async fn open(
+        &self,
+        stats: &mut Stats,
+        name: &str,
+        open: &mut Option<String>,
+    ) -> Result<String, Failed> {
+        let user = self.next_user.fetch_add(1, Ordering::Relaxed) % self.users as u64;
+        let body = json!({
+            "agent_name": name,
+            "thread_id": format!("{name}-thread"),
+            "user_id": user_id(usize::try_from(user).unwrap_or(0)),
+            // Far beyond any run: the load must not be disturbed by timeouts it did not ask for.
+            "timeout_seconds": 86_400,
+        });
+        let created = self
+            .call(
+                stats,
+                Route::Create,
+                Method::POST,
+                "/v1/executions",
+                Some(Bytes::from(body.to_string())),
+            )
+            .await?;
+        let id = serde_json::from_slice::<Value>(&created)
+            .ok()
+            .and_then(|record| record["execution_id"].as_str().map(str::to_owned));
+        let Some(id) = id else {
+            stats.error(Some(Route::Create), "bad_response");
+            Live::bump(&self.live.errors);
+            return Err(Failed);
+        };
+        *open = Some(id.clone());
+        self.call(
+            stats,
+            Route::Start,
+            Method::POST,
+            &format!("/v1/executions/{id}/start"),
+            Some(Bytes::from_static(b"{}")),
+        )
+        .await?;
+        Ok(id)
+    }
+
+    /// One heartbeat for `id`.
+    pub(super) async fn heartbeat(&self, stats: &mut Stats, id: &str) -> Result<(), Failed> {
+        self.call(
+            stats,
+            Route::Heartbeat,
+            Method::POST,
+            &format!("/v1/executions/{id}/heartbeat"),
+            Some(Bytes::from_static(b"{}")),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Moves `id` to a final state; not timed (it is cleanup, outside the measured window).
+    pub(super) async fn finish(&self, id: &str, state: &str) {
+        let body = json!({"state": state, "result": "load generator done"}).to_string();
+        let _ = self
+            .client
+            .post(format!("{}/v1/executions/{id}/state", self.base))
+            .header(AUTHORIZATION, self.authorization.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+    }
+
+    /// Claims the right to start one more execution under `--executions`.
+    fn claim(&self) -> bool {
+        match &self.remaining {
+            None => true,
+            Some(remaining) => remaining
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1))
+                .is_ok(),
+        }
+    }
+
+    /// The whole golden path for one execution: create, start, the nine phases with heartbeats
+    /// in between, complete.
+    async fn golden_path(
+        &self,
+        stats: &mut Stats,
+        name: &str,
+        ticker: &mut Option<Interval>,
+        open: &mut Option<String>,
+    ) -> Result<(), Failed> {
+        let id = self.open(stats, name, open).await?;
+        for (phase, metadata) in PHASES {
+            for _ in 0..self.heartbeats_per_phase {
+                if let Some(ticker) = ticker.as_mut() {
+                    ticker.tick().await;
+                }
+                self.heartbeat(stats, &id).await?;
+            }
+            let body = format!(r#"{{"phase": "{phase}", "metadata": {metadata}}}"#);
+            self.call(
+                stats,
+                Route::Phase,
+                Method::POST,
+                &format!("/v1/executions/{id}/phase"),
+                Some(Bytes::from(body)),
+            )
+            .await?;
+        }
+        self.call(
+            stats,
+            Route::State,
+            Method::POST,
+            &format!("/v1/executions/{id}/state"),
+            Some(Bytes::from_static(
+                br#"{"state": "completed", "result": {"answer": "sunny"}}"#,
+            )),
+        )
+        .await?;
+        *open = None;
+        stats.executions += 1;
+        Live::bump(&self.live.executions);
+        Ok(())
+    }
+
+    /// Agent `index` of the golden scenario: executions one after the other until `stop` (or
+    /// until `--executions` are used up). An execution cut short by `stop` is cancelled.
+    pub(super) async fn run_golden(self: Arc<Self>, index: usize, stop: CancellationToken) -> Stats {
+        let mut stats = Stats::default();
+        let name = format!("load-agent-{index}");
+        let mut ticker = (!self.heartbeat.is_zero()).then(|| {
+            let mut ticker = tokio::time::interval(self.heartbeat);
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            ticker
+        });
+        while !stop.is_cancelled() && self.claim() {
+            let mut open = None;
+            let outcome = tokio::select! {
+                biased;
+                () = stop.cancelled() => None,
+                outcome = self.golden_path(&mut stats, &name, &mut ticker, &mut open) => Some(outcome),
+            };
+            if let Some(id) = open {
+                // Cut short or failed half-way: do not leave it for the monitor to declare dead.
+                self.finish(&id, "cancelled").await;
+            }
+            if let Some(Err(Failed)) = outcome {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(ERROR_BACKOFF) => {}
+                }
+            }
+        }
+        stats
+    }
+
+    /// Agent `index` of the heartbeat scenario: heartbeats for `id`, back to back, until `stop`.
+    pub(super) async fn run_heartbeats(self: Arc<Self>, id: String, stop: CancellationToken) -> Stats {
+        let mut stats = Stats::default();
+        let mut ticker = (!self.heartbeat.is_zero()).then(|| {
+            let mut ticker = tokio::time::interval(self.heartbeat);
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            ticker
+        });
+        loop {
+            let outcome = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                outcome = async {
+                    if let Some(ticker) = ticker.as_mut() {
+                        ticker.tick().await;
+                    }
+                    self.heartbeat(&mut stats, &id).await
+                } => outcome,
+            };
+            if outcome.is_err() {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(ERROR_BACKOFF) => {}
+                }
+            }
+        }
+        stats
+    }
+
+    /// Worker `index` of the baseline: `GET /healthz` back to back until `stop`, with the same
+    /// client and the same headers as the agents.
+    pub(super) async fn run_baseline(self: Arc<Self>, stop: CancellationToken) -> Stats {
+        let mut stats = Stats::default();
+        loop {
+            let outcome = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                outcome = self.call(&mut stats, Route::Health, Method::GET, "/healthz", None) => outcome,
+            };
+            if outcome.is_err() {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(ERROR_BACKOFF) => {}
+                }
+            }
+        }
+        stats
+    }
+}
+
+/// The report's name for a failed call.
+fn error_kind(error: &reqwest::Error) -> &'static str {
+    if error.is_timeout() {
+        "timeout"
+    } else if error.is_connect() {
+        "connect"
+    } else if error.is_body() || error.is_decode() {
+        "body"
+    } else {
+        "request"
+    }
+}
