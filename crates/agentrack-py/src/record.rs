@@ -121,7 +121,11 @@ impl Live {
                 self.tracker.edit(self.id, edit).map(drop)
             }
         };
-        outcome.map_err(|error| self.edit_error(field, error))
+        outcome.map_err(|error| self.edit_error(field, error))?;
+        // Refresh the last values seen, so that a handle whose record is purged next still
+        // shows what was written.
+        let _ = self.current();
+        Ok(())
     }
 
     /// Sets the record's timeout config and, as the original's next protected call would read
@@ -448,11 +452,15 @@ impl RecordView {
         self.field(py, "timeout_seconds", |r| secs_obj(py, r.timeout))
     }
 
-    /// Caller-supplied data. For a tracked record this is a copy: assign a new dict to change
-    /// it (`record.metadata = {**record.metadata, "key": value}`).
+    /// Caller-supplied data. For a tracked record, a dict whose changes (`record.metadata[key] =
+    /// value`, `update`, `pop`, ...) are written back to the execution; changes inside nested
+    /// values are not (assign the field again for those).
     #[getter]
-    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.field(py, "metadata", |r| Ok(json_map_to_py(py, &r.metadata)?.into_any()))
+    fn metadata<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        slf.get().field(py, "metadata", |r| {
+            types(py)?.live_metadata(slf.as_any(), json_map_to_py(py, &r.metadata)?)
+        })
     }
 
     /// Its phase (an `AgentExecutionPhase`).

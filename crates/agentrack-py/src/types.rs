@@ -1,5 +1,5 @@
-//! The Python classes the extension hands out: the three enumerations, `TimeoutConfig` and
-//! `PhaseTransition`.
+//! The Python classes the extension hands out: the three enumerations, `TimeoutConfig`,
+//! `PhaseTransition` and the write-through metadata dict of a tracked record.
 //!
 //! They are defined in Python (`agentrack/_types.py`) so that they are exactly what the original
 //! defined — `enum.Enum` subclasses and dataclasses — and registered here once, at import. Enum
@@ -23,6 +23,7 @@ pub(crate) struct Types {
     breaker_states: Vec<Py<PyAny>>,
     timeout_config: Py<PyAny>,
     phase_transition: Py<PyAny>,
+    live_metadata: Py<PyAny>,
 }
 
 static TYPES: PyOnceLock<Types> = PyOnceLock::new();
@@ -52,6 +53,7 @@ pub(crate) fn register_types(
     breaker_state: &Bound<'_, PyAny>,
     timeout_config: &Bound<'_, PyAny>,
     phase_transition: &Bound<'_, PyAny>,
+    live_metadata: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
     let types = Types {
         states: members(execution_state, ExecutionState::VALUES)?,
@@ -59,6 +61,7 @@ pub(crate) fn register_types(
         breaker_states: members(breaker_state, BreakerState::VALUES)?,
         timeout_config: timeout_config.clone().unbind(),
         phase_transition: phase_transition.clone().unbind(),
+        live_metadata: live_metadata.clone().unbind(),
     };
     // A second import (e.g. importlib.reload) keeps the first registration.
     let _ = TYPES.set(py, types);
@@ -142,6 +145,17 @@ impl Types {
         kwargs.set_item("retry_max_delay", secs(config.retry_max_delay))?;
         kwargs.set_item("retry_exponential_base", config.retry_exponential_base)?;
         self.timeout_config.bind(py).call((), Some(&kwargs))
+    }
+
+    /// A tracked record's metadata as a dict that writes changes back to the record (the
+    /// registered `_LiveMetadata`), so that `record.metadata["key"] = value` changes the
+    /// execution as it did in the original.
+    pub(crate) fn live_metadata<'py>(
+        &self,
+        record: &Bound<'py, PyAny>,
+        metadata: Bound<'py, PyDict>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.live_metadata.bind(record.py()).call1((record, metadata))
     }
 
     /// A Python `PhaseTransition` for this transition.

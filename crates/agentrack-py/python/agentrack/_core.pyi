@@ -21,6 +21,7 @@ def _register_types(
     breaker_state: type,
     timeout_config: type,
     phase_transition: type,
+    live_metadata: type,
 ) -> None: ...
 
 class ManualClock:

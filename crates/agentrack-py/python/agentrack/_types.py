@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 from . import _core
 
@@ -109,6 +109,73 @@ class CircuitBreakerOpenError(Exception):
     """Raised when a circuit breaker is open and blocking requests."""
 
 
+class _LiveMetadata(Dict[str, Any]):
+    """A tracked record's ``metadata``: a plain dict whose changes are written back to the
+    execution (the whole dict is assigned to ``record.metadata`` after each change), so code
+    that changes the original's records in place keeps working. Changes inside nested values
+    are not seen; copies (``dict(m)``, ``copy.copy``, ``copy.deepcopy``, pickling) are plain
+    dicts."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: Any, values: Dict[str, Any]) -> None:
+        super().__init__(values)
+        self._record = record
+
+    def _write_back(self) -> None:
+        self._record.metadata = dict(self)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._write_back()
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._write_back()
+
+    def __ior__(self, other: Any) -> "_LiveMetadata":  # type: ignore[override]
+        super().update(other)
+        self._write_back()
+        return self
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self._write_back()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        value = super().setdefault(key, default)
+        self._write_back()
+        return value
+
+    def pop(self, key: str, *default: Any) -> Any:
+        value = super().pop(key, *default)
+        self._write_back()
+        return value
+
+    def popitem(self) -> Tuple[str, Any]:
+        item = super().popitem()
+        self._write_back()
+        return item
+
+    def clear(self) -> None:
+        super().clear()
+        self._write_back()
+
+    def copy(self) -> Dict[str, Any]:  # type: ignore[override]
+        return dict(self)
+
+    def __copy__(self) -> Dict[str, Any]:
+        return dict(self)
+
+    def __reduce__(self) -> Tuple[type, Tuple[Iterable[Tuple[str, Any]]]]:
+        return (dict, (list(self.items()),))
+
+
 _core._register_types(
-    ExecutionState, AgentExecutionPhase, CircuitBreakerState, TimeoutConfig, PhaseTransition
+    ExecutionState,
+    AgentExecutionPhase,
+    CircuitBreakerState,
+    TimeoutConfig,
+    PhaseTransition,
+    _LiveMetadata,
 )
