@@ -204,6 +204,7 @@ class AgentExecutionTracker(TrackerCore):
             self._timeout_callbacks.append(callback)
 
     async def _monitor_executions(self) -> None:
+        """The monitor task: a pass at once, then one every ``monitor_interval`` seconds (2)."""
         logger.info("Started execution monitoring loop")
         while True:
             try:
