@@ -311,7 +311,7 @@ pub(crate) fn begin_call(tracker: &Tracker, id: agentrack::ExecutionId, operatio
                 Ok(record) => (
                     record
                         .timeout_config
-                        .unwrap_or(tracker.config().timeout_config)
+                        .map_or(tracker.config().timeout_config, |config| *config)
                         .llm_api_timeout
                         .as_secs_f64(),
                     record.circuit_breaker_state == agentrack::BreakerState::HalfOpen,

@@ -99,7 +99,8 @@ pub enum Outcome {
 /// The pure breaker state machine, driven with explicit times.
 #[derive(Debug, Clone)]
 pub(crate) struct BreakerCore {
-    pub(crate) config: BreakerConfig,
+    /// Shared: most executions use the tracker's defaults.
+    pub(crate) config: Arc<BreakerConfig>,
     pub(crate) state: BreakerState,
     pub(crate) failures: u32,
     successes: u32,
@@ -120,7 +121,7 @@ pub(crate) struct Ticket {
 }
 
 impl BreakerCore {
-    pub(crate) fn new(config: BreakerConfig) -> Self {
+    pub(crate) fn new(config: Arc<BreakerConfig>) -> Self {
         Self {
             config,
             state: BreakerState::Closed,
@@ -137,7 +138,7 @@ impl BreakerCore {
     /// A breaker in the state a stored record describes; an open one stays open for the rest
     /// of its recovery time.
     pub(crate) fn restored(
-        config: BreakerConfig,
+        config: Arc<BreakerConfig>,
         state: BreakerState,
         failures: u32,
         last_failure_time: Option<DateTime<Utc>>,
@@ -182,7 +183,7 @@ impl BreakerCore {
         let changed = self.state != BreakerState::Closed;
         *self = Self {
             generation: self.generation + 1,
-            ..Self::new(self.config)
+            ..Self::new(Arc::clone(&self.config))
         };
         changed.then_some(BreakerState::Closed)
     }
@@ -340,7 +341,7 @@ impl Breaker {
         Self {
             shared: Arc::new(Shared {
                 name,
-                core: Mutex::new(BreakerCore::new(config)),
+                core: Mutex::new(BreakerCore::new(Arc::new(config))),
                 clock,
                 bus,
             }),

@@ -149,7 +149,7 @@ impl Tracker {
             RetryPolicy::from(
                 slot.record
                     .timeout_config
-                    .as_ref()
+                    .as_deref()
                     .unwrap_or(&self.inner.config.timeout_config),
             )
         };

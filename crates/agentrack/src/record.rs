@@ -75,7 +75,7 @@ pub struct ExecutionRecord {
     /// Errors reported through agent-state updates.
     pub error_count: u32,
     /// Per-execution timeout and breaker settings, if set.
-    pub timeout_config: Option<TimeoutConfig>,
+    pub timeout_config: Option<Box<TimeoutConfig>>,
     /// The per-execution breaker's state.
     pub circuit_breaker_state: BreakerState,
     /// Consecutive failures counted by the per-execution breaker.

@@ -50,9 +50,11 @@ impl Tracker {
         // A record finished before this process started counts as finished at our origin: it
         // is purged at most `cleanup_age` after the restart.
         let ago = |then: DateTime<Utc>| mono.saturating_sub(elapsed(then)).max(TIMELINE_ORIGIN);
-        let config = &self.inner.config;
         let breaker = BreakerCore::restored(
-            BreakerConfig::from(record.timeout_config.as_ref().unwrap_or(&config.timeout_config)),
+            match &record.timeout_config {
+                Some(custom) => Arc::new(BreakerConfig::from(&**custom)),
+                None => Arc::clone(&self.inner.default_breaker),
+            },
             record.circuit_breaker_state,
             record.circuit_breaker_failures,
             record.last_failure_time,

@@ -75,6 +75,8 @@ pub(crate) const TIMELINE_ORIGIN: Duration = Duration::from_secs(100 * 365 * 24 
 
 pub(crate) struct Inner {
     pub(crate) config: TrackerConfig,
+    /// The breaker settings of executions without their own, shared rather than copied.
+    pub(crate) default_breaker: Arc<BreakerConfig>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) records: DashMap<ExecutionId, Arc<Mutex<Slot>>>,
     pub(crate) by_agent: Index,
@@ -148,6 +150,7 @@ impl Tracker {
         let bus = Arc::new(EventBus::new(config.event_buffer));
         Self {
             inner: Arc::new(Inner {
+                default_breaker: Arc::new(BreakerConfig::from(&config.timeout_config)),
                 config,
                 clock,
                 records: DashMap::new(),
@@ -242,7 +245,10 @@ impl Tracker {
             thread_id: new.thread_id,
             agent_name: new.agent_name,
         });
-        let breaker_config = BreakerConfig::from(new.timeout_config.as_ref().unwrap_or(&config.timeout_config));
+        let breaker_config = match &new.timeout_config {
+            Some(custom) => Arc::new(BreakerConfig::from(custom)),
+            None => Arc::clone(&self.inner.default_breaker),
+        };
         let record = ExecutionRecord {
             execution_id: id,
             tenant: owner.tenant.clone(),
@@ -264,7 +270,7 @@ impl Tracker {
             phase_history: Vec::new(),
             warning_count: 0,
             error_count: 0,
-            timeout_config: new.timeout_config,
+            timeout_config: new.timeout_config.map(Box::new),
             circuit_breaker_state: BreakerState::Closed,
             circuit_breaker_failures: 0,
             last_failure_time: None,

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 use crate::breaker::{BreakerConfig, BreakerStatus};
 use crate::config::TimeoutConfig;
@@ -152,9 +153,9 @@ impl Tracker {
         let slot = self.slot(id)?;
         let mut slot = slot.lock();
         ensure_alive(&slot)?;
-        slot.record.timeout_config = Some(config);
+        slot.record.timeout_config = Some(Box::new(config));
         slot.set_timeout(config.agent_execution_timeout);
-        slot.breaker.config = BreakerConfig::from(&config);
+        slot.breaker.config = Arc::new(BreakerConfig::from(&config));
         self.rearm(&mut slot);
         Ok(())
     }

@@ -778,7 +778,7 @@ fn timeout_configuration_and_validation() {
     tracker.set_timeout_config(default, custom).unwrap();
     let record = tracker.get(default).unwrap();
     assert_eq!(record.timeout, secs(5));
-    assert_eq!(record.timeout_config, Some(custom));
+    assert_eq!(record.timeout_config.as_deref(), Some(&custom));
     assert_eq!(tracker.breaker_status(default).unwrap().failure_threshold, 1);
     assert!(matches!(
         tracker.set_timeout_config(
@@ -1626,7 +1626,7 @@ fn full_consolidated_execution_context_creation() {
     );
     assert_eq!(record.state, ExecutionState::Running);
     assert_eq!(record.timeout, secs(40));
-    assert_eq!(record.timeout_config, Some(config));
+    assert_eq!(record.timeout_config.as_deref(), Some(&config));
     assert_eq!(record.phase_history.len(), 1);
     assert_eq!(context.state_info.state, ExecutionState::Running);
     assert_eq!(context.state_info.current_phase, Phase::WebsocketSetup);
