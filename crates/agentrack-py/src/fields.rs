@@ -322,7 +322,7 @@ pub(crate) fn parse(types: &Types, field: &str, value: &Bound<'_, PyAny>) -> PyR
         }
         "timeout_config" => {
             let v = timeout_config(types, value)?;
-            Box::new(move |r| r.timeout_config = v)
+            Box::new(move |r| r.timeout_config = v.map(Box::new))
         }
         "circuit_breaker_failures" => {
             let v = count_u32(field, value)?;

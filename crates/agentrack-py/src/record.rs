@@ -140,7 +140,9 @@ impl Live {
                 return self.tracker.edit(self.id, move |r| r.timeout = before).map(drop);
             }
         }
-        self.tracker.edit(self.id, move |r| r.timeout_config = config).map(drop)
+        self.tracker
+            .edit(self.id, move |r| r.timeout_config = config.map(Box::new))
+            .map(drop)
     }
 
     fn edit_error(&self, field: &str, error: TrackerError) -> PyErr {
@@ -498,8 +500,8 @@ impl RecordView {
     /// Its own `TimeoutConfig`, or `None`.
     #[getter]
     fn timeout_config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.field(py, "timeout_config", |r| match r.timeout_config {
-            Some(config) => types(py)?.timeout_config(py, &config),
+        self.field(py, "timeout_config", |r| match r.timeout_config.as_deref() {
+            Some(config) => types(py)?.timeout_config(py, config),
             None => Ok(py.None().into_bound(py)),
         })
     }

@@ -101,6 +101,36 @@ async def test_cleanup_old_executions_purges_by_cleanup_interval(clock):
     assert tracker.get_metrics()["total_executions"] == 3
 
 
+async def test_the_originals_cleanup_test_passes_as_written_on_the_system_clock():
+    # test_execution_cleanup_prevents_memory_leaks from the original's suite, unchanged: a real
+    # clock, completion times back-dated past cleanup_interval by assignment.
+    tracker = AgentExecutionTracker(cleanup_interval=5)
+    old_executions = []
+    for i in range(5):
+        exec_id = tracker.create_execution(f"cleanup-agent-{i}", f"cleanup-thread-{i}", f"cleanup-user-{i}")
+        old_executions.append(exec_id)
+        tracker.start_execution(exec_id)
+        tracker.update_execution_state(exec_id, ExecutionState.COMPLETED)
+    initial_count = len(tracker._executions)
+    assert initial_count == 5
+    for exec_id in old_executions:
+        record = tracker.get_execution(exec_id)
+        if record:
+            record.completed_at = datetime.now(timezone.utc) - timedelta(seconds=10)
+    await tracker._cleanup_old_executions()
+    assert len(tracker._executions) < initial_count
+    assert tracker.get_metrics()["total_executions"] == 5
+
+
+def test_a_back_dated_heartbeat_is_dead_on_the_system_clock():
+    tracker = AgentExecutionTracker(heartbeat_timeout=5)
+    exec_id = tracker.create_execution("agent", "thread", "user")
+    tracker.start_execution(exec_id)
+    tracker.heartbeat(exec_id)
+    tracker.get_execution(exec_id).last_heartbeat = datetime.now(timezone.utc) - timedelta(seconds=6)
+    assert [r.execution_id for r in tracker.detect_dead_executions()] == [exec_id]
+
+
 # ---------------------------------------------------------------- breaker bookkeeping
 
 
