@@ -133,7 +133,7 @@ class _LiveMetadata(Dict[str, Any]):
         super().__delitem__(key)
         self._write_back()
 
-    def __ior__(self, other: Any) -> "_LiveMetadata":  # type: ignore[override]
+    def __ior__(self, other: Any) -> "_LiveMetadata":  # type: ignore[override, misc]
         super().update(other)
         self._write_back()
         return self
