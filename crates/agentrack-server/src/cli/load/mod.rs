@@ -560,6 +560,7 @@ async fn measure(
 
     // The measured window.
     let cpu_before = target.local.as_ref().and_then(LocalServer::cpu_time);
+    let own_cpu_before = target::cpu_time("self");
     let stop = interrupt.child_token();
     let mut workers = JoinSet::new();
     live.recording.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -586,6 +587,7 @@ async fn measure(
     )
     .await;
     let cpu_after = target.local.as_ref().and_then(LocalServer::cpu_time);
+    let own_cpu_after = target::cpu_time("self");
 
     // Events still in flight when the window closed belong to it.
     if args.subscribers > 0 && !interrupt.is_cancelled() {
@@ -630,10 +632,12 @@ async fn measure(
     all.merge(stats);
     all.merge(events);
     let total_errors = all.errors.values().sum();
-    let cpu_cores = match (cpu_before, cpu_after) {
+    let cores = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
         (Some(before), Some(after)) if elapsed_s > 0.0 => Some(after.saturating_sub(before).as_secs_f64() / elapsed_s),
         _ => None,
     };
+    let cpu_cores = cores(cpu_before, cpu_after);
+    let generator_cpu_cores = cores(own_cpu_before, own_cpu_after);
     Ok(Report {
         target: TargetReport {
             url: target.url.clone(),
@@ -680,5 +684,6 @@ async fn measure(
             connect_s,
             open_files_limit,
         },
+        generator_cpu_cores,
     })
 }

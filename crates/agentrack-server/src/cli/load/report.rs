@@ -40,6 +40,9 @@ pub(super) struct Report {
     pub(super) server: Option<ServerReport>,
     /// The untimed preparation.
     pub(super) setup: SetupReport,
+    /// CPU this load generator used during the window, in cores: near the machine's core count
+    /// means the generator, not the server, may be the limit.
+    pub(super) generator_cpu_cores: Option<f64>,
 }
 
 /// The server under load.
@@ -386,6 +389,9 @@ impl Report {
             None => {
                 let _ = writeln!(out, "server: remote, memory not measured");
             }
+        }
+        if let Some(cores) = self.generator_cpu_cores {
+            let _ = writeln!(out, "load generator: CPU {cores:.2} cores during the window");
         }
         let setup = &self.setup;
         let _ = writeln!(

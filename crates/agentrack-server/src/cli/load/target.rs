@@ -105,14 +105,7 @@ impl LocalServer {
 
     /// The CPU time it has used so far (user + system).
     pub(super) fn cpu_time(&self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        // The command name (field 2) may contain spaces: count fields after its closing paren.
-        let rest = stat.get(stat.rfind(')')? + 2..)?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the whole line, i.e. 11 and 12 after it.
-        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        // USER_HZ is 100 on every Linux architecture this runs on.
-        Some(Duration::from_millis(ticks * 10))
+        cpu_time(&self.pid.to_string())
     }
 
     /// Whether the process is still running.
@@ -131,6 +124,18 @@ impl LocalServer {
         let _ = self.child.kill().await;
         drop(self.dir);
     }
+}
+
+/// The CPU time (user + system) process `pid` has used so far; `"self"` for this one.
+pub(super) fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces: count fields after its closing paren.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, i.e. 11 and 12 after it.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux architecture this runs on.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 fn status_field(pid: u32, field: &str) -> Option<u64> {
