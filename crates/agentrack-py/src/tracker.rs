@@ -15,7 +15,7 @@ use agentrack::{
     AgentStateUpdate, Clock, ExecutionId, ExecutionState, NewExecution, Outcome, Phase, StateUpdate, SystemClock,
     Tracker, TrackerConfig, TrackerError, Validation,
 };
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use pyo3::IntoPyObjectExt;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -660,8 +660,11 @@ impl TrackerCore {
 
     /// Records one protected call's outcome in the execution's circuit breaker, as if a call had
     /// just been admitted and finished (the original's `_on_circuit_breaker_success` /
-    /// `_on_circuit_breaker_failure`). Returns `"recorded"`, or why nothing was counted:
-    /// `"open"` (the breaker refuses calls), `"terminal"` or `"not_found"`.
+    /// `_on_circuit_breaker_failure`). A failure reported while the breaker is open and refusing
+    /// calls is counted as the original counted it: one more failure, and the breaker stays open
+    /// for another `recovery_timeout` from now. Returns `"recorded"`, or why nothing was
+    /// counted: `"open"` (a success while the breaker refuses calls), `"terminal"` or
+    /// `"not_found"`.
     fn _record_breaker_outcome(&self, execution_id: &Bound<'_, PyAny>, success: bool) -> PyResult<&'static str> {
         let tracker = self.t()?;
         let Some(id) = id_of(execution_id) else {
@@ -671,6 +674,19 @@ impl TrackerCore {
             Ok(permit) => {
                 permit.record(if success { Outcome::Success } else { Outcome::Failure });
                 "recorded"
+            }
+            Err(TrackerError::CircuitOpen { .. }) if !success => {
+                let now = tracker.clock().now();
+                let default = tracker.config().timeout_config;
+                let reopened = tracker.edit(id, move |record| {
+                    let recovery = record.timeout_config.as_deref().unwrap_or(&default).recovery_timeout;
+                    record.circuit_breaker_failures = record.circuit_breaker_failures.saturating_add(1);
+                    record.last_failure_time = Some(now);
+                    record.next_attempt_time = TimeDelta::from_std(recovery)
+                        .ok()
+                        .and_then(|d| now.checked_add_signed(d));
+                });
+                if reopened.is_ok() { "recorded" } else { "not_found" }
             }
             Err(TrackerError::CircuitOpen { .. }) => "open",
             Err(TrackerError::Terminal { .. }) => "terminal",

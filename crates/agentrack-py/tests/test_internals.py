@@ -152,6 +152,26 @@ async def test_breaker_failure_bookkeeping_opens_the_breaker_at_the_threshold(tr
         await tracker.execute_with_circuit_breaker(running, call, "llm_call")
 
 
+async def test_breaker_failure_bookkeeping_while_open_counts_and_keeps_it_open(tracker, running, clock):
+    for _ in range(3):
+        await tracker._on_circuit_breaker_failure(running, "llm_call", "boom")
+    first_reopen = tracker.get_execution(running).next_attempt_time
+    clock.advance(20)
+    for _ in range(2):
+        await tracker._on_circuit_breaker_failure(running, "llm_call", "boom")
+    record = tracker.get_execution(running)
+    assert record.circuit_breaker_failures == 5
+    assert record.circuit_breaker_state is CircuitBreakerState.OPEN
+    assert record.next_attempt_time == pytest.approx(first_reopen + 20)
+    clock.advance(15)  # past the first window, not the second
+    assert tracker.circuit_breaker_status(running)["is_open"] is True
+    await tracker._on_circuit_breaker_success(running, "llm_call")  # refused while open
+    assert tracker.get_execution(running).circuit_breaker_state is CircuitBreakerState.OPEN
+    clock.advance(16)
+    await tracker._on_circuit_breaker_success(running, "llm_call")
+    assert tracker.get_execution(running).circuit_breaker_state is CircuitBreakerState.HALF_OPEN
+
+
 async def test_breaker_success_bookkeeping_closes_a_recovering_breaker(tracker, running, clock):
     for _ in range(3):
         await tracker._on_circuit_breaker_failure(running, "llm_call", "boom")

@@ -333,8 +333,8 @@ class AgentExecutionTracker(TrackerCore):
         """Counts one failed protected call in the execution's circuit breaker (the original's
         bookkeeping after a call raised): the failure count goes up, and at the failure
         threshold the breaker opens until ``recovery_timeout`` has passed; in HALF_OPEN it
-        re-opens at once. Nothing is counted for an unknown or finished execution, or while the
-        breaker is open and refusing calls."""
+        re-opens at once; while it is open, the failure is counted and the breaker stays open for
+        another ``recovery_timeout``. Nothing is counted for an unknown or finished execution."""
         logger.warning("Circuit breaker failure for %s in %s: %s", execution_id, operation_name, error)
         outcome = self._record_breaker_outcome(execution_id, False)
         if outcome != "recorded":
