@@ -11,7 +11,7 @@
 //!   filtered through.
 //! - [`api`]: one module per resource, and the route table the router and `/openapi.json` are
 //!   built from.
-//! - [`ws`] and [`agui`]: the event stream and its AG-UI view.
+//! - [`ws`], [`hub`] and [`agui`]: the event stream, its per-user fan-out, and its AG-UI view.
 //! - [`metrics`]: scoped counters and the Prometheus text format.
 //!
 //! # Example
@@ -34,6 +34,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod hub;
 pub mod metrics;
 pub mod permits;
 pub mod server;

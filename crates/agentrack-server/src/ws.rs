@@ -2,7 +2,8 @@
 //!
 //! The order of the first steps is what makes resumption exact:
 //!
-//! 1. subscribe to the committed-event fan-out;
+//! 1. subscribe to the committed-event fan-out (a viewer to its own user's channel, see
+//!    [`crate::hub`]);
 //! 2. read the committed watermark `W`: every event up to `W` is in the store, and every event
 //!    after it will still arrive on the subscription (the writer raises the watermark before it
 //!    publishes a batch);
@@ -13,7 +14,8 @@
 //! Between them sits a bounded queue. A client that does not read fills its queue; it is then
 //! closed with code 1008 and a reason naming the last sequence number it was actually sent, so
 //! it can reconnect with `since=` that number — memory never grows without bound. A ping goes
-//! out every keepalive interval so proxies keep the connection open.
+//! out every keepalive interval so proxies keep the connection open. An agent may also send
+//! heartbeats over the stream (see [`answer`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +30,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::agui::AguiMapper;
+use crate::api::body::{Fields, JsonBody, describe};
+use crate::api::heartbeats;
 use crate::app::AppState;
 use crate::auth::Scope;
 use crate::store::EventQuery;
@@ -224,11 +228,12 @@ async fn run(
     state: &AppState,
     subscription: Subscription,
 ) {
-    let mut live = state.pipeline.subscribe();
-    let horizon = state.pipeline.committed();
     let filter: EventFilter = subscription
         .scope
         .event_filter(subscription.thread_id.clone(), subscription.execution_id);
+    let user = filter.tenant.as_deref().zip(filter.user_id.as_deref());
+    let mut live = state.pipeline.subscribe(user);
+    let horizon = state.pipeline.committed();
 
     if subscription.snapshot {
         let executions = snapshot_records(state, &subscription);
@@ -329,6 +334,12 @@ async fn run(
             },
             message = incoming.next() => match message {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(Message::Text(text))) => {
+                    let reply = answer(state, &subscription.scope, &text).await;
+                    if let Push::Gone = stream.push_wait(Message::Text(reply.to_string().into()), 0).await {
+                        return;
+                    }
+                }
                 Some(Ok(_)) => {}
             },
             _ = keepalive.tick() => {
@@ -342,5 +353,40 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// Answers a message from the client. The one kind understood is a heartbeat, so that an agent
+/// running many executions can keep them alive over the connection it watches them on:
+/// `{"type": "heartbeat", "execution_ids": [...]}` → `{"type": "heartbeat_ack", "accepted",
+/// "rejected", "results"}` (as `POST /v1/heartbeats`). Anything else gets an `error` message
+/// naming what is understood; the stream goes on.
+async fn answer(state: &AppState, scope: &Scope, text: &str) -> serde_json::Value {
+    let invalid = |message: String| {
+        json!({"type": "error", "error": {"code": "invalid_message", "message": message,
+            "valid_values": ["{\"type\": \"heartbeat\", \"execution_ids\": [...]}"]}})
+    };
+    let body = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(body)) => body,
+        Ok(other) => return invalid(format!("expected a JSON object, not {}", describe(&other))),
+        Err(error) => return invalid(format!("not JSON: {error}")),
+    };
+    match body.get("type").and_then(serde_json::Value::as_str) {
+        Some("heartbeat") => {}
+        Some(other) => return invalid(format!("unknown message type {other:?}; valid: heartbeat")),
+        None => return invalid("missing \"type\"; valid: heartbeat".into()),
+    }
+    let mut body = body;
+    body.remove("type");
+    let ids = match Fields::new(JsonBody(body), &["execution_ids"])
+        .and_then(|fields| fields.string_list("execution_ids", heartbeats::MAX_BATCH))
+    {
+        Ok(ids) => ids,
+        Err(error) => return json!({"type": "error", "error": error.body()["error"]}),
+    };
+    match heartbeats::beat_many(state, scope, &ids).await {
+        Ok(report) => json!({"type": "heartbeat_ack", "accepted": report.accepted,
+            "rejected": report.rejected, "results": report.results}),
+        Err(error) => json!({"type": "error", "error": error.body()["error"]}),
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::breaker::BreakerConfig;
 use crate::error::TrackerError;
 use crate::event::{EventKind, Owner};
 use crate::id::ExecutionId;
@@ -69,6 +70,12 @@ impl Tracker {
             let after = &slot.record;
             if after.started_at != before.started_at || after.timeout != before.timeout {
                 slot.execution_due = at(after.started_at) + after.timeout;
+            }
+            if after.timeout_config != before.timeout_config {
+                slot.breaker.config = match after.timeout_config.as_deref() {
+                    Some(custom) => Arc::new(BreakerConfig::from(custom)),
+                    None => Arc::clone(&self.inner.default_breaker),
+                };
             }
             if after.last_heartbeat != before.last_heartbeat {
                 slot.heartbeat_mono = at(after.last_heartbeat);

@@ -523,6 +523,27 @@ impl Tracker {
         Ok(self.slot(id)?.lock().record.clone())
     }
 
+    /// Whom one execution belongs to (tenant, user, thread, agent), without copying its record:
+    /// for access checks on hot paths such as heartbeats.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`.
+    pub fn owner(&self, id: ExecutionId) -> Result<Arc<Owner>, TrackerError> {
+        Ok(Arc::clone(&self.slot(id)?.lock().owner))
+    }
+
+    /// One execution's state and phase, without copying its record.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`.
+    pub fn state_and_phase(&self, id: ExecutionId) -> Result<(ExecutionState, Phase), TrackerError> {
+        let slot = self.slot(id)?;
+        let slot = slot.lock();
+        Ok((slot.record.state, slot.record.current_phase))
+    }
+
     /// One execution's state.
     ///
     /// # Errors

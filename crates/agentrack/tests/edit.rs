@@ -173,3 +173,16 @@ fn identity_edits_are_refused_and_change_nothing() {
         "no change, no event"
     );
 }
+
+#[test]
+fn a_new_timeout_config_sets_the_breaker_thresholds() {
+    let (tracker, _clock) = manual(config());
+    let id = tracker.create(new()).unwrap().id();
+    let custom = agentrack::TimeoutConfig {
+        failure_threshold: 1,
+        ..agentrack::TimeoutConfig::default()
+    };
+    tracker.edit(id, |r| r.timeout_config = Some(Box::new(custom))).unwrap();
+    tracker.begin_call(id).unwrap().record(agentrack::Outcome::Failure);
+    assert_eq!(tracker.get(id).unwrap().circuit_breaker_state, BreakerState::Open);
+}

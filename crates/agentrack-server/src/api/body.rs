@@ -116,6 +116,38 @@ impl Fields {
         self.map.get(name).filter(|value| !value.is_null())
     }
 
+    /// A required array of 1 to `max` non-empty strings.
+    ///
+    /// # Errors
+    ///
+    /// 422 `missing_field` or `invalid_field` naming what is wrong.
+    pub fn string_list(&self, name: &str, max: usize) -> Result<Vec<String>, ApiError> {
+        let value = self.present(name).ok_or_else(|| ApiError::missing_field(name))?;
+        let Some(items) = value.as_array() else {
+            return Err(ApiError::invalid_field(
+                name,
+                format!("{name} must be an array of strings, not {}", describe(value)),
+            ));
+        };
+        if items.is_empty() || items.len() > max {
+            return Err(ApiError::invalid_field(
+                name,
+                format!("{name} must hold 1 to {max} items, not {}", items.len()),
+            ));
+        }
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item.as_str() {
+                Some(text) if !text.trim().is_empty() => Ok(text.to_owned()),
+                _ => Err(ApiError::invalid_field(
+                    name,
+                    format!("{name}[{i}] must be a non-empty string, not {}", describe(item)),
+                )),
+            })
+            .collect()
+    }
+
     /// A required non-empty string.
     ///
     /// # Errors

@@ -58,6 +58,15 @@ impl ApiError {
         self.status
     }
 
+    /// The response body: `{"error": {"code", "message", ...details}}`.
+    pub fn body(&self) -> Value {
+        let mut error = Map::new();
+        error.insert("code".into(), Value::from(self.code));
+        error.insert("message".into(), Value::from(self.message.clone()));
+        error.extend(self.details.clone());
+        json!({ "error": error })
+    }
+
     /// The machine-readable code.
     pub fn code(&self) -> &'static str {
         self.code
@@ -236,11 +245,8 @@ impl From<TrackerError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = Map::new();
-        error.insert("code".into(), Value::from(self.code));
-        error.insert("message".into(), Value::from(self.message));
-        error.extend(self.details);
-        let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        let body = self.body();
+        let mut response = (self.status, axum::Json(body)).into_response();
         for (name, value) in self.headers {
             response.headers_mut().insert(name, value);
         }

@@ -1,8 +1,6 @@
 //! `/v1/executions`: create, drive, read and list executions.
 
-use agentrack::{
-    EventKind, ExecutionId, ExecutionRecord, ExecutionState, NewExecution, Phase, StateUpdate, TrackerError,
-};
+use agentrack::{ExecutionId, ExecutionRecord, ExecutionState, NewExecution, Phase, StateUpdate, TrackerError};
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -11,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::body::{Fields, JsonBody};
 use super::error::ApiError;
-use super::{Access, Route, RouteDoc};
+use super::{Access, Route, RouteDoc, heartbeats};
 use crate::app::AppState;
 use crate::auth::{Scope, url_pairs};
 use crate::store::ListQuery;
@@ -91,14 +89,28 @@ pub fn routes() -> Vec<Route> {
                 method: "POST",
                 path: "/v1/executions/{id}/heartbeat",
                 operation_id: "heartbeat",
-                summary: "Record a sign of life (starting becomes running).",
+                summary: "Record a sign of life (starting becomes running); answers with a small acknowledgement.",
                 access: Access::Write,
                 request: None,
-                success: (200, Some("ExecutionRecord")),
+                success: (200, Some("HeartbeatAck")),
                 errors: ID_ERRORS,
                 query: &[],
             },
-            handler: post(heartbeat),
+            handler: post(heartbeats::single),
+        },
+        Route {
+            doc: RouteDoc {
+                method: "POST",
+                path: "/v1/heartbeats",
+                operation_id: "heartbeats",
+                summary: "Heartbeats for many executions at once; each id succeeds or fails on its own.",
+                access: Access::Write,
+                request: Some("HeartbeatBatch"),
+                success: (200, Some("HeartbeatBatchReport")),
+                errors: &[400, 401, 403, 413, 422, 503],
+                query: &[],
+            },
+            handler: post(heartbeats::batch),
         },
         Route {
             doc: RouteDoc {
@@ -186,6 +198,15 @@ async fn visible(state: &AppState, scope: &Scope, text: &str) -> Result<Executio
 /// The execution to change: visible, and still in memory (a finished one that left memory is
 /// terminal: 409).
 async fn changeable(state: &AppState, scope: &Scope, text: &str) -> Result<ExecutionId, ApiError> {
+    // In memory, the owner alone decides (no record copy on the write path).
+    let id = parse_id(text)?;
+    if let Ok(owner) = state.tracker.owner(id) {
+        return if scope.sees_owner(&owner.tenant, &owner.user_id) {
+            Ok(id)
+        } else {
+            Err(ApiError::not_found(id))
+        };
+    }
     match locate(state, scope, text).await? {
         (record, true) => Ok(record.execution_id),
         (record, false) => Err(ApiError::terminal(record.execution_id, record.state)),
@@ -255,30 +276,6 @@ async fn start(
     let id = changeable(&state, &scope, &id).await?;
     let change = state.tracker.start(id)?;
     state.durable(&change).await?;
-    Ok(Json(current(&state, id).await?))
-}
-
-async fn heartbeat(
-    State(state): State<AppState>,
-    scope: Scope,
-    Path(id): Path<String>,
-    body: JsonBody,
-) -> Result<Json<ExecutionRecord>, ApiError> {
-    scope.require_writer("send heartbeats")?;
-    Fields::new(body, &[])?;
-    let id = changeable(&state, &scope, &id).await?;
-    let change = state.tracker.heartbeat(id)?;
-    // A bare heartbeat is not worth waiting for (they are written in batches); a heartbeat
-    // that moved the execution to running is a state change like any other.
-    let last_state_change = change
-        .events
-        .iter()
-        .filter(|event| !matches!(event.kind, EventKind::Heartbeat { .. }))
-        .map(|event| event.global_seq)
-        .max();
-    if let Some(seq) = last_state_change {
-        state.durable_up_to(seq).await?;
-    }
     Ok(Json(current(&state, id).await?))
 }
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod executions;
 pub mod health;
+pub mod heartbeats;
 pub mod metrics;
 pub mod openapi;
 pub mod tokens;

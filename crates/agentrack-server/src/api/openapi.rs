@@ -171,6 +171,17 @@ fn schemas() -> Value {
             "seq": {"type": "integer"}}},
         "ExecutionWithTransition": {"allOf": [{"$ref": "#/components/schemas/ExecutionRecord"},
             {"type": "object", "properties": {"transition": {"$ref": "#/components/schemas/Transition"}}}]},
+        "HeartbeatAck": {"type": "object", "properties": {"execution_id": string,
+            "state": {"$ref": "#/components/schemas/ExecutionState"},
+            "current_phase": {"$ref": "#/components/schemas/Phase"},
+            "heartbeat_count": {"type": "integer"}, "global_seq": {"type": "integer"}}},
+        "HeartbeatBatch": {"type": "object", "required": ["execution_ids"], "properties": {
+            "execution_ids": {"type": "array", "minItems": 1, "maxItems": super::heartbeats::MAX_BATCH,
+                "items": string}}},
+        "HeartbeatBatchReport": {"type": "object", "properties": {
+            "accepted": {"type": "integer"}, "rejected": {"type": "integer"},
+            "results": {"type": "array", "description": "Per id, in order: {\"ok\": HeartbeatAck} or an error body.",
+                "items": object}}},
         "ExecutionPage": {"type": "object", "properties": {
             "executions": {"type": "array", "items": {"$ref": "#/components/schemas/ExecutionRecord"}},
             "next_cursor": nullable_string}},

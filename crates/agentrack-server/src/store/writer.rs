@@ -7,8 +7,8 @@
 //! 1. publishes the highest global sequence number it has covered (a `watch` channel): a request
 //!    handler replies only once that number reaches the last event of its own change — durable
 //!    before acknowledged — and many handlers share one fsync;
-//! 2. fans the events out to WebSocket subscribers (a `broadcast` channel), each serialised to
-//!    JSON once. Subscribers therefore never see an event that a crash could take back.
+//! 2. fans the events out to WebSocket subscribers ([`Hub`]: per-user channels and a shared
+//!    one), each serialised to JSON once. Subscribers therefore never see an event that a crash could take back.
 //!
 //! Each written execution also gets its materialised row: a snapshot taken from the tracker
 //! *after* its events were drained. Because the tracker emits an event while holding the
@@ -33,10 +33,11 @@ use std::time::{Duration, Instant};
 use agentrack::{Event, EventKind, ExecutionId, Tracker};
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use super::{Batch, RowUpdate, StoreError, StoreWriter};
 use crate::auth::TokenGrant;
+use crate::hub::{self, Hub};
 
 /// An event with its JSON, serialised once and shared by the store and every subscriber.
 #[derive(Debug)]
@@ -143,7 +144,7 @@ enum Message {
 pub struct Pipeline {
     sender: Mutex<Option<mpsc::Sender<Message>>>,
     committed: watch::Receiver<u64>,
-    hub: broadcast::Sender<Arc<SerializedEvent>>,
+    hub: Arc<Hub>,
     healthy: Arc<AtomicBool>,
     stats: Arc<PipelineStats>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -174,7 +175,7 @@ impl Pipeline {
     ) -> Result<Arc<Self>, StoreError> {
         let (sender, receiver) = mpsc::channel();
         let (committed_tx, committed) = watch::channel(high_water);
-        let (hub, _) = broadcast::channel(config.subscriber_buffer.max(16));
+        let hub = Arc::new(Hub::new(config.subscriber_buffer));
         let healthy = Arc::new(AtomicBool::new(true));
         let stats = Arc::new(PipelineStats::default());
         let state = WriterThread {
@@ -182,7 +183,7 @@ impl Pipeline {
             tracker: tracker.clone(),
             receiver,
             committed: committed_tx,
-            hub: hub.clone(),
+            hub: Arc::clone(&hub),
             healthy: Arc::clone(&healthy),
             stats: Arc::clone(&stats),
             observer,
@@ -252,14 +253,18 @@ impl Pipeline {
         }
     }
 
-    /// Subscribes to committed events, in global order.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<SerializedEvent>> {
-        self.hub.subscribe()
+    /// Subscribes to committed events, in global order: every event, or with `user` =
+    /// (tenant, user id) only that user's executions' events.
+    pub fn subscribe(&self, user: Option<(&str, &str)>) -> hub::Receiver {
+        match user {
+            Some((tenant, user_id)) => self.hub.subscribe_user(tenant, user_id),
+            None => self.hub.subscribe_all(),
+        }
     }
 
     /// How many subscribers are connected.
     pub fn subscribers(&self) -> usize {
-        self.hub.receiver_count()
+        self.hub.subscribers()
     }
 
     fn send(&self, message: Message) -> Result<(), CommitError> {
@@ -310,7 +315,7 @@ struct WriterThread {
     tracker: Tracker,
     receiver: mpsc::Receiver<Message>,
     committed: watch::Sender<u64>,
-    hub: broadcast::Sender<Arc<SerializedEvent>>,
+    hub: Arc<Hub>,
     healthy: Arc<AtomicBool>,
     stats: Arc<PipelineStats>,
     observer: Observer,
@@ -489,9 +494,8 @@ impl WriterThread {
             (self.observer)(&event.event);
         }
         let _ = self.committed.send(high_water);
-        for event in published {
-            // An error only means that nobody is subscribed.
-            let _ = self.hub.send(event);
+        for event in &published {
+            self.hub.publish(event);
         }
         for reply in gathered.flushes {
             let _ = reply.send(());
@@ -768,7 +772,7 @@ mod tests {
         let recorder = Recorder::default();
         recorder.failures_left.store(1, Ordering::SeqCst);
         let (tracker, pipeline) = start(&recorder, Duration::from_secs(60));
-        let mut events = pipeline.subscribe();
+        let mut events = pipeline.subscribe(None);
         tracker.create(NewExecution::new("a", "t", "u")).unwrap();
         let published = events.recv().await.unwrap();
         assert_eq!(published.event.global_seq, 1);

@@ -1,0 +1,152 @@
+//! Heartbeats: the hottest path of the API. One execution's (`POST /v1/executions/{id}/heartbeat`),
+//! many at once (`POST /v1/heartbeats`), and over an agent's WebSocket ([`crate::ws`]) all go
+//! through [`beat`].
+//!
+//! A heartbeat checks access on the execution's owner alone (no record copy) and answers with a
+//! small acknowledgement rather than the whole record: an agent heartbeating every second wants
+//! to know it was counted, not to download its phase history each time.
+
+use agentrack::{EventKind, ExecutionId, ExecutionState, Phase, TrackerError};
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::body::{Fields, JsonBody};
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::auth::Scope;
+
+/// Most ids one batch may carry.
+pub const MAX_BATCH: usize = 10_000;
+
+/// What a counted heartbeat reports back.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeartbeatAck {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// Its lifecycle state after the heartbeat (`starting` becomes `running`).
+    pub state: ExecutionState,
+    /// Its phase.
+    pub current_phase: Phase,
+    /// Heartbeats counted so far.
+    pub heartbeat_count: u64,
+    /// The sequence number of the heartbeat's event.
+    pub global_seq: u64,
+}
+
+/// The outcome of a batch: one entry per id, in the order given.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BatchReport {
+    /// How many were counted.
+    pub accepted: usize,
+    /// How many were refused (see `results`).
+    pub rejected: usize,
+    /// Per id: `{"ok": ack}` or `{"error": {...}}` as a single request would have answered.
+    pub results: Vec<Value>,
+}
+
+/// Records one heartbeat for `text` (an execution id) on behalf of `scope`. Returns the
+/// acknowledgement and, when the heartbeat also changed the state, the sequence number to wait
+/// for before acknowledging (a state change is durable before it is acknowledged; a bare
+/// heartbeat is written in batches and not waited for).
+///
+/// # Errors
+///
+/// As a single heartbeat request: 403 for a viewer, 400 for a malformed id, 404 for an unknown
+/// or foreign one, 409 for a finished one.
+pub async fn beat(state: &AppState, scope: &Scope, text: &str) -> Result<(HeartbeatAck, Option<u64>), ApiError> {
+    scope.require_writer("send heartbeats")?;
+    let id: ExecutionId = text.parse().map_err(|_| ApiError::unknown_id(text))?;
+    let owner = match state.tracker.owner(id) {
+        Ok(owner) => owner,
+        // Gone from memory: finished (and stored) or never existed; say which, in scope.
+        Err(TrackerError::NotFound { .. }) => {
+            let stored = state.store.get(id).await.map_err(ApiError::store)?;
+            return Err(match stored {
+                Some(record) if scope.sees(&record) => ApiError::terminal(id, record.state),
+                _ => ApiError::not_found(id),
+            });
+        }
+        Err(other) => return Err(other.into()),
+    };
+    if !scope.sees_owner(&owner.tenant, &owner.user_id) {
+        return Err(ApiError::not_found(id));
+    }
+    let change = state.tracker.heartbeat(id)?;
+    let mut ack = None;
+    let mut state_change = None;
+    for event in &change.events {
+        match &event.kind {
+            EventKind::Heartbeat { heartbeat_count } => ack = Some((*heartbeat_count, event.global_seq)),
+            _ => state_change = Some(event.global_seq),
+        }
+    }
+    let (heartbeat_count, global_seq) = ack.unwrap_or_default();
+    // As the heartbeat left them, or newer: a change racing in between is just as true.
+    let (current_state, current_phase) = state.tracker.state_and_phase(id)?;
+    Ok((
+        HeartbeatAck {
+            execution_id: id,
+            state: current_state,
+            current_phase,
+            heartbeat_count,
+            global_seq,
+        },
+        state_change,
+    ))
+}
+
+/// Heartbeats for many executions; each id succeeds or fails on its own. Waits once for the
+/// state changes among them to be durable.
+///
+/// # Errors
+///
+/// Only what fails the whole batch: 403 for a viewer, or 503 when the store does not confirm.
+pub async fn beat_many(state: &AppState, scope: &Scope, ids: &[String]) -> Result<BatchReport, ApiError> {
+    scope.require_writer("send heartbeats")?;
+    let mut report = BatchReport {
+        results: Vec::with_capacity(ids.len()),
+        ..BatchReport::default()
+    };
+    let mut wait_for = None;
+    for text in ids {
+        match beat(state, scope, text).await {
+            Ok((ack, state_change)) => {
+                wait_for = wait_for.max(state_change);
+                report.accepted += 1;
+                report.results.push(serde_json::json!({ "ok": ack }));
+            }
+            Err(error) => {
+                report.rejected += 1;
+                report.results.push(error.body());
+            }
+        }
+    }
+    if let Some(seq) = wait_for {
+        state.durable_up_to(seq).await?;
+    }
+    Ok(report)
+}
+
+/// `POST /v1/executions/{id}/heartbeat`.
+pub async fn single(
+    State(state): State<AppState>,
+    scope: Scope,
+    Path(id): Path<String>,
+    body: JsonBody,
+) -> Result<Json<HeartbeatAck>, ApiError> {
+    Fields::new(body, &[])?;
+    let (ack, state_change) = beat(&state, &scope, &id).await?;
+    if let Some(seq) = state_change {
+        state.durable_up_to(seq).await?;
+    }
+    Ok(Json(ack))
+}
+
+/// `POST /v1/heartbeats` with `{"execution_ids": [...]}`.
+pub async fn batch(State(state): State<AppState>, scope: Scope, body: JsonBody) -> Result<Json<BatchReport>, ApiError> {
+    let fields = Fields::new(body, &["execution_ids"])?;
+    let ids = fields.string_list("execution_ids", MAX_BATCH)?;
+    Ok(Json(beat_many(&state, &scope, &ids).await?))
+}
