@@ -46,7 +46,11 @@ fn assert_latency(route: &Value) {
 
 #[test]
 fn golden_path_load_with_baseline_reports_every_route_events_and_memory_without_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("report.txt");
     let report = load(&[
+        "--text-report",
+        text.to_str().unwrap(),
         "--local",
         "--duration",
         "2s",
@@ -102,6 +106,16 @@ fn golden_path_load_with_baseline_reports_every_route_events_and_memory_without_
     let server = &report["server"];
     assert!(server["pid"].as_u64().is_some());
     assert!(server["peak_memory_bytes"].as_u64().unwrap() > 0);
+
+    let text = std::fs::read_to_string(&text).unwrap();
+    for line in [
+        "GET /healthz (baseline)",
+        "POST …/{id}/heartbeat",
+        "delivery lag ms",
+        "errors: none",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from the text report:\n{text}");
+    }
 }
 
 #[test]

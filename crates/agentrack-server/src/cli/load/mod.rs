@@ -125,6 +125,9 @@ pub(crate) struct LoadArgs {
     /// Print the report as JSON (and no progress bar).
     #[arg(long)]
     json: bool,
+    /// Also write the human-readable report to this file (with --json: both forms of one run).
+    #[arg(long, value_name = "FILE")]
+    text_report: Option<std::path::PathBuf>,
 }
 
 /// The server under load, wherever it is.
@@ -186,6 +189,9 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         if !alive {
             eprintln!("the local server died during the run; its log:\n{log}");
         }
+    }
+    if let Some(path) = &args.text_report {
+        std::fs::write(path, report.text()).with_context(|| format!("cannot write {}", path.display()))?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
