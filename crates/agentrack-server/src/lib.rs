@@ -13,6 +13,7 @@
 //!   built from.
 //! - [`ws`], [`hub`] and [`agui`]: the event stream, its per-user fan-out, and its AG-UI view.
 //! - [`metrics`]: scoped counters and the Prometheus text format.
+//! - [`dashboard`]: the web dashboard at `/`, its assets compiled into the binary.
 //!
 //! # Example
 //!
@@ -34,6 +35,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod hub;
 pub mod metrics;
 pub mod permits;

@@ -13,6 +13,7 @@ pub mod health;
 pub mod heartbeats;
 pub mod metrics;
 pub mod openapi;
+pub mod overview;
 pub mod tokens;
 
 use std::time::Instant;
@@ -78,6 +79,7 @@ pub fn routes() -> Vec<Route> {
     all.extend(tokens::routes());
     all.extend(events::routes());
     all.extend(metrics::routes());
+    all.extend(overview::routes());
     all.extend(health::routes());
     all.extend(openapi::routes());
     all
@@ -88,13 +90,14 @@ pub fn route_docs() -> Vec<RouteDoc> {
     routes().into_iter().map(|route| route.doc).collect()
 }
 
-/// The application: every route, with request logging and counting.
+/// The application: every route and the web dashboard, with request logging and counting.
 pub fn router(state: AppState) -> Router {
     let mut router: Router<AppState> = Router::new();
     for route in routes() {
         router = router.route(route.doc.path, route.handler);
     }
     router
+        .merge(crate::dashboard::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))

@@ -213,6 +213,7 @@ fn schemas() -> Value {
             "phase_durations_ms": {"type": "object", "additionalProperties": {"type": "object",
                 "properties": {"count": {"type": "integer"}, "p50": {"type": "integer"},
                     "p90": {"type": "integer"}, "p99": {"type": "integer"}, "max": {"type": "integer"}}}}}},
+        "Overview": super::overview::schema(),
         "Health": {"type": "object", "properties": {"status": string}},
         "EventStream": {"type": "string", "description": "A WebSocket upgrade: JSON text messages, one event each."},
         "OpenApi": object,

@@ -1,0 +1,354 @@
+//! `GET /v1/overview`: everything the dashboard's overview shows, in one read scoped to the
+//! caller.
+//!
+//! The numbers come from three places, each the cheapest that is exact:
+//!
+//! - counts by outcome, and so the rates, from the server's per-(tenant, user) counters, which
+//!   include executions that have left memory and the ones stored before a restart;
+//! - alive executions by state, stuck ones, per-execution breakers and the dead / timed-out
+//!   executions of the last hour from the records in memory (alive executions are always in
+//!   memory; finished ones stay there for the tracker's `cleanup_age`, an hour by default, so the
+//!   hour is complete unless that is set shorter or `max_finished` is reached);
+//! - named breakers from the tracker (for tokens that may list breakers: viewers see none, as on
+//!   `/v1/breakers`).
+//!
+//! The response also carries `event_seq`, the committed event sequence number at the time of the
+//! read: a client that opens the event stream with `since=event_seq` misses nothing that
+//! happened after the numbers it shows.
+
+use std::collections::BTreeMap;
+
+use agentrack::{BreakerState, ExecutionRecord, ExecutionState};
+use axum::Json;
+use axum::extract::State;
+use axum::routing::get;
+use chrono::{DateTime, Duration as Span, DurationRound, Utc};
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::{Access, Route, RouteDoc};
+use crate::app::AppState;
+use crate::auth::{Role, Scope};
+use crate::metrics::{phase_stats, samples_of};
+
+/// The incident chart's window, in minutes (one bucket a minute).
+pub const INCIDENT_MINUTES: usize = 60;
+
+/// At most this many stuck executions are listed (the most silent first).
+pub const STUCK_LIMIT: usize = 20;
+
+/// The routes of this resource.
+pub fn routes() -> Vec<Route> {
+    vec![Route {
+        doc: RouteDoc {
+            method: "GET",
+            path: "/v1/overview",
+            operation_id: "getOverview",
+            summary: "The dashboard overview for the caller's scope: counts by state, rates, phase percentiles, \
+                      dead and timed-out executions per minute over the last hour, stuck executions, breakers.",
+            access: Access::Read,
+            request: None,
+            success: (200, Some("Overview")),
+            errors: &[401],
+            query: &[],
+        },
+        handler: get(overview),
+    }]
+}
+
+/// The `Overview` schema for `/openapi.json`.
+pub fn schema() -> Value {
+    let integer = json!({"type": "integer"});
+    let number = json!({"type": "number"});
+    let string = json!({"type": "string"});
+    let time = json!({"type": "string", "format": "date-time"});
+    let counts = json!({"type": "array", "items": integer, "minItems": INCIDENT_MINUTES, "maxItems": INCIDENT_MINUTES});
+    json!({"type": "object", "properties": {
+        "generated_at": time,
+        "event_seq": {"type": "integer", "description": "Open the event stream with since=this to miss nothing after this read."},
+        "scope": {"type": "object", "properties": {"role": {"$ref": "#/components/schemas/Role"},
+            "tenant": {"type": ["string", "null"]}, "user_id": {"type": ["string", "null"]}}},
+        "heartbeat_timeout_seconds": number,
+        "counts": {"type": "object", "description": "Executions by outcome, including those only in the store.",
+            "properties": {"total": integer, "active": integer, "completed": integer, "failed": integer,
+                "timeout": integer, "dead": integer, "cancelled": integer}},
+        "alive_by_state": {"type": "object", "description": "Alive executions by state (pending, starting, running, completing).",
+            "additionalProperties": integer},
+        "success_rate": {"type": "number", "description": "Completed executions as a share of finished ones (0 when none finished)."},
+        "failure_rate": {"type": "number", "description": "Failed, timed-out and dead executions as a share of finished ones."},
+        "phase_durations_ms": {"type": "object", "additionalProperties": {"type": "object",
+            "properties": {"count": integer, "p50": integer, "p90": integer, "p99": integer, "max": integer}}},
+        "incidents": {"type": "object", "description": "Dead and timed-out executions per minute, oldest minute first.",
+            "properties": {"start": time, "bucket_seconds": integer, "dead": counts, "timeout": counts}},
+        "stuck": {"type": "array", "description": "Alive executions silent for more than half the heartbeat timeout, most silent first.",
+            "items": {"type": "object", "properties": {"execution_id": string, "agent_name": string,
+                "user_id": string, "thread_id": string, "state": {"$ref": "#/components/schemas/ExecutionState"},
+                "current_phase": {"$ref": "#/components/schemas/Phase"}, "last_heartbeat": time,
+                "seconds_since_heartbeat": number}}},
+        "breakers": {"type": "array", "description": "Named breakers (none for viewers).",
+            "items": {"$ref": "#/components/schemas/BreakerStatus"}},
+        "execution_breakers": {"type": "array", "description": "Alive executions whose own breaker is not closed.",
+            "items": {"type": "object", "properties": {"execution_id": string, "agent_name": string,
+                "state": {"type": "string", "enum": ["closed", "open", "half_open"]}, "failure_count": integer,
+                "next_attempt_time": {"type": ["string", "null"], "format": "date-time"}}}},
+    }})
+}
+
+/// Dead and timed-out executions per minute over the window ending at the next whole minute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Incidents {
+    start: DateTime<Utc>,
+    dead: [u64; INCIDENT_MINUTES],
+    timeout: [u64; INCIDENT_MINUTES],
+}
+
+impl Incidents {
+    fn new(now: DateTime<Utc>) -> Self {
+        let minute = Span::minutes(1);
+        // The window ends at the end of the current minute, so the last bucket is "now".
+        let end = now.duration_trunc(minute).unwrap_or(now) + minute;
+        Self {
+            start: end - Span::minutes(INCIDENT_MINUTES as i64),
+            dead: [0; INCIDENT_MINUTES],
+            timeout: [0; INCIDENT_MINUTES],
+        }
+    }
+
+    fn count(&mut self, record: &ExecutionRecord) {
+        let series = match record.state {
+            ExecutionState::Dead => &mut self.dead,
+            ExecutionState::Timeout => &mut self.timeout,
+            _ => return,
+        };
+        let Some(at) = record.completed_at else { return };
+        if at < self.start {
+            return;
+        }
+        let minutes = (at - self.start).num_minutes();
+        if let Ok(index) = usize::try_from(minutes)
+            && let Some(bucket) = series.get_mut(index)
+        {
+            *bucket += 1;
+        }
+    }
+}
+
+/// What the overview reads from the records in memory.
+#[derive(Debug)]
+struct Summary {
+    alive_by_state: BTreeMap<&'static str, u64>,
+    incidents: Incidents,
+    stuck: Vec<Value>,
+    execution_breakers: Vec<Value>,
+}
+
+impl Summary {
+    /// One pass over `records` (already limited to the caller's scope) as of `now`.
+    fn of(records: &[ExecutionRecord], now: DateTime<Utc>, heartbeat_timeout: std::time::Duration) -> Self {
+        let stale_after = heartbeat_timeout.as_secs_f64() / 2.0;
+        let mut alive_by_state: BTreeMap<&'static str, u64> = ExecutionState::ALL
+            .iter()
+            .filter(|s| s.is_alive())
+            .map(|s| (s.as_str(), 0))
+            .collect();
+        let mut incidents = Incidents::new(now);
+        let mut stuck: Vec<(f64, &ExecutionRecord)> = Vec::new();
+        let mut execution_breakers = Vec::new();
+        for record in records {
+            if record.is_alive() {
+                *alive_by_state.entry(record.state.as_str()).or_default() += 1;
+                let silent = (now - record.last_heartbeat).as_seconds_f64();
+                if silent > stale_after {
+                    stuck.push((silent, record));
+                }
+                if record.circuit_breaker_state != BreakerState::Closed {
+                    execution_breakers.push(json!({
+                        "execution_id": record.execution_id,
+                        "agent_name": record.agent_name,
+                        "state": record.circuit_breaker_state,
+                        "failure_count": record.circuit_breaker_failures,
+                        "next_attempt_time": record.next_attempt_time,
+                    }));
+                }
+            } else {
+                incidents.count(record);
+            }
+        }
+        stuck.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let stuck = stuck
+            .into_iter()
+            .take(STUCK_LIMIT)
+            .map(|(silent, record)| {
+                json!({
+                    "execution_id": record.execution_id,
+                    "agent_name": record.agent_name,
+                    "user_id": record.user_id,
+                    "thread_id": record.thread_id,
+                    "state": record.state,
+                    "current_phase": record.current_phase,
+                    "last_heartbeat": record.last_heartbeat,
+                    "seconds_since_heartbeat": silent,
+                })
+            })
+            .collect();
+        Self {
+            alive_by_state,
+            incidents,
+            stuck,
+            execution_breakers,
+        }
+    }
+}
+
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
+}
+
+async fn overview(State(state): State<AppState>, scope: Scope) -> Result<Json<Value>, ApiError> {
+    // Read the watermark first: everything the numbers below reflect is at or after it, and a
+    // stream resumed from it repeats at worst a few events the client then ignores by `seq`.
+    let event_seq = state.pipeline.committed();
+    let now = Utc::now();
+    let (tenant, user) = scope.counted();
+    let counts = state.metrics.counts(tenant, user);
+
+    let records: Vec<ExecutionRecord> = match user {
+        Some(user) => state.tracker.by_user(user),
+        None => state.tracker.all(),
+    }
+    .into_iter()
+    .filter(|record| scope.sees(record))
+    .collect();
+
+    let samples = match user {
+        Some(_) => samples_of(&records),
+        None => state.metrics.phase_samples(tenant),
+    };
+
+    let heartbeat_timeout = state.tracker.config().heartbeat_timeout;
+    let Summary {
+        alive_by_state,
+        incidents,
+        stuck,
+        execution_breakers,
+    } = Summary::of(&records, now, heartbeat_timeout);
+
+    let breakers: Vec<Value> = if scope.role() == Role::Viewer {
+        Vec::new()
+    } else {
+        state
+            .tracker
+            .breakers()
+            .into_iter()
+            .filter(|status| scope.sees_breaker(&status.name))
+            .map(|mut status| {
+                let (tenant, name) = status
+                    .name
+                    .split_once('/')
+                    .map(|(t, n)| (t.to_owned(), n.to_owned()))
+                    .unwrap_or_default();
+                status.name = name;
+                let mut value = serde_json::to_value(status).map_err(|e| ApiError::internal(e.to_string()))?;
+                if let Value::Object(map) = &mut value {
+                    map.insert("tenant".into(), Value::String(tenant));
+                }
+                Ok(value)
+            })
+            .collect::<Result<_, ApiError>>()?
+    };
+
+    let finished = counts.total.saturating_sub(counts.active);
+    let grant = scope.grant();
+    Ok(Json(json!({
+        "generated_at": now,
+        "event_seq": event_seq,
+        "scope": {"role": grant.role, "tenant": tenant, "user_id": grant.user_id},
+        "heartbeat_timeout_seconds": heartbeat_timeout.as_secs_f64(),
+        "counts": counts,
+        "alive_by_state": alive_by_state,
+        "success_rate": share(counts.completed, finished),
+        "failure_rate": share(counts.failed + counts.timeout + counts.dead, finished),
+        "phase_durations_ms": phase_stats(samples),
+        "incidents": {
+            "start": incidents.start,
+            "bucket_seconds": 60,
+            "dead": incidents.dead.as_slice(),
+            "timeout": incidents.timeout.as_slice(),
+        },
+        "stuck": stuck,
+        "breakers": breakers,
+        "execution_breakers": execution_breakers,
+    })))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn record(tracker: &agentrack::Tracker, agent: &str) -> ExecutionRecord {
+        let id = tracker
+            .create(agentrack::NewExecution::new(agent, "t", "u"))
+            .unwrap()
+            .id();
+        tracker.get(id).unwrap()
+    }
+
+    #[test]
+    fn incidents_fall_in_the_minute_they_happened_and_older_ones_are_dropped() {
+        let now: DateTime<Utc> = "2026-01-01T12:30:20Z".parse().unwrap();
+        let mut incidents = Incidents::new(now);
+        assert_eq!(
+            incidents.start,
+            "2026-01-01T11:31:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        let tracker = agentrack::Tracker::new();
+        let mut base = record(&tracker, "a");
+        let mut dead = base.clone();
+        dead.state = ExecutionState::Dead;
+        dead.completed_at = Some(now);
+        incidents.count(&dead);
+        base.state = ExecutionState::Timeout;
+        base.completed_at = Some("2026-01-01T11:31:00Z".parse().unwrap());
+        incidents.count(&base);
+        base.completed_at = Some("2026-01-01T11:30:59Z".parse().unwrap());
+        incidents.count(&base);
+        assert_eq!(incidents.dead[INCIDENT_MINUTES - 1], 1);
+        assert_eq!(incidents.timeout[0], 1);
+        assert_eq!(
+            incidents.dead.iter().sum::<u64>() + incidents.timeout.iter().sum::<u64>(),
+            2
+        );
+    }
+
+    #[test]
+    fn silent_executions_are_stuck_most_silent_first_and_open_breakers_listed() {
+        let tracker = agentrack::Tracker::new();
+        let mut quiet = record(&tracker, "quiet");
+        let mut quieter = record(&tracker, "quieter");
+        let mut fresh = record(&tracker, "fresh");
+        let mut finished = record(&tracker, "finished");
+        let now = quiet.last_heartbeat + Span::seconds(60);
+        quiet.last_heartbeat = now - Span::seconds(6);
+        quiet.state = ExecutionState::Running;
+        quiet.circuit_breaker_state = BreakerState::Open;
+        quieter.last_heartbeat = now - Span::seconds(9);
+        fresh.last_heartbeat = now - Span::seconds(4);
+        finished.state = ExecutionState::Completed;
+        finished.last_heartbeat = now - Span::seconds(30);
+        let records = [quiet, quieter, fresh, finished];
+        let summary = Summary::of(&records, now, std::time::Duration::from_secs(10));
+        let agents: Vec<&str> = summary
+            .stuck
+            .iter()
+            .map(|entry| entry["agent_name"].as_str().unwrap())
+            .collect();
+        assert_eq!(agents, ["quieter", "quiet"], "over 5 s of silence, alive only");
+        assert_eq!(summary.alive_by_state["pending"], 2);
+        assert_eq!(summary.alive_by_state["running"], 1);
+        assert_eq!(summary.alive_by_state["completing"], 0);
+        assert_eq!(summary.execution_breakers.len(), 1);
+        assert_eq!(summary.execution_breakers[0]["agent_name"], "quiet");
+        assert_eq!(summary.execution_breakers[0]["state"], "open");
+    }
+}

@@ -1,0 +1,89 @@
+// The live event stream: one WebSocket to /v1/events that reconnects by itself and resumes with
+// `since=` the last global sequence number it received, so nothing is missed while it was away
+// (the server replays stored events first, then goes live, without gaps or duplicates).
+//
+// Browsers cannot set an Authorization header on a WebSocket, so the token goes in the query
+// (the dashboard's pages are served with Referrer-Policy: no-referrer, and the server logs paths
+// without their query).
+
+import { token } from "./api.js";
+
+const MIN_DELAY_MS = 250;
+const MAX_DELAY_MS = 8000;
+
+/**
+ * A resumable event stream.
+ *
+ * - `params`: extra query parameters (thread_id, execution_id).
+ * - `since`: the global sequence number to resume after (from the overview's `event_seq`).
+ * - `onEvent(event)`: every event, in global order, once.
+ * - `onStatus({state, retryInMs})`: "connecting", "live", "disconnected", "stopped".
+ * - `onRefused()`: the connection failed before opening; the caller may check whether the token
+ *   is still valid (a refused handshake looks the same as a network error to a browser).
+ */
+export class EventStream {
+  constructor({ params = {}, since = 0, onEvent, onStatus = () => {}, onRefused = () => {} }) {
+    this.params = params;
+    this.lastSeq = since;
+    this.onEvent = onEvent;
+    this.onStatus = onStatus;
+    this.onRefused = onRefused;
+    this.delay = MIN_DELAY_MS;
+    this.socket = null;
+    this.timer = null;
+    this.stopped = false;
+    this.connect();
+  }
+
+  url() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const search = new URLSearchParams({ ...this.params, since: String(this.lastSeq), token: token() ?? "" });
+    return `${scheme}//${location.host}/v1/events?${search}`;
+  }
+
+  connect() {
+    if (this.stopped) return;
+    this.onStatus({ state: "connecting" });
+    let opened = false;
+    const socket = new WebSocket(this.url());
+    this.socket = socket;
+    socket.addEventListener("open", () => {
+      opened = true;
+      this.delay = MIN_DELAY_MS;
+      this.onStatus({ state: "live" });
+    });
+    socket.addEventListener("message", (message) => {
+      let event;
+      try {
+        event = JSON.parse(message.data);
+      } catch {
+        return;
+      }
+      const seq = event.global_seq;
+      if (typeof seq !== "number" || event.type === "snapshot") return;
+      if (seq <= this.lastSeq) return;
+      this.lastSeq = seq;
+      this.onEvent(event);
+    });
+    socket.addEventListener("close", () => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      if (this.stopped) return;
+      if (!opened) this.onRefused();
+      const wait = Math.round(this.delay * (0.75 + Math.random() * 0.5));
+      this.delay = Math.min(this.delay * 2, MAX_DELAY_MS);
+      this.onStatus({ state: "disconnected", retryInMs: wait });
+      this.timer = setTimeout(() => this.connect(), wait);
+    });
+  }
+
+  /** Closes the stream for good. */
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    const socket = this.socket;
+    this.socket = null;
+    if (socket) socket.close(1000, "done");
+    this.onStatus({ state: "stopped" });
+  }
+}
