@@ -1,0 +1,39 @@
+#!/bin/sh
+# Runs the three loads of issue 6 against a local server and saves, for each, the JSON report
+# (load-NAME.json) and the human-readable one of the same run (load-NAME.txt).
+#
+#   AGENTRACK=target/release/agentrack COMMIT=$(git rev-parse --short HEAD) bench-results/load-run.sh [NAME...]
+#
+# NAME is light, heavy or fanout (default: all three).
+set -eu
+out=$(cd "$(dirname "$0")" && pwd)
+bin=${AGENTRACK:-${CARGO_TARGET_DIR:-target}/release/agentrack}
+commit=${COMMIT:-$(git -C "$out" rev-parse --short HEAD)}
+
+run() {
+    name=$1
+    shift
+    text=$(mktemp)
+    before=$(cut -d' ' -f1-3 /proc/loadavg)
+    started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    "$bin" load "$@" --baseline --json --text-report "$text" > "$out/load-$name.json"
+    {
+        echo "agentrack load: $name"
+        echo "command: agentrack load $* --baseline --json"
+        echo "binary built from commit $commit (release); run at $started"
+        echo "machine: $(nproc) cores shared with other builds; load average before the run: $before, after: $(cut -d' ' -f1-3 /proc/loadavg)"
+        echo
+        cat "$text"
+    } > "$out/load-$name.txt"
+    rm -f "$text"
+    cat "$out/load-$name.txt"
+}
+
+for name in ${@:-light heavy fanout}; do
+    case $name in
+        light) run light --agents 10 --heartbeat 100ms --subscribers 10 --duration 20s ;;
+        heavy) run heavy --scenario heartbeat --agents 200 --heartbeat 0 --subscribers 50 --duration 30s ;;
+        fanout) run fanout --agents 200 --heartbeat 20ms --heartbeats-per-phase 2 --subscribers 10000 --duration 30s ;;
+        *) echo "unknown load $name (light, heavy, fanout)" >&2; exit 2 ;;
+    esac
+done
