@@ -64,6 +64,12 @@ async fn the_page_and_its_assets_are_served_from_the_binary_with_a_strict_policy
     }
     let missing = raw(&server, "/assets/nope.js", &[]).await;
     assert_eq!(missing.status(), 404);
+    // The API's own answers are untouched by the dashboard's routes.
+    let (status, body) = server.request("GET", "/v1/nope", None, None).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "route_not_found");
+    let (status, _) = server.request("POST", "/", None, Some("{}")).await;
+    assert_eq!(status, 405);
 }
 
 #[tokio::test]

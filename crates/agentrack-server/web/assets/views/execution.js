@@ -106,6 +106,8 @@ export function executionView(container, session, id) {
   let record = null;
   let stream = null;
   const events = [];
+  let heartbeats = 0;
+  let received = 0;
   let showHeartbeats = false;
 
   const title = h("h1", {}, ["Execution"]);
@@ -195,8 +197,13 @@ export function executionView(container, session, id) {
   function renderLog() {
     const shown = events.filter((e) => showHeartbeats || e.type !== "heartbeat").slice(-LOG_LIMIT);
     replace(logBody, shown.map(logRow));
-    const beats = events.filter((e) => e.type === "heartbeat").length;
-    setText(logStatus, `${events.length} events${!showHeartbeats && beats ? ` (${beats} heartbeats hidden)` : ""}.`);
+    describeLog();
+  }
+
+  function describeLog() {
+    const beats = heartbeats;
+    const hidden = !showHeartbeats && beats ? ` (${beats} heartbeat${beats === 1 ? "" : "s"} hidden)` : "";
+    setText(logStatus, `${received} event${received === 1 ? "" : "s"}${hidden}.`);
   }
 
   function render() {
@@ -207,9 +214,14 @@ export function executionView(container, session, id) {
 
   function onEvent(event) {
     events.push(event);
-    if (showHeartbeats || event.type !== "heartbeat") logBody.append(logRow(event));
-    const beats = events.filter((e) => e.type === "heartbeat").length;
-    setText(logStatus, `${events.length} events${!showHeartbeats && beats ? ` (${beats} heartbeats hidden)` : ""}.`);
+    received += 1;
+    if (event.type === "heartbeat") heartbeats += 1;
+    if (events.length > 10 * LOG_LIMIT) events.splice(0, events.length - LOG_LIMIT);
+    if (showHeartbeats || event.type !== "heartbeat") {
+      logBody.append(logRow(event));
+      if (logBody.childElementCount > LOG_LIMIT) logBody.firstElementChild.remove();
+    }
+    describeLog();
     if (!record) return;
     const result = apply(record, event);
     if (result === "refetch") {

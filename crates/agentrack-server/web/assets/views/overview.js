@@ -23,6 +23,10 @@ const REFRESH_EVENTS = new Set([
 ]);
 const MIN_REFRESH_MS = 1000;
 
+function shortId(id) {
+  return id.length > 18 ? `${id.slice(0, 13)}…${id.slice(-4)}` : id;
+}
+
 function card(name, value, { tone, note } = {}) {
   return h("div", { class: `card${tone ? ` tone-${tone}` : ""}`, dataset: { card: name } }, [
     h("div", { class: "card-value" }, [value]),
@@ -65,9 +69,9 @@ function incidentChart(incidents) {
   const peak = Math.max(1, ...totals);
   const sum = totals.reduce((a, b) => a + b, 0);
   const width = 600;
-  const height = 120;
-  const top = 10;
-  const bottom = 20;
+  const height = 110;
+  const top = 6;
+  const bottom = 2;
   const barWidth = width / minutes;
   const scale = (n) => ((height - top - bottom) * n) / peak;
   const bars = [];
@@ -91,10 +95,6 @@ function incidentChart(incidents) {
     },
     [
       s("line", { x1: 0, x2: width, y1: height - bottom, y2: height - bottom, class: "axis" }),
-      s("text", { x: 0, y: height - 4, class: "tick" }, ["−60 min"]),
-      s("text", { x: width / 2, y: height - 4, class: "tick", "text-anchor": "middle" }, ["−30 min"]),
-      s("text", { x: width, y: height - 4, class: "tick", "text-anchor": "end" }, ["now"]),
-      s("text", { x: 0, y: top, class: "tick" }, [`peak ${sum ? peak : 0}/min`]),
       ...bars,
     ],
   );
@@ -105,8 +105,11 @@ function incidentChart(incidents) {
       ` dead ${count(dead.reduce((a, b) => a + b, 0))}`,
       h("span", { class: "swatch swatch-timeout", "aria-hidden": "true" }),
       ` timed out ${count(timeout.reduce((a, b) => a + b, 0))}`,
+      h("span", { class: "peak" }, [` · peak ${sum ? peak : 0} a minute`]),
     ]),
     svg,
+    // Axis labels in HTML, so they stay readable however narrow the chart is drawn.
+    h("div", { class: "axis-labels", "aria-hidden": "true" }, [h("span", {}, ["−60 min"]), h("span", {}, ["−30 min"]), h("span", {}, ["now"])]),
   ]);
 }
 
@@ -163,7 +166,7 @@ function stuckSection(data) {
             h("thead", {}, [h("tr", {}, ["Execution", "Agent", "User", "Phase", "Silent for"].map((t) => h("th", { scope: "col" }, [t])))]),
             h("tbody", {}, stuck.map((e) =>
               h("tr", {}, [
-                h("td", {}, [h("a", { href: `#/executions/${encodeURIComponent(e.execution_id)}`, class: "mono" }, [e.execution_id])]),
+                h("td", {}, [h("a", { href: `#/executions/${encodeURIComponent(e.execution_id)}`, class: "mono", title: e.execution_id }, [shortId(e.execution_id)])]),
                 h("td", {}, [e.agent_name]),
                 h("td", {}, [e.user_id]),
                 h("td", {}, [label(e.current_phase)]),
