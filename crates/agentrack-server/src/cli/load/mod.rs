@@ -567,6 +567,8 @@ async fn measure(
     // The measured window.
     let cpu_before = target.local.as_ref().and_then(LocalServer::cpu_time);
     let own_cpu_before = target::cpu_time("self");
+    let wait_before = target.local.as_ref().and_then(LocalServer::run_queue_wait);
+    let own_wait_before = target::run_queue_wait("self");
     let stop = interrupt.child_token();
     let mut workers = JoinSet::new();
     live.recording.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -594,6 +596,8 @@ async fn measure(
     .await;
     let cpu_after = target.local.as_ref().and_then(LocalServer::cpu_time);
     let own_cpu_after = target::cpu_time("self");
+    let wait_after = target.local.as_ref().and_then(LocalServer::run_queue_wait);
+    let own_wait_after = target::run_queue_wait("self");
 
     // Events still in flight when the window closed belong to it.
     if args.subscribers > 0 && !interrupt.is_cancelled() {
@@ -644,6 +648,8 @@ async fn measure(
     };
     let cpu_cores = cores(cpu_before, cpu_after);
     let generator_cpu_cores = cores(own_cpu_before, own_cpu_after);
+    let run_queue_wait_cores = cores(wait_before, wait_after);
+    let generator_run_queue_wait_cores = cores(own_wait_before, own_wait_after);
     Ok(Report {
         target: TargetReport {
             url: target.url.clone(),
@@ -683,6 +689,7 @@ async fn measure(
             peak_memory_mib: None,
             memory_at_end_mib: None,
             cpu_cores,
+            run_queue_wait_cores,
         }),
         setup: SetupReport {
             viewer_tokens: tokens.len(),
@@ -691,5 +698,6 @@ async fn measure(
             open_files_limit,
         },
         generator_cpu_cores,
+        generator_run_queue_wait_cores,
     })
 }

@@ -43,6 +43,8 @@ pub(super) struct Report {
     /// CPU this load generator used during the window, in cores: near the machine's core count
     /// means the generator, not the server, may be the limit.
     pub(super) generator_cpu_cores: Option<f64>,
+    /// This generator's threads' time runnable but waiting for a CPU, per second of the window.
+    pub(super) generator_run_queue_wait_cores: Option<f64>,
 }
 
 /// The server under load.
@@ -215,6 +217,9 @@ pub(super) struct ServerReport {
     pub(super) memory_at_end_mib: Option<f64>,
     /// CPU used during the measured window, in cores (CPU seconds per second).
     pub(super) cpu_cores: Option<f64>,
+    /// Time its threads spent runnable but waiting for a CPU during the window, per second: a
+    /// large value means the machine (other processes, this generator) starved the server.
+    pub(super) run_queue_wait_cores: Option<f64>,
 }
 
 /// The untimed preparation.
@@ -233,6 +238,10 @@ pub(super) struct SetupReport {
 /// `count` over `seconds`, 0 for an empty window.
 pub(super) fn rate(count: u64, seconds: f64) -> f64 {
     if seconds > 0.0 { count as f64 / seconds } else { 0.0 }
+}
+
+fn cores(value: Option<f64>) -> String {
+    value.map_or_else(|| "?".to_owned(), |c| format!("{c:.2}"))
 }
 
 fn ratio(value: f64, base: f64) -> f64 {
@@ -390,8 +399,13 @@ impl Report {
                 let _ = writeln!(out, "server: remote, memory not measured");
             }
         }
-        if let Some(cores) = self.generator_cpu_cores {
-            let _ = writeln!(out, "load generator: CPU {cores:.2} cores during the window");
+        if self.generator_cpu_cores.is_some() {
+            let _ = writeln!(
+                out,
+                "load generator: during the window CPU {} cores, waiting for a CPU {} cores",
+                cores(self.generator_cpu_cores),
+                cores(self.generator_run_queue_wait_cores),
+            );
         }
         let setup = &self.setup;
         let _ = writeln!(

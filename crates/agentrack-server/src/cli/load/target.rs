@@ -108,6 +108,11 @@ impl LocalServer {
         cpu_time(&self.pid.to_string())
     }
 
+    /// The time its threads have waited for a CPU so far.
+    pub(super) fn run_queue_wait(&self) -> Option<Duration> {
+        run_queue_wait(&self.pid.to_string())
+    }
+
     /// Whether the process is still running.
     pub(super) fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -136,6 +141,23 @@ pub(super) fn cpu_time(pid: &str) -> Option<Duration> {
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     // USER_HZ is 100 on every Linux architecture this runs on.
     Some(Duration::from_millis(ticks * 10))
+}
+
+/// The time the threads of process `pid` (`"self"` for this one) have spent runnable but
+/// waiting for a CPU (`/proc/PID/task/*/schedstat`, second field): large when the machine, not
+/// the process, is the limit.
+pub(super) fn run_queue_wait(pid: &str) -> Option<Duration> {
+    let mut nanos: u64 = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        // A thread may end between the listing and the read: skip it.
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(wait) = text.split_whitespace().nth(1).and_then(|n| n.parse::<u64>().ok()) {
+            nanos = nanos.saturating_add(wait);
+        }
+    }
+    Some(Duration::from_nanos(nanos))
 }
 
 fn status_field(pid: u32, field: &str) -> Option<u64> {
