@@ -90,8 +90,11 @@ test("the golden path appears live, moves through its phases and ends completed"
   assert.equal(cells[3], "thread-1");
   assert.equal(cells[4], "completed");
 
-  // The execution page: timeline to scale, event log, result, breaker.
-  await row(page, id).getByRole("link").click();
+  await shot(page, "executions-desktop");
+
+  // The execution page, found with the search box: timeline to scale, event log, result, breaker.
+  await page.locator("#search-id").fill(id);
+  await page.locator("#search-id").press("Enter");
   await page.locator(`.view[data-state="completed"][data-ready="true"]`).waitFor();
   const phases = await page.locator("svg.timeline g.segment").evaluateAll((nodes) => nodes.map((n) => n.dataset.phase));
   assert.deepEqual(phases, ["created", ...GOLDEN_PHASES.slice(0, -1).map(([phase]) => phase)]);
@@ -337,6 +340,7 @@ test("the pages fit a 390-wide phone screen", async () => {
   await page.goto(`${server.url}/#/executions`);
   await page.locator(".view[data-ready='true']").waitFor();
   assert.ok((await overflow()) <= 0, "the table scrolls inside its own box, not the page");
+  await shot(page, "executions-phone");
   noErrors(page);
   await page.context().close();
 });
