@@ -42,6 +42,9 @@ export function executionsView(container, session, params) {
   let nextCursor = null;
   let rows = new Map(); // execution_id → {record, tr, cells}
   let loading = null;
+  // Events that arrive while a page is being read; applied once it is in (the `seq` guard drops
+  // what the page already reflects), so nothing that happens during the read is lost.
+  let held = [];
 
   // Filters.
   const field = (name, text, placeholder) => {
@@ -212,10 +215,15 @@ export function executionsView(container, session, params) {
       rows = new Map();
       for (const record of page.executions) rows.set(record.execution_id, makeRow(record));
       replace(tbody, [...rows.values()].map((row) => row.tr));
+      loading = null;
+      const replay = held;
+      held = [];
+      for (const event of replay) handle(event);
       describe();
       container.dataset.ready = "true";
     } catch (error) {
       if (!alive || loading !== ticket) return;
+      held = [];
       if (error.status !== 401) setText(status, `Could not load executions: ${error.message}`);
     } finally {
       if (loading === ticket) {
@@ -244,40 +252,46 @@ export function executionsView(container, session, params) {
 
   load();
 
+  function handle(event) {
+    if (!event.execution_id) return;
+    if (loading) {
+      held.push(event);
+      return;
+    }
+    const row = rows.get(event.execution_id);
+    if (row) {
+      const outcome = apply(row.record, event);
+      if (outcome === "refetch") refetch(event.execution_id);
+      if (!matches(row.record, filters)) {
+        row.tr.remove();
+        rows.delete(event.execution_id);
+        describe();
+      } else if (outcome !== "stale") {
+        paint(row);
+      }
+      return;
+    }
+    // A new execution belongs at the top of the first page, if it matches.
+    if (event.type !== "execution_created" || cursors.length > 1) return;
+    const record = recordFromCreated(event);
+    if (!matches(record, filters)) return;
+    const fresh = makeRow(record);
+    rows = new Map([[record.execution_id, fresh], ...rows]);
+    tbody.prepend(fresh.tr);
+    if (rows.size > PAGE_SIZE) {
+      // The oldest row moves to the next page, which now starts after the new last row.
+      const ids = [...rows.keys()];
+      for (const id of ids.slice(PAGE_SIZE)) {
+        rows.get(id).tr.remove();
+        rows.delete(id);
+      }
+      nextCursor = ids[PAGE_SIZE - 1];
+    }
+    describe();
+  }
+
   return {
-    onEvent(event) {
-      if (!event.execution_id) return;
-      const row = rows.get(event.execution_id);
-      if (row) {
-        const outcome = apply(row.record, event);
-        if (outcome === "refetch") refetch(event.execution_id);
-        if (!matches(row.record, filters)) {
-          row.tr.remove();
-          rows.delete(event.execution_id);
-          describe();
-        } else if (outcome !== "stale") {
-          paint(row);
-        }
-        return;
-      }
-      // A new execution belongs at the top of the first page, if it matches.
-      if (event.type !== "execution_created" || cursors.length > 1 || loading) return;
-      const record = recordFromCreated(event);
-      if (!matches(record, filters)) return;
-      const fresh = makeRow(record);
-      rows = new Map([[record.execution_id, fresh], ...rows]);
-      tbody.prepend(fresh.tr);
-      if (rows.size > PAGE_SIZE) {
-        // The oldest row moves to the next page, which now starts after the new last row.
-        const ids = [...rows.keys()];
-        for (const id of ids.slice(PAGE_SIZE)) {
-          rows.get(id).tr.remove();
-          rows.delete(id);
-        }
-        nextCursor = ids[PAGE_SIZE - 1];
-      }
-      describe();
-    },
+    onEvent: handle,
     unmount() {
       alive = false;
       clearInterval(ticker);
