@@ -1,0 +1,511 @@
+//! Durable transitions through the real store vs raw SQLite batched inserts, in the same run.
+//!
+//! Run with `cargo bench -p agentrack-server --bench store` (issue 6's target: durable state
+//! transitions at ≥ 30% of raw SQLite batched-insert throughput). A plain timed harness, not
+//! criterion: both sides are throughput over a fixed window, and each round measures the two
+//! back to back so that they see the same machine load.
+//!
+//! Per concurrency C (1, 16, 256), on a fresh database file in a temp dir:
+//!
+//! 1. **agentrack**: a real [`Tracker`], the real [`SqliteStore`] and the real group-commit
+//!    [`Pipeline`], started as `src/server.rs` does (same `PipelineConfig`, the store's default
+//!    `synchronous = FULL`), on a multi-threaded tokio runtime like `agentrack serve`'s. C tasks
+//!    each loop over their own executions: create → start → the nine phases → complete, and wait
+//!    after each of those twelve calls until its last event is committed
+//!    (`Pipeline::wait_committed`, what `AppState::durable` does before a handler answers). A
+//!    *transition* is one such acknowledged call. The store's writer is wrapped in a shim that
+//!    only times `StoreWriter::commit`, to split the writer thread's time between SQLite and the
+//!    rest of the pipeline.
+//! 2. **raw SQLite**: rusqlite on another file in the same temp dir, the store's connection
+//!    settings (`journal_mode = WAL`, `synchronous = FULL`, `busy_timeout = 10 s`), one table
+//!    (`seq INTEGER PRIMARY KEY, execution_id, type, json`, no other index) fed with the JSON of
+//!    the same workload's events (same sizes), in transactions of B rows, where B is the events
+//!    per commit the pipeline achieved in step 1 of the same round (a fractional B alternates
+//!    ⌊B⌋ and ⌈B⌉ to keep the average). B = 1 and B = 1000 are measured for reference.
+//!
+//! Each round: warm-up, then a timed window of agentrack, then a window of raw SQLite at that
+//! round's B; the ratio is taken per round and the table gives the median with the range.
+//! `STORE_BENCH_SYNCHRONOUS=normal` runs both sides with `synchronous = NORMAL` instead.
+//! Without `--bench` (`cargo test --benches`) a tiny version runs as a smoke test.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use agentrack::{ExecutionId, NewExecution, Phase, Tracker};
+use agentrack_server::auth::TokenGrant;
+use agentrack_server::store::sqlite::{SqliteStore, Synchronous};
+use agentrack_server::store::writer::{Pipeline, PipelineConfig, SerializedEvent};
+use agentrack_server::store::{Batch, Purged, Store, StoreError, StoreWriter};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, params};
+
+const PHASES: [Phase; 9] = [
+    Phase::WebsocketSetup,
+    Phase::ContextValidation,
+    Phase::Starting,
+    Phase::Thinking,
+    Phase::LlmInteraction,
+    Phase::ToolExecution,
+    Phase::ResultProcessing,
+    Phase::Completing,
+    Phase::Completed,
+];
+
+/// As `ack_timeout`'s default: a write the store cannot confirm in time fails the run.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether this is a real benchmark run (`--bench`); otherwise a tiny smoke test.
+fn full_run() -> bool {
+    std::env::args().any(|arg| arg == "--bench")
+}
+
+struct Settings {
+    concurrency: Vec<usize>,
+    rounds: usize,
+    warm_up: Duration,
+    window: Duration,
+    synchronous: Synchronous,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        let synchronous = match std::env::var("STORE_BENCH_SYNCHRONOUS").as_deref() {
+            Ok("normal") => Synchronous::Normal,
+            _ => Synchronous::Full,
+        };
+        if full_run() {
+            Self {
+                concurrency: vec![1, 16, 256],
+                rounds: 5,
+                warm_up: Duration::from_millis(500),
+                window: Duration::from_secs(2),
+                synchronous,
+            }
+        } else {
+            Self {
+                concurrency: vec![1, 8],
+                rounds: 1,
+                warm_up: Duration::from_millis(20),
+                window: Duration::from_millis(100),
+                synchronous,
+            }
+        }
+    }
+
+    fn pragma(&self) -> &'static str {
+        match self.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. agentrack: tracker + pipeline + SQLite store
+
+/// The real writer, with the time spent in `commit` counted.
+struct TimedWriter {
+    inner: Box<dyn StoreWriter>,
+    commit_nanos: Arc<AtomicU64>,
+}
+
+impl StoreWriter for TimedWriter {
+    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        let start = Instant::now();
+        let result = self.inner.commit(batch);
+        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.commit_nanos.fetch_add(nanos, Ordering::Relaxed);
+        result
+    }
+
+    fn purge_finished(&mut self, before: DateTime<Utc>) -> Result<Purged, StoreError> {
+        self.inner.purge_finished(before)
+    }
+
+    fn insert_token(&mut self, hash: &str, grant: &TokenGrant) -> Result<(), StoreError> {
+        self.inner.insert_token(hash, grant)
+    }
+
+    fn close(&mut self) -> Result<(), StoreError> {
+        self.inner.close()
+    }
+}
+
+/// A tracker and its pipeline over a fresh store, set up as `Server::bind` does.
+struct Agentrack {
+    tracker: Tracker,
+    pipeline: Arc<Pipeline>,
+    commit_nanos: Arc<AtomicU64>,
+    /// Acknowledged calls so far.
+    acked: Arc<AtomicU64>,
+}
+
+/// Counters at one instant.
+#[derive(Clone, Copy)]
+struct Snapshot {
+    at: Instant,
+    acked: u64,
+    batches: u64,
+    events: u64,
+    commit_nanos: u64,
+}
+
+/// One agentrack window.
+struct AgentrackWindow {
+    transitions_per_sec: f64,
+    commits_per_sec: f64,
+    /// Events written per commit.
+    events_per_commit: f64,
+    /// Acknowledged calls per commit.
+    transitions_per_commit: f64,
+    /// Share of the window the writer thread spent in `StoreWriter::commit`.
+    commit_share: f64,
+    /// Mean time of one `StoreWriter::commit`.
+    commit_micros: f64,
+}
+
+impl Agentrack {
+    fn open(dir: &Path, synchronous: Synchronous) -> Self {
+        let store = SqliteStore::open(dir, synchronous).unwrap();
+        let loaded = store.load(Utc::now()).unwrap();
+        let tracker = Tracker::new();
+        tracker.resume_sequence(loaded.high_water);
+        let commit_nanos = Arc::new(AtomicU64::new(0));
+        let writer = TimedWriter {
+            inner: store.writer().unwrap(),
+            commit_nanos: Arc::clone(&commit_nanos),
+        };
+        let pipeline = Pipeline::start(
+            Box::new(writer),
+            &tracker,
+            loaded.high_water,
+            PipelineConfig::default(),
+            Box::new(|_| {}),
+        )
+        .unwrap();
+        Self {
+            tracker,
+            pipeline,
+            commit_nanos,
+            acked: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let stats = self.pipeline.stats();
+        Snapshot {
+            at: Instant::now(),
+            acked: self.acked.load(Ordering::Relaxed),
+            batches: stats.batches.load(Ordering::Relaxed),
+            events: stats.events_written.load(Ordering::Relaxed),
+            commit_nanos: self.commit_nanos.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `concurrency` agents for `warm_up`, then measures `window`, then stops them.
+    async fn run(&self, concurrency: usize, warm_up: Duration, window: Duration) -> AgentrackWindow {
+        let stop = Arc::new(AtomicBool::new(false));
+        let agents: Vec<_> = (0..concurrency)
+            .map(|agent| {
+                let tracker = self.tracker.clone();
+                let pipeline = Arc::clone(&self.pipeline);
+                let acked = Arc::clone(&self.acked);
+                let stop = Arc::clone(&stop);
+                tokio::spawn(async move {
+                    let user = format!("user-{}", agent % 100);
+                    let thread = format!("thread-{agent}");
+                    while !stop.load(Ordering::Relaxed) {
+                        agent_execution(&tracker, &pipeline, &acked, &user, &thread).await;
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(warm_up).await;
+        let start = self.snapshot();
+        tokio::time::sleep(window).await;
+        let end = self.snapshot();
+        stop.store(true, Ordering::Relaxed);
+        for agent in agents {
+            agent.await.unwrap();
+        }
+        let seconds = end.at.duration_since(start.at).as_secs_f64();
+        let batches = (end.batches - start.batches).max(1) as f64;
+        let acked = (end.acked - start.acked) as f64;
+        let commit_nanos = (end.commit_nanos - start.commit_nanos) as f64;
+        AgentrackWindow {
+            transitions_per_sec: acked / seconds,
+            commits_per_sec: batches / seconds,
+            events_per_commit: (end.events - start.events) as f64 / batches,
+            transitions_per_commit: acked / batches,
+            commit_share: commit_nanos / 1e9 / seconds,
+            commit_micros: commit_nanos / 1e3 / batches,
+        }
+    }
+
+    fn shutdown(self) {
+        self.pipeline.shutdown();
+    }
+}
+
+/// One execution's life, each call acknowledged only once durable.
+async fn agent_execution(tracker: &Tracker, pipeline: &Pipeline, acked: &AtomicU64, user: &str, thread: &str) {
+    let change = tracker.create(NewExecution::new("researcher", thread, user)).unwrap();
+    let id = change.id();
+    durable(pipeline, acked, &change).await;
+    durable(pipeline, acked, &tracker.start(id).unwrap()).await;
+    for phase in PHASES {
+        durable(pipeline, acked, &tracker.transition(id, phase, None).unwrap()).await;
+    }
+    let done = tracker.complete(id, Some(serde_json::json!("sunny"))).unwrap();
+    durable(pipeline, acked, &done).await;
+}
+
+/// What `AppState::durable` does before a handler answers.
+async fn durable(pipeline: &Pipeline, acked: &AtomicU64, change: &agentrack::Change) {
+    let last = change.events.last().unwrap().global_seq;
+    pipeline.wait_committed(last, ACK_TIMEOUT).await.unwrap();
+    acked.fetch_add(1, Ordering::Relaxed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. raw SQLite
+
+/// Event rows as the workload writes them: (execution id, type, JSON) of one execution's life.
+fn sample_rows() -> Vec<(String, String, String)> {
+    let tracker = Tracker::new();
+    let mut changes = Vec::new();
+    let create = tracker
+        .create(NewExecution::new("researcher", "thread-0", "user-0"))
+        .unwrap();
+    let id: ExecutionId = create.id();
+    changes.push(create);
+    changes.push(tracker.start(id).unwrap());
+    for phase in PHASES {
+        changes.push(tracker.transition(id, phase, None).unwrap());
+    }
+    changes.push(tracker.complete(id, Some(serde_json::json!("sunny"))).unwrap());
+    changes
+        .iter()
+        .flat_map(|change| change.events.iter())
+        .map(|event| {
+            let serialized = SerializedEvent::new(Arc::clone(event));
+            (
+                id.to_string(),
+                event.kind.name().to_owned(),
+                serialized.text().to_owned(),
+            )
+        })
+        .collect()
+}
+
+struct Raw {
+    conn: Connection,
+    rows: Vec<(String, String, String)>,
+    seq: i64,
+}
+
+/// One raw window.
+struct RawWindow {
+    rows_per_sec: f64,
+    commits_per_sec: f64,
+}
+
+impl Raw {
+    fn open(path: &Path, pragma: &str) -> Self {
+        let conn = Connection::open(path).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .unwrap();
+        assert!(mode.eq_ignore_ascii_case("wal"));
+        conn.pragma_update(None, "synchronous", pragma).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE events (
+                seq          INTEGER PRIMARY KEY,
+                execution_id TEXT NOT NULL,
+                type         TEXT NOT NULL,
+                json         TEXT NOT NULL
+            )",
+        )
+        .unwrap();
+        Self {
+            conn,
+            rows: sample_rows(),
+            seq: 0,
+        }
+    }
+
+    /// Inserts rows in transactions averaging `batch` rows for `window`.
+    fn run(&mut self, batch: f64, window: Duration) -> RawWindow {
+        let batch = batch.max(1.0);
+        let start = Instant::now();
+        let (mut rows, mut commits) = (0u64, 0u64);
+        while commits == 0 || start.elapsed() < window {
+            // Transaction k takes ⌊(k+1)·B⌋ − ⌊k·B⌋ rows: B on average.
+            let size = ((commits + 1) as f64 * batch).floor() as u64 - (commits as f64 * batch).floor() as u64;
+            let tx = self.conn.transaction().unwrap();
+            {
+                let mut insert = tx
+                    .prepare_cached("INSERT INTO events (seq, execution_id, type, json) VALUES (?1, ?2, ?3, ?4)")
+                    .unwrap();
+                for _ in 0..size {
+                    self.seq += 1;
+                    let (id, kind, json) = &self.rows[self.seq as usize % self.rows.len()];
+                    insert.execute(params![self.seq, id, kind, json]).unwrap();
+                }
+            }
+            tx.commit().unwrap();
+            rows += size;
+            commits += 1;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        RawWindow {
+            rows_per_sec: rows as f64 / seconds,
+            commits_per_sec: commits as f64 / seconds,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run and its table
+
+struct Round {
+    agentrack: AgentrackWindow,
+    raw: RawWindow,
+}
+
+impl Round {
+    fn ratio(&self) -> f64 {
+        self.agentrack.transitions_per_sec / self.raw.rows_per_sec
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn range(values: &[f64]) -> (f64, f64) {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (min, max)
+}
+
+/// The median of one field over the rounds.
+fn med(rounds: &[Round], f: impl Fn(&Round) -> f64) -> f64 {
+    median(rounds.iter().map(f).collect())
+}
+
+fn main() {
+    let settings = Settings::from_env();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    println!(
+        "store bench: temp dir {}, synchronous = {}, {} round(s) of {:?} (after {:?} warm-up) per concurrency",
+        temp.path().display(),
+        settings.pragma(),
+        settings.rounds,
+        settings.window,
+        settings.warm_up
+    );
+
+    let mut results: Vec<(usize, Vec<Round>)> = Vec::new();
+    for &concurrency in &settings.concurrency {
+        let agentrack = Agentrack::open(
+            &temp.path().join(format!("agentrack-c{concurrency}")),
+            settings.synchronous,
+        );
+        let mut raw = Raw::open(&temp.path().join(format!("raw-c{concurrency}.db")), settings.pragma());
+        let mut rounds = Vec::new();
+        for round in 0..settings.rounds {
+            let a = runtime.block_on(agentrack.run(concurrency, settings.warm_up, settings.window));
+            let r = raw.run(a.events_per_commit, settings.window);
+            println!(
+                "C={concurrency:<4} round {round}: agentrack {:>9.0} transitions/s, {:>7.0} commits/s, \
+                 {:>6.1} events/commit ({:.1} transitions), commit() {:>6.0} µs = {:>3.0}% of the window | \
+                 raw B={:.1}: {:>9.0} rows/s, {:>7.0} commits/s | ratio {:.3}",
+                a.transitions_per_sec,
+                a.commits_per_sec,
+                a.events_per_commit,
+                a.transitions_per_commit,
+                a.commit_micros,
+                a.commit_share * 100.0,
+                a.events_per_commit,
+                r.rows_per_sec,
+                r.commits_per_sec,
+                a.transitions_per_sec / r.rows_per_sec,
+            );
+            rounds.push(Round { agentrack: a, raw: r });
+        }
+        runtime.block_on(async {
+            let _ = tokio::task::spawn_blocking(move || agentrack.shutdown()).await;
+        });
+        results.push((concurrency, rounds));
+    }
+
+    let mut reference = Raw::open(&temp.path().join("raw-reference.db"), settings.pragma());
+    let references: Vec<(usize, Vec<RawWindow>)> = [1usize, 1000]
+        .into_iter()
+        .map(|batch| {
+            let windows = (0..settings.rounds)
+                .map(|_| reference.run(batch as f64, settings.window))
+                .collect();
+            (batch, windows)
+        })
+        .collect();
+
+    println!(
+        "\n| concurrency | agentrack transitions/s | avg batch (events/commit) | agentrack commits/s | \
+         commit() share of writer time | raw SQLite rows/s at that batch | raw commits/s | ratio: median (min–max) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (concurrency, rounds) in &results {
+        let ratios: Vec<f64> = rounds.iter().map(Round::ratio).collect();
+        let (min, max) = range(&ratios);
+        println!(
+            "| {concurrency} | {:.0} | {:.1} | {:.0} | {:.0}% ({:.0} µs each) | {:.0} | {:.0} | {:.1}% ({:.1}–{:.1}%) |",
+            med(rounds, |r| r.agentrack.transitions_per_sec),
+            med(rounds, |r| r.agentrack.events_per_commit),
+            med(rounds, |r| r.agentrack.commits_per_sec),
+            med(rounds, |r| r.agentrack.commit_share) * 100.0,
+            med(rounds, |r| r.agentrack.commit_micros),
+            med(rounds, |r| r.raw.rows_per_sec),
+            med(rounds, |r| r.raw.commits_per_sec),
+            median(ratios) * 100.0,
+            min * 100.0,
+            max * 100.0,
+        );
+    }
+    for (batch, windows) in &references {
+        let rows: Vec<f64> = windows.iter().map(|w| w.rows_per_sec).collect();
+        let commits: Vec<f64> = windows.iter().map(|w| w.commits_per_sec).collect();
+        println!(
+            "| raw reference, B = {batch} | | {batch} | | | {:.0} | {:.0} | |",
+            median(rows),
+            median(commits)
+        );
+    }
+    println!(
+        "\nagentrack: Tracker + SqliteStore + group-commit Pipeline (synchronous = {}), C tokio tasks each \
+         creating, starting, moving through 9 phases and completing executions, waiting after each of the 12 \
+         calls until it is committed (Pipeline::wait_committed, as AppState::durable); a transition = one \
+         acknowledged call. raw: rusqlite, same PRAGMAs, one 4-column table without secondary indexes, the same \
+         events' JSON, transactions of B rows with B = that round's events/commit. Medians of {} round(s) of \
+         {:?}; ratio = agentrack transitions/s ÷ raw rows/s, per round.",
+        settings.pragma(),
+        settings.rounds,
+        settings.window
+    );
+}
