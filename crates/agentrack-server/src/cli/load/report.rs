@@ -388,11 +388,13 @@ impl Report {
                 let mib = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.1} MiB"));
                 let _ = writeln!(
                     out,
-                    "server (pid {}): peak memory {} (VmHWM), {} at the end, CPU {} cores during the window",
+                    "server (pid {}): peak memory {} (VmHWM), {} at the end; during the window CPU {} cores, \
+                     waiting for a CPU {} cores",
                     server.pid,
                     mib(server.peak_memory_mib),
                     mib(server.memory_at_end_mib),
-                    server.cpu_cores.map_or_else(|| "?".to_owned(), |c| format!("{c:.2}")),
+                    cores(server.cpu_cores),
+                    cores(server.run_queue_wait_cores),
                 );
             }
             None => {
