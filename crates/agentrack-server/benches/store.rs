@@ -23,9 +23,17 @@
 //!    per commit the pipeline achieved in step 1 of the same round (a fractional B alternates
 //!    ⌊B⌋ and ⌈B⌉ to keep the average). B = 1 and B = 1000 are measured for reference.
 //!
+//! 3. **store commit() alone** (a diagnostic): the store's own `StoreWriter::commit` on a third
+//!    file, fed batches shaped like the pipeline's at that B (B events of executions moving in
+//!    lockstep through the same life, plus a snapshot row of each), prepared outside the timing;
+//!    rows/s = events ÷ time inside `commit`. It separates what the store's schema and
+//!    materialised rows cost from what the pipeline around them costs.
+//!
 //! Each round: warm-up, then a timed window of agentrack, then a window of raw SQLite at that
-//! round's B; the ratio is taken per round and the table gives the median with the range.
-//! `STORE_BENCH_SYNCHRONOUS=normal` runs both sides with `synchronous = NORMAL` instead.
+//! round's B, then the store's commit alone at that B; the ratio is taken per round and the
+//! table gives the median with the range.
+//! `STORE_BENCH_SYNCHRONOUS=normal` runs both sides with `synchronous = NORMAL` instead;
+//! `STORE_BENCH_CONCURRENCY=256` (a comma-separated list) picks the concurrency levels.
 //! Without `--bench` (`cargo test --benches`) a tiny version runs as a smoke test.
 
 #![allow(clippy::unwrap_used)]
@@ -39,7 +47,7 @@ use agentrack::{ExecutionId, NewExecution, Phase, Tracker};
 use agentrack_server::auth::TokenGrant;
 use agentrack_server::store::sqlite::{SqliteStore, Synchronous};
 use agentrack_server::store::writer::{Pipeline, PipelineConfig, SerializedEvent};
-use agentrack_server::store::{Batch, Purged, Store, StoreError, StoreWriter};
+use agentrack_server::store::{Batch, Purged, RowUpdate, Store, StoreError, StoreWriter};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 
@@ -77,9 +85,12 @@ impl Settings {
             Ok("normal") => Synchronous::Normal,
             _ => Synchronous::Full,
         };
+        let concurrency = std::env::var("STORE_BENCH_CONCURRENCY")
+            .ok()
+            .map(|list| list.split(',').map(|c| c.trim().parse().unwrap()).collect());
         if full_run() {
             Self {
-                concurrency: vec![1, 16, 256],
+                concurrency: concurrency.unwrap_or_else(|| vec![1, 16, 256]),
                 rounds: 5,
                 warm_up: Duration::from_millis(500),
                 window: Duration::from_secs(2),
@@ -87,7 +98,7 @@ impl Settings {
             }
         } else {
             Self {
-                concurrency: vec![1, 8],
+                concurrency: concurrency.unwrap_or_else(|| vec![1, 8]),
                 rounds: 1,
                 warm_up: Duration::from_millis(20),
                 window: Duration::from_millis(100),
@@ -371,11 +382,99 @@ impl Raw {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 3. the store's commit alone
+
+/// The store's writer fed pipeline-shaped batches: one call on each of `n` executions moving in
+/// lockstep through create → start → nine phases → complete, with a snapshot of each.
+struct WriterAlone {
+    writer: Box<dyn StoreWriter>,
+    tracker: Tracker,
+    ids: Vec<ExecutionId>,
+    step: usize,
+    created: usize,
+}
+
+impl WriterAlone {
+    fn open(dir: &Path, synchronous: Synchronous) -> Self {
+        let store = SqliteStore::open(dir, synchronous).unwrap();
+        Self {
+            writer: store.writer().unwrap(),
+            tracker: Tracker::new(),
+            ids: Vec::new(),
+            step: 0,
+            created: 0,
+        }
+    }
+
+    fn next_batch(&mut self, n: usize) -> Batch {
+        let mut changes = Vec::new();
+        if self.step == 0 || self.ids.len() != n {
+            self.ids.clear();
+            self.step = 0;
+            for _ in 0..n {
+                let new = NewExecution::new(
+                    "researcher",
+                    format!("thread-{}", self.created),
+                    format!("user-{}", self.created % 100),
+                );
+                self.created += 1;
+                let change = self.tracker.create(new).unwrap();
+                self.ids.push(change.id());
+                changes.push(change);
+            }
+        } else {
+            for &id in &self.ids {
+                changes.push(match self.step {
+                    1 => self.tracker.start(id).unwrap(),
+                    2..=10 => self.tracker.transition(id, PHASES[self.step - 2], None).unwrap(),
+                    _ => self.tracker.complete(id, Some(serde_json::json!("sunny"))).unwrap(),
+                });
+            }
+        }
+        self.step = (self.step + 1) % 12;
+        let events = changes
+            .iter()
+            .flat_map(|change| change.events.iter())
+            .map(|event| Arc::new(SerializedEvent::new(Arc::clone(event))))
+            .collect();
+        let rows = self
+            .ids
+            .iter()
+            .map(|id| RowUpdate::Snapshot(Box::new(self.tracker.get(*id).unwrap())))
+            .collect();
+        Batch {
+            events,
+            rows,
+            reserved: self.tracker.last_seq() + 10_000,
+        }
+    }
+
+    /// Commits batches of `batch` executions until `window` was spent inside `commit`.
+    fn run(&mut self, batch: f64, window: Duration) -> RawWindow {
+        let n = (batch.round() as usize).max(1);
+        let (mut inside, mut rows, mut commits) = (Duration::ZERO, 0u64, 0u64);
+        while commits == 0 || inside < window {
+            let batch = self.next_batch(n);
+            let start = Instant::now();
+            self.writer.commit(&batch).unwrap();
+            inside += start.elapsed();
+            rows += batch.events.len() as u64;
+            commits += 1;
+        }
+        RawWindow {
+            rows_per_sec: rows as f64 / inside.as_secs_f64(),
+            commits_per_sec: commits as f64 / inside.as_secs_f64(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The run and its table
 
 struct Round {
     agentrack: AgentrackWindow,
     raw: RawWindow,
+    alone: RawWindow,
 }
 
 impl Round {
@@ -428,14 +527,17 @@ fn main() {
             settings.synchronous,
         );
         let mut raw = Raw::open(&temp.path().join(format!("raw-c{concurrency}.db")), settings.pragma());
+        let mut alone = WriterAlone::open(&temp.path().join(format!("alone-c{concurrency}")), settings.synchronous);
         let mut rounds = Vec::new();
         for round in 0..settings.rounds {
             let a = runtime.block_on(agentrack.run(concurrency, settings.warm_up, settings.window));
             let r = raw.run(a.events_per_commit, settings.window);
+            let w = alone.run(a.events_per_commit, settings.window);
             println!(
                 "C={concurrency:<4} round {round}: agentrack {:>9.0} transitions/s, {:>7.0} commits/s, \
                  {:>6.1} events/commit ({:.1} transitions), commit() {:>6.0} µs = {:>3.0}% of the window | \
-                 raw B={:.1}: {:>9.0} rows/s, {:>7.0} commits/s | ratio {:.3}",
+                 raw B={:.1}: {:>9.0} rows/s, {:>7.0} commits/s | ratio {:.3} | store commit() alone: \
+                 {:>9.0} events/s, {:>5.0} µs/commit",
                 a.transitions_per_sec,
                 a.commits_per_sec,
                 a.events_per_commit,
@@ -446,8 +548,14 @@ fn main() {
                 r.rows_per_sec,
                 r.commits_per_sec,
                 a.transitions_per_sec / r.rows_per_sec,
+                w.rows_per_sec,
+                1e6 / w.commits_per_sec,
             );
-            rounds.push(Round { agentrack: a, raw: r });
+            rounds.push(Round {
+                agentrack: a,
+                raw: r,
+                alone: w,
+            });
         }
         runtime.block_on(async {
             let _ = tokio::task::spawn_blocking(move || agentrack.shutdown()).await;
@@ -468,14 +576,16 @@ fn main() {
 
     println!(
         "\n| concurrency | agentrack transitions/s | avg batch (events/commit) | agentrack commits/s | \
-         commit() share of writer time | raw SQLite rows/s at that batch | raw commits/s | ratio: median (min–max) |"
+         writer in commit(): share of window (per commit) | raw SQLite rows/s at that batch | raw commits/s | \
+         ratio: median (min–max) | store commit() alone: events/s (per commit) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (concurrency, rounds) in &results {
         let ratios: Vec<f64> = rounds.iter().map(Round::ratio).collect();
         let (min, max) = range(&ratios);
         println!(
-            "| {concurrency} | {:.0} | {:.1} | {:.0} | {:.0}% ({:.0} µs each) | {:.0} | {:.0} | {:.1}% ({:.1}–{:.1}%) |",
+            "| {concurrency} | {:.0} | {:.1} | {:.0} | {:.0}% ({:.0} µs) | {:.0} | {:.0} | {:.1}% ({:.1}–{:.1}%) | \
+             {:.0} ({:.0} µs) |",
             med(rounds, |r| r.agentrack.transitions_per_sec),
             med(rounds, |r| r.agentrack.events_per_commit),
             med(rounds, |r| r.agentrack.commits_per_sec),
@@ -486,13 +596,15 @@ fn main() {
             median(ratios) * 100.0,
             min * 100.0,
             max * 100.0,
+            med(rounds, |r| r.alone.rows_per_sec),
+            med(rounds, |r| 1e6 / r.alone.commits_per_sec),
         );
     }
     for (batch, windows) in &references {
         let rows: Vec<f64> = windows.iter().map(|w| w.rows_per_sec).collect();
         let commits: Vec<f64> = windows.iter().map(|w| w.commits_per_sec).collect();
         println!(
-            "| raw reference, B = {batch} | | {batch} | | | {:.0} | {:.0} | |",
+            "| raw reference, B = {batch} | | {batch} | | | {:.0} | {:.0} | | |",
             median(rows),
             median(commits)
         );
@@ -502,8 +614,10 @@ fn main() {
          creating, starting, moving through 9 phases and completing executions, waiting after each of the 12 \
          calls until it is committed (Pipeline::wait_committed, as AppState::durable); a transition = one \
          acknowledged call. raw: rusqlite, same PRAGMAs, one 4-column table without secondary indexes, the same \
-         events' JSON, transactions of B rows with B = that round's events/commit. Medians of {} round(s) of \
-         {:?}; ratio = agentrack transitions/s ÷ raw rows/s, per round.",
+         events' JSON, transactions of B rows with B = that round's events/commit. store commit() alone: the \
+         store's StoreWriter::commit on batches of B events + B execution snapshots (as the pipeline builds \
+         them), timed inside commit only. Medians of {} round(s) of {:?}; ratio = agentrack transitions/s ÷ raw \
+         rows/s, per round.",
         settings.pragma(),
         settings.rounds,
         settings.window
