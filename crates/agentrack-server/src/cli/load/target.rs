@@ -40,7 +40,8 @@ impl LocalServer {
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("cannot create the server log {}", log_path.display()))?;
         let binary = std::env::current_exe().context("cannot find this program's own binary")?;
-        let mut child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .arg("serve")
             .arg("--data")
             .arg(dir.path())
@@ -54,7 +55,12 @@ impl LocalServer {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        // Its own process group: a Ctrl-C in the terminal reaches only this command, which then
+        // reads the server's figures before it stops it, instead of racing the server's own exit.
+        #[cfg(unix)]
+        command.process_group(0);
+        let mut child = command
             .spawn()
             .with_context(|| format!("cannot start {} serve", binary.display()))?;
         let pid = child.id().context("the local server exited at once")?;
