@@ -15,7 +15,8 @@
 //! closed with code 1008 and a reason naming the last sequence number it was actually sent, so
 //! it can reconnect with `since=` that number — memory never grows without bound. A ping goes
 //! out every keepalive interval so proxies keep the connection open. An agent may also send
-//! heartbeats over the stream (see [`answer`]).
+//! heartbeats over the stream: `{"type": "heartbeat", "execution_ids": [...]}`, answered with a
+//! `heartbeat_ack` like `POST /v1/heartbeats`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -208,7 +209,16 @@ fn snapshot_records(state: &AppState, subscription: &Subscription) -> Vec<Execut
     let records = match (&subscription.execution_id, &subscription.thread_id) {
         (Some(id), _) => state.tracker.get(*id).into_iter().collect(),
         (None, Some(thread)) => state.tracker.by_thread(thread),
-        (None, None) => state.tracker.active(),
+        // A viewer's own executions through the user index, rather than every alive one.
+        (None, None) => match subscription.scope.event_filter(None, None).user_id {
+            Some(user_id) => state
+                .tracker
+                .by_user(&user_id)
+                .into_iter()
+                .filter(ExecutionRecord::is_alive)
+                .collect(),
+            None => state.tracker.active(),
+        },
     };
     records
         .into_iter()
