@@ -118,8 +118,12 @@ async fn subscribe(
             format!("this endpoint is a WebSocket: {rejection}"),
         )
     })?;
-    // Clients have nothing to say on this stream but pings and close frames.
+    // Clients say little on this stream (pings, close frames, an agent's heartbeats: about 1,500
+    // ids fit in a message), so reads need no more than a small buffer. tungstenite's default
+    // read buffer is 128 KiB per connection, allocated up front: 1.5 GiB at 10,000 subscribers
+    // (see BENCHMARKS.md).
     Ok(upgrade
         .max_message_size(64 * 1024)
+        .read_buffer_size(4 * 1024)
         .on_upgrade(move |socket| crate::ws::serve(socket, state, subscription)))
 }
