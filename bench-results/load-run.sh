@@ -4,7 +4,7 @@
 #
 #   AGENTRACK=target/release/agentrack COMMIT=$(git rev-parse --short HEAD) bench-results/load-run.sh [NAME...]
 #
-# NAME is light, heavy, fanout or fanout-heartbeat (default: all four).
+# NAME is light, heavy, heavy-golden, fanout or fanout-heartbeat (default: all five).
 set -eu
 out=$(cd "$(dirname "$0")" && pwd)
 bin=${AGENTRACK:-${CARGO_TARGET_DIR:-target}/release/agentrack}
@@ -29,14 +29,16 @@ run() {
     cat "$out/load-$name.txt"
 }
 
-for name in ${@:-light heavy fanout fanout-heartbeat}; do
+for name in ${@:-light heavy heavy-golden fanout fanout-heartbeat}; do
     case $name in
         light) run light --agents 10 --heartbeat 100ms --subscribers 10 --duration 20s ;;
         heavy) run heavy --scenario heartbeat --agents 200 --heartbeat 0 --subscribers 50 --duration 30s ;;
         fanout) run fanout --agents 200 --heartbeat 20ms --heartbeats-per-phase 2 --subscribers 10000 --duration 30s ;;
+        # The golden path under heavy load: 200 agents, a heartbeat every 10 ms.
+        heavy-golden) run heavy-golden --agents 200 --heartbeat 10ms --subscribers 50 --duration 30s ;;
         # The fan-out path alone: heartbeat events are published without waiting for a commit,
         # 100 agents x one every 20 ms = 5,000 events/s when the server keeps up.
         fanout-heartbeat) run fanout-heartbeat --scenario heartbeat --agents 100 --heartbeat 20ms --subscribers 10000 --duration 30s ;;
-        *) echo "unknown load $name (light, heavy, fanout, fanout-heartbeat)" >&2; exit 2 ;;
+        *) echo "unknown load $name (light, heavy, heavy-golden, fanout, fanout-heartbeat)" >&2; exit 2 ;;
     esac
 done
