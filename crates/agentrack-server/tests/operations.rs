@@ -263,6 +263,7 @@ async fn metrics_health_and_the_openapi_document() {
         ("/v1/events", "get"),
         ("/v1/heartbeats", "post"),
         ("/v1/metrics", "get"),
+        ("/v1/overview", "get"),
         ("/metrics", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
@@ -271,7 +272,7 @@ async fn metrics_health_and_the_openapi_document() {
         assert!(paths[path][method].is_object(), "{method} {path} is documented");
     }
     let documented: usize = paths.values().map(|ops| ops.as_object().unwrap().len()).sum();
-    assert_eq!(documented, 20, "no undocumented extras, none missing");
+    assert_eq!(documented, 21, "no undocumented extras, none missing");
     // An unknown route is a JSON 404 too.
     let (status, body) = server.request("GET", "/v2/nothing", None, None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("route_not_found")));
