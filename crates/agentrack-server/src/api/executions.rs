@@ -197,7 +197,7 @@ async fn visible(state: &AppState, scope: &Scope, text: &str) -> Result<Executio
 
 /// The execution to change: visible, and still in memory (a finished one that left memory is
 /// terminal: 409).
-async fn changeable(state: &AppState, scope: &Scope, text: &str) -> Result<ExecutionId, ApiError> {
+pub(crate) async fn changeable(state: &AppState, scope: &Scope, text: &str) -> Result<ExecutionId, ApiError> {
     // In memory, the owner alone decides (no record copy on the write path).
     let id = parse_id(text)?;
     if let Ok(owner) = state.tracker.owner(id) {

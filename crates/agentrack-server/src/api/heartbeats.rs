@@ -6,7 +6,7 @@
 //! small acknowledgement rather than the whole record: an agent heartbeating every second wants
 //! to know it was counted, not to download its phase history each time.
 
-use agentrack::{EventKind, ExecutionId, ExecutionState, Phase, TrackerError};
+use agentrack::{EventKind, ExecutionId, ExecutionState, Phase};
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::Serialize;
@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::body::{Fields, JsonBody};
 use super::error::ApiError;
+use super::executions::changeable;
 use crate::app::AppState;
 use crate::auth::Scope;
 
@@ -57,22 +58,7 @@ pub struct BatchReport {
 /// or foreign one, 409 for a finished one.
 pub async fn beat(state: &AppState, scope: &Scope, text: &str) -> Result<(HeartbeatAck, Option<u64>), ApiError> {
     scope.require_writer("send heartbeats")?;
-    let id: ExecutionId = text.parse().map_err(|_| ApiError::unknown_id(text))?;
-    let owner = match state.tracker.owner(id) {
-        Ok(owner) => owner,
-        // Gone from memory: finished (and stored) or never existed; say which, in scope.
-        Err(TrackerError::NotFound { .. }) => {
-            let stored = state.store.get(id).await.map_err(ApiError::store)?;
-            return Err(match stored {
-                Some(record) if scope.sees(&record) => ApiError::terminal(id, record.state),
-                _ => ApiError::not_found(id),
-            });
-        }
-        Err(other) => return Err(other.into()),
-    };
-    if !scope.sees_owner(&owner.tenant, &owner.user_id) {
-        return Err(ApiError::not_found(id));
-    }
+    let id = changeable(state, scope, text).await?;
     let change = state.tracker.heartbeat(id)?;
     let mut ack = None;
     let mut state_change = None;
