@@ -599,6 +599,35 @@ impl Tracker {
         self.snapshots(ids)
     }
 
+    /// Calls `f` with every record in memory, in no particular order, without copying them: for
+    /// summaries over many records. Each call holds that record's lock, so `f` must not call
+    /// back into the tracker; records created or removed meanwhile may or may not be seen.
+    ///
+    /// ```
+    /// use agentrack::{NewExecution, Tracker};
+    ///
+    /// let tracker = Tracker::new();
+    /// for user in ["alice", "bob", "alice"] {
+    ///     tracker.create(NewExecution::new("researcher", "thread", user))?;
+    /// }
+    /// let mut alices = 0;
+    /// tracker.visit(|record| alices += usize::from(record.user_id == "alice"));
+    /// assert_eq!(alices, 2);
+    /// # Ok::<(), agentrack::TrackerError>(())
+    /// ```
+    pub fn visit(&self, mut f: impl FnMut(&ExecutionRecord)) {
+        // Handles first, so no map shard stays locked while `f` runs.
+        let slots: Vec<Arc<Mutex<Slot>>> = self
+            .inner
+            .records
+            .iter()
+            .map(|entry| Arc::clone(entry.value()))
+            .collect();
+        for slot in slots {
+            f(&slot.lock().record);
+        }
+    }
+
     /// The executions of one agent, oldest first.
     pub fn by_agent(&self, agent_name: &str) -> Vec<ExecutionRecord> {
         self.snapshots(self.inner.by_agent.get(agent_name))

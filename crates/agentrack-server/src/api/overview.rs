@@ -133,52 +133,46 @@ impl Incidents {
     }
 }
 
-/// What the overview reads from the records in memory.
+/// What the overview reads from the records in memory, built one record at a time.
 #[derive(Debug)]
 struct Summary {
     alive_by_state: BTreeMap<&'static str, u64>,
     incidents: Incidents,
-    stuck: Vec<Value>,
+    /// Seconds silent, and the execution as listed.
+    stuck: Vec<(f64, Value)>,
     execution_breakers: Vec<Value>,
+    now: DateTime<Utc>,
+    stale_after: f64,
 }
 
 impl Summary {
-    /// One pass over `records` (already limited to the caller's scope) as of `now`.
-    fn of(records: &[ExecutionRecord], now: DateTime<Utc>, heartbeat_timeout: std::time::Duration) -> Self {
-        let stale_after = heartbeat_timeout.as_secs_f64() / 2.0;
-        let mut alive_by_state: BTreeMap<&'static str, u64> = ExecutionState::ALL
-            .iter()
-            .filter(|s| s.is_alive())
-            .map(|s| (s.as_str(), 0))
-            .collect();
-        let mut incidents = Incidents::new(now);
-        let mut stuck: Vec<(f64, &ExecutionRecord)> = Vec::new();
-        let mut execution_breakers = Vec::new();
-        for record in records {
-            if record.is_alive() {
-                *alive_by_state.entry(record.state.as_str()).or_default() += 1;
-                let silent = (now - record.last_heartbeat).as_seconds_f64();
-                if silent > stale_after {
-                    stuck.push((silent, record));
-                }
-                if record.circuit_breaker_state != BreakerState::Closed {
-                    execution_breakers.push(json!({
-                        "execution_id": record.execution_id,
-                        "agent_name": record.agent_name,
-                        "state": record.circuit_breaker_state,
-                        "failure_count": record.circuit_breaker_failures,
-                        "next_attempt_time": record.next_attempt_time,
-                    }));
-                }
-            } else {
-                incidents.count(record);
-            }
+    /// An empty summary as of `now`.
+    fn new(now: DateTime<Utc>, heartbeat_timeout: std::time::Duration) -> Self {
+        Self {
+            alive_by_state: ExecutionState::ALL
+                .iter()
+                .filter(|s| s.is_alive())
+                .map(|s| (s.as_str(), 0))
+                .collect(),
+            incidents: Incidents::new(now),
+            stuck: Vec::new(),
+            execution_breakers: Vec::new(),
+            now,
+            stale_after: heartbeat_timeout.as_secs_f64() / 2.0,
         }
-        stuck.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let stuck = stuck
-            .into_iter()
-            .take(STUCK_LIMIT)
-            .map(|(silent, record)| {
+    }
+
+    /// Counts one record (already known to be in the caller's scope).
+    fn add(&mut self, record: &ExecutionRecord) {
+        if !record.is_alive() {
+            self.incidents.count(record);
+            return;
+        }
+        *self.alive_by_state.entry(record.state.as_str()).or_default() += 1;
+        let silent = (self.now - record.last_heartbeat).as_seconds_f64();
+        if silent > self.stale_after {
+            self.stuck.push((
+                silent,
                 json!({
                     "execution_id": record.execution_id,
                     "agent_name": record.agent_name,
@@ -188,15 +182,28 @@ impl Summary {
                     "current_phase": record.current_phase,
                     "last_heartbeat": record.last_heartbeat,
                     "seconds_since_heartbeat": silent,
-                })
-            })
-            .collect();
-        Self {
-            alive_by_state,
-            incidents,
-            stuck,
-            execution_breakers,
+                }),
+            ));
         }
+        if record.circuit_breaker_state != BreakerState::Closed {
+            self.execution_breakers.push(json!({
+                "execution_id": record.execution_id,
+                "agent_name": record.agent_name,
+                "state": record.circuit_breaker_state,
+                "failure_count": record.circuit_breaker_failures,
+                "next_attempt_time": record.next_attempt_time,
+            }));
+        }
+    }
+
+    /// The most silent executions first, at most [`STUCK_LIMIT`].
+    fn stuck(&mut self) -> Vec<Value> {
+        self.stuck.sort_by(|a, b| b.0.total_cmp(&a.0));
+        self.stuck
+            .drain(..)
+            .take(STUCK_LIMIT)
+            .map(|(_, listed)| listed)
+            .collect()
     }
 }
 
@@ -212,26 +219,37 @@ async fn overview(State(state): State<AppState>, scope: Scope) -> Result<Json<Va
     let (tenant, user) = scope.counted();
     let counts = state.metrics.counts(tenant, user);
 
-    let records: Vec<ExecutionRecord> = match user {
-        Some(user) => state.tracker.by_user(user),
-        None => state.tracker.all(),
-    }
-    .into_iter()
-    .filter(|record| scope.sees(record))
-    .collect();
-
-    let samples = match user {
-        Some(_) => samples_of(&records),
-        None => state.metrics.phase_samples(tenant),
-    };
-
     let heartbeat_timeout = state.tracker.config().heartbeat_timeout;
+    let mut summary = Summary::new(now, heartbeat_timeout);
+    let samples = match user {
+        // A viewer's own executions are few: copied, for their phase samples too.
+        Some(user) => {
+            let records: Vec<ExecutionRecord> = state
+                .tracker
+                .by_user(user)
+                .into_iter()
+                .filter(|record| scope.sees(record))
+                .collect();
+            records.iter().for_each(|record| summary.add(record));
+            samples_of(&records)
+        }
+        // Everything in memory (up to the finished cap): visited in place, never copied.
+        None => {
+            state.tracker.visit(|record| {
+                if scope.sees(record) {
+                    summary.add(record);
+                }
+            });
+            state.metrics.phase_samples(tenant)
+        }
+    };
+    let stuck = summary.stuck();
     let Summary {
         alive_by_state,
         incidents,
-        stuck,
         execution_breakers,
-    } = Summary::of(&records, now, heartbeat_timeout);
+        ..
+    } = summary;
 
     let breakers: Vec<Value> = if scope.role() == Role::Viewer {
         Vec::new()
@@ -336,10 +354,12 @@ mod tests {
         fresh.last_heartbeat = now - Span::seconds(4);
         finished.state = ExecutionState::Completed;
         finished.last_heartbeat = now - Span::seconds(30);
-        let records = [quiet, quieter, fresh, finished];
-        let summary = Summary::of(&records, now, std::time::Duration::from_secs(10));
-        let agents: Vec<&str> = summary
-            .stuck
+        let mut summary = Summary::new(now, std::time::Duration::from_secs(10));
+        for record in [quiet, quieter, fresh, finished] {
+            summary.add(&record);
+        }
+        let stuck = summary.stuck();
+        let agents: Vec<&str> = stuck
             .iter()
             .map(|entry| entry["agent_name"].as_str().unwrap())
             .collect();
