@@ -136,6 +136,7 @@ fn heartbeat_scenario_counts_heartbeats_and_stops_at_a_fixed_count_of_executions
     let heartbeat = route(&report, "POST /v1/executions/{id}/heartbeat");
     assert!(heartbeat["count"].as_u64().unwrap() > 0);
     assert!(heartbeat["vs_baseline"].is_null());
+    assert_eq!(report["throughput"]["heartbeats"], heartbeat["count"]);
 
     let report = load(&[
         "--executions",
@@ -151,4 +152,43 @@ fn heartbeat_scenario_counts_heartbeats_and_stops_at_a_fixed_count_of_executions
     assert_eq!(report["total_errors"], 0, "errors: {:#}", report["errors"]);
     assert_eq!(report["throughput"]["executions"], 3);
     assert_eq!(route(&report, "POST /v1/executions")["count"], 3);
+}
+
+#[test]
+fn batch_scenario_counts_every_accepted_id_as_a_heartbeat() {
+    let report = load(&[
+        "--scenario",
+        "batch",
+        "--agents",
+        "2",
+        "--batch-size",
+        "10",
+        "--heartbeat",
+        "0",
+        "--subscribers",
+        "0",
+        "--duration",
+        "2s",
+        "--baseline",
+        "--baseline-duration",
+        "1s",
+        "--json",
+    ]);
+    assert_eq!(report["settings"]["scenario"], "batch");
+    assert_eq!(report["settings"]["batch_size"], 10);
+    assert_eq!(report["total_errors"], 0, "errors: {:#}", report["errors"]);
+    let batch = route(&report, "POST /v1/heartbeats");
+    let requests = batch["count"].as_u64().unwrap();
+    assert!(requests > 0, "no batch succeeded: {batch:#}");
+    assert_eq!(batch["errors"], 0);
+    assert_latency(batch);
+    assert!(batch["vs_baseline"]["per_s"].as_f64().is_some());
+    // Every id of every successful batch was accepted: nothing was rejected.
+    let throughput = &report["throughput"];
+    assert_eq!(throughput["heartbeats"].as_u64().unwrap(), requests * 10);
+    assert!(throughput["heartbeats_per_s"].as_f64().unwrap() > 0.0);
+    assert!(throughput["heartbeats_per_s_vs_baseline"].as_f64().is_some());
+    // The batch route replaces the single one, and setup calls are not in the window.
+    let routes = report["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 1, "routes: {:#}", report["routes"]);
 }

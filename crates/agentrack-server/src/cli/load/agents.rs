@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -66,6 +67,61 @@ pub(super) struct Behaviour {
     pub(super) heartbeats_per_phase: u32,
     /// Total executions to start, if limited.
     pub(super) executions: Option<u64>,
+}
+
+/// What an agent of the heartbeat or batch scenario sends heartbeats for.
+pub(super) enum Beat {
+    /// One execution, through `POST /v1/executions/{id}/heartbeat`.
+    One(String),
+    /// Many executions, all in one `POST /v1/heartbeats`; the body is serialized once, so the
+    /// generator's cost per call does not grow with the window.
+    Many(Bytes),
+}
+
+impl Beat {
+    /// A batch of heartbeats for `ids`.
+    pub(super) fn many(ids: &[String]) -> Self {
+        Self::Many(Bytes::from(json!({ "execution_ids": ids }).to_string()))
+    }
+}
+
+/// The counts of a batch's answer (`POST /v1/heartbeats`, or a WebSocket `heartbeat_ack`);
+/// `results` is only read when something was rejected, to keep the generator's CPU for the load.
+#[derive(Deserialize)]
+struct BatchCounts {
+    accepted: u64,
+    rejected: u64,
+}
+
+/// The per-id outcomes of a batch's answer.
+#[derive(Deserialize)]
+struct BatchResults {
+    results: Vec<Value>,
+}
+
+/// Counts a batch's answer into `stats`: accepted ids as heartbeats, rejected ones as errors
+/// `rejected_<code>`. Fails when the answer is not a batch report or nothing was accepted, so that
+/// the agent backs off instead of hammering executions the server refuses.
+pub(super) fn tally_batch(stats: &mut Stats, live: &Live, answer: &[u8]) -> Result<(), Failed> {
+    let Ok(counts) = serde_json::from_slice::<BatchCounts>(answer) else {
+        stats.error(None, "bad_response");
+        Live::bump(&live.errors);
+        return Err(Failed);
+    };
+    stats.heartbeats += counts.accepted;
+    if counts.rejected > 0 {
+        let results = serde_json::from_slice::<BatchResults>(answer).map_or_else(|_| Vec::new(), |r| r.results);
+        let mut named = 0;
+        for code in results.iter().filter_map(|result| result["error"]["code"].as_str()) {
+            stats.error(None, format!("rejected_{code}"));
+            named += 1;
+        }
+        for _ in named..counts.rejected {
+            stats.error(None, "rejected_unknown");
+        }
+        live.errors.fetch_add(counts.rejected, Ordering::Relaxed);
+    }
+    if counts.accepted == 0 { Err(Failed) } else { Ok(()) }
 }
 
 /// The user id of user `index`, shared with the subscribers.
@@ -192,8 +248,33 @@ impl Agents {
             &format!("/v1/executions/{id}/heartbeat"),
             Some(Bytes::from_static(b"{}")),
         )
-        .await
-        .map(drop)
+        .await?;
+        stats.heartbeats += 1;
+        Ok(())
+    }
+
+    /// One round of heartbeats for what `beat` names.
+    async fn beat(&self, stats: &mut Stats, beat: &Beat) -> Result<(), Failed> {
+        match beat {
+            Beat::One(id) => self.heartbeat(stats, id).await,
+            Beat::Many(body) => {
+                let answer = self
+                    .call(stats, Route::Batch, Method::POST, "/v1/heartbeats", Some(body.clone()))
+                    .await?;
+                tally_batch(stats, &self.live, &answer)
+            }
+        }
+    }
+
+    /// The agents' heartbeat pace: `None` for back to back.
+    pub(super) fn ticker(&self) -> Option<Interval> {
+        (!self.heartbeat.is_zero()).then(|| {
+            let mut ticker = tokio::time::interval(self.heartbeat);
+            // A slow call delays the next heartbeat rather than causing a burst to catch up,
+            // as an agent with a timer would behave.
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            ticker
+        })
     }
 
     /// Moves `id` to a final state; not timed (it is cleanup, outside the measured window).
@@ -267,11 +348,7 @@ impl Agents {
     pub(super) async fn run_golden(self: Arc<Self>, index: usize, stop: CancellationToken) -> Stats {
         let mut stats = Stats::default();
         let name = format!("load-agent-{index}");
-        let mut ticker = (!self.heartbeat.is_zero()).then(|| {
-            let mut ticker = tokio::time::interval(self.heartbeat);
-            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            ticker
-        });
+        let mut ticker = self.ticker();
         while !stop.is_cancelled() && self.claim() {
             let mut open = None;
             let outcome = tokio::select! {
@@ -293,14 +370,11 @@ impl Agents {
         stats
     }
 
-    /// Agent `index` of the heartbeat scenario: heartbeats for `id`, back to back, until `stop`.
-    pub(super) async fn run_heartbeats(self: Arc<Self>, id: String, stop: CancellationToken) -> Stats {
+    /// An agent of the heartbeat or batch scenario: heartbeats for `beat`, back to back (or
+    /// every `--heartbeat`), until `stop`.
+    pub(super) async fn run_heartbeats(self: Arc<Self>, beat: Beat, stop: CancellationToken) -> Stats {
         let mut stats = Stats::default();
-        let mut ticker = (!self.heartbeat.is_zero()).then(|| {
-            let mut ticker = tokio::time::interval(self.heartbeat);
-            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            ticker
-        });
+        let mut ticker = self.ticker();
         loop {
             let outcome = tokio::select! {
                 biased;
@@ -309,7 +383,7 @@ impl Agents {
                     if let Some(ticker) = ticker.as_mut() {
                         ticker.tick().await;
                     }
-                    self.heartbeat(&mut stats, &id).await
+                    self.beat(&mut stats, &beat).await
                 } => outcome,
             };
             if outcome.is_err() {
@@ -353,5 +427,37 @@ fn error_kind(error: &reqwest::Error) -> &'static str {
         "body"
     } else {
         "request"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_batch_answer_counts_accepted_ids_as_heartbeats_and_rejected_ones_by_code() {
+        let live = Live::default();
+        let mut stats = Stats::default();
+        let answer = br#"{"accepted": 2, "rejected": 2, "results": [
+            {"ok": {"execution_id": "exec_1"}}, {"error": {"code": "not_found", "message": "no"}},
+            {"ok": {"execution_id": "exec_2"}}, {"error": {"code": "conflict", "message": "done"}}]}"#;
+        assert!(tally_batch(&mut stats, &live, answer).is_ok());
+        assert_eq!(stats.heartbeats, 2);
+        assert_eq!(stats.errors["rejected_not_found"], 1);
+        assert_eq!(stats.errors["rejected_conflict"], 1);
+        assert_eq!(Live::read(&live.errors), 2);
+    }
+
+    #[test]
+    fn a_batch_answer_with_nothing_accepted_or_no_counts_fails() {
+        let live = Live::default();
+        let mut stats = Stats::default();
+        assert!(tally_batch(&mut stats, &live, br#"{"accepted": 0, "rejected": 1, "results": []}"#).is_err());
+        assert_eq!(stats.errors["rejected_unknown"], 1);
+        assert!(tally_batch(&mut stats, &live, b"<html>").is_err());
+        assert_eq!(stats.errors["bad_response"], 1);
+        assert_eq!(stats.heartbeats, 0);
     }
 }

@@ -28,6 +28,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agentrack_server::api::heartbeats;
 use agentrack_server::config::parse_duration;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -37,7 +38,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use agents::{Agents, Behaviour, user_id};
+use agents::{Agents, Beat, Behaviour, user_id};
 use report::{EventsReport, Report, RouteReport, ServerReport, Settings, SetupReport, TargetReport, Throughput};
 use stats::{Live, Route, Stats};
 use target::LocalServer;
@@ -50,6 +51,9 @@ pub(crate) enum Scenario {
     /// Each agent opens one execution and sends heartbeats for it as fast as it can (or every
     /// --heartbeat): the heartbeat route's throughput against the baseline's.
     Heartbeat,
+    /// Each agent opens --batch-size executions and sends heartbeats for all of them in one
+    /// `POST /v1/heartbeats` as fast as it can (or every --heartbeat).
+    Batch,
 }
 
 impl Scenario {
@@ -57,6 +61,16 @@ impl Scenario {
         match self {
             Self::Golden => "golden",
             Self::Heartbeat => "heartbeat",
+            Self::Batch => "batch",
+        }
+    }
+
+    /// Executions each agent opens before the window (none: the golden scenario opens its own).
+    fn executions_per_agent(self, batch_size: usize) -> usize {
+        match self {
+            Self::Golden => 0,
+            Self::Heartbeat => 1,
+            Self::Batch => batch_size,
         }
     }
 }
@@ -87,6 +101,9 @@ pub(crate) struct LoadArgs {
     /// Interval between an agent's heartbeats (0: back to back).
     #[arg(long, default_value = "100ms", value_name = "DURATION", value_parser = parse_duration)]
     heartbeat: Duration,
+    /// Executions per agent whose heartbeats go in one request (batch scenario; at most 10,000).
+    #[arg(long, default_value_t = 100, value_name = "K")]
+    batch_size: usize,
     /// Heartbeats an agent sends before each phase transition (golden scenario).
     #[arg(long, default_value_t = 1, value_name = "K")]
     heartbeats_per_phase: u32,
@@ -208,8 +225,17 @@ fn validate(args: &LoadArgs) -> anyhow::Result<()> {
     if args.users == Some(0) {
         bail!("--users must be at least 1");
     }
-    if args.scenario == Scenario::Heartbeat && args.executions.is_some() {
-        bail!("--executions applies to the golden scenario; the heartbeat scenario runs for --duration");
+    if args.scenario != Scenario::Golden && args.executions.is_some() {
+        bail!(
+            "--executions applies to the golden scenario; the {} scenario runs for --duration",
+            args.scenario.name()
+        );
+    }
+    if !(1..=heartbeats::MAX_BATCH).contains(&args.batch_size) {
+        bail!(
+            "--batch-size must be between 1 and {} (the server's limit)",
+            heartbeats::MAX_BATCH
+        );
     }
     if args.duration.is_some_and(|d| d.is_zero()) {
         bail!("--duration must be longer than 0");
@@ -532,35 +558,43 @@ async fn measure(
     }
     let connect_s = connect_started.elapsed().as_secs_f64();
 
-    // The heartbeat scenario's executions are opened before the window.
-    let mut open = Vec::new();
-    if args.scenario == Scenario::Heartbeat && !interrupt.is_cancelled() {
+    // The heartbeat and batch scenarios' executions are opened before the window: agent i owns
+    // open[i].
+    let per_agent = args.scenario.executions_per_agent(args.batch_size);
+    let mut open = vec![Vec::new(); args.agents];
+    if per_agent > 0 && !interrupt.is_cancelled() {
         let mut setup = Stats::default();
-        let opened = futures_util::stream::iter(0..args.agents)
-            .map(|index| {
-                let agents = Arc::clone(&agents);
-                async move {
-                    let mut stats = Stats::default();
-                    let mut slot = None;
-                    let id = agents.open(&mut stats, &format!("load-agent-{index}"), &mut slot).await;
-                    (id, stats)
-                }
-            })
-            .buffer_unordered(args.setup_concurrency)
-            .collect::<Vec<_>>()
-            .await;
-        for (id, stats) in opened {
+        let mut opened =
+            futures_util::stream::iter((0..args.agents).flat_map(|index| (0..per_agent).map(move |_| index)))
+                .map(|index| {
+                    let agents = Arc::clone(&agents);
+                    async move {
+                        let mut stats = Stats::default();
+                        let mut slot = None;
+                        let id = agents.open(&mut stats, &format!("load-agent-{index}"), &mut slot).await;
+                        (index, id, stats)
+                    }
+                })
+                .buffer_unordered(args.setup_concurrency);
+        // agents × batch size executions take a while to open: Ctrl-C stops opening more, and
+        // those already open are kept so that the cleanup below completes them.
+        loop {
+            let next = tokio::select! {
+                next = opened.next() => next,
+                () = interrupt.cancelled() => break,
+            };
+            let Some((index, id, stats)) = next else { break };
             setup.merge(stats);
-            if let Ok(id) = id {
-                open.push(id);
+            if let (Ok(id), Some(owned)) = (id, open.get_mut(index)) {
+                owned.push(id);
             }
         }
         // Setup calls are not part of the window's figures, but their failures are reported.
         for (kind, count) in setup.errors {
             *all.errors.entry(kind).or_default() += count;
         }
-        if open.is_empty() {
-            bail!("could not open any execution for the heartbeat scenario");
+        if open.iter().all(Vec::is_empty) && !interrupt.is_cancelled() {
+            bail!("could not open any execution for the {} scenario", args.scenario.name());
         }
     }
 
@@ -579,8 +613,14 @@ async fn measure(
             }
         }
         Scenario::Heartbeat => {
-            for id in &open {
-                workers.spawn(Arc::clone(&agents).run_heartbeats(id.clone(), stop.clone()));
+            for id in open.iter().flatten() {
+                workers.spawn(Arc::clone(&agents).run_heartbeats(Beat::One(id.clone()), stop.clone()));
+            }
+        }
+        Scenario::Batch => {
+            // An agent whose executions all failed to open has nothing to send.
+            for ids in open.iter().filter(|ids| !ids.is_empty()) {
+                workers.spawn(Arc::clone(&agents).run_heartbeats(Beat::many(ids), stop.clone()));
             }
         }
     }
@@ -617,8 +657,8 @@ async fn measure(
     }
     live.recording.store(false, std::sync::atomic::Ordering::Relaxed);
 
-    // Cleanup, untimed: the heartbeat scenario's executions are completed.
-    futures_util::stream::iter(open.iter())
+    // Cleanup, untimed: the heartbeat and batch scenarios' executions are completed.
+    futures_util::stream::iter(open.iter().flatten())
         .for_each_concurrent(args.setup_concurrency, |id| {
             let agents = Arc::clone(&agents);
             async move { agents.finish(id, "completed").await }
@@ -630,6 +670,8 @@ async fn measure(
     let requests = stats.requests();
     let requests_per_s = report::rate(requests, elapsed_s);
     let executions = stats.executions;
+    let heartbeats = stats.heartbeats;
+    let heartbeats_per_s = report::rate(heartbeats, elapsed_s);
     let events_report = EventsReport {
         subscribers: args.subscribers,
         connected,
@@ -660,6 +702,7 @@ async fn measure(
             agents: args.agents,
             heartbeat_ms: args.heartbeat.as_secs_f64() * 1000.0,
             heartbeats_per_phase: args.heartbeats_per_phase,
+            batch_size: (args.scenario == Scenario::Batch).then_some(args.batch_size),
             subscribers: args.subscribers,
             users,
             duration_s: duration.map(|d| d.as_secs_f64()),
@@ -677,6 +720,12 @@ async fn measure(
                 .map(|b| requests_per_s / b.per_s),
             executions,
             executions_per_s: report::rate(executions, elapsed_s),
+            heartbeats,
+            heartbeats_per_s,
+            heartbeats_per_s_vs_baseline: baseline
+                .as_ref()
+                .filter(|b| b.per_s > 0.0)
+                .map(|b| heartbeats_per_s / b.per_s),
         },
         baseline,
         routes,

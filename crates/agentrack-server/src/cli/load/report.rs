@@ -59,7 +59,7 @@ pub(super) struct TargetReport {
 /// The run's parameters.
 #[derive(Debug, Serialize)]
 pub(super) struct Settings {
-    /// `golden` or `heartbeat`.
+    /// `golden`, `heartbeat` or `batch`.
     pub(super) scenario: &'static str,
     /// Concurrent agents.
     pub(super) agents: usize,
@@ -67,6 +67,8 @@ pub(super) struct Settings {
     pub(super) heartbeat_ms: f64,
     /// Heartbeats before each phase transition (golden scenario).
     pub(super) heartbeats_per_phase: u32,
+    /// Executions per agent heartbeated in one request (batch scenario).
+    pub(super) batch_size: Option<usize>,
     /// WebSocket subscribers.
     pub(super) subscribers: usize,
     /// Users the executions are spread over.
@@ -92,6 +94,13 @@ pub(super) struct Throughput {
     pub(super) executions: u64,
     /// Completed executions per second.
     pub(super) executions_per_s: f64,
+    /// Heartbeats the server counted: successful single heartbeats plus accepted ids of batches.
+    pub(super) heartbeats: u64,
+    /// Counted heartbeats per second.
+    pub(super) heartbeats_per_s: f64,
+    /// `heartbeats_per_s` over the baseline's req/s: how many heartbeats one trivial request's
+    /// worth of capacity buys.
+    pub(super) heartbeats_per_s_vs_baseline: Option<f64>,
 }
 
 /// Percentiles of a histogram, in milliseconds.
@@ -284,10 +293,10 @@ impl Report {
             "agentrack load: scenario {}, {} agents (heartbeats {heartbeat}{}), {} subscribers over {} users",
             s.scenario,
             s.agents,
-            if s.scenario == "golden" {
-                format!(", {} per phase", s.heartbeats_per_phase)
-            } else {
-                String::new()
+            match (s.scenario, s.batch_size) {
+                ("golden", _) => format!(", {} per phase", s.heartbeats_per_phase),
+                (_, Some(size)) => format!(", {size} executions per request"),
+                _ => String::new(),
             },
             s.subscribers,
             s.users,
@@ -352,6 +361,17 @@ impl Report {
                 .map(|r| format!("   ({r:.2}× the baseline's req/s)"))
                 .unwrap_or_default(),
         );
+        if t.heartbeats > 0 {
+            let _ = writeln!(
+                out,
+                "heartbeats counted: {} ({:.0}/s{})",
+                t.heartbeats,
+                t.heartbeats_per_s,
+                t.heartbeats_per_s_vs_baseline
+                    .map(|r| format!(", {r:.2}× the baseline's req/s"))
+                    .unwrap_or_default(),
+            );
+        }
         if t.executions > 0 {
             let _ = writeln!(
                 out,

@@ -42,6 +42,8 @@ pub(super) enum Route {
     Phase,
     /// `POST /v1/executions/{id}/state` (completion).
     State,
+    /// `POST /v1/heartbeats`: heartbeats for many executions in one call.
+    Batch,
 }
 
 impl Route {
@@ -54,6 +56,7 @@ impl Route {
             Self::Heartbeat => "POST /v1/executions/{id}/heartbeat",
             Self::Phase => "POST /v1/executions/{id}/phase",
             Self::State => "POST /v1/executions/{id}/state",
+            Self::Batch => "POST /v1/heartbeats",
         }
     }
 }
@@ -90,6 +93,9 @@ pub(super) struct Stats {
     pub(super) foreign_events: u64,
     /// Executions walked to completion.
     pub(super) executions: u64,
+    /// Heartbeats the server counted: one per successful single heartbeat, one per accepted id
+    /// of a batch. Requests alone cannot compare the scenarios, since a batch carries many.
+    pub(super) heartbeats: u64,
 }
 
 impl Stats {
@@ -130,6 +136,7 @@ impl Stats {
         self.events += other.events;
         self.foreign_events += other.foreign_events;
         self.executions += other.executions;
+        self.heartbeats += other.heartbeats;
     }
 
     /// Successful calls over every route.
