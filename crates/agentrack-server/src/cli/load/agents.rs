@@ -37,7 +37,7 @@ const PHASES: [(&str, &str); 9] = [
 
 /// After a failed call an agent waits this long before its next try, so that a server that is
 /// down is not hammered in a tight loop of connection errors.
-const ERROR_BACKOFF: Duration = Duration::from_millis(100);
+pub(super) const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A call that did not succeed; the kind is already counted.
 #[derive(Debug)]
@@ -124,6 +124,16 @@ pub(super) fn tally_batch(stats: &mut Stats, live: &Live, answer: &[u8]) -> Resu
     if counts.accepted == 0 { Err(Failed) } else { Ok(()) }
 }
 
+/// The name of agent `index`.
+pub(super) fn agent_name(index: usize) -> String {
+    format!("load-agent-{index}")
+}
+
+/// The thread of agent `name`'s executions.
+fn thread_id(name: &str) -> String {
+    format!("{name}-thread")
+}
+
 /// The user id of user `index`, shared with the subscribers.
 pub(super) fn user_id(index: usize) -> String {
     format!("load-user-{index}")
@@ -205,7 +215,7 @@ impl Agents {
         let user = self.next_user.fetch_add(1, Ordering::Relaxed) % self.users as u64;
         let body = json!({
             "agent_name": name,
-            "thread_id": format!("{name}-thread"),
+            "thread_id": thread_id(name),
             "user_id": user_id(usize::try_from(user).unwrap_or(0)),
             // Far beyond any run: the load must not be disturbed by timeouts it did not ask for.
             "timeout_seconds": 86_400,
@@ -347,7 +357,7 @@ impl Agents {
     /// until `--executions` are used up). An execution cut short by `stop` is cancelled.
     pub(super) async fn run_golden(self: Arc<Self>, index: usize, stop: CancellationToken) -> Stats {
         let mut stats = Stats::default();
-        let name = format!("load-agent-{index}");
+        let name = agent_name(index);
         let mut ticker = self.ticker();
         while !stop.is_cancelled() && self.claim() {
             let mut open = None;

@@ -23,6 +23,7 @@ mod report;
 mod stats;
 mod subscribers;
 mod target;
+mod ws_agents;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -38,7 +39,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use agents::{Agents, Beat, Behaviour, user_id};
+use agents::{Agents, Beat, Behaviour, agent_name, user_id};
 use report::{EventsReport, Report, RouteReport, ServerReport, Settings, SetupReport, TargetReport, Throughput};
 use stats::{Live, Route, Stats};
 use target::LocalServer;
@@ -54,6 +55,9 @@ pub(crate) enum Scenario {
     /// Each agent opens --batch-size executions and sends heartbeats for all of them in one
     /// `POST /v1/heartbeats` as fast as it can (or every --heartbeat).
     Batch,
+    /// As batch, but each agent sends its heartbeats as messages on its own event WebSocket and
+    /// times each until its `heartbeat_ack`; --batch-size at most 1,500.
+    WsBatch,
 }
 
 impl Scenario {
@@ -62,6 +66,7 @@ impl Scenario {
             Self::Golden => "golden",
             Self::Heartbeat => "heartbeat",
             Self::Batch => "batch",
+            Self::WsBatch => "ws-batch",
         }
     }
 
@@ -70,7 +75,7 @@ impl Scenario {
         match self {
             Self::Golden => 0,
             Self::Heartbeat => 1,
-            Self::Batch => batch_size,
+            Self::Batch | Self::WsBatch => batch_size,
         }
     }
 }
@@ -101,7 +106,8 @@ pub(crate) struct LoadArgs {
     /// Interval between an agent's heartbeats (0: back to back).
     #[arg(long, default_value = "100ms", value_name = "DURATION", value_parser = parse_duration)]
     heartbeat: Duration,
-    /// Executions per agent whose heartbeats go in one request (batch scenario; at most 10,000).
+    /// Executions per agent whose heartbeats go in one request (batch: at most 10,000; ws-batch:
+    /// at most 1,500).
     #[arg(long, default_value_t = 100, value_name = "K")]
     batch_size: usize,
     /// Heartbeats an agent sends before each phase transition (golden scenario).
@@ -235,6 +241,13 @@ fn validate(args: &LoadArgs) -> anyhow::Result<()> {
         bail!(
             "--batch-size must be between 1 and {} (the server's limit)",
             heartbeats::MAX_BATCH
+        );
+    }
+    if args.scenario == Scenario::WsBatch && args.batch_size > ws_agents::WS_MAX_BATCH {
+        bail!(
+            "--batch-size must be at most {} with ws-batch: the server reads WebSocket messages of at \
+             most 64 KiB",
+            ws_agents::WS_MAX_BATCH
         );
     }
     if args.duration.is_some_and(|d| d.is_zero()) {
@@ -571,7 +584,7 @@ async fn measure(
                     async move {
                         let mut stats = Stats::default();
                         let mut slot = None;
-                        let id = agents.open(&mut stats, &format!("load-agent-{index}"), &mut slot).await;
+                        let id = agents.open(&mut stats, &agent_name(index), &mut slot).await;
                         (index, id, stats)
                     }
                 })
@@ -598,6 +611,43 @@ async fn measure(
         }
     }
 
+    // The ws-batch agents' streams, opened during setup like the subscribers'; agent i's is
+    // sockets[i] (None: it has no executions, or its stream did not open).
+    let mut sockets: Vec<Option<subscribers::Socket>> = (0..args.agents).map(|_| None).collect();
+    if args.scenario == Scenario::WsBatch && !interrupt.is_cancelled() {
+        let url = subscribers::events_url(&target.url)?;
+        let (url, token) = (&url, &token);
+        let mut opening = futures_util::stream::iter(
+            open.iter()
+                .enumerate()
+                .filter(|(_, ids)| !ids.is_empty())
+                .map(|(index, _)| index),
+        )
+        .map(|index| async move {
+            let stream = ws_agents::stream_url(url, &agent_name(index));
+            (index, subscribers::connect(&stream, token).await)
+        })
+        .buffer_unordered(args.setup_concurrency);
+        loop {
+            let next = tokio::select! {
+                next = opening.next() => next,
+                () = interrupt.cancelled() => break,
+            };
+            let Some((index, socket)) = next else { break };
+            match (socket, sockets.get_mut(index)) {
+                (Ok(socket), Some(slot)) => *slot = Some(socket),
+                (Ok(_), None) => {}
+                (Err(kind), _) => {
+                    all.error(None, kind);
+                    Live::bump(&live.errors);
+                }
+            }
+        }
+        if sockets.iter().all(Option::is_none) && !interrupt.is_cancelled() {
+            bail!("could not open any agent's event stream for the ws-batch scenario");
+        }
+    }
+
     // The measured window.
     let cpu_before = target.local.as_ref().and_then(LocalServer::cpu_time);
     let own_cpu_before = target::cpu_time("self");
@@ -621,6 +671,19 @@ async fn measure(
             // An agent whose executions all failed to open has nothing to send.
             for ids in open.iter().filter(|ids| !ids.is_empty()) {
                 workers.spawn(Arc::clone(&agents).run_heartbeats(Beat::many(ids), stop.clone()));
+            }
+        }
+        Scenario::WsBatch => {
+            for (ids, socket) in open.iter().zip(sockets) {
+                if let Some(socket) = socket {
+                    workers.spawn(ws_agents::run(
+                        Arc::clone(&agents),
+                        socket,
+                        ids.clone(),
+                        args.request_timeout,
+                        stop.clone(),
+                    ));
+                }
             }
         }
     }
@@ -702,7 +765,7 @@ async fn measure(
             agents: args.agents,
             heartbeat_ms: args.heartbeat.as_secs_f64() * 1000.0,
             heartbeats_per_phase: args.heartbeats_per_phase,
-            batch_size: (args.scenario == Scenario::Batch).then_some(args.batch_size),
+            batch_size: matches!(args.scenario, Scenario::Batch | Scenario::WsBatch).then_some(args.batch_size),
             subscribers: args.subscribers,
             users,
             duration_s: duration.map(|d| d.as_secs_f64()),

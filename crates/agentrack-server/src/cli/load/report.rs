@@ -295,7 +295,7 @@ impl Report {
             s.agents,
             match (s.scenario, s.batch_size) {
                 ("golden", _) => format!(", {} per phase", s.heartbeats_per_phase),
-                (_, Some(size)) => format!(", {size} executions per request"),
+                (_, Some(size)) => format!(", {size} executions per batch"),
                 _ => String::new(),
             },
             s.subscribers,

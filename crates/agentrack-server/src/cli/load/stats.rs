@@ -44,6 +44,8 @@ pub(super) enum Route {
     State,
     /// `POST /v1/heartbeats`: heartbeats for many executions in one call.
     Batch,
+    /// A `heartbeat` message on the event WebSocket, until its `heartbeat_ack`.
+    WsBatch,
 }
 
 impl Route {
@@ -57,6 +59,7 @@ impl Route {
             Self::Phase => "POST /v1/executions/{id}/phase",
             Self::State => "POST /v1/executions/{id}/state",
             Self::Batch => "POST /v1/heartbeats",
+            Self::WsBatch => "WS heartbeat → heartbeat_ack",
         }
     }
 }
