@@ -1,10 +1,11 @@
 //! Fan-out of committed events to live subscribers, routed by owner.
 //!
 //! With one channel for everyone, every event wakes every subscriber, which then drops what is
-//! not its own: 10,000 browsers watching their own user's runs cost 10,000 wake-ups per event.
-//! So a subscriber whose scope is one user (a viewer token) listens on that user's own channel,
-//! and only subscribers that may see more (agent and admin tokens) share the channel of all
-//! events. An event is serialised once, before it gets here, whatever the number of channels.
+//! not its own: 10,000 browsers watching their own user's runs cost 10,000 wake-ups per event,
+//! and one tenant's burst (a batch of 5,000 heartbeats) overruns every other tenant's streams.
+//! So a subscriber listens on the narrowest channel its scope allows: a viewer on its user's,
+//! an agent on its tenant's, and only an admin on the channel of all events. An event is
+//! serialised once, before it gets here, whatever the number of channels.
 
 use std::sync::Arc;
 
@@ -16,18 +17,23 @@ use crate::store::writer::SerializedEvent;
 /// A receiver of committed events.
 pub type Receiver = broadcast::Receiver<Arc<SerializedEvent>>;
 
+type Sender = broadcast::Sender<Arc<SerializedEvent>>;
+
 /// Events buffered per user channel. A user's share of the traffic is small, so a short buffer
 /// keeps 10,000 users' channels cheap (a slot is a few words); a subscriber that falls this far
-/// behind is closed as slow and resumes with `since`, as on the shared channel.
+/// behind is closed as slow and resumes with `since`, as on the other channels.
 const USER_BUFFER: usize = 256;
 
 /// The channels.
 #[derive(Debug)]
 pub struct Hub {
-    all: broadcast::Sender<Arc<SerializedEvent>>,
+    all: Sender,
+    /// Events buffered by the shared and the tenant channels.
+    buffer: usize,
+    tenants: DashMap<String, Sender>,
     /// Keyed by `tenant \n user_id`. Two owners could share a key only through a newline in a
     /// name; subscribers still filter on the exact owner, so that would cost wake-ups, not leak.
-    users: DashMap<String, broadcast::Sender<Arc<SerializedEvent>>>,
+    users: DashMap<String, Sender>,
 }
 
 fn user_key(tenant: &str, user_id: &str) -> String {
@@ -38,48 +44,58 @@ fn user_key(tenant: &str, user_id: &str) -> String {
     key
 }
 
+/// Sends `event` on the channel under `key`, if anyone listens there; drops a channel whose last
+/// subscriber left (a new subscriber re-creates it under the map's lock).
+fn send_to(channels: &DashMap<String, Sender>, key: &str, event: &Arc<SerializedEvent>) {
+    let abandoned = match channels.get(key) {
+        Some(channel) => channel.send(Arc::clone(event)).is_err(),
+        None => false,
+    };
+    if abandoned {
+        channels.remove_if(key, |_, channel| channel.receiver_count() == 0);
+    }
+}
+
 impl Hub {
-    /// A hub whose shared channel buffers `buffer` events.
+    /// A hub whose shared and tenant channels buffer `buffer` events.
     pub fn new(buffer: usize) -> Self {
+        let buffer = buffer.max(16);
         Self {
-            all: broadcast::channel(buffer.max(16)).0,
+            all: broadcast::channel(buffer).0,
+            buffer,
+            tenants: DashMap::new(),
             users: DashMap::new(),
         }
     }
 
-    /// Every event.
-    pub fn subscribe_all(&self) -> Receiver {
-        self.all.subscribe()
-    }
-
-    /// The events of one user's executions.
-    pub fn subscribe_user(&self, tenant: &str, user_id: &str) -> Receiver {
-        self.users
-            .entry(user_key(tenant, user_id))
-            .or_insert_with(|| broadcast::channel(USER_BUFFER).0)
+    /// The events a subscriber limited to `tenant` and `user_id` may see (every event when both
+    /// are `None`); the caller still filters on thread or execution.
+    pub fn subscribe(&self, tenant: Option<&str>, user_id: Option<&str>) -> Receiver {
+        let (channels, key, buffer) = match (tenant, user_id) {
+            (Some(tenant), Some(user_id)) => (&self.users, user_key(tenant, user_id), USER_BUFFER),
+            (Some(tenant), None) => (&self.tenants, tenant.to_owned(), self.buffer),
+            _ => return self.all.subscribe(),
+        };
+        channels
+            .entry(key)
+            .or_insert_with(|| broadcast::channel(buffer).0)
             .subscribe()
     }
 
-    /// Hands `event` to the shared channel and to its owner's channel.
+    /// Hands `event` to the shared channel and to its tenant's and its user's.
     pub fn publish(&self, event: &Arc<SerializedEvent>) {
         if self.all.receiver_count() > 0 {
             let _ = self.all.send(Arc::clone(event));
         }
         let Some(scope) = &event.event.execution else { return };
-        let key = user_key(&scope.owner.tenant, &scope.owner.user_id);
-        let abandoned = match self.users.get(&key) {
-            Some(channel) => channel.send(Arc::clone(event)).is_err(),
-            None => false,
-        };
-        if abandoned {
-            // Its last subscriber left; a new one re-creates the channel under the map's lock.
-            self.users.remove_if(&key, |_, channel| channel.receiver_count() == 0);
-        }
+        send_to(&self.tenants, &scope.owner.tenant, event);
+        send_to(&self.users, &user_key(&scope.owner.tenant, &scope.owner.user_id), event);
     }
 
     /// How many subscribers are connected.
     pub fn subscribers(&self) -> usize {
-        self.all.receiver_count() + self.users.iter().map(|channel| channel.receiver_count()).sum::<usize>()
+        let count = |channels: &DashMap<String, Sender>| channels.iter().map(|c| c.receiver_count()).sum::<usize>();
+        self.all.receiver_count() + count(&self.tenants) + count(&self.users)
     }
 }
 
@@ -101,8 +117,8 @@ mod tests {
         tracker.create(NewExecution::new("a", "t", "alice")).unwrap();
         tracker.create(NewExecution::new("a", "t", "bob")).unwrap();
         let hub = Hub::new(16);
-        let mut all = hub.subscribe_all();
-        let mut alice = hub.subscribe_user("default", "alice");
+        let mut all = hub.subscribe(None, None);
+        let mut alice = hub.subscribe(Some("default"), Some("alice"));
         for _ in 0..2 {
             let event = events.recv().await.unwrap().unwrap();
             hub.publish(&Arc::new(SerializedEvent::new(event)));
@@ -117,5 +133,34 @@ mod tests {
         let change = tracker.create(NewExecution::new("a", "t", "alice")).unwrap();
         hub.publish(&Arc::new(SerializedEvent::new(Arc::clone(&change.events[0]))));
         assert_eq!(hub.subscribers(), 1, "an abandoned user channel is dropped");
+    }
+
+    #[tokio::test]
+    async fn one_tenants_burst_does_not_overrun_another_tenants_channel() {
+        let tracker = Tracker::new();
+        let mut events = tracker.subscribe(EventFilter::all());
+        let hub = Hub::new(16);
+        let mut quiet = hub.subscribe(Some("quiet"), None);
+        let mut busy = hub.subscribe(Some("busy"), None);
+        for _ in 0..100 {
+            tracker.create(NewExecution::new("a", "t", "u").tenant("busy")).unwrap();
+        }
+        tracker
+            .create(NewExecution::new("a", "t", "u").tenant("quiet"))
+            .unwrap();
+        for _ in 0..101 {
+            let event = events.recv().await.unwrap().unwrap();
+            hub.publish(&Arc::new(SerializedEvent::new(event)));
+        }
+        assert!(
+            matches!(
+                busy.recv().await,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_))
+            ),
+            "100 events overrun a 16-event buffer"
+        );
+        let received = quiet.recv().await.unwrap();
+        assert_eq!(received.event.execution.as_ref().unwrap().owner.tenant, "quiet");
+        assert!(quiet.try_recv().is_err(), "and nothing else");
     }
 }

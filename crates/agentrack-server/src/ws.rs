@@ -2,8 +2,8 @@
 //!
 //! The order of the first steps is what makes resumption exact:
 //!
-//! 1. subscribe to the committed-event fan-out (a viewer to its own user's channel, see
-//!    [`crate::hub`]);
+//! 1. subscribe to the committed-event fan-out (a viewer to its user's channel, an agent to its
+//!    tenant's, see [`crate::hub`]);
 //! 2. read the committed watermark `W`: every event up to `W` is in the store, and every event
 //!    after it will still arrive on the subscription (the writer raises the watermark before it
 //!    publishes a batch);
@@ -241,8 +241,9 @@ async fn run(
     let filter: EventFilter = subscription
         .scope
         .event_filter(subscription.thread_id.clone(), subscription.execution_id);
-    let user = filter.tenant.as_deref().zip(filter.user_id.as_deref());
-    let mut live = state.pipeline.subscribe(user);
+    let mut live = state
+        .pipeline
+        .subscribe(filter.tenant.as_deref(), filter.user_id.as_deref());
     let horizon = state.pipeline.committed();
 
     if subscription.snapshot {

@@ -253,13 +253,10 @@ impl Pipeline {
         }
     }
 
-    /// Subscribes to committed events, in global order: every event, or with `user` =
-    /// (tenant, user id) only that user's executions' events.
-    pub fn subscribe(&self, user: Option<(&str, &str)>) -> hub::Receiver {
-        match user {
-            Some((tenant, user_id)) => self.hub.subscribe_user(tenant, user_id),
-            None => self.hub.subscribe_all(),
-        }
+    /// Subscribes to committed events, in global order: those of one user's executions, of one
+    /// tenant's, or (both `None`) every event.
+    pub fn subscribe(&self, tenant: Option<&str>, user_id: Option<&str>) -> hub::Receiver {
+        self.hub.subscribe(tenant, user_id)
     }
 
     /// How many subscribers are connected.
@@ -772,7 +769,7 @@ mod tests {
         let recorder = Recorder::default();
         recorder.failures_left.store(1, Ordering::SeqCst);
         let (tracker, pipeline) = start(&recorder, Duration::from_secs(60));
-        let mut events = pipeline.subscribe(None);
+        let mut events = pipeline.subscribe(None, None);
         tracker.create(NewExecution::new("a", "t", "u")).unwrap();
         let published = events.recv().await.unwrap();
         assert_eq!(published.event.global_seq, 1);
