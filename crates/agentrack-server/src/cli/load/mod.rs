@@ -264,6 +264,18 @@ fn validate(args: &LoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The stream's next item, or `None` once it ends or the run is interrupted: setup stops opening
+/// more and keeps what it has.
+async fn next_unless<S: futures_util::Stream + Unpin>(
+    stream: &mut S,
+    interrupt: &CancellationToken,
+) -> Option<S::Item> {
+    tokio::select! {
+        next = stream.next() => next,
+        () = interrupt.cancelled() => None,
+    }
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -546,12 +558,7 @@ async fn measure(
                 (user, subscribers::connect(url, token).await)
             })
             .buffer_unordered(args.setup_concurrency);
-        loop {
-            let next = tokio::select! {
-                next = opening.next() => next,
-                () = interrupt.cancelled() => break,
-            };
-            let Some((user, socket)) = next else { break };
+        while let Some((user, socket)) = next_unless(&mut opening, interrupt).await {
             match socket {
                 Ok(socket) => {
                     connected += 1;
@@ -591,12 +598,7 @@ async fn measure(
                 .buffer_unordered(args.setup_concurrency);
         // agents × batch size executions take a while to open: Ctrl-C stops opening more, and
         // those already open are kept so that the cleanup below completes them.
-        loop {
-            let next = tokio::select! {
-                next = opened.next() => next,
-                () = interrupt.cancelled() => break,
-            };
-            let Some((index, id, stats)) = next else { break };
+        while let Some((index, id, stats)) = next_unless(&mut opened, interrupt).await {
             setup.merge(stats);
             if let (Ok(id), Some(owned)) = (id, open.get_mut(index)) {
                 owned.push(id);
@@ -628,12 +630,7 @@ async fn measure(
             (index, subscribers::connect(&stream, token).await)
         })
         .buffer_unordered(args.setup_concurrency);
-        loop {
-            let next = tokio::select! {
-                next = opening.next() => next,
-                () = interrupt.cancelled() => break,
-            };
-            let Some((index, socket)) = next else { break };
+        while let Some((index, socket)) = next_unless(&mut opening, interrupt).await {
             match (socket, sockets.get_mut(index)) {
                 (Ok(socket), Some(slot)) => *slot = Some(socket),
                 (Ok(_), None) => {}
