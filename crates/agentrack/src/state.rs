@@ -41,6 +41,27 @@ value_enum! {
 }
 
 impl ExecutionState {
+    /// The alive states, in lifecycle order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentrack::ExecutionState;
+    ///
+    /// assert!(ExecutionState::ALIVE.iter().all(|state| state.is_alive()));
+    /// assert_eq!(ExecutionState::ALIVE.len() + ExecutionState::TERMINAL.len(), ExecutionState::ALL.len());
+    /// ```
+    pub const ALIVE: &'static [Self] = &[Self::Pending, Self::Starting, Self::Running, Self::Completing];
+
+    /// The terminal states.
+    pub const TERMINAL: &'static [Self] = &[
+        Self::Completed,
+        Self::Failed,
+        Self::Timeout,
+        Self::Dead,
+        Self::Cancelled,
+    ];
+
     /// Pending, starting, running or completing.
     pub const fn is_alive(self) -> bool {
         !self.is_terminal()

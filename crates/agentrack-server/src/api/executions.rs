@@ -13,7 +13,6 @@ use super::{Access, Route, RouteDoc, heartbeats};
 use crate::app::AppState;
 use crate::auth::{Scope, url_pairs};
 use crate::store::ListQuery;
-use crate::store::sqlite::alive_states;
 
 const ID_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 422, 503];
 
@@ -421,14 +420,14 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
         }
     }
     if let Some(active) = active {
-        let wanted: Vec<ExecutionState> = alive_states()
-            .into_iter()
-            .chain(ExecutionState::ALL.iter().copied().filter(|s| s.is_terminal()))
-            .filter(|s| s.is_alive() == active)
-            .collect();
+        let wanted = if active {
+            ExecutionState::ALIVE
+        } else {
+            ExecutionState::TERMINAL
+        };
         query.states = Some(match query.states.take() {
             Some(states) => states.into_iter().filter(|s| wanted.contains(s)).collect(),
-            None => wanted,
+            None => wanted.to_vec(),
         });
     }
     Ok(query)

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use agentrack::{ExecutionId, ExecutionRecord, ExecutionState};
+use agentrack::{ExecutionId, ExecutionRecord};
 use chrono::{DateTime, TimeZone, Utc};
 use parking_lot::Mutex;
 use rusqlite::types::Value as SqlValue;
@@ -589,15 +589,10 @@ impl StoreWriter for SqliteWriter {
     }
 }
 
-/// States that count as alive, for `active=true` filters.
-pub fn alive_states() -> Vec<ExecutionState> {
-    ExecutionState::ALL.iter().copied().filter(|s| s.is_alive()).collect()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use agentrack::{NewExecution, Phase, Tracker};
+    use agentrack::{ExecutionState, NewExecution, Phase, Tracker};
 
     use super::*;
     use crate::store::writer::SerializedEvent;
