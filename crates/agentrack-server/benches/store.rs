@@ -7,8 +7,8 @@
 //!
 //! Per concurrency C (1, 16, 256), on a fresh database file in a temp dir:
 //!
-//! 1. **agentrack**: a real [`Tracker`], the real [`SqliteStore`] and the real group-commit
-//!    [`Pipeline`], started as `src/server.rs` does (same `PipelineConfig`, the store's default
+//! 1. **agentrack**: a real [`Tracker`], the real SQLite store (opened by URL through
+//!    [`store::open`]) and the real group-commit [`Pipeline`], started as `src/server.rs` does (same `PipelineConfig`, the store's default
 //!    `synchronous = FULL`), on a multi-threaded tokio runtime like `agentrack serve`'s. C tasks
 //!    each loop over their own executions: create → start → the nine phases → complete, and wait
 //!    after each of those twelve calls until its last event is committed
@@ -16,8 +16,9 @@
 //!    *transition* is one such acknowledged call. The store's writer is wrapped in a shim that
 //!    only times `StoreWriter::commit`, to split the writer thread's time between SQLite and the
 //!    rest of the pipeline.
-//! 2. **raw SQLite**: rusqlite on another file in the same temp dir, the store's connection
-//!    settings (`journal_mode = WAL`, `synchronous = FULL`, `busy_timeout = 10 s`), one table
+//! 2. **raw SQLite**: the backend's own baseline ([`store::baseline`]) on another file in the same
+//!    temp dir, with the store's connection settings (`journal_mode = WAL`, `synchronous = FULL`,
+//!    `busy_timeout = 10 s`), one table
 //!    (`seq INTEGER PRIMARY KEY, execution_id, type, json`, no other index) fed with the JSON of
 //!    the same workload's events (same sizes), in transactions of B rows, where B is the events
 //!    per commit the pipeline achieved in step 1 of the same round (a fractional B alternates
@@ -45,11 +46,13 @@ use std::time::{Duration, Instant};
 
 use agentrack::{ExecutionId, NewExecution, Phase, Tracker};
 use agentrack_server::auth::TokenGrant;
-use agentrack_server::store::sqlite::{SqliteStore, Synchronous};
-use agentrack_server::store::writer::{Pipeline, PipelineConfig, SerializedEvent};
-use agentrack_server::store::{Batch, Purged, RowUpdate, Store, StoreError, StoreWriter};
+use agentrack_server::serialized_event::SerializedEvent;
+use agentrack_server::store::baseline::{RawInserts, RawRow, open_raw};
+use agentrack_server::store::pipeline::{Pipeline, PipelineConfig};
+use agentrack_server::store::{
+    self, Batch, Purged, RowUpdate, Store, StoreConfig, StoreError, StoreUrl, StoreWriter, Synchronous,
+};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, params};
 
 const PHASES: [Phase; 9] = [
     Phase::WebsocketSetup,
@@ -113,6 +116,19 @@ impl Settings {
             Synchronous::Normal => "NORMAL",
         }
     }
+
+    /// The store configuration for a SQLite file.
+    fn store(&self, file: &Path) -> StoreConfig {
+        StoreConfig {
+            url: Some(format!("sqlite://{}", file.display())),
+            synchronous: self.synchronous,
+        }
+    }
+}
+
+/// Opens the store `config` names, as `Server::bind` does.
+async fn open_store(config: &StoreConfig) -> Arc<dyn Store> {
+    store::open(config, Path::new(".")).await.unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -180,14 +196,14 @@ struct AgentrackWindow {
 }
 
 impl Agentrack {
-    fn open(dir: &Path, synchronous: Synchronous) -> Self {
-        let store = SqliteStore::open(dir, synchronous).unwrap();
-        let loaded = store.load(Utc::now()).unwrap();
+    async fn open(config: &StoreConfig) -> Self {
+        let store = open_store(config).await;
+        let loaded = store.load(Utc::now()).await.unwrap();
         let tracker = Tracker::new();
         tracker.resume_sequence(loaded.high_water);
         let commit_nanos = Arc::new(AtomicU64::new(0));
         let writer = TimedWriter {
-            inner: store.writer().unwrap(),
+            inner: store.writer().await.unwrap(),
             commit_nanos: Arc::clone(&commit_nanos),
         };
         let pipeline = Pipeline::start(
@@ -195,7 +211,7 @@ impl Agentrack {
             &tracker,
             loaded.high_water,
             PipelineConfig::default(),
-            Box::new(|_| {}),
+            Box::new(()),
         )
         .unwrap();
         Self {
@@ -283,7 +299,7 @@ async fn durable(pipeline: &Pipeline, acked: &AtomicU64, change: &agentrack::Cha
 }
 
 // ---------------------------------------------------------------------------------------------
-// 2. raw SQLite
+// 2. raw batched inserts
 
 /// Event rows as the workload writes them: (execution id, type, JSON) of one execution's life.
 fn sample_rows() -> Vec<(String, String, String)> {
@@ -314,7 +330,7 @@ fn sample_rows() -> Vec<(String, String, String)> {
 }
 
 struct Raw {
-    conn: Connection,
+    inserts: Box<dyn RawInserts>,
     rows: Vec<(String, String, String)>,
     seq: i64,
 }
@@ -326,25 +342,10 @@ struct RawWindow {
 }
 
 impl Raw {
-    fn open(path: &Path, pragma: &str) -> Self {
-        let conn = Connection::open(path).unwrap();
-        conn.busy_timeout(Duration::from_secs(10)).unwrap();
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .unwrap();
-        assert!(mode.eq_ignore_ascii_case("wal"));
-        conn.pragma_update(None, "synchronous", pragma).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE events (
-                seq          INTEGER PRIMARY KEY,
-                execution_id TEXT NOT NULL,
-                type         TEXT NOT NULL,
-                json         TEXT NOT NULL
-            )",
-        )
-        .unwrap();
+    fn open(config: &StoreConfig) -> Self {
+        let url = StoreUrl::parse(config.url.as_deref().unwrap()).unwrap();
         Self {
-            conn,
+            inserts: open_raw(&url, config).unwrap(),
             rows: sample_rows(),
             seq: 0,
         }
@@ -355,21 +356,22 @@ impl Raw {
         let batch = batch.max(1.0);
         let start = Instant::now();
         let (mut rows, mut commits) = (0u64, 0u64);
+        let mut pending = Vec::new();
         while commits == 0 || start.elapsed() < window {
             // Transaction k takes ⌊(k+1)·B⌋ − ⌊k·B⌋ rows: B on average.
             let size = ((commits + 1) as f64 * batch).floor() as u64 - (commits as f64 * batch).floor() as u64;
-            let tx = self.conn.transaction().unwrap();
-            {
-                let mut insert = tx
-                    .prepare_cached("INSERT INTO events (seq, execution_id, type, json) VALUES (?1, ?2, ?3, ?4)")
-                    .unwrap();
-                for _ in 0..size {
-                    self.seq += 1;
-                    let (id, kind, json) = &self.rows[self.seq as usize % self.rows.len()];
-                    insert.execute(params![self.seq, id, kind, json]).unwrap();
-                }
+            pending.clear();
+            for _ in 0..size {
+                self.seq += 1;
+                let (id, kind, json) = &self.rows[self.seq as usize % self.rows.len()];
+                pending.push(RawRow {
+                    seq: self.seq,
+                    execution_id: id.clone(),
+                    kind: kind.clone(),
+                    json: json.clone(),
+                });
             }
-            tx.commit().unwrap();
+            self.inserts.insert_batch(&pending).unwrap();
             rows += size;
             commits += 1;
         }
@@ -395,10 +397,10 @@ struct WriterAlone {
 }
 
 impl WriterAlone {
-    fn open(dir: &Path, synchronous: Synchronous) -> Self {
-        let store = SqliteStore::open(dir, synchronous).unwrap();
+    async fn open(config: &StoreConfig) -> Self {
+        let store = open_store(config).await;
         Self {
-            writer: store.writer().unwrap(),
+            writer: store.writer().await.unwrap(),
             tracker: Tracker::new(),
             ids: Vec::new(),
             step: 0,
@@ -522,12 +524,13 @@ fn main() {
 
     let mut results: Vec<(usize, Vec<Round>)> = Vec::new();
     for &concurrency in &settings.concurrency {
-        let agentrack = Agentrack::open(
-            &temp.path().join(format!("agentrack-c{concurrency}")),
-            settings.synchronous,
-        );
-        let mut raw = Raw::open(&temp.path().join(format!("raw-c{concurrency}.db")), settings.pragma());
-        let mut alone = WriterAlone::open(&temp.path().join(format!("alone-c{concurrency}")), settings.synchronous);
+        let agentrack = runtime.block_on(Agentrack::open(
+            &settings.store(&temp.path().join(format!("agentrack-c{concurrency}.db"))),
+        ));
+        let mut raw = Raw::open(&settings.store(&temp.path().join(format!("raw-c{concurrency}.db"))));
+        let mut alone = runtime.block_on(WriterAlone::open(
+            &settings.store(&temp.path().join(format!("alone-c{concurrency}.db"))),
+        ));
         let mut rounds = Vec::new();
         for round in 0..settings.rounds {
             let a = runtime.block_on(agentrack.run(concurrency, settings.warm_up, settings.window));
@@ -563,7 +566,7 @@ fn main() {
         results.push((concurrency, rounds));
     }
 
-    let mut reference = Raw::open(&temp.path().join("raw-reference.db"), settings.pragma());
+    let mut reference = Raw::open(&settings.store(&temp.path().join("raw-reference.db")));
     let references: Vec<(usize, Vec<RawWindow>)> = [1usize, 1000]
         .into_iter()
         .map(|batch| {
@@ -610,10 +613,10 @@ fn main() {
         );
     }
     println!(
-        "\nagentrack: Tracker + SqliteStore + group-commit Pipeline (synchronous = {}), C tokio tasks each \
+        "\nagentrack: Tracker + SQLite store + group-commit Pipeline (synchronous = {}), C tokio tasks each \
          creating, starting, moving through 9 phases and completing executions, waiting after each of the 12 \
          calls until it is committed (Pipeline::wait_committed, as AppState::durable); a transition = one \
-         acknowledged call. raw: rusqlite, same PRAGMAs, one 4-column table without secondary indexes, the same \
+         acknowledged call. raw: the backend's baseline (store::baseline), same PRAGMAs, one 4-column table without secondary indexes, the same \
          events' JSON, transactions of B rows with B = that round's events/commit. store commit() alone: the \
          store's StoreWriter::commit on batches of B events + B execution snapshots (as the pipeline builds \
          them), timed inside commit only. Medians of {} round(s) of {:?}; ratio = agentrack transitions/s ÷ raw \

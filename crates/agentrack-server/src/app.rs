@@ -8,10 +8,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::error::ApiError;
 use crate::auth::TokenCache;
+use crate::hub::Hub;
 use crate::metrics::ServerMetrics;
 use crate::permits::Permits;
 use crate::store::Store;
-use crate::store::writer::Pipeline;
+use crate::store::pipeline::Pipeline;
 
 /// Settings the handlers read.
 #[derive(Debug, Clone)]
@@ -44,8 +45,10 @@ pub struct Shared {
     pub tracker: Tracker,
     /// Reads from the store.
     pub store: Arc<dyn Store>,
-    /// Writes to the store and the committed-event fan-out.
+    /// Writes to the store.
     pub pipeline: Arc<Pipeline>,
+    /// The live fan-out of committed events to subscribers.
+    pub hub: Arc<Hub>,
     /// Known tokens.
     pub tokens: TokenCache,
     /// Breaker permits handed to remote callers.
@@ -58,12 +61,6 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// When the server started.
     pub started: Instant,
-}
-
-impl std::fmt::Debug for dyn Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Store")
-    }
 }
 
 /// The handlers' state: a cheap handle to [`Shared`].

@@ -8,7 +8,10 @@
 //! retention = "7d"               # finished executions are purged from the store after this
 //! heartbeat_flush = "1s"
 //! metrics_require_auth = false
-//! synchronous = "full"           # or "normal"
+//!
+//! [store]                        # see agentrack_server::store::StoreConfig
+//! url = "sqlite://./agentrack-data/agentrack.db"   # the default: agentrack.db in `data`
+//! synchronous = "full"           # SQLite only: or "normal"
 //!
 //! [tracker]                      # the core's TrackerConfig; durations in seconds
 //! heartbeat_timeout = 10.0
@@ -23,7 +26,7 @@ use std::time::Duration;
 use agentrack::TrackerConfig;
 use serde::{Deserialize, Deserializer};
 
-use crate::store::sqlite::Synchronous;
+use crate::store::StoreConfig;
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -77,8 +80,8 @@ pub struct ServerConfig {
     pub subscriber_buffer: usize,
     /// Whether `/metrics` needs an admin token.
     pub metrics_require_auth: bool,
-    /// SQLite's sync level.
-    pub synchronous: Synchronous,
+    /// Where the store lives (the `[store]` section).
+    pub store: StoreConfig,
     /// The core's settings.
     pub tracker: TrackerConfig,
 }
@@ -101,7 +104,7 @@ impl Default for ServerConfig {
             keepalive: Duration::from_secs(15),
             subscriber_buffer: 1024,
             metrics_require_auth: false,
-            synchronous: Synchronous::Full,
+            store: StoreConfig::default(),
             tracker,
         }
     }
@@ -208,5 +211,13 @@ mod tests {
         assert_eq!(config.tracker.heartbeat_timeout, Duration::from_secs(1));
         assert_eq!(config.tracker.execution_timeout, Duration::from_secs(15));
         assert!(toml::from_str::<ServerConfig>("retention_days = 3").is_err());
+        let config: ServerConfig =
+            toml::from_str("[store]\nurl = \"sqlite:///tmp/a.db\"\nsynchronous = \"normal\"\n").unwrap();
+        assert_eq!(config.store.url.as_deref(), Some("sqlite:///tmp/a.db"));
+        assert_eq!(config.store.synchronous, crate::store::Synchronous::Normal);
+        assert!(
+            toml::from_str::<ServerConfig>("synchronous = \"normal\"").is_err(),
+            "synchronous belongs to [store]"
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use tokio::sync::broadcast;
 
-use crate::store::writer::SerializedEvent;
+use crate::serialized_event::SerializedEvent;
 
 /// A receiver of committed events.
 pub type Receiver = broadcast::Receiver<Arc<SerializedEvent>>;
@@ -108,7 +108,7 @@ mod tests {
     use agentrack::{EventFilter, NewExecution, Tracker};
 
     use super::Hub;
-    use crate::store::writer::SerializedEvent;
+    use crate::serialized_event::SerializedEvent;
 
     #[tokio::test]
     async fn a_user_channel_gets_only_its_users_events_and_the_shared_one_gets_all() {

@@ -4,9 +4,9 @@
 //! # Layout
 //!
 //! - [`server`]: start-up (store → tracker → pipeline → monitor → listener) and shutdown.
-//! - [`store`]: the narrow store interface, its SQLite implementation, and the group-commit
-//!   [`Pipeline`](store::writer::Pipeline) that makes every change durable before it is
-//!   acknowledged or broadcast.
+//! - [`store`]: the narrow store interface, the one place a `--store` URL becomes a backend
+//!   ([`store::open`]), and the group-commit [`Pipeline`](store::pipeline::Pipeline) that makes
+//!   every change durable before it is acknowledged or broadcast.
 //! - [`auth`]: tokens, roles and the [`Scope`](auth::Scope) every query and subscription is
 //!   filtered through.
 //! - [`api`]: one module per resource, and the route table the router and `/openapi.json` are
@@ -36,9 +36,11 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod dashboard;
+pub mod housekeeping;
 pub mod hub;
 pub mod metrics;
 pub mod permits;
+pub mod serialized_event;
 pub mod server;
 pub mod store;
 pub mod ws;

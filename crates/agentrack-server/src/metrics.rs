@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::store::StateCount;
-use crate::store::writer::Pipeline;
+use crate::store::pipeline::Pipeline;
 
 /// Phase-duration samples kept per tenant and phase.
 const SAMPLES: usize = 512;

@@ -22,11 +22,13 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{AppState, Settings, Shared};
 use crate::auth::{Role, TokenCache, TokenGrant, generate_token, hash_token};
 use crate::config::ServerConfig;
+use crate::housekeeping::{self, Retention};
+use crate::hub::Hub;
 use crate::metrics::ServerMetrics;
 use crate::permits::Permits;
-use crate::store::sqlite::SqliteStore;
-use crate::store::writer::{Pipeline, PipelineConfig};
-use crate::store::{Store, StoreError};
+use crate::serialized_event::SerializedEvent;
+use crate::store::pipeline::{Pipeline, PipelineConfig, Publisher};
+use crate::store::{self, Store, StoreConfig, StoreError};
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,10 @@ pub enum ServerError {
 /// The name of the file that holds the first admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
+/// The fewest events the shared and per-tenant live channels buffer, whatever the
+/// per-subscriber queue is set to: a burst of one flush must fit.
+const MIN_HUB_BUFFER: usize = 4096;
+
 /// A bound, ready server; [`Server::run`] serves until shutdown.
 #[derive(Debug)]
 pub struct Server {
@@ -59,6 +65,7 @@ pub struct Server {
     monitor: MonitorHandle,
     admin_token: Option<String>,
     restored: usize,
+    retention: Retention,
 }
 
 fn write_secret(path: &Path, secret: &str) -> Result<(), ServerError> {
@@ -78,17 +85,98 @@ fn write_secret(path: &Path, secret: &str) -> Result<(), ServerError> {
         .map_err(|error| ServerError::Io(format!("cannot write {}: {error}", path.display())))
 }
 
+fn new_token() -> Result<String, ServerError> {
+    generate_token().map_err(|error| ServerError::Io(format!("no randomness: {error}")))
+}
+
 /// Makes a token directly in a store (no server needed); returns the token.
 ///
 /// # Errors
 ///
 /// The store cannot be opened or written.
-pub fn create_token_in(data: &Path, grant: TokenGrant) -> Result<String, ServerError> {
-    let store = SqliteStore::open(data, crate::store::sqlite::Synchronous::Full)?;
-    let mut writer = store.writer()?;
-    let token = generate_token().map_err(|error| ServerError::Io(format!("no randomness: {error}")))?;
-    writer.insert_token(&hash_token(&token), &grant)?;
-    writer.close()?;
+pub async fn create_token_in(store: &StoreConfig, data: &Path, grant: TokenGrant) -> Result<String, ServerError> {
+    let store = store::open(store, data).await?;
+    let mut writer = store.writer().await?;
+    let token = new_token()?;
+    let hash = hash_token(&token);
+    tokio::task::spawn_blocking(move || {
+        writer.insert_token(&hash, &grant)?;
+        writer.close()
+    })
+    .await
+    .map_err(|error| ServerError::Io(error.to_string()))??;
+    Ok(token)
+}
+
+/// What the pipeline's committed events feed: the metrics (before the change is acknowledged)
+/// and the live fan-out (after).
+struct CommittedEvents {
+    metrics: Arc<ServerMetrics>,
+    hub: Arc<Hub>,
+}
+
+impl Publisher for CommittedEvents {
+    fn committed(&mut self, events: &[Arc<SerializedEvent>]) {
+        for event in events {
+            self.metrics.observe(&event.event);
+        }
+    }
+
+    fn publish(&mut self, events: &[Arc<SerializedEvent>]) {
+        for event in events {
+            self.hub.publish(event);
+        }
+    }
+}
+
+/// Rebuilds the tracker from the store: alive executions (with one heartbeat window of grace)
+/// and recently finished ones, the counters, and the sequence numbering.
+async fn restore(
+    store: &dyn Store,
+    tracker: &Tracker,
+    metrics: &ServerMetrics,
+    config: &ServerConfig,
+) -> Result<(store::Loaded, usize), ServerError> {
+    let started = Instant::now();
+    // Finished executions older than the tracker keeps in memory stay in the store only.
+    let cutoff = chrono::Duration::from_std(config.tracker.cleanup_age)
+        .ok()
+        .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
+        .unwrap_or_default();
+    let mut loaded = store.load(cutoff).await?;
+    metrics.restore(&loaded.counts, &loaded.records);
+    let restored = loaded.records.len();
+    for record in std::mem::take(&mut loaded.records) {
+        let id = record.execution_id;
+        if let Err(error) = tracker.restore(record) {
+            tracing::error!(execution_id = %id, %error, "could not restore an execution");
+        }
+    }
+    tracker.resume_sequence(loaded.high_water);
+    tracing::info!(
+        restored,
+        high_water = loaded.high_water,
+        millis = started.elapsed().as_millis() as u64,
+        "rebuilt the tracker from the store"
+    );
+    Ok((loaded, restored))
+}
+
+/// On the first start of an empty store: an admin token, stored, cached and written to the data
+/// directory (mode 0600).
+async fn bootstrap_admin(pipeline: &Pipeline, tokens: &TokenCache, data: &Path) -> Result<String, ServerError> {
+    let token = new_token()?;
+    let grant = TokenGrant::new(
+        Role::Admin,
+        agentrack::DEFAULT_TENANT.to_owned(),
+        None,
+        Some("first admin".into()),
+    )
+    .map_err(|error| ServerError::Io(error.to_string()))?;
+    let hash = hash_token(&token);
+    pipeline.insert_token(hash.clone(), grant.clone()).await?;
+    write_secret(&data.join(ADMIN_TOKEN_FILE), &token)?;
+    tokens.insert(hash, grant);
     Ok(token)
 }
 
@@ -100,69 +188,31 @@ impl Server {
     /// The store cannot be opened or loaded, the admin token cannot be written, or the address
     /// cannot be bound.
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
-        let store = SqliteStore::open(&config.data, config.synchronous)?;
+        let store = store::open(&config.store, &config.data).await?;
         let tracker = Tracker::with_config(config.tracker.clone());
         let metrics = Arc::new(ServerMetrics::default());
+        let (loaded, restored) = restore(store.as_ref(), &tracker, &metrics, &config).await?;
 
-        let started = Instant::now();
-        // Finished executions older than the tracker keeps in memory stay in the store only.
-        let cutoff = chrono::Duration::from_std(config.tracker.cleanup_age)
-            .ok()
-            .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
-            .unwrap_or_default();
-        let loaded = store.load(cutoff)?;
-        metrics.restore(&loaded.counts, &loaded.records);
-        let restored = loaded.records.len();
-        for record in loaded.records {
-            let id = record.execution_id;
-            if let Err(error) = tracker.restore(record) {
-                tracing::error!(execution_id = %id, %error, "could not restore an execution");
-            }
-        }
-        tracker.resume_sequence(loaded.high_water);
-        tracing::info!(
-            restored,
-            high_water = loaded.high_water,
-            millis = started.elapsed().as_millis() as u64,
-            "rebuilt the tracker from the store"
-        );
-
-        let mut writer = store.writer()?;
-        let tokens = TokenCache::default();
-        let admin_token = if loaded.has_admin_token {
-            None
-        } else {
-            let token = generate_token().map_err(|error| ServerError::Io(format!("no randomness: {error}")))?;
-            let grant = TokenGrant::new(
-                Role::Admin,
-                agentrack::DEFAULT_TENANT.to_owned(),
-                None,
-                Some("first admin".into()),
-            )
-            .map_err(|error| ServerError::Io(error.to_string()))?;
-            let hash = hash_token(&token);
-            writer.insert_token(&hash, &grant)?;
-            write_secret(&config.data.join(ADMIN_TOKEN_FILE), &token)?;
-            tokens.insert(hash, grant);
-            Some(token)
-        };
-
-        let observer_metrics = Arc::clone(&metrics);
+        let hub = Arc::new(Hub::new(config.subscriber_buffer.max(MIN_HUB_BUFFER)));
         let pipeline = Pipeline::start(
-            writer,
+            store.writer().await?,
             &tracker,
             loaded.high_water,
             PipelineConfig {
                 heartbeat_flush: config.heartbeat_flush,
-                retention: config.retention,
-                purge_interval: config.purge_interval,
-                subscriber_buffer: config
-                    .subscriber_buffer
-                    .max(PipelineConfig::default().subscriber_buffer),
                 ..PipelineConfig::default()
             },
-            Box::new(move |event| observer_metrics.observe(event)),
+            Box::new(CommittedEvents {
+                metrics: Arc::clone(&metrics),
+                hub: Arc::clone(&hub),
+            }),
         )?;
+        let tokens = TokenCache::default();
+        let admin_token = if loaded.has_admin_token {
+            None
+        } else {
+            Some(bootstrap_admin(&pipeline, &tokens, &config.data).await?)
+        };
         let monitor = tracker.spawn_monitor();
         let listener = TcpListener::bind(config.listen)
             .await
@@ -172,8 +222,9 @@ impl Server {
             })?;
         let state = AppState(Arc::new(Shared {
             tracker,
-            store: Arc::new(store),
+            store,
             pipeline,
+            hub,
             tokens,
             permits: Permits::default(),
             metrics,
@@ -192,6 +243,10 @@ impl Server {
             monitor,
             admin_token,
             restored,
+            retention: Retention {
+                keep: config.retention,
+                interval: config.purge_interval,
+            },
         })
     }
 
@@ -228,18 +283,7 @@ impl Server {
     /// The server failed while running.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
         let state = self.state.clone();
-        let housekeeping = {
-            let state = state.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tokio::select! {
-                        () = state.shutdown.cancelled() => break,
-                        _ = tick.tick() => { state.permits.expire(); }
-                    }
-                }
-            })
-        };
+        let housekeeping = tokio::spawn(housekeeping::run(state.clone(), self.retention));
         let stop = state.shutdown.clone();
         let app = crate::api::router(state.clone());
         let served = axum::serve(self.listener, app)

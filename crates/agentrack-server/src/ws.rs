@@ -241,9 +241,7 @@ async fn run(
     let filter: EventFilter = subscription
         .scope
         .event_filter(subscription.thread_id.clone(), subscription.execution_id);
-    let mut live = state
-        .pipeline
-        .subscribe(filter.tenant.as_deref(), filter.user_id.as_deref());
+    let mut live = state.hub.subscribe(filter.tenant.as_deref(), filter.user_id.as_deref());
     let horizon = state.pipeline.committed();
 
     if subscription.snapshot {

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::store::StoreError;
-use crate::store::writer::CommitError;
+use crate::store::pipeline::CommitError;
 
 /// An API error: a status, a code, a message and details.
 #[derive(Debug, Clone)]

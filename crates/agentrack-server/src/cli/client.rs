@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use agentrack_server::auth::{Role, TokenGrant};
 use agentrack_server::server::{admin_token_path, create_token_in};
+use agentrack_server::store::StoreConfig;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
@@ -158,7 +159,11 @@ pub(super) async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
     let role: Role = args.role.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(data) = &args.data {
         let grant = TokenGrant::new(role, args.tenant, args.user, args.label)?;
-        let token = create_token_in(data, grant)?;
+        let store = StoreConfig {
+            url: args.store,
+            ..StoreConfig::default()
+        };
+        let token = create_token_in(&store, data, grant).await?;
         println!("{token}");
         return Ok(());
     }

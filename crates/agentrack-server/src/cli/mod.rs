@@ -43,9 +43,13 @@ enum Command {
 /// Options of `serve`. Flags override the environment, which overrides the config file.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Data directory: the store and the admin token [default: ./agentrack-data].
+    /// Data directory: the admin token, and the store unless --store names another [default:
+    /// ./agentrack-data].
     #[arg(long, env = "AGENTRACK_DATA", value_name = "DIR")]
     data: Option<PathBuf>,
+    /// The store's URL: sqlite://PATH [default: sqlite://DIR/agentrack.db in --data].
+    #[arg(long, env = "AGENTRACK_STORE", value_name = "URL", hide_env_values = true)]
+    store: Option<String>,
     /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:7700].
     #[arg(long, env = "AGENTRACK_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
@@ -162,6 +166,15 @@ struct TokenCreateArgs {
     /// Write the token straight into this data directory's store instead of asking a server.
     #[arg(long = "data", value_name = "DIR", conflicts_with_all = ["url", "token"])]
     data: Option<PathBuf>,
+    /// With --data: the store's URL, when it is not the SQLite file in --data.
+    #[arg(
+        long,
+        env = "AGENTRACK_STORE",
+        value_name = "URL",
+        hide_env_values = true,
+        requires = "data"
+    )]
+    store: Option<String>,
     /// The server's URL (when not using --data).
     #[arg(long, env = "AGENTRACK_URL", default_value = "http://127.0.0.1:7700")]
     url: String,

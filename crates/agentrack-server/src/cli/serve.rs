@@ -19,6 +19,9 @@ fn config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     if let Some(data) = args.data {
         config.data = data;
     }
+    if let Some(store) = args.store {
+        config.store.url = Some(store);
+    }
     if let Some(listen) = args.listen {
         config.listen = listen;
     }

@@ -13,14 +13,15 @@ use parking_lot::Mutex;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 
+use super::baseline::{RawInserts, RawRow};
 use super::{
-    Batch, EventQuery, ListQuery, Loaded, Page, Purged, RowUpdate, StateCount, Store, StoreError, StoreFuture,
-    StoreWriter, StoredEvent,
+    Batch, EventQuery, ListQuery, Loaded, Page, Purged, RowUpdate, StateCount, Store, StoreConfig, StoreError,
+    StoreFuture, StoreUrl, StoreWriter, StoredEvent, Synchronous,
 };
 use crate::auth::{Role, TokenGrant};
 
 /// The schema, one migration per version (version = index + 1).
-pub const MIGRATIONS: &[&str] = &[
+const MIGRATIONS: &[&str] = &[
     // 1: events, materialised executions, tokens, metadata.
     "CREATE TABLE events (
         global_seq   INTEGER PRIMARY KEY,
@@ -62,29 +63,15 @@ pub const MIGRATIONS: &[&str] = &[
     );",
 ];
 
-/// How hard SQLite syncs to disk on commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Synchronous {
-    /// fsync on every commit: an acknowledged write survives a power cut.
-    #[default]
-    Full,
-    /// fsync at checkpoints only: survives a process crash, may lose the latest commits on a
-    /// power cut. Faster.
-    Normal,
-}
-
-impl Synchronous {
-    fn pragma(self) -> &'static str {
-        match self {
-            Self::Full => "FULL",
-            Self::Normal => "NORMAL",
-        }
+fn pragma(synchronous: Synchronous) -> &'static str {
+    match synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
     }
 }
 
 fn db_error(error: rusqlite::Error) -> StoreError {
-    StoreError::Database(error.to_string())
+    StoreError::database(error)
 }
 
 fn millis(time: DateTime<Utc>) -> i64 {
@@ -101,7 +88,7 @@ fn u64_to_sql(value: u64) -> i64 {
 
 /// The SQLite store at one file.
 #[derive(Debug, Clone)]
-pub struct SqliteStore {
+struct SqliteStore {
     path: PathBuf,
     synchronous: Synchronous,
     readers: Arc<Readers>,
@@ -139,7 +126,7 @@ fn open_connection(path: &Path, read_only: bool, synchronous: Synchronous) -> Re
     };
     let conn = Connection::open_with_flags(path, flags).map_err(|error| StoreError::Io {
         path: path.display().to_string(),
-        reason: error.to_string(),
+        source: error.into(),
     })?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(db_error)?;
@@ -148,11 +135,11 @@ fn open_connection(path: &Path, read_only: bool, synchronous: Synchronous) -> Re
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .map_err(db_error)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Database(format!(
+            return Err(StoreError::database(format!(
                 "could not enable WAL (journal mode is {mode})"
             )));
         }
-        conn.pragma_update(None, "synchronous", synchronous.pragma())
+        conn.pragma_update(None, "synchronous", pragma(synchronous))
             .map_err(db_error)?;
     }
     Ok(conn)
@@ -190,19 +177,32 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Opens the store a `sqlite://PATH` URL names (see [`super::open`]).
+pub(super) fn open(url: StoreUrl, config: StoreConfig) -> StoreFuture<'static, Arc<dyn Store>> {
+    Box::pin(async move {
+        let path = url.path();
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, config.synchronous))
+            .await
+            .map_err(|error| StoreError::Task(error.to_string()))??;
+        Ok(Arc::new(store) as Arc<dyn Store>)
+    })
+}
+
 impl SqliteStore {
-    /// Opens (creating if needed) the store in `dir` (file `agentrack.db`) and applies
+    /// Opens (creating it and its directory if needed) the store in the file `path` and applies
     /// migrations.
     ///
     /// # Errors
     ///
     /// The directory cannot be created, the file cannot be opened, or a migration fails.
-    pub fn open(dir: &Path, synchronous: Synchronous) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
-            path: dir.display().to_string(),
-            reason: error.to_string(),
-        })?;
-        let path = dir.join("agentrack.db");
+    pub(super) fn open(path: &Path, synchronous: Synchronous) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
+                path: dir.display().to_string(),
+                source: error.into(),
+            })?;
+        }
+        let path = path.to_path_buf();
         let mut conn = open_connection(&path, false, synchronous)?;
         migrate(&mut conn)?;
         drop(conn);
@@ -216,17 +216,13 @@ impl SqliteStore {
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The schema version on disk.
     ///
     /// # Errors
     ///
     /// A database error.
-    pub fn schema_version(&self) -> Result<i64, StoreError> {
+    #[cfg(test)]
+    fn schema_version(&self) -> Result<i64, StoreError> {
         self.readers
             .with(|conn| conn.query_row("SELECT MAX(version) FROM schema_version", [], |row| row.get(0)))
     }
@@ -241,6 +237,11 @@ impl SqliteStore {
                 .await
                 .map_err(|error| StoreError::Task(error.to_string()))?
         })
+    }
+
+    /// Loads what start-up needs (blocking).
+    fn load_now(&self, finished_since: DateTime<Utc>) -> Result<Loaded, StoreError> {
+        self.readers.with(|conn| load(conn, finished_since))
     }
 }
 
@@ -263,66 +264,75 @@ fn grant_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenGrant> {
     })
 }
 
-impl Store for SqliteStore {
-    fn load(&self, finished_since: DateTime<Utc>) -> Result<Loaded, StoreError> {
-        self.readers.with(|conn| {
-            let mut records = Vec::new();
-            let mut statement = conn.prepare(
-                "SELECT execution_id, record FROM executions
-                 WHERE completed_at_ms IS NULL OR completed_at_ms >= ?1 ORDER BY execution_id",
-            )?;
-            let mut rows = statement.query([millis(finished_since)])?;
-            while let Some(row) = rows.next()? {
-                let id: String = row.get(0)?;
-                let text: String = row.get(1)?;
-                match serde_json::from_str::<ExecutionRecord>(&text) {
-                    Ok(record) => records.push(record),
-                    Err(error) => {
-                        tracing::error!(execution_id = %id, %error, "skipping an unreadable stored execution")
-                    }
-                }
+fn load(conn: &Connection, finished_since: DateTime<Utc>) -> rusqlite::Result<Loaded> {
+    let mut records = Vec::new();
+    let mut statement = conn.prepare(
+        "SELECT execution_id, record FROM executions
+         WHERE completed_at_ms IS NULL OR completed_at_ms >= ?1 ORDER BY execution_id",
+    )?;
+    let mut rows = statement.query([millis(finished_since)])?;
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        let text: String = row.get(1)?;
+        match serde_json::from_str::<ExecutionRecord>(&text) {
+            Ok(record) => records.push(record),
+            Err(error) => {
+                tracing::error!(execution_id = %id, %error, "skipping an unreadable stored execution")
             }
-            let stored_max: i64 =
-                conn.query_row("SELECT COALESCE(MAX(global_seq), 0) FROM events", [], |row| row.get(0))?;
-            let meta: Option<i64> = conn
-                .query_row("SELECT value FROM meta WHERE key = 'high_water'", [], |row| row.get(0))
-                .optional()?;
-            let has_admin_token: bool =
-                conn.query_row("SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin')", [], |row| {
-                    row.get(0)
-                })?;
-            let mut statement =
-                conn.prepare("SELECT tenant, user_id, state, COUNT(*) FROM executions GROUP BY 1, 2, 3")?;
-            let counts = statement
-                .query_map([], |row| {
-                    let state: String = row.get(2)?;
-                    let count: i64 = row.get(3)?;
-                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, state, count))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?
-                .into_iter()
-                .filter_map(|(tenant, user_id, state, count)| {
-                    Some(StateCount {
-                        tenant,
-                        user_id,
-                        state: state.parse().ok()?,
-                        count: u64::try_from(count).unwrap_or(0),
-                    })
-                })
-                .collect();
-            Ok(Loaded {
-                records,
-                counts,
-                high_water: u64::try_from(stored_max.max(meta.unwrap_or(0))).unwrap_or(0),
-                has_admin_token,
+        }
+    }
+    let stored_max: i64 = conn.query_row("SELECT COALESCE(MAX(global_seq), 0) FROM events", [], |row| row.get(0))?;
+    let meta: Option<i64> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'high_water'", [], |row| row.get(0))
+        .optional()?;
+    let has_admin_token: bool =
+        conn.query_row("SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin')", [], |row| {
+            row.get(0)
+        })?;
+    let mut statement = conn.prepare("SELECT tenant, user_id, state, COUNT(*) FROM executions GROUP BY 1, 2, 3")?;
+    let counts = statement
+        .query_map([], |row| {
+            let state: String = row.get(2)?;
+            let count: i64 = row.get(3)?;
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, state, count))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .filter_map(|(tenant, user_id, state, count)| {
+            Some(StateCount {
+                tenant,
+                user_id,
+                state: state.parse().ok()?,
+                count: u64::try_from(count).unwrap_or(0),
             })
+        })
+        .collect();
+    Ok(Loaded {
+        records,
+        counts,
+        high_water: u64::try_from(stored_max.max(meta.unwrap_or(0))).unwrap_or(0),
+        has_admin_token,
+    })
+}
+
+impl Store for SqliteStore {
+    fn load(&self, finished_since: DateTime<Utc>) -> StoreFuture<'_, Loaded> {
+        let store = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store.load_now(finished_since))
+                .await
+                .map_err(|error| StoreError::Task(error.to_string()))?
         })
     }
 
-    fn writer(&self) -> Result<Box<dyn StoreWriter>, StoreError> {
-        Ok(Box::new(SqliteWriter {
-            conn: open_connection(&self.path, false, self.synchronous)?,
-        }))
+    fn writer(&self) -> StoreFuture<'_, Box<dyn StoreWriter>> {
+        let (path, synchronous) = (self.path.clone(), self.synchronous);
+        Box::pin(async move {
+            let conn = tokio::task::spawn_blocking(move || open_connection(&path, false, synchronous))
+                .await
+                .map_err(|error| StoreError::Task(error.to_string()))??;
+            Ok(Box::new(SqliteWriter { conn }) as Box<dyn StoreWriter>)
+        })
     }
 
     fn get(&self, id: ExecutionId) -> StoreFuture<'_, Option<ExecutionRecord>> {
@@ -424,14 +434,51 @@ impl Store for SqliteStore {
     }
 }
 
+/// The benchmark's raw-insert baseline in a fresh file (see [`super::baseline`]), with the
+/// store's own connection settings.
+pub(super) fn open_raw(url: &StoreUrl, config: &StoreConfig) -> Result<Box<dyn RawInserts>, StoreError> {
+    let conn = open_connection(&url.path(), false, config.synchronous)?;
+    conn.execute_batch(
+        "CREATE TABLE raw_events (
+            seq          INTEGER PRIMARY KEY,
+            execution_id TEXT NOT NULL,
+            type         TEXT NOT NULL,
+            json         TEXT NOT NULL
+        )",
+    )
+    .map_err(db_error)?;
+    Ok(Box::new(RawSqlite { conn }))
+}
+
+struct RawSqlite {
+    conn: Connection,
+}
+
+impl RawInserts for RawSqlite {
+    fn insert_batch(&mut self, rows: &[RawRow]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(db_error)?;
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT INTO raw_events (seq, execution_id, type, json) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(db_error)?;
+            for row in rows {
+                insert
+                    .execute(params![row.seq, row.execution_id, row.kind, row.json])
+                    .map_err(db_error)?;
+            }
+        }
+        tx.commit().map_err(db_error)
+    }
+}
+
 /// The single writing connection.
 #[derive(Debug)]
-pub struct SqliteWriter {
+struct SqliteWriter {
     conn: Connection,
 }
 
 fn write_row(tx: &rusqlite::Transaction<'_>, record: &ExecutionRecord) -> Result<(), StoreError> {
-    let json = serde_json::to_string(record).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let json = serde_json::to_string(record).map_err(StoreError::corrupt)?;
     tx.prepare_cached(
         "INSERT INTO executions
             (execution_id, tenant, user_id, thread_id, agent_name, state, started_at_ms, completed_at_ms, record)
@@ -469,8 +516,7 @@ fn finish_row(tx: &rusqlite::Transaction<'_>, id: ExecutionId, event: &agentrack
         .optional()
         .map_err(db_error)?;
     let Some(text) = text else { return Ok(()) };
-    let mut record: ExecutionRecord =
-        serde_json::from_str(&text).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let mut record: ExecutionRecord = serde_json::from_str(&text).map_err(StoreError::corrupt)?;
     if record.state.is_terminal() {
         return Ok(());
     }
@@ -595,7 +641,7 @@ mod tests {
     use agentrack::{ExecutionState, NewExecution, Phase, Tracker};
 
     use super::*;
-    use crate::store::writer::SerializedEvent;
+    use crate::serialized_event::SerializedEvent;
 
     fn batch_of(tracker: &Tracker, changes: &[agentrack::Change], reserved: u64) -> Batch {
         let events = changes
@@ -615,9 +661,10 @@ mod tests {
     #[tokio::test]
     async fn a_store_migrates_writes_reads_purges_and_reloads() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+        let file = dir.path().join("nested").join("agentrack.db");
+        let store = SqliteStore::open(&file, Synchronous::Normal).unwrap();
         assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
-        let mut writer = store.writer().unwrap();
+        let mut writer = store.writer().await.unwrap();
 
         let tracker = Tracker::new();
         let a = tracker
@@ -675,11 +722,11 @@ mod tests {
         assert_eq!(store.token("nope".into()).await.unwrap(), None);
 
         // Reloading: the finished one only when recent enough; counts of all; the reservation.
-        let loaded = store.load(Utc::now() - chrono::Duration::hours(1)).unwrap();
+        let loaded = store.load(Utc::now() - chrono::Duration::hours(1)).await.unwrap();
         assert_eq!(loaded.records.len(), 2);
         assert_eq!(loaded.high_water, 10_000);
         assert!(!loaded.has_admin_token);
-        let loaded = store.load(Utc::now() + chrono::Duration::hours(1)).unwrap();
+        let loaded = store.load(Utc::now() + chrono::Duration::hours(1)).await.unwrap();
         assert_eq!(loaded.records.len(), 1, "old finished executions stay in the store");
         assert_eq!(loaded.counts.iter().map(|c| c.count).sum::<u64>(), 2);
 
@@ -694,18 +741,19 @@ mod tests {
         writer.close().unwrap();
 
         // Reopening applies no migration twice.
-        let again = SqliteStore::open(dir.path(), Synchronous::Full).unwrap();
+        let again = SqliteStore::open(&file, Synchronous::Full).unwrap();
         assert_eq!(again.schema_version().unwrap(), MIGRATIONS.len() as i64);
     }
 
     #[test]
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        drop(SqliteStore::open(dir.path(), Synchronous::Normal).unwrap());
-        let conn = Connection::open(dir.path().join("agentrack.db")).unwrap();
+        let file = dir.path().join("agentrack.db");
+        drop(SqliteStore::open(&file, Synchronous::Normal).unwrap());
+        let conn = Connection::open(&file).unwrap();
         conn.execute("UPDATE schema_version SET version = 99", []).unwrap();
         drop(conn);
-        let error = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap_err();
+        let error = SqliteStore::open(&file, Synchronous::Normal).unwrap_err();
         assert!(matches!(error, StoreError::SchemaTooNew { found: 99, .. }), "{error}");
     }
 }

@@ -1,0 +1,81 @@
+//! The two traits a backend implements: [`Store`] (reads and start-up loading, shared by every
+//! handler) and [`StoreWriter`] (the single writer the group-commit pipeline drives).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use agentrack::{ExecutionId, ExecutionRecord};
+use chrono::{DateTime, Utc};
+
+use super::{Batch, EventQuery, ListQuery, Loaded, Page, Purged, StoreError, StoredEvent};
+use crate::auth::TokenGrant;
+
+/// A boxed future returned by [`Store`] methods.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The read side of a store, plus start-up loading and opening the writer.
+pub trait Store: Send + Sync + 'static {
+    /// Loads what start-up needs: alive executions and those finished since `finished_since`,
+    /// counts of all, and the sequence high-water mark.
+    ///
+    /// # Errors
+    ///
+    /// A database or decoding error.
+    fn load(&self, finished_since: DateTime<Utc>) -> StoreFuture<'_, Loaded>;
+
+    /// Opens the single writer (one per store).
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn writer(&self) -> StoreFuture<'_, Box<dyn StoreWriter>>;
+
+    /// One stored execution.
+    fn get(&self, id: ExecutionId) -> StoreFuture<'_, Option<ExecutionRecord>>;
+
+    /// A page of stored executions, newest first.
+    fn list(&self, query: ListQuery) -> StoreFuture<'_, Page>;
+
+    /// Stored events after a global sequence number, oldest first.
+    fn events(&self, query: EventQuery) -> StoreFuture<'_, Vec<StoredEvent>>;
+
+    /// The token whose SHA-256 hash (lower-case hex) is `hash`.
+    fn token(&self, hash: String) -> StoreFuture<'_, Option<TokenGrant>>;
+}
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+/// The write side, driven from one thread: every call blocks until the backend is done.
+pub trait StoreWriter: Send {
+    /// Writes a batch in one transaction.
+    ///
+    /// # Errors
+    ///
+    /// A database error; nothing of the batch is written then.
+    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError>;
+
+    /// Removes finished executions that completed before `before`, with their events.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn purge_finished(&mut self, before: DateTime<Utc>) -> Result<Purged, StoreError>;
+
+    /// Stores a token (its hash, never the token itself).
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn insert_token(&mut self, hash: &str, grant: &TokenGrant) -> Result<(), StoreError>;
+
+    /// Flushes whatever the backend buffers (e.g. a WAL checkpoint) before shutdown.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn close(&mut self) -> Result<(), StoreError>;
+}

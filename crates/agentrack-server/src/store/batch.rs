@@ -1,0 +1,42 @@
+//! What one transaction writes: events for the log and materialised execution rows.
+
+use std::sync::Arc;
+
+use agentrack::{Event, ExecutionId, ExecutionRecord};
+
+use crate::serialized_event::SerializedEvent;
+
+/// What to do with one execution's materialised row.
+#[derive(Debug, Clone)]
+pub enum RowUpdate {
+    /// Write this snapshot (taken after every event of the batch for the execution).
+    Snapshot(Box<ExecutionRecord>),
+    /// The record left memory before it could be snapshotted: apply its terminal event to the
+    /// stored row.
+    Finish {
+        /// The execution.
+        execution_id: ExecutionId,
+        /// Its terminal event.
+        event: Arc<Event>,
+    },
+}
+
+/// One transaction's worth of changes.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Events to append, in global order, each serialised once.
+    pub events: Vec<Arc<SerializedEvent>>,
+    /// Materialised rows to write.
+    pub rows: Vec<RowUpdate>,
+    /// Sequence numbers up to this one may be published before they are stored (coalesced
+    /// heartbeats are published at once and written later, or never): after a crash, numbering
+    /// resumes above it, so a number a subscriber saw is never reused.
+    pub reserved: u64,
+}
+
+impl Batch {
+    /// Whether there is nothing to write but the reservation.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.rows.is_empty()
+    }
+}

@@ -1,0 +1,194 @@
+//! The pipeline against a recording writer.
+
+use std::sync::atomic::AtomicUsize;
+
+use agentrack::{ExecutionId, NewExecution, Phase};
+use tokio::sync::mpsc as channel;
+
+use super::*;
+use crate::store::{Batch, RowUpdate};
+
+/// One committed batch: (global_seq, type) of its events, (id, seq) of its rows.
+type Written = (Vec<(u64, &'static str)>, Vec<(ExecutionId, u64)>);
+
+/// A writer that remembers what it was given and fails while told to.
+#[derive(Clone, Default)]
+struct Recorder {
+    batches: Arc<Mutex<Vec<Written>>>,
+    failures_left: Arc<AtomicUsize>,
+}
+
+impl StoreWriter for Recorder {
+    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        if self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::database("disk on fire"));
+        }
+        let events = batch
+            .events
+            .iter()
+            .map(|e| (e.event.global_seq, e.event.kind.name()))
+            .collect();
+        let rows = batch
+            .rows
+            .iter()
+            .filter_map(|row| match row {
+                RowUpdate::Snapshot(record) => Some((record.execution_id, record.seq)),
+                RowUpdate::Finish { .. } => None,
+            })
+            .collect();
+        self.batches.lock().push((events, rows));
+        Ok(())
+    }
+    fn purge_finished(&mut self, _before: chrono::DateTime<chrono::Utc>) -> Result<Purged, StoreError> {
+        Ok(Purged::default())
+    }
+    fn insert_token(&mut self, _hash: &str, _grant: &TokenGrant) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn close(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+fn start_publishing(recorder: &Recorder, flush: Duration, publisher: Box<dyn Publisher>) -> (Tracker, Arc<Pipeline>) {
+    let tracker = Tracker::new();
+    let pipeline = Pipeline::start(
+        Box::new(recorder.clone()),
+        &tracker,
+        0,
+        PipelineConfig {
+            heartbeat_flush: flush,
+            ..PipelineConfig::default()
+        },
+        publisher,
+    )
+    .unwrap();
+    (tracker, pipeline)
+}
+
+fn start(recorder: &Recorder, flush: Duration) -> (Tracker, Arc<Pipeline>) {
+    start_publishing(recorder, flush, Box::new(()))
+}
+
+#[tokio::test]
+async fn every_event_is_written_in_order_with_a_row_at_least_as_new() {
+    let recorder = Recorder::default();
+    let (tracker, pipeline) = start(&recorder, Duration::from_secs(60));
+    let id = tracker.create(NewExecution::new("a", "t", "u")).unwrap().id();
+    tracker.start(id).unwrap();
+    let change = tracker.transition(id, Phase::WebsocketSetup, None).unwrap();
+    let last = change.events.last().unwrap().global_seq;
+    pipeline.wait_committed(last, Duration::from_secs(5)).await.unwrap();
+    let batches = recorder.batches.lock().clone();
+    let seqs: Vec<u64> = batches
+        .iter()
+        .flat_map(|(events, _)| events.iter().map(|e| e.0))
+        .collect();
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
+    let newest_row = batches.iter().flat_map(|(_, rows)| rows).map(|r| r.1).max().unwrap();
+    assert!(newest_row >= 3, "the row reflects every written event of its execution");
+    pipeline.shutdown();
+}
+
+#[tokio::test]
+async fn heartbeats_are_coalesced_to_the_latest_and_flushed_at_shutdown() {
+    let recorder = Recorder::default();
+    let (tracker, pipeline) = start(&recorder, Duration::from_secs(60));
+    let id = tracker.create(NewExecution::new("a", "t", "u")).unwrap().id();
+    tracker.start(id).unwrap();
+    // The first heartbeat moves the execution to running: a state change, written at once
+    // (with its heartbeat).
+    let first = tracker.heartbeat(id).unwrap();
+    let first_heartbeat = first.events.last().unwrap().global_seq;
+    pipeline
+        .wait_committed(first_heartbeat, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut last = 0;
+    for _ in 0..10 {
+        last = tracker.heartbeat(id).unwrap().events.last().unwrap().global_seq;
+    }
+    // Published (nobody waits for heartbeats) but not yet written.
+    pipeline.wait_committed(last, Duration::from_secs(5)).await.unwrap();
+    let written = |recorder: &Recorder| {
+        recorder
+            .batches
+            .lock()
+            .iter()
+            .flat_map(|(events, _)| events.clone())
+            .filter(|e| e.1 == "heartbeat")
+            .collect::<Vec<_>>()
+    };
+    assert!(written(&recorder).iter().all(|(seq, _)| *seq <= first_heartbeat));
+    let stopper = Arc::clone(&pipeline);
+    tokio::task::spawn_blocking(move || stopper.shutdown()).await.unwrap();
+    let seqs: Vec<u64> = written(&recorder).into_iter().map(|(seq, _)| seq).collect();
+    assert_eq!(seqs.last(), Some(&last));
+    assert!(
+        seqs.iter().all(|seq| *seq == first_heartbeat || *seq == last),
+        "only the latest of the plain heartbeats: {seqs:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_store_holds_acknowledgements_until_it_recovers() {
+    let recorder = Recorder::default();
+    recorder.failures_left.store(3, Ordering::SeqCst);
+    let (tracker, pipeline) = start(&recorder, Duration::from_secs(60));
+    let change = tracker.create(NewExecution::new("a", "t", "u")).unwrap();
+    let seq = change.events[0].global_seq;
+    // The first attempts fail: nothing is confirmed, and the pipeline says it is unhealthy.
+    let early = pipeline.wait_committed(seq, Duration::from_millis(40)).await;
+    assert_eq!(early, Err(CommitError::TimedOut(Duration::from_millis(40))));
+    // Retries (50, 100, 200 ms) then succeed; the same batch goes in whole, once.
+    pipeline.wait_committed(seq, Duration::from_secs(5)).await.unwrap();
+    assert!(pipeline.is_healthy());
+    assert_eq!(pipeline.stats().commit_failures.load(Ordering::Relaxed), 3);
+    assert_eq!(recorder.batches.lock().len(), 1);
+    pipeline.shutdown();
+}
+
+/// Publishes to a channel.
+struct Forward(channel::UnboundedSender<Arc<SerializedEvent>>);
+
+impl Publisher for Forward {
+    fn committed(&mut self, _events: &[Arc<SerializedEvent>]) {}
+
+    fn publish(&mut self, events: &[Arc<SerializedEvent>]) {
+        for event in events {
+            let _ = self.0.send(Arc::clone(event));
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_publisher_only_gets_committed_events() {
+    let recorder = Recorder::default();
+    recorder.failures_left.store(1, Ordering::SeqCst);
+    let (sender, mut published) = channel::unbounded_channel();
+    let (tracker, pipeline) = start_publishing(&recorder, Duration::from_secs(60), Box::new(Forward(sender)));
+    tracker.create(NewExecution::new("a", "t", "u")).unwrap();
+    let first = published.recv().await.unwrap();
+    assert_eq!(first.event.global_seq, 1);
+    assert!(!recorder.batches.lock().is_empty(), "written before it was published");
+    assert!(first.text().contains("execution_created"));
+    pipeline.shutdown();
+}
+
+#[tokio::test]
+async fn purges_and_tokens_go_through_the_writer() {
+    let recorder = Recorder::default();
+    let (_tracker, pipeline) = start(&recorder, Duration::from_secs(60));
+    let purged = pipeline.purge(chrono::Utc::now()).await.unwrap();
+    assert_eq!(purged, Purged::default());
+    let grant = TokenGrant::new(crate::auth::Role::Admin, "t".into(), None, None).unwrap();
+    pipeline.insert_token("hash".into(), grant).await.unwrap();
+    let stopper = Arc::clone(&pipeline);
+    tokio::task::spawn_blocking(move || stopper.shutdown()).await.unwrap();
+    let error = pipeline.purge(chrono::Utc::now()).await.unwrap_err();
+    assert!(matches!(error, StoreError::Task(_)), "{error}");
+}
