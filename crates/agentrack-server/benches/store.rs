@@ -122,6 +122,7 @@ impl Settings {
         StoreConfig {
             url: Some(format!("sqlite://{}", file.display())),
             synchronous: self.synchronous,
+            ..StoreConfig::default()
         }
     }
 }

@@ -85,6 +85,21 @@ fn write_secret(path: &Path, secret: &str) -> Result<(), ServerError> {
         .map_err(|error| ServerError::Io(format!("cannot write {}: {error}", path.display())))
 }
 
+/// Creates the data directory if needed, readable by its owner only (it holds the admin token,
+/// and by default the store).
+fn prepare_data_dir(data: &Path) -> Result<(), ServerError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(data)
+        .map_err(|error| ServerError::Io(format!("cannot create the data directory {}: {error}", data.display())))
+}
+
 fn new_token() -> Result<String, ServerError> {
     generate_token().map_err(|error| ServerError::Io(format!("no randomness: {error}")))
 }
@@ -174,8 +189,10 @@ async fn bootstrap_admin(pipeline: &Pipeline, tokens: &TokenCache, data: &Path) 
     )
     .map_err(|error| ServerError::Io(error.to_string()))?;
     let hash = hash_token(&token);
-    pipeline.insert_token(hash.clone(), grant.clone()).await?;
+    // The file first: if storing then fails, the next start makes a new token and overwrites it,
+    // whereas a stored token whose file was never written would lock everyone out.
     write_secret(&data.join(ADMIN_TOKEN_FILE), &token)?;
+    pipeline.insert_token(hash.clone(), grant.clone()).await?;
     tokens.insert(hash, grant);
     Ok(token)
 }
@@ -188,6 +205,7 @@ impl Server {
     /// The store cannot be opened or loaded, the admin token cannot be written, or the address
     /// cannot be bound.
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        prepare_data_dir(&config.data)?;
         let store = store::open(&config.store, &config.data).await?;
         let tracker = Tracker::with_config(config.tracker.clone());
         let metrics = Arc::new(ServerMetrics::default());

@@ -33,7 +33,14 @@ async fn a_sqlite_url_puts_the_store_where_it_says_and_a_restart_finds_it_there(
 fn an_unknown_store_scheme_is_refused_naming_the_valid_ones() {
     let data = tempfile::tempdir().unwrap();
     let output = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--store", "mysql://db/agentrack", "--data"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "mysql://db/agentrack",
+            "--data",
+        ])
         .arg(data.path())
         .env_remove("AGENTRACK_CONFIG")
         .env_remove("AGENTRACK_STORE")

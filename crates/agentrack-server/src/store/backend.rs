@@ -72,6 +72,16 @@ pub trait StoreWriter: Send {
     /// A database error.
     fn insert_token(&mut self, hash: &str, grant: &TokenGrant) -> Result<(), StoreError>;
 
+    /// Checks that the backend still answers, reconnecting if it can; called when the writer is
+    /// idle, so that an outage shows (and ends) without waiting for the next write.
+    ///
+    /// # Errors
+    ///
+    /// The backend does not answer.
+    fn check(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Flushes whatever the backend buffers (e.g. a WAL checkpoint) before shutdown.
     ///
     /// # Errors

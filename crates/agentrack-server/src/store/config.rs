@@ -3,7 +3,10 @@
 //! ```toml
 //! [store]
 //! url = "sqlite://./agentrack-data/agentrack.db"   # default: agentrack.db in the data directory
-//! synchronous = "full"                             # SQLite only: "full" or "normal"
+//! # url = "postgres://agentrack@db.internal:5432/agentrack?sslmode=require"
+//! synchronous = "full"      # SQLite only: "full" or "normal"
+//! pool_size = 8             # PostgreSQL only: read connections (the writer has its own)
+//! ca_file = "/etc/ssl/db-ca.pem"   # PostgreSQL only: verify the server's certificate against it
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -16,13 +19,30 @@ use super::StoreError;
 pub const DEFAULT_SQLITE_FILE: &str = "agentrack.db";
 
 /// Where the store lives and how it is tuned.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// The store's URL (`sqlite://PATH`); `None` means the SQLite file in the data directory.
     pub url: Option<String>,
     /// How hard the embedded store syncs to disk on commit (SQLite only).
     pub synchronous: Synchronous,
+    /// Read connections kept open (PostgreSQL only; the writer has its own).
+    pub pool_size: usize,
+    /// A PEM file of CA certificates the database server's certificate must chain to
+    /// (PostgreSQL only). Without it, TLS (`sslmode=prefer` or `require`) encrypts without
+    /// verifying the server, as libpq does.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            synchronous: Synchronous::default(),
+            pool_size: 8,
+            ca_file: None,
+        }
+    }
 }
 
 /// How hard SQLite syncs to disk on commit.

@@ -21,7 +21,9 @@ mod error;
 mod loaded;
 mod open;
 pub mod pipeline;
+mod postgres;
 mod query;
+mod row;
 mod sqlite;
 
 pub use backend::{Store, StoreFuture, StoreWriter};

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::baseline::RawInserts;
-use super::{Store, StoreConfig, StoreError, StoreFuture, StoreUrl, sqlite};
+use super::{Store, StoreConfig, StoreError, StoreFuture, StoreUrl, postgres, sqlite};
 
 /// Opens a backend's store (creating and migrating its schema).
 type OpenStore = fn(StoreUrl, StoreConfig) -> StoreFuture<'static, Arc<dyn Store>>;
@@ -23,11 +23,23 @@ pub(super) struct Backend {
 }
 
 /// Every backend. Adding one is a file of its own and a row here.
-const BACKENDS: &[Backend] = &[Backend {
-    scheme: "sqlite",
-    open: sqlite::open,
-    open_raw: sqlite::open_raw,
-}];
+const BACKENDS: &[Backend] = &[
+    Backend {
+        scheme: "sqlite",
+        open: sqlite::open,
+        open_raw: sqlite::open_raw,
+    },
+    Backend {
+        scheme: "postgres",
+        open: postgres::open,
+        open_raw: postgres::open_raw,
+    },
+    Backend {
+        scheme: "postgresql",
+        open: postgres::open,
+        open_raw: postgres::open_raw,
+    },
+];
 
 /// The backend of `url`'s scheme.
 pub(super) fn backend(url: &StoreUrl) -> Result<&'static Backend, StoreError> {
@@ -73,7 +85,9 @@ mod tests {
         };
         let error = open(&config, Path::new(".")).await.unwrap_err();
         assert!(
-            error.to_string().contains("unknown scheme \"mysql\"; valid: sqlite://"),
+            error
+                .to_string()
+                .contains("unknown scheme \"mysql\"; valid: sqlite://, postgres://, postgresql://"),
             "{error}"
         );
     }

@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use agentrack::{ExecutionId, ExecutionRecord};
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 
 use super::baseline::{RawInserts, RawRow};
+use super::row::{self, EventColumns, ExecutionColumns, from_millis, from_sql, millis, to_sql};
 use super::{
     Batch, EventQuery, ListQuery, Loaded, Page, Purged, RowUpdate, StateCount, Store, StoreConfig, StoreError,
     StoreFuture, StoreUrl, StoreWriter, StoredEvent, Synchronous,
@@ -72,18 +73,6 @@ fn pragma(synchronous: Synchronous) -> &'static str {
 
 fn db_error(error: rusqlite::Error) -> StoreError {
     StoreError::database(error)
-}
-
-fn millis(time: DateTime<Utc>) -> i64 {
-    time.timestamp_millis()
-}
-
-fn from_millis(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
-}
-
-fn u64_to_sql(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// The SQLite store at one file.
@@ -303,14 +292,14 @@ fn load(conn: &Connection, finished_since: DateTime<Utc>) -> rusqlite::Result<Lo
                 tenant,
                 user_id,
                 state: state.parse().ok()?,
-                count: u64::try_from(count).unwrap_or(0),
+                count: from_sql(count),
             })
         })
         .collect();
     Ok(Loaded {
         records,
         counts,
-        high_water: u64::try_from(stored_max.max(meta.unwrap_or(0))).unwrap_or(0),
+        high_water: from_sql(stored_max.max(meta.unwrap_or(0))),
         has_admin_token,
     })
 }
@@ -394,8 +383,8 @@ impl Store for SqliteStore {
         self.blocking(move |conn| {
             let mut sql = String::from("SELECT global_seq, json FROM events WHERE global_seq > ? AND global_seq <= ?");
             let mut values: Vec<SqlValue> = vec![
-                SqlValue::Integer(u64_to_sql(query.after)),
-                SqlValue::Integer(u64_to_sql(query.up_to)),
+                SqlValue::Integer(to_sql(query.after)),
+                SqlValue::Integer(to_sql(query.up_to)),
             ];
             for (column, value) in [
                 ("tenant", query.tenant.clone()),
@@ -414,7 +403,7 @@ impl Store for SqliteStore {
             let rows = statement.query_map(params_from_iter(values), |row| {
                 let seq: i64 = row.get(0)?;
                 Ok(StoredEvent {
-                    global_seq: u64::try_from(seq).unwrap_or(0),
+                    global_seq: from_sql(seq),
                     json: row.get(1)?,
                 })
             })?;
@@ -478,7 +467,7 @@ struct SqliteWriter {
 }
 
 fn write_row(tx: &rusqlite::Transaction<'_>, record: &ExecutionRecord) -> Result<(), StoreError> {
-    let json = serde_json::to_string(record).map_err(StoreError::corrupt)?;
+    let row = ExecutionColumns::of(record)?;
     tx.prepare_cached(
         "INSERT INTO executions
             (execution_id, tenant, user_id, thread_id, agent_name, state, started_at_ms, completed_at_ms, record)
@@ -488,15 +477,15 @@ fn write_row(tx: &rusqlite::Transaction<'_>, record: &ExecutionRecord) -> Result
     )
     .and_then(|mut statement| {
         statement.execute(params![
-            record.execution_id.to_string(),
-            record.tenant,
-            record.user_id,
-            record.thread_id,
-            record.agent_name,
-            record.state.as_str(),
-            millis(record.started_at),
-            record.completed_at.map(millis),
-            json,
+            row.execution_id,
+            row.tenant,
+            row.user_id,
+            row.thread_id,
+            row.agent_name,
+            row.state,
+            row.started_at_ms,
+            row.completed_at_ms,
+            row.record,
         ])
     })
     .map_err(db_error)?;
@@ -504,9 +493,6 @@ fn write_row(tx: &rusqlite::Transaction<'_>, record: &ExecutionRecord) -> Result
 }
 
 fn finish_row(tx: &rusqlite::Transaction<'_>, id: ExecutionId, event: &agentrack::Event) -> Result<(), StoreError> {
-    let Some(finished) = event.kind.finished() else {
-        return Ok(());
-    };
     let text: Option<String> = tx
         .query_row(
             "SELECT record FROM executions WHERE execution_id = ?1",
@@ -515,25 +501,13 @@ fn finish_row(tx: &rusqlite::Transaction<'_>, id: ExecutionId, event: &agentrack
         )
         .optional()
         .map_err(db_error)?;
-    let Some(text) = text else { return Ok(()) };
-    let mut record: ExecutionRecord = serde_json::from_str(&text).map_err(StoreError::corrupt)?;
-    if record.state.is_terminal() {
-        return Ok(());
+    match text.map(|text| row::decode(&text)).transpose()? {
+        Some(record) => match row::finished(record, event) {
+            Some(record) => write_row(tx, &record),
+            None => Ok(()),
+        },
+        None => Ok(()),
     }
-    record.state = finished.state;
-    record.completed_at = Some(event.timestamp);
-    record.updated_at = event.timestamp;
-    record.last_heartbeat = finished.last_heartbeat;
-    if finished.error.is_some() {
-        record.error.clone_from(&finished.error);
-    }
-    if finished.result.is_some() {
-        record.result.clone_from(&finished.result);
-    }
-    if let Some(scope) = &event.execution {
-        record.seq = record.seq.max(scope.seq);
-    }
-    write_row(tx, &record)
 }
 
 impl StoreWriter for SqliteWriter {
@@ -547,21 +521,19 @@ impl StoreWriter for SqliteWriter {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(db_error)?;
-            for row in &batch.events {
-                let event = &row.event;
-                let scope = event.execution.as_ref();
-                let text = row.text();
+            for event in &batch.events {
+                let row = EventColumns::of(event);
                 insert
                     .execute(params![
-                        u64_to_sql(event.global_seq),
-                        scope.map(|s| s.execution_id.to_string()),
-                        scope.map(|s| u64_to_sql(s.seq)),
-                        scope.map(|s| s.owner.tenant.as_str()),
-                        scope.map(|s| s.owner.user_id.as_str()),
-                        scope.map(|s| s.owner.thread_id.as_str()),
-                        event.kind.name(),
-                        millis(event.timestamp),
-                        text,
+                        row.global_seq,
+                        row.execution_id,
+                        row.seq,
+                        row.tenant,
+                        row.user_id,
+                        row.thread_id,
+                        row.kind,
+                        row.timestamp_ms,
+                        row.json,
                     ])
                     .map_err(db_error)?;
             }
@@ -575,7 +547,7 @@ impl StoreWriter for SqliteWriter {
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('high_water', ?1)
              ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-            [u64_to_sql(batch.reserved)],
+            [to_sql(batch.reserved)],
         )
         .map_err(db_error)?;
         tx.commit().map_err(db_error)

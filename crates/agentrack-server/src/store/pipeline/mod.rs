@@ -1,7 +1,7 @@
 //! The group-commit pipeline: every event goes to the store before anyone is told about it.
 //!
 //! The tracker hands every event to a sink, synchronously and in global order. The sink only
-//! pushes it onto a channel; a dedicated thread ([`writer_thread`]) drains the channel, writes
+//! pushes it onto a channel; a dedicated thread (`writer_thread.rs`) drains the channel, writes
 //! everything it found in one transaction, and then
 //!
 //! 1. tells the [`Publisher`] it was given that the events are committed (the metrics count
@@ -19,7 +19,7 @@
 //! the log. (It may be slightly ahead — a change whose event arrives in the next batch; that
 //! change was not acknowledged yet, so a crash in between loses nothing anyone was promised.)
 //!
-//! Heartbeats are the bulk of the traffic and are not worth an fsync each ([`heartbeats`]): they
+//! Heartbeats are the bulk of the traffic and are not worth an fsync each (`heartbeats.rs`): they
 //! are published at once (no one waits for them), and only the latest per execution is written,
 //! at least every `heartbeat_flush` — or sooner, together with any other event of the same
 //! execution. Since a published heartbeat may never be stored, the store reserves sequence

@@ -36,7 +36,12 @@ pub(super) struct WriterThread {
     /// The highest sequence number the store has reserved (see [`Batch::reserved`]).
     reserved: u64,
     config: PipelineConfig,
+    /// When the store was last asked whether it answers (or last written to).
+    last_check: Instant,
 }
+
+/// How often an idle writer checks that the store still answers.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// What one cycle gathered from the channel.
 #[derive(Default)]
@@ -99,6 +104,7 @@ impl WriterThread {
             high_water,
             reserved: high_water,
             config,
+            last_check: Instant::now(),
         }
     }
 
@@ -107,7 +113,7 @@ impl WriterThread {
             let mut gathered = Gathered::default();
             match self.receiver.recv_timeout(self.next_wakeup()) {
                 Ok(message) => gathered.push(message),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => self.check_when_idle(),
                 Err(mpsc::RecvTimeoutError::Disconnected) => gathered.stop = true,
             }
             self.drain_into(&mut gathered);
@@ -124,6 +130,28 @@ impl WriterThread {
         if let Err(error) = self.writer.close() {
             tracing::error!(%error, "closing the store failed");
         }
+    }
+
+    /// Asks the store whether it still answers, at most once a second while nothing is written:
+    /// an outage shows on `/readyz` before the next write fails, and its end shows without one.
+    fn check_when_idle(&mut self) {
+        if self.last_check.elapsed() < IDLE_CHECK {
+            return;
+        }
+        self.last_check = Instant::now();
+        let healthy = match self.writer.check() {
+            Ok(()) => true,
+            Err(error) => {
+                if self.health.healthy.load(Ordering::Relaxed) {
+                    tracing::error!(%error, "the store does not answer");
+                }
+                false
+            }
+        };
+        if healthy && !self.health.healthy.load(Ordering::Relaxed) {
+            tracing::info!("the store answers again");
+        }
+        self.health.healthy.store(healthy, Ordering::Relaxed);
     }
 
     fn next_wakeup(&self) -> Duration {
@@ -281,6 +309,7 @@ impl WriterThread {
                         .events_written
                         .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
                     self.health.healthy.store(true, Ordering::Relaxed);
+                    self.last_check = Instant::now();
                     return;
                 }
                 Err(error) => {
