@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::breaker::BreakerConfig;
 use crate::error::TrackerError;
 use crate::event::{Event, EventKind, Owner};
 use crate::id::ExecutionId;
@@ -168,10 +167,7 @@ impl Tracker {
             slot.execution_due = time.at(after.started_at) + after.timeout;
         }
         if after.timeout_config != before.timeout_config {
-            slot.breaker.config = match after.timeout_config.as_deref() {
-                Some(custom) => Arc::new(BreakerConfig::from(custom)),
-                None => Arc::clone(&self.inner.default_breaker),
-            };
+            slot.breaker.config = self.breaker_config(after.timeout_config.as_deref());
         }
         if after.last_heartbeat != before.last_heartbeat {
             slot.heartbeat_mono = time.at(after.last_heartbeat);
