@@ -27,10 +27,11 @@ import gc
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any
 
 import agentrack
 
@@ -59,11 +60,11 @@ class Record:
     started_at: datetime
     last_heartbeat: datetime
     updated_at: datetime
-    completed_at: Optional[datetime] = None
+    completed_at: datetime | None = None
     result: Any = None
     heartbeat_count: int = 0
     timeout_seconds: float = 15
-    metadata: Dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class DictTracker:
@@ -72,10 +73,10 @@ class DictTracker:
     def __init__(self, heartbeat_timeout: float = 10, execution_timeout: float = 15) -> None:
         self.heartbeat_timeout = heartbeat_timeout
         self.execution_timeout = execution_timeout
-        self.executions: Dict[str, Record] = {}
-        self.active: Set[str] = set()
-        self.by_agent: Dict[str, Set[str]] = defaultdict(set)
-        self.by_thread: Dict[str, Set[str]] = defaultdict(set)
+        self.executions: dict[str, Record] = {}
+        self.active: set[str] = set()
+        self.by_agent: dict[str, set[str]] = defaultdict(set)
+        self.by_thread: dict[str, set[str]] = defaultdict(set)
         self.total = 0
         self.successful = 0
 
@@ -83,7 +84,14 @@ class DictTracker:
         execution_id = f"exec_{uuid.uuid4().hex}"
         now = datetime.now(timezone.utc)
         self.executions[execution_id] = Record(
-            execution_id, agent_name, thread_id, user_id, State.PENDING, now, now, now,
+            execution_id,
+            agent_name,
+            thread_id,
+            user_id,
+            State.PENDING,
+            now,
+            now,
+            now,
             timeout_seconds=self.execution_timeout,
         )
         self.active.add(execution_id)
@@ -126,16 +134,16 @@ class DictTracker:
         self.successful += 1
         return True
 
-    def detect_dead_executions(self) -> List[Record]:
+    def detect_dead_executions(self) -> list[Record]:
         now = datetime.now(timezone.utc)
         dead = []
         for execution_id in list(self.active):
             record = self.executions.get(execution_id)
             if record is None:
                 continue
-            if (now - record.last_heartbeat).total_seconds() > self.heartbeat_timeout:
-                dead.append(record)
-            elif (now - record.started_at).total_seconds() > record.timeout_seconds:
+            if (now - record.last_heartbeat).total_seconds() > self.heartbeat_timeout or (
+                now - record.started_at
+            ).total_seconds() > record.timeout_seconds:
                 dead.append(record)
         return dead
 

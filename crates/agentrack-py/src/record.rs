@@ -9,8 +9,11 @@
 //! - Each assignment to one of the original's fields is checked (`TypeError` naming the expected
 //!   type) and goes through [`Tracker::edit`], so the tracker acts on it: a back-dated
 //!   `last_heartbeat` makes the execution dead to the next monitor pass, a terminal `state`
-//!   finishes it, and so on. Assigning to a record that is gone raises `LookupError`: there is no
-//!   execution left for the value to act on.
+//!   finishes it, and so on. `state` goes through `Tracker::legacy_edit` (the core's `legacy`
+//!   feature) instead, because an alive state assigned to a finished record revives it, as in
+//!   the original, and the core's own edit keeps finished executions final. Assigning to a
+//!   record that is gone raises `LookupError`: there is no execution left for the value to act
+//!   on.
 //!
 //! `ExecutionRecord(...)` called directly, with the original dataclass's arguments, builds a
 //! record attached to no tracker, which behaves like the dataclass: it stores what it is given
@@ -115,6 +118,13 @@ impl Live {
             "timeout_config" => {
                 let config = fields::timeout_config(types, value)?;
                 self.set_timeout_config(config)
+            }
+            // The original's records were plain objects: assigning an alive state to a finished
+            // one revived it, and callers rely on that. The core's finality-keeping edit refuses
+            // it, so this one assignment goes through the legacy edit, which may revive.
+            "state" => {
+                let edit = fields::parse(types, field, value)?;
+                self.tracker.legacy_edit(self.id, edit).map(drop)
             }
             _ => {
                 let edit = fields::parse(types, field, value)?;

@@ -3,7 +3,7 @@ WebSocket manager, and a clean process-wide instance."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 from unittest.mock import AsyncMock
 
 import pytest

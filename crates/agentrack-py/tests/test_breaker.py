@@ -177,7 +177,9 @@ async def test_a_failure_while_half_open_reopens(tracker, running, clock):
 
 
 async def test_a_timeout_raises_timeout_error_and_counts_as_failure(clock):
-    tracker = AgentExecutionTracker(clock=clock, timeout_config=TimeoutConfig(llm_api_timeout=0.02, failure_threshold=2))
+    tracker = AgentExecutionTracker(
+        clock=clock, timeout_config=TimeoutConfig(llm_api_timeout=0.02, failure_threshold=2)
+    )
     execution_id = tracker.create_execution("a", "t", "u")
     cancelled = []
 
@@ -263,9 +265,7 @@ async def test_a_cancelled_half_open_trial_does_not_wedge_the_breaker(tracker, r
 
 
 async def test_an_execution_in_a_protected_call_is_not_declared_dead(clock):
-    tracker = AgentExecutionTracker(
-        clock=clock, heartbeat_timeout=10, timeout_config=TimeoutConfig(llm_api_timeout=60)
-    )
+    tracker = AgentExecutionTracker(clock=clock, heartbeat_timeout=10, timeout_config=TimeoutConfig(llm_api_timeout=60))
     execution_id = tracker.create_execution("a", "t", "u", timeout_seconds=1000)
     tracker.start_execution(execution_id)
     gate = asyncio.Event()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta, timezone
-from typing import Any, List
+from typing import Any
 
 import pytest
 
@@ -213,15 +213,15 @@ def now_utc() -> datetime:
 
 
 def hand_built(**overrides: Any) -> ExecutionRecord:
-    fields: dict = dict(
-        execution_id="exec_by_hand",
-        agent_name="agent",
-        thread_id="thread",
-        user_id="user",
-        state=ExecutionState.RUNNING,
-        started_at=now_utc(),
-        last_heartbeat=now_utc(),
-    )
+    fields: dict[str, Any] = {
+        "execution_id": "exec_by_hand",
+        "agent_name": "agent",
+        "thread_id": "thread",
+        "user_id": "user",
+        "state": ExecutionState.RUNNING,
+        "started_at": now_utc(),
+        "last_heartbeat": now_utc(),
+    }
     fields.update(overrides)
     return ExecutionRecord(**fields)
 
@@ -333,9 +333,7 @@ def test_a_phase_history_built_by_hand_gives_phase_durations():
 
 def test_a_phase_transition_is_built_with_the_originals_keyword_arguments():
     at = now_utc()
-    transition = PhaseTransition(
-        from_phase=None, to_phase=AgentExecutionPhase.WEBSOCKET_SETUP, timestamp=at
-    )
+    transition = PhaseTransition(from_phase=None, to_phase=AgentExecutionPhase.WEBSOCKET_SETUP, timestamp=at)
     assert (transition.duration_ms, transition.metadata, transition.websocket_event_sent) == (0.0, {}, False)
     transition.duration_ms = 12.5
     assert transition == PhaseTransition(None, AgentExecutionPhase.WEBSOCKET_SETUP, at, 12.5)
@@ -352,7 +350,7 @@ async def settle() -> None:
 async def test_monitor_first_pass_runs_at_once_and_includes_never_started_executions(tracker, new_execution, clock):
     pending = new_execution()  # never started
     clock.advance(11)
-    dead: List[str] = []
+    dead: list[str] = []
     tracker.register_death_callback(lambda record: dead.append(record.execution_id))
     await tracker.start_monitoring()
     try:
@@ -364,7 +362,7 @@ async def test_monitor_first_pass_runs_at_once_and_includes_never_started_execut
 
 
 async def test_monitor_passes_are_two_seconds_apart(tracker, monkeypatch):
-    delays: List[float] = []
+    delays: list[float] = []
     real_sleep = asyncio.sleep
 
     async def recording_sleep(delay: float, *args: Any, **kwargs: Any) -> None:

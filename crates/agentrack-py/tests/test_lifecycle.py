@@ -182,7 +182,9 @@ def test_update_execution_state_unknown_id_is_false_and_creates_nothing(tracker)
 @pytest.mark.parametrize("state", TERMINAL)
 def test_update_to_a_terminal_state_finishes_and_counts(tracker, running, clock, state):
     clock.advance(3)
-    assert tracker.update_execution_state(running, state, error="boom" if state is not ExecutionState.COMPLETED else None)
+    assert tracker.update_execution_state(
+        running, state, error="boom" if state is not ExecutionState.COMPLETED else None
+    )
     record = tracker.get_execution(running)
     assert record.state is state
     assert record.completed_at == record.updated_at == record.last_heartbeat == clock.now()

@@ -217,6 +217,7 @@ def test_monitoring_started_on_one_loop_can_be_stopped_from_another(clock):
     loop.call_soon_threadsafe(loop.stop)
     thread.join()
     loop.close()
+
     # After the first loop is closed, monitoring can start again elsewhere.
     async def restart():
         await tracker.start_monitoring()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from unittest.mock import AsyncMock, MagicMock, call
+from unittest.mock import AsyncMock, MagicMock
 
 import pytest
 
@@ -149,7 +149,9 @@ async def test_starting_notifies_agent_started(tracker, running, websocket_manag
     assert tracker.get_execution(running).phase_history[-1].websocket_event_sent is True
 
 
-@pytest.mark.parametrize("phase", [P.THINKING, P.TOOL_PREPARATION, P.LLM_INTERACTION, P.RESULT_PROCESSING, P.COMPLETING])
+@pytest.mark.parametrize(
+    "phase", [P.THINKING, P.TOOL_PREPARATION, P.LLM_INTERACTION, P.RESULT_PROCESSING, P.COMPLETING]
+)
 async def test_working_phases_notify_agent_thinking(tracker, running, websocket_manager, phase):
     await tracker.transition_state(running, P.WEBSOCKET_SETUP)
     await tracker.transition_state(running, phase, {"reasoning": "because"}, websocket_manager)
@@ -176,7 +178,9 @@ async def test_tool_execution_notifies_tool_executing(tracker, running, websocke
 
 async def test_completed_notifies_agent_completed(tracker, running, websocket_manager, clock):
     clock.advance(1.5)
-    await tracker.transition_state(running, P.COMPLETED, {"result": {"answer": 42}}, websocket_manager=websocket_manager)
+    await tracker.transition_state(
+        running, P.COMPLETED, {"result": {"answer": 42}}, websocket_manager=websocket_manager
+    )
     websocket_manager.notify_agent_completed.assert_awaited_once_with(
         run_id="thread-1", agent_name="agent", result={"answer": 42}, execution_time_ms=1500
     )
@@ -211,7 +215,7 @@ async def test_a_failing_manager_keeps_the_transition(tracker, running, caplog):
 async def test_a_manager_without_the_method_keeps_the_transition(tracker, running):
     class OnlyStarted:
         def __init__(self) -> None:
-            self.calls = []
+            self.calls: list[dict] = []
 
         async def notify_agent_started(self, **kwargs):
             self.calls.append(kwargs)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from datetime import timedelta
-from typing import List
 
 import pytest
 
@@ -21,7 +20,7 @@ def test_a_handle_stays_consistent_while_another_thread_updates_the_execution(tr
     beats = 5_000
     record = tracker.get_execution(running)
     start = threading.Barrier(2)
-    errors: List[BaseException] = []
+    errors: list[BaseException] = []
 
     def other_thread() -> None:
         try:
@@ -127,7 +126,7 @@ def test_writes_racing_a_purge_in_another_thread_apply_or_raise_lookup_error():
     tracker.complete_execution(execution_id)
     record = tracker.get_execution(execution_id)
     start = threading.Barrier(2)
-    outcome: List[object] = []
+    outcome: list[object] = []
 
     def writer() -> None:
         start.wait()

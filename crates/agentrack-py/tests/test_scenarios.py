@@ -70,7 +70,9 @@ def test_terminal_state_handling_and_cleanup(tracker, new_execution):
     for state in terminal:
         execution_id = new_execution()
         tracker.start_execution(execution_id)
-        assert tracker.update_execution_state(execution_id, state, error="x" if state is not ExecutionState.COMPLETED else None)
+        assert tracker.update_execution_state(
+            execution_id, state, error="x" if state is not ExecutionState.COMPLETED else None
+        )
         record = tracker.get_execution(execution_id)
         assert record.is_terminal and record.completed_at is not None
         assert not tracker.heartbeat(execution_id)
@@ -86,7 +88,9 @@ def test_terminal_state_handling_and_cleanup(tracker, new_execution):
 async def test_phase_transition_validation_from_consolidated_state_tracker(tracker, running):
     assert tracker.validate_state_transition(AgentExecutionPhase.CREATED, AgentExecutionPhase.WEBSOCKET_SETUP)
     assert not tracker.validate_state_transition(AgentExecutionPhase.CREATED, AgentExecutionPhase.COMPLETED)
-    assert tracker.validate_state_transition(AgentExecutionPhase.LLM_INTERACTION, AgentExecutionPhase.CIRCUIT_BREAKER_OPEN)
+    assert tracker.validate_state_transition(
+        AgentExecutionPhase.LLM_INTERACTION, AgentExecutionPhase.CIRCUIT_BREAKER_OPEN
+    )
     assert not tracker.validate_state_transition(AgentExecutionPhase.COMPLETED, AgentExecutionPhase.THINKING)
     # Valid transitions pass; an invalid one still happens (and is flagged).
     assert await tracker.transition_state(running, AgentExecutionPhase.WEBSOCKET_SETUP)
@@ -103,7 +107,9 @@ async def test_websocket_event_emission_during_phase_transitions(tracker, runnin
         running, AgentExecutionPhase.TOOL_EXECUTION, {"tool_name": "search", "parameters": {"q": 1}}, websocket_manager
     )
     await tracker.transition_state(running, AgentExecutionPhase.FAILED, {"error": "tool failed"}, websocket_manager)
-    websocket_manager.notify_agent_started.assert_awaited_once_with(run_id="thread-1", agent_name="agent", context={"k": 1})
+    websocket_manager.notify_agent_started.assert_awaited_once_with(
+        run_id="thread-1", agent_name="agent", context={"k": 1}
+    )
     websocket_manager.notify_agent_thinking.assert_awaited_once_with(
         run_id="thread-1", agent_name="agent", reasoning="plan", step_number=2
     )
@@ -117,7 +123,11 @@ async def test_websocket_event_emission_during_phase_transitions(tracker, runnin
 
 
 async def test_state_history_tracking_and_retrieval(tracker, running, clock):
-    for phase in (AgentExecutionPhase.WEBSOCKET_SETUP, AgentExecutionPhase.CONTEXT_VALIDATION, AgentExecutionPhase.STARTING):
+    for phase in (
+        AgentExecutionPhase.WEBSOCKET_SETUP,
+        AgentExecutionPhase.CONTEXT_VALIDATION,
+        AgentExecutionPhase.STARTING,
+    ):
         clock.advance(0.1)
         await tracker.transition_state(running, phase, {"phase": phase.value})
     history = tracker.get_state_history(running)
@@ -437,7 +447,9 @@ async def test_invalid_execution_id_handling(tracker, websocket_manager):
     assert tracker.update_execution_state(bad, ExecutionState.RUNNING) is False
     assert tracker.complete_execution(bad) is False
     assert tracker.fail_execution(bad, "e") is False
-    assert await tracker.transition_state(bad, AgentExecutionPhase.THINKING, websocket_manager=websocket_manager) is False
+    assert (
+        await tracker.transition_state(bad, AgentExecutionPhase.THINKING, websocket_manager=websocket_manager) is False
+    )
     assert tracker.get_state_history(bad) == []
     assert tracker.get_agent_state(bad) is None
     assert tracker.set_agent_state(bad, {"warning_count": 1}) is False
@@ -470,7 +482,9 @@ async def test_circuit_breaker_open_error_handling(tracker, running, clock):
     assert "completion" in str(error.value) and "17.5s" in str(error.value)
     llm.assert_not_awaited()
     # The agent can report it as a phase.
-    assert await tracker.transition_state(running, AgentExecutionPhase.CIRCUIT_BREAKER_OPEN, {"error": str(error.value)})
+    assert await tracker.transition_state(
+        running, AgentExecutionPhase.CIRCUIT_BREAKER_OPEN, {"error": str(error.value)}
+    )
 
 
 async def test_concurrent_access_and_race_condition_safety(tracker):
@@ -479,7 +493,11 @@ async def test_concurrent_access_and_race_condition_safety(tracker):
 
     async def drive(execution_id):
         tracker.start_execution(execution_id)
-        for phase in (AgentExecutionPhase.WEBSOCKET_SETUP, AgentExecutionPhase.CONTEXT_VALIDATION, AgentExecutionPhase.STARTING):
+        for phase in (
+            AgentExecutionPhase.WEBSOCKET_SETUP,
+            AgentExecutionPhase.CONTEXT_VALIDATION,
+            AgentExecutionPhase.STARTING,
+        ):
             await tracker.transition_state(execution_id, phase, None, manager)
             tracker.heartbeat(execution_id)
             await asyncio.sleep(0)

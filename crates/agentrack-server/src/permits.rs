@@ -5,9 +5,10 @@
 //! that never reports does not hold a half-open slot forever: permits expire after the breaker's
 //! call timeout plus a grace, and are then released without counting anything.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentrack::{Outcome, Permit};
+use agentrack::{Event, Outcome, Permit};
 use dashmap::DashMap;
 
 /// One held permit.
@@ -48,20 +49,26 @@ impl Permits {
         id
     }
 
-    /// Reports the outcome of the call made under permit `id`.
+    /// Reports the outcome of the call made under permit `id`. Returns the event of the breaker
+    /// state change the outcome caused, if any, for the caller to wait until it is durable.
     ///
     /// # Errors
     ///
     /// [`SettleError::NotFound`] unless `id` is a live permit of this tenant's breaker `name`.
-    pub fn settle(&self, id: &str, tenant: Option<&str>, name: &str, outcome: Outcome) -> Result<(), SettleError> {
+    pub fn settle(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+        name: &str,
+        outcome: Outcome,
+    ) -> Result<Option<Arc<Event>>, SettleError> {
         let (_, held) = self
             .held
             .remove_if(id, |_, held| {
                 held.name == name && tenant.is_none_or(|t| t == held.tenant) && held.expires > Instant::now()
             })
             .ok_or(SettleError::NotFound)?;
-        held.permit.record(outcome);
-        Ok(())
+        Ok(held.permit.record(outcome))
     }
 
     /// Drops expired permits (releasing their slots). Returns how many.

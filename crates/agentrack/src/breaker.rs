@@ -18,7 +18,7 @@ use crate::bus::EventBus;
 use crate::clock::Clock;
 use crate::config::TimeoutConfig;
 use crate::error::{CallError, TrackerError};
-use crate::event::BreakerChange;
+use crate::event::{BreakerChange, Event};
 use crate::retry::RetryPolicy;
 use crate::state::BreakerState;
 
@@ -363,15 +363,16 @@ impl Breaker {
         self.shared.core.lock().status(self.shared.name.clone(), mono)
     }
 
-    /// Closes the breaker and zeroes its counters.
-    pub fn reset(&self) {
+    /// Closes the breaker and zeroes its counters. Returns the `breaker_closed` event if it was
+    /// not closed already, so that a caller that persists changes can wait for it.
+    pub fn reset(&self) -> Option<Arc<Event>> {
         let mut core = self.shared.core.lock();
-        if let Some(state) = core.reset() {
-            self.announce(&core, state);
-        }
+        core.reset().map(|state| self.announce(&core, state))
     }
 
-    /// Asks to make one call; the permit must be given its outcome.
+    /// Asks to make one call; the permit must be given its outcome. An open breaker whose
+    /// recovery time has passed lets this call through as a trial and goes half-open: the
+    /// permit's [`Permit::admission_event`] is then that change.
     ///
     /// # Errors
     ///
@@ -380,15 +381,11 @@ impl Breaker {
         let mono = self.shared.clock.monotonic();
         let mut core = self.shared.core.lock();
         match core.try_acquire(mono) {
-            Ok((ticket, entered)) => {
-                if let Some(state) = entered {
-                    self.announce(&core, state);
-                }
-                Ok(Permit {
-                    breaker: self.clone(),
-                    ticket: Some(ticket),
-                })
-            }
+            Ok((ticket, entered)) => Ok(Permit {
+                breaker: self.clone(),
+                ticket: Some(ticket),
+                admission: entered.map(|state| self.announce(&core, state)),
+            }),
             Err(retry_after) => Err(TrackerError::CircuitOpen {
                 breaker: self.shared.name.clone(),
                 retry_after,
@@ -442,19 +439,20 @@ impl Breaker {
         policy.run(|| self.call(make_call())).await
     }
 
-    fn announce(&self, core: &BreakerCore, state: BreakerState) {
+    /// Emits the event of the breaker entering `state`. The caller holds the core's lock, so
+    /// events leave in the order of the changes.
+    fn announce(&self, core: &BreakerCore, state: BreakerState) -> Arc<Event> {
         let mono = self.shared.clock.monotonic();
         let change = core.change(self.shared.name.clone(), state, mono);
-        self.shared.bus.emit(None, self.shared.clock.now(), change.into_kind());
+        self.shared.bus.emit(None, self.shared.clock.now(), change.into_kind())
     }
 
-    fn record(&self, ticket: Ticket, outcome: Outcome) {
+    fn record(&self, ticket: Ticket, outcome: Outcome) -> Option<Arc<Event>> {
         let mono = self.shared.clock.monotonic();
         let wall = self.shared.clock.now();
         let mut core = self.shared.core.lock();
-        if let Some(state) = core.record(ticket, outcome, mono, wall) {
-            self.announce(&core, state);
-        }
+        core.record(ticket, outcome, mono, wall)
+            .map(|state| self.announce(&core, state))
     }
 }
 
@@ -464,14 +462,22 @@ impl Breaker {
 pub struct Permit {
     breaker: Breaker,
     ticket: Option<Ticket>,
+    admission: Option<Arc<Event>>,
 }
 
 impl Permit {
-    /// Reports the call's outcome to the breaker.
-    pub fn record(mut self, outcome: Outcome) {
-        if let Some(ticket) = self.ticket.take() {
-            self.breaker.record(ticket, outcome);
-        }
+    /// Reports the call's outcome to the breaker. Returns the event of the state change it
+    /// caused (`breaker_opened`, `breaker_closed`), if any, so that a caller that persists
+    /// changes can wait for it like for any other write.
+    pub fn record(mut self, outcome: Outcome) -> Option<Arc<Event>> {
+        let ticket = self.ticket.take()?;
+        self.breaker.record(ticket, outcome)
+    }
+
+    /// The event of the state change the admission itself made (`breaker_half_open`: an open
+    /// breaker let this call through as a trial), if it made one.
+    pub fn admission_event(&self) -> Option<&Arc<Event>> {
+        self.admission.as_ref()
     }
 
     /// The breaker this permit belongs to.

@@ -70,6 +70,12 @@
 //! - [`Breaker`]: circuit breakers shared by name across executions.
 //! - [`Event`], [`EventKind`]: what subscribers and stores receive.
 //! - [`global`]: a process-wide default instance.
+//!
+//! # Cargo features
+//!
+//! - `legacy` (off by default): `Tracker::legacy_edit`, direct edits that may revive a finished
+//!   execution, for the Python drop-in only. Without it no public call can give an execution a
+//!   second terminal event; see [`Tracker::edit`].
 
 mod breaker;
 mod bus;

@@ -1,12 +1,19 @@
 //! What to create: the arguments of [`Tracker::create`](crate::Tracker::create).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::TimeoutConfig;
-use crate::state::ExecutionState;
+use crate::error::TrackerError;
+use crate::event::Owner;
+use crate::id::ExecutionId;
+use crate::phase::Phase;
+use crate::record::ExecutionRecord;
+use crate::state::{BreakerState, ExecutionState};
 
 /// The tenant of executions created without one.
 pub const DEFAULT_TENANT: &str = "default";
@@ -86,5 +93,80 @@ impl NewExecution {
     pub fn timeout_config(mut self, config: TimeoutConfig) -> Self {
         self.timeout_config = Some(config);
         self
+    }
+
+    /// The initial state and the execution timeout (the tracker's `default_timeout` unless
+    /// given), after checking what was asked for.
+    pub(crate) fn checked(&self, default_timeout: Duration) -> Result<(ExecutionState, Duration), TrackerError> {
+        if self.agent_name.trim().is_empty() {
+            return Err(TrackerError::InvalidInput {
+                field: "agent_name",
+                reason: "must not be empty".into(),
+            });
+        }
+        let timeout = self
+            .timeout
+            .or(self.timeout_config.as_ref().map(|c| c.agent_execution_timeout))
+            .unwrap_or(default_timeout);
+        if timeout.is_zero() {
+            return Err(TrackerError::InvalidInput {
+                field: "timeout",
+                reason: "must be greater than zero".into(),
+            });
+        }
+        let state = self.initial_state.unwrap_or(ExecutionState::Pending);
+        if state.is_terminal() {
+            return Err(TrackerError::InvalidInput {
+                field: "initial_state",
+                reason: format!("{state} is terminal; valid initial states: pending, starting, running, completing"),
+            });
+        }
+        Ok((state, timeout))
+    }
+
+    /// The record of the new execution `id`, created `now` in `state` (from
+    /// [`NewExecution::checked`]), and whom it belongs to.
+    pub(crate) fn into_record(
+        self,
+        id: ExecutionId,
+        state: ExecutionState,
+        timeout: Duration,
+        now: DateTime<Utc>,
+    ) -> (ExecutionRecord, Arc<Owner>) {
+        let owner = Arc::new(Owner {
+            tenant: self.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
+            user_id: self.user_id,
+            thread_id: self.thread_id,
+            agent_name: self.agent_name,
+        });
+        let record = ExecutionRecord {
+            execution_id: id,
+            tenant: owner.tenant.clone(),
+            agent_name: owner.agent_name.clone(),
+            thread_id: owner.thread_id.clone(),
+            user_id: owner.user_id.clone(),
+            state,
+            current_phase: Phase::Created,
+            started_at: now,
+            last_heartbeat: now,
+            updated_at: now,
+            phase_entered_at: now,
+            completed_at: None,
+            error: None,
+            result: None,
+            heartbeat_count: 0,
+            timeout,
+            metadata: self.metadata,
+            phase_history: Vec::new(),
+            warning_count: 0,
+            error_count: 0,
+            timeout_config: self.timeout_config.map(Box::new),
+            circuit_breaker_state: BreakerState::Closed,
+            circuit_breaker_failures: 0,
+            last_failure_time: None,
+            next_attempt_time: None,
+            seq: 0,
+        };
+        (record, owner)
     }
 }

@@ -9,11 +9,12 @@ use parking_lot::Mutex;
 
 use crate::breaker::{Breaker, BreakerCore, BreakerStatus, Outcome, Ticket};
 use crate::error::{CallError, TrackerError};
+use crate::event::Event;
 use crate::id::ExecutionId;
 use crate::retry::RetryPolicy;
 use crate::slot::Slot;
 use crate::state::BreakerState;
-use crate::tracker::{Tracker, breaker_name, ensure_alive, touch};
+use crate::tracker::{Change, Tracker, breaker_name, ensure_alive, touch};
 
 /// Admission of one protected call on behalf of an execution; see [`Tracker::begin_call`].
 ///
@@ -44,15 +45,22 @@ impl CallPermit {
         self.timeout
     }
 
-    /// Reports the call's outcome to the execution's breaker, ending the call.
-    pub fn record(mut self, outcome: Outcome) {
-        if let Some(ticket) = self.ticket.take() {
-            let now = self.tracker.inner.clock.now();
-            let mono = self.tracker.mono();
-            let mut slot = self.slot.lock();
-            let entered = slot.breaker.record(ticket, outcome, mono, now);
-            self.tracker.sync_breaker(&mut slot, entered);
-        }
+    /// Reports the call's outcome to the execution's breaker, ending the call. Returns the
+    /// change: the breaker's state-change event (`breaker_opened`, `breaker_closed`), if the
+    /// outcome caused one.
+    pub fn record(mut self, outcome: Outcome) -> Change {
+        let mut slot = self.slot.lock();
+        let execution_id = slot.record.execution_id;
+        let events = match self.ticket.take() {
+            Some(ticket) => {
+                let now = self.tracker.inner.clock.now();
+                let mono = self.tracker.mono();
+                let entered = slot.breaker.record(ticket, outcome, mono, now);
+                self.tracker.sync_breaker(&mut slot, entered).into_iter().collect()
+            }
+            None => Vec::new(),
+        };
+        Change { execution_id, events }
     }
 }
 
@@ -83,17 +91,21 @@ impl Tracker {
     }
 
     /// Closes the per-execution breaker and zeroes its counters (the original's register and
-    /// reset both do this).
+    /// reset both do this). Returns the change: a `breaker_closed` event if the breaker was not
+    /// closed already, none otherwise.
     ///
     /// # Errors
     ///
     /// `NotFound`.
-    pub fn reset_breaker(&self, id: ExecutionId) -> Result<(), TrackerError> {
+    pub fn reset_breaker(&self, id: ExecutionId) -> Result<Change, TrackerError> {
         let slot = self.slot(id)?;
         let mut slot = slot.lock();
         let entered = slot.breaker.reset();
-        self.sync_breaker(&mut slot, entered);
-        Ok(())
+        let events = self.sync_breaker(&mut slot, entered).into_iter().collect();
+        Ok(Change {
+            execution_id: id,
+            events,
+        })
     }
 
     /// Runs `call` under the execution's own breaker and its LLM call timeout
@@ -229,8 +241,9 @@ impl Tracker {
         })
     }
 
-    /// Copies the breaker's state into the record and announces a state change.
-    fn sync_breaker(&self, slot: &mut Slot, entered: Option<BreakerState>) {
+    /// Copies the breaker's state into the record and announces a state change; returns its
+    /// event.
+    fn sync_breaker(&self, slot: &mut Slot, entered: Option<BreakerState>) -> Option<Arc<Event>> {
         let core: &BreakerCore = &slot.breaker;
         let (state, failures, last, next) = (
             core.state,
@@ -242,12 +255,11 @@ impl Tracker {
         slot.record.circuit_breaker_failures = failures;
         slot.record.last_failure_time = last;
         slot.record.next_attempt_time = next;
-        if let Some(state) = entered {
-            let now = self.inner.clock.now();
-            let mono = self.mono();
-            let change = slot.breaker.change(breaker_name(slot.record.execution_id), state, mono);
-            let scope = slot.next_scope();
-            self.inner.bus.emit(Some(scope), now, change.into_kind());
-        }
+        let state = entered?;
+        let now = self.inner.clock.now();
+        let mono = self.mono();
+        let change = slot.breaker.change(breaker_name(slot.record.execution_id), state, mono);
+        let scope = slot.next_scope();
+        Some(self.inner.bus.emit(Some(scope), now, change.into_kind()))
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
-use crate::breaker::{BreakerConfig, BreakerCore};
+use crate::breaker::BreakerCore;
 use crate::error::TrackerError;
 use crate::event::{Event, Owner};
 use crate::record::ExecutionRecord;
@@ -51,10 +51,7 @@ impl Tracker {
         // is purged at most `cleanup_age` after the restart.
         let ago = |then: DateTime<Utc>| mono.saturating_sub(elapsed(then)).max(TIMELINE_ORIGIN);
         let breaker = BreakerCore::restored(
-            match &record.timeout_config {
-                Some(custom) => Arc::new(BreakerConfig::from(&**custom)),
-                None => Arc::clone(&self.inner.default_breaker),
-            },
+            self.breaker_config(record.timeout_config.as_deref()),
             record.circuit_breaker_state,
             record.circuit_breaker_failures,
             record.last_failure_time,

@@ -35,6 +35,30 @@ pub(crate) enum Expiry {
 }
 
 impl Slot {
+    /// The slot of a just-created execution (`record`), its deadline computed from `mono`, now.
+    pub(crate) fn created(
+        record: ExecutionRecord,
+        owner: Arc<Owner>,
+        breaker: BreakerCore,
+        mono: Duration,
+        config: &TrackerConfig,
+    ) -> Self {
+        let mut slot = Self {
+            execution_due: mono + record.timeout,
+            record,
+            owner,
+            heartbeat_mono: mono,
+            completed_mono: None,
+            armed_at: None,
+            calls_in_flight: 0,
+            call_deadline: Duration::ZERO,
+            breaker,
+            cancel: None,
+        };
+        slot.armed_at = Some(slot.deadline(config));
+        slot
+    }
+
     pub(crate) fn execution_deadline(&self) -> Duration {
         self.execution_due
     }

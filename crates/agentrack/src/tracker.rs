@@ -16,19 +16,19 @@ use tokio_util::sync::CancellationToken;
 use crate::breaker::{Breaker, BreakerConfig, BreakerCore};
 use crate::bus::EventBus;
 use crate::clock::{Clock, SystemClock};
-use crate::config::TrackerConfig;
+use crate::config::{TimeoutConfig, TrackerConfig};
 use crate::deadlines::DeadlineQueue;
 use crate::error::TrackerError;
 use crate::event::{Event, EventFilter, EventKind, EventStream, Finished, Owner};
 use crate::id::ExecutionId;
 use crate::index::Index;
 use crate::metrics::{Counters, Metrics};
-use crate::new_execution::{DEFAULT_TENANT, NewExecution};
+use crate::new_execution::NewExecution;
 use crate::notifier::NotifyError;
 use crate::phase::{Phase, Validation};
 use crate::record::{ExecutionRecord, Transition, millis};
 use crate::slot::Slot;
-use crate::state::{BreakerState, ExecutionState};
+use crate::state::ExecutionState;
 
 /// What a mutating call changed: the execution and the events that describe the change, in
 /// order, already broadcast. A store persists exactly these.
@@ -212,85 +212,35 @@ impl Tracker {
     /// [`TrackerError::InvalidInput`] for an empty agent name, a zero timeout or a terminal
     /// initial state.
     pub fn create(&self, new: NewExecution) -> Result<Change, TrackerError> {
-        let config = &self.inner.config;
-        if new.agent_name.trim().is_empty() {
-            return Err(TrackerError::InvalidInput {
-                field: "agent_name",
-                reason: "must not be empty".into(),
-            });
-        }
-        let timeout = new
-            .timeout
-            .or(new.timeout_config.map(|c| c.agent_execution_timeout))
-            .unwrap_or(config.execution_timeout);
-        if timeout.is_zero() {
-            return Err(TrackerError::InvalidInput {
-                field: "timeout",
-                reason: "must be greater than zero".into(),
-            });
-        }
-        let state = new.initial_state.unwrap_or(ExecutionState::Pending);
-        if state.is_terminal() {
-            return Err(TrackerError::InvalidInput {
-                field: "initial_state",
-                reason: format!("{state} is terminal; valid initial states: pending, starting, running, completing"),
-            });
-        }
+        let (state, timeout) = new.checked(self.inner.config.execution_timeout)?;
         let id = ExecutionId::new();
         let now = self.inner.clock.now();
         let mono = self.mono();
-        let owner = Arc::new(Owner {
-            tenant: new.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
-            user_id: new.user_id,
-            thread_id: new.thread_id,
-            agent_name: new.agent_name,
-        });
-        let breaker_config = match &new.timeout_config {
+        let breaker = BreakerCore::new(self.breaker_config(new.timeout_config.as_ref()));
+        let (record, owner) = new.into_record(id, state, timeout, now);
+        let slot = Slot::created(record, owner, breaker, mono, &self.inner.config);
+        let event = self.publish(slot, now);
+        Ok(Change {
+            execution_id: id,
+            events: vec![event],
+        })
+    }
+
+    /// The breaker settings of an execution with timeout config `custom`: its own, or the
+    /// tracker's shared defaults.
+    pub(crate) fn breaker_config(&self, custom: Option<&TimeoutConfig>) -> Arc<BreakerConfig> {
+        match custom {
             Some(custom) => Arc::new(BreakerConfig::from(custom)),
             None => Arc::clone(&self.inner.default_breaker),
-        };
-        let record = ExecutionRecord {
-            execution_id: id,
-            tenant: owner.tenant.clone(),
-            agent_name: owner.agent_name.clone(),
-            thread_id: owner.thread_id.clone(),
-            user_id: owner.user_id.clone(),
-            state,
-            current_phase: Phase::Created,
-            started_at: now,
-            last_heartbeat: now,
-            updated_at: now,
-            phase_entered_at: now,
-            completed_at: None,
-            error: None,
-            result: None,
-            heartbeat_count: 0,
-            timeout,
-            metadata: new.metadata,
-            phase_history: Vec::new(),
-            warning_count: 0,
-            error_count: 0,
-            timeout_config: new.timeout_config.map(Box::new),
-            circuit_breaker_state: BreakerState::Closed,
-            circuit_breaker_failures: 0,
-            last_failure_time: None,
-            next_attempt_time: None,
-            seq: 0,
-        };
-        let mut slot = Slot {
-            record,
-            owner: Arc::clone(&owner),
-            execution_due: mono + timeout,
-            heartbeat_mono: mono,
-            completed_mono: None,
-            armed_at: None,
-            calls_in_flight: 0,
-            call_deadline: Duration::ZERO,
-            breaker: BreakerCore::new(breaker_config),
-            cancel: None,
-        };
-        let due = slot.deadline(config);
-        slot.armed_at = Some(due);
+        }
+    }
+
+    /// Makes a new execution's slot visible — indexes, active set, counters, deadline — and
+    /// emits its creation event.
+    fn publish(&self, slot: Slot, now: DateTime<Utc>) -> Arc<Event> {
+        let id = slot.record.execution_id;
+        let owner = Arc::clone(&slot.owner);
+        let due = slot.armed_at;
         let slot = Arc::new(Mutex::new(slot));
         // Indexes first, then the record: a reader may briefly see an id it cannot resolve
         // (and skips it), never a record missing from an index.
@@ -302,16 +252,14 @@ impl Tracker {
         // Hold the record's lock while publishing it, so its creation event is its first.
         let mut guard = slot.lock();
         self.inner.records.insert(id, Arc::clone(&slot));
-        self.inner.deadlines.arm(id, due);
+        if let Some(due) = due {
+            self.inner.deadlines.arm(id, due);
+        }
         let kind = EventKind::ExecutionCreated {
-            timeout_seconds: timeout.as_secs_f64(),
+            timeout_seconds: guard.record.timeout.as_secs_f64(),
             metadata: guard.record.metadata.clone(),
         };
-        let event = self.emit(&mut guard, now, kind);
-        Ok(Change {
-            execution_id: id,
-            events: vec![event],
-        })
+        self.emit(&mut guard, now, kind)
     }
 
     /// Moves a `Pending` execution to `Starting`.

@@ -1,10 +1,14 @@
-//! Direct edits (`Tracker::edit`): the tracker acts on overwritten fields as legacy code expects.
+//! Direct edits (`Tracker::edit`): the tracker acts on overwritten fields as legacy code expects,
+//! and a finished execution stays finished (exactly one terminal event).
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use agentrack::{BreakerState, EventFilter, ExecutionState, NewExecution, Phase, TrackerConfig, TrackerError};
+use agentrack::{
+    BreakerState, EventFilter, ExecutionId, ExecutionState, ManualClock, NewExecution, Phase, StateUpdate, Tracker,
+    TrackerConfig, TrackerError,
+};
 use chrono::TimeDelta;
 use common::{drain, manual, names, secs};
 
@@ -85,11 +89,12 @@ fn back_dated_completion_lets_the_purge_drop_it_and_a_later_one_keeps_it() {
 }
 
 #[test]
-fn a_forced_terminal_state_finishes_it_once_and_a_forced_alive_state_revives_it() {
+fn a_forced_terminal_state_finishes_it_with_its_one_terminal_event() {
     let (tracker, _clock) = manual(config());
     let mut events = tracker.subscribe(EventFilter::all());
     let id = tracker.create(new()).unwrap().id();
-    tracker.edit(id, |r| r.state = ExecutionState::Completed).unwrap();
+    let change = tracker.edit(id, |r| r.state = ExecutionState::Completed).unwrap();
+    assert_eq!(names(&change.events), ["record_edited", "execution_completed"]);
     let record = tracker.get(id).unwrap();
     assert_eq!(record.state, ExecutionState::Completed);
     assert!(record.completed_at.is_some());
@@ -100,11 +105,116 @@ fn a_forced_terminal_state_finishes_it_once_and_a_forced_alive_state_revives_it(
         ["execution_created", "record_edited", "execution_completed"]
     );
     assert!(tracker.heartbeat(id).is_err(), "terminal after the edit");
+    assert!(tracker.check_consistency().is_empty());
+}
 
-    tracker.edit(id, |r| r.state = ExecutionState::Running).unwrap();
+/// Finishes a new execution the way `how` names; returns its id.
+fn finished(tracker: &Tracker, clock: &ManualClock, how: ExecutionState) -> ExecutionId {
+    let id = tracker.create(new()).unwrap().id();
+    tracker.start(id).unwrap();
+    match how {
+        ExecutionState::Completed => drop(tracker.complete(id, Some(serde_json::json!("done"))).unwrap()),
+        ExecutionState::Failed => drop(tracker.fail(id, "boom").unwrap()),
+        ExecutionState::Cancelled => drop(tracker.cancel(id, "stop").unwrap()),
+        ExecutionState::Dead => {
+            clock.advance(secs(11));
+            assert_eq!(tracker.sweep().dead.len(), 1);
+        }
+        ExecutionState::Timeout => {
+            tracker.edit(id, |r| r.started_at -= TimeDelta::seconds(200)).unwrap();
+            assert_eq!(tracker.sweep().timed_out.len(), 1);
+        }
+        alive => panic!("{alive} is not a way to finish"),
+    }
+    assert_eq!(tracker.get(id).unwrap().state, how);
+    id
+}
+
+#[test]
+fn a_finished_execution_gets_no_second_terminal_event_through_the_public_api() {
+    let terminal = ExecutionState::ALL.iter().copied().filter(|s| s.is_terminal());
+    for how in terminal {
+        let (tracker, clock) = manual(config());
+        let mut events = tracker.subscribe(EventFilter::all());
+        let id = finished(&tracker, &clock, how);
+        let ended = tracker.get(id).unwrap();
+        let metrics = tracker.metrics();
+        drain(&mut events);
+
+        // No edit changes a finished execution's state: not back to alive, not to another end.
+        for state in ExecutionState::ALL.iter().copied().filter(|s| *s != how) {
+            let err = tracker.edit(id, |r| r.state = state).unwrap_err();
+            assert!(
+                matches!(err, TrackerError::InvalidInput { field: "state", .. }),
+                "{how} → {state}: {err}"
+            );
+            assert!(err.to_string().contains("final"), "{err}");
+            // Not even together with other fields: a rejected edit changes nothing.
+            assert!(
+                tracker
+                    .edit(id, |r| {
+                        r.heartbeat_count = 99;
+                        r.state = state;
+                    })
+                    .is_err()
+            );
+            assert_eq!(tracker.get(id).unwrap(), ended, "{how} → {state} changed the record");
+        }
+        // Nor does any lifecycle call, nor the monitor.
+        assert!(matches!(tracker.start(id), Err(TrackerError::Terminal { .. })));
+        assert!(matches!(tracker.heartbeat(id), Err(TrackerError::Terminal { .. })));
+        for state in ExecutionState::ALL.iter().copied() {
+            assert!(
+                matches!(
+                    tracker.set_state(id, state, StateUpdate::default()),
+                    Err(TrackerError::Terminal { .. })
+                ),
+                "set_state({state}) after {how}"
+            );
+        }
+        assert!(tracker.complete(id, None).is_err());
+        assert!(tracker.fail(id, "again").is_err());
+        assert!(tracker.cancel(id, "again").is_err());
+        clock.advance(secs(30));
+        let sweep = tracker.sweep();
+        assert!(sweep.dead.is_empty() && sweep.timed_out.is_empty());
+        assert!(drain(&mut events).is_empty(), "a refused call emitted something");
+
+        // Its other fields stay editable, and such an edit is not an ending.
+        let change = tracker.edit(id, |r| r.error = Some("noted later".into())).unwrap();
+        assert_eq!(names(&change.events), ["record_edited"]);
+        assert_eq!(tracker.get(id).unwrap().state, how);
+        assert_eq!(tracker.metrics(), metrics, "counters after {how}");
+        assert_eq!(tracker.active_count(), 0);
+        assert!(tracker.check_consistency().is_empty());
+    }
+}
+
+/// The Python drop-in's path: its callers assign `record.state = RUNNING` to a finished
+/// record, as they did to the original's plain objects, and complete it again.
+#[cfg(feature = "legacy")]
+#[test]
+fn the_legacy_edit_revives_a_finished_execution_and_only_it_does() {
+    let (tracker, _clock) = manual(config());
+    let mut events = tracker.subscribe(EventFilter::all());
+    let id = tracker.create(new()).unwrap().id();
+    tracker.complete(id, None).unwrap();
+    assert!(tracker.edit(id, |r| r.state = ExecutionState::Running).is_err());
+    tracker.legacy_edit(id, |r| r.state = ExecutionState::Running).unwrap();
     assert_eq!(tracker.active_count(), 1);
     tracker.heartbeat(id).unwrap();
     tracker.complete(id, None).unwrap();
+    let ends = drain(&mut events)
+        .iter()
+        .filter(|e| e.kind.finished().is_some())
+        .count();
+    assert_eq!(ends, 2, "the legacy path is the one that can end an execution twice");
+    // A terminal state over a terminal one relabels it; no new terminal event.
+    let change = tracker.legacy_edit(id, |r| r.state = ExecutionState::Failed).unwrap();
+    assert_eq!(names(&change.events), ["record_edited"]);
+    // The revival took its completion back, so it is counted once, now as failed.
+    let metrics = tracker.metrics();
+    assert_eq!((metrics.successful_executions, metrics.failed_executions), (0, 1));
     assert!(
         tracker.check_consistency().is_empty(),
         "{:?}",

@@ -66,6 +66,9 @@ enum Op {
     Fail(usize),
     Cancel(usize),
     Cleanup(usize),
+    /// A direct edit of the state (`Tracker::edit`), which bypasses the lifecycle rules but
+    /// not finality.
+    EditState(usize, ExecutionState),
     Advance(u64),
     Sweep,
 }
@@ -83,6 +86,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Fail),
         1 => any::<usize>().prop_map(Op::Cancel),
         2 => any::<usize>().prop_map(Op::Cleanup),
+        2 => (any::<usize>(), prop::sample::select(ExecutionState::ALL)).prop_map(|(i, s)| Op::EditState(i, s)),
         // Whole seconds too, so that deadlines are often hit exactly (the boundary cases).
         2 => (0u64..12_000).prop_map(Op::Advance),
         2 => prop::sample::select(vec![1_000u64, 5_000, 10_000]).prop_map(Op::Advance),
@@ -98,6 +102,8 @@ enum Refusal {
     InvalidLifecycle,
     InvalidTransition,
     StillAlive,
+    /// An edit of a finished execution's state.
+    StateIsFinal,
 }
 
 fn refusal_of(error: &TrackerError) -> Refusal {
@@ -107,6 +113,7 @@ fn refusal_of(error: &TrackerError) -> Refusal {
         TrackerError::InvalidLifecycle { .. } => Refusal::InvalidLifecycle,
         TrackerError::InvalidTransition { .. } => Refusal::InvalidTransition,
         TrackerError::StillAlive { .. } => Refusal::StillAlive,
+        TrackerError::InvalidInput { field: "state", .. } => Refusal::StateIsFinal,
         other => panic!("unexpected error: {other}"),
     }
 }
@@ -528,6 +535,32 @@ impl Harness {
                     self.cleaned_up += 1;
                 }
                 (expected, actual.map(|_| Vec::new()))
+            }
+            Op::EditState(index, state) => {
+                let id = self.target(index);
+                let expected = self.present(id).and_then(|m| {
+                    if m.state.is_terminal() && m.state != *state {
+                        Err(Refusal::StateIsFinal)
+                    } else {
+                        Ok(())
+                    }
+                });
+                let changes = self.present(id).is_ok_and(|m| m.state != *state);
+                if expected.is_ok() && changes {
+                    let now = self.now;
+                    let model = self.model(id);
+                    // `record_edited`, then for an end its one terminal event.
+                    model.seq += 1;
+                    model.state = *state;
+                    if state.is_terminal() {
+                        model.seq += 1;
+                        model.completed = Some(now);
+                        self.count_finished(*state);
+                        self.enforce_cap();
+                    }
+                }
+                let actual = self.tracker.edit(id, |r| r.state = *state).map(|c| c.events);
+                (expected, actual)
             }
             Op::Advance(ms) => {
                 let by = Duration::from_millis(*ms);

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Optional
 
 from ._core import ExecutionRecord, ManualClock, __version__
 from ._tracker import AgentExecutionTracker
@@ -51,7 +50,7 @@ __all__ = [
 logger = logging.getLogger("agentrack")
 
 # The process-wide instance, as in the original (a test may reset it to None).
-_tracker_instance: Optional[AgentExecutionTracker] = None
+_tracker_instance: AgentExecutionTracker | None = None
 _tracker_lock = threading.Lock()
 
 

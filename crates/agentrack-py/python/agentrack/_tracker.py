@@ -17,22 +17,12 @@ monitor task) is guarded by a lock, so one tracker can serve several threads and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import threading
-from collections.abc import Mapping
-from typing import (
-    Any,
-    Awaitable,
-    Callable,
-    Dict,
-    Iterator,
-    List,
-    Optional,
-    Set,
-    TypeVar,
-    Union,
-)
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from ._core import ExecutionRecord, ManualClock, PendingNotification, TrackerCore
 from ._types import (
@@ -48,7 +38,7 @@ logger = logging.getLogger("agentrack")
 
 T = TypeVar("T")
 
-Callback = Callable[[ExecutionRecord], Union[Awaitable[Any], Any]]
+Callback = Callable[[ExecutionRecord], Awaitable[Any] | Any]
 
 
 class _ExecutionsView(Mapping):  # type: ignore[type-arg]
@@ -56,7 +46,7 @@ class _ExecutionsView(Mapping):  # type: ignore[type-arg]
     dict: ``len``, ``in``, iteration and ``[]`` always answer from the tracker's current state,
     and the records it gives are live (assigning their fields changes the executions)."""
 
-    def __init__(self, tracker: "AgentExecutionTracker") -> None:
+    def __init__(self, tracker: AgentExecutionTracker) -> None:
         self._tracker = tracker
 
     def __getitem__(self, execution_id: str) -> ExecutionRecord:
@@ -76,13 +66,12 @@ class _ExecutionsView(Mapping):  # type: ignore[type-arg]
 
 
 def _read_only(name: str) -> property:
-    def getter(self: "AgentExecutionTracker") -> Any:
+    def getter(self: AgentExecutionTracker) -> Any:
         return self._settings[name]
 
-    def setter(self: "AgentExecutionTracker", value: Any) -> None:
+    def setter(self: AgentExecutionTracker, value: Any) -> None:
         raise AttributeError(
-            f"{name} is fixed when the tracker is created: pass {name}={value!r} to "
-            f"AgentExecutionTracker(...) instead"
+            f"{name} is fixed when the tracker is created: pass {name}={value!r} to AgentExecutionTracker(...) instead"
         )
 
     return property(getter, setter, doc=f"The tracker's {name} (fixed at creation).")
@@ -110,10 +99,10 @@ class AgentExecutionTracker(TrackerCore):
         heartbeat_timeout: float = 10,
         execution_timeout: float = 15,
         cleanup_interval: float = 60,
-        timeout_config: Optional[TimeoutConfig] = None,
+        timeout_config: TimeoutConfig | None = None,
         *,
         monitor_interval: float = 2.0,
-        clock: Optional[ManualClock] = None,
+        clock: ManualClock | None = None,
         history_cap: int = 100,
         max_finished: int = 100_000,
     ) -> None:
@@ -128,7 +117,7 @@ class AgentExecutionTracker(TrackerCore):
             history_cap,
             max_finished,
         )
-        self._settings: Dict[str, Any] = {
+        self._settings: dict[str, Any] = {
             "heartbeat_timeout": heartbeat_timeout,
             "execution_timeout": execution_timeout,
             "cleanup_interval": cleanup_interval,
@@ -136,9 +125,9 @@ class AgentExecutionTracker(TrackerCore):
         }
         self._monitor_interval = monitor_interval
         self._lock = threading.Lock()
-        self._monitor_task: Optional["asyncio.Task[None]"] = None
-        self._death_callbacks: List[Callback] = []
-        self._timeout_callbacks: List[Callback] = []
+        self._monitor_task: asyncio.Task[None] | None = None
+        self._death_callbacks: list[Callback] = []
+        self._timeout_callbacks: list[Callback] = []
         self._max_completed_history = history_cap
 
     heartbeat_timeout = _read_only("heartbeat_timeout")
@@ -173,15 +162,13 @@ class AgentExecutionTracker(TrackerCore):
             return
         loop = task.get_loop()
         try:
-            running: Optional[asyncio.AbstractEventLoop] = asyncio.get_running_loop()
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if loop is running:
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
         elif not loop.is_closed():
             loop.call_soon_threadsafe(task.cancel)
         logger.info("Stopped agent execution monitoring")
@@ -211,11 +198,11 @@ class AgentExecutionTracker(TrackerCore):
                 await self.run_monitor_pass()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the monitor must keep running
+            except Exception:  # the monitor must keep running
                 logger.exception("Monitoring error")
             await asyncio.sleep(self._monitor_interval)
 
-    async def run_monitor_pass(self) -> Dict[str, Any]:
+    async def run_monitor_pass(self) -> dict[str, Any]:
         """One monitor pass, as the background task runs it every ``monitor_interval`` seconds:
         marks dead executions DEAD and timed-out ones TIMEOUT, awaits the callbacks (a failing
         callback is logged, never fatal), and purges finished executions older than
@@ -235,7 +222,7 @@ class AgentExecutionTracker(TrackerCore):
         return {"dead": dead, "timed_out": timed_out, "purged": purged}
 
     @staticmethod
-    async def _run_callbacks(callbacks: List[Callback], record: ExecutionRecord, kind: str) -> None:
+    async def _run_callbacks(callbacks: list[Callback], record: ExecutionRecord, kind: str) -> None:
         for callback in callbacks:
             try:
                 await _maybe_await(callback(record))
@@ -256,8 +243,8 @@ class AgentExecutionTracker(TrackerCore):
         self,
         execution_id: str,
         new_phase: AgentExecutionPhase,
-        metadata: Optional[Dict[str, Any]] = None,
-        websocket_manager: Optional[Any] = None,
+        metadata: dict[str, Any] | None = None,
+        websocket_manager: Any | None = None,
     ) -> bool:
         """Moves the execution to ``new_phase``, recording the transition, and with a
         ``websocket_manager`` awaits its matching ``notify_*`` method. ``False`` for an unknown
@@ -272,7 +259,9 @@ class AgentExecutionTracker(TrackerCore):
         else:
             valid = step
         if not valid:
-            logger.warning("Invalid phase transition for %s to %s (allowed, as in the original)", execution_id, new_phase)
+            logger.warning(
+                "Invalid phase transition for %s to %s (allowed, as in the original)", execution_id, new_phase
+            )
         return True
 
     @staticmethod
@@ -359,8 +348,8 @@ class AgentExecutionTracker(TrackerCore):
     def create_execution_with_full_context(
         self,
         agent_name: str,
-        user_context: Dict[str, Any],
-        timeout_config: Optional[Dict[str, Any]] = None,
+        user_context: dict[str, Any],
+        timeout_config: dict[str, Any] | None = None,
         initial_state: str = "PENDING",
     ) -> str:
         """Creates an execution from a user context (``user_id``, ``thread_id``, ``metadata``)
@@ -384,7 +373,7 @@ class AgentExecutionTracker(TrackerCore):
             )
         else:
             config = self.timeout_config
-        state: Optional[ExecutionState] = None
+        state: ExecutionState | None = None
         if isinstance(initial_state, ExecutionState):
             state = initial_state
         elif isinstance(initial_state, str) and initial_state in ExecutionState.__members__:
@@ -400,7 +389,7 @@ class AgentExecutionTracker(TrackerCore):
         logger.info("Created execution with full context: %s", execution_id)
         return execution_id
 
-    def get_execution_with_full_context(self, execution_id: str) -> Optional[Dict[str, Any]]:
+    def get_execution_with_full_context(self, execution_id: str) -> dict[str, Any] | None:
         """The record's fields with its agent state, timeout status, breaker status and phase
         history (``state`` in upper case, as the original returned it), or ``None``."""
         record = self.get_execution(execution_id)
@@ -430,11 +419,11 @@ class AgentExecutionTracker(TrackerCore):
         return _ExecutionsView(self)
 
     @property
-    def _active_executions(self) -> Set[str]:
+    def _active_executions(self) -> set[str]:
         """Ids of the alive executions (the original's private set; a copy)."""
         return {record.execution_id for record in self.get_active_executions()}
 
     @property
-    def _completed_executions(self) -> List[ExecutionRecord]:
+    def _completed_executions(self) -> list[ExecutionRecord]:
         """Records removed by ``cleanup_state``, oldest first (the original's private list)."""
         return self._completed_history()

@@ -8,12 +8,16 @@ about them once, here, so that it can hand out the same members and instances.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import TYPE_CHECKING, Any
 
 from . import _core
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
     "AgentExecutionPhase",
@@ -96,11 +100,11 @@ class PhaseTransition:
     do not allow the transition (it happened anyway, as in the original, and was logged).
     """
 
-    from_phase: Optional[AgentExecutionPhase]
+    from_phase: AgentExecutionPhase | None
     to_phase: AgentExecutionPhase
     timestamp: datetime
     duration_ms: float = 0.0
-    metadata: Dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
     websocket_event_sent: bool = False
     valid: bool = True
 
@@ -109,7 +113,7 @@ class CircuitBreakerOpenError(Exception):
     """Raised when a circuit breaker is open and blocking requests."""
 
 
-class _LiveMetadata(Dict[str, Any]):
+class _LiveMetadata(dict[str, Any]):
     """A tracked record's ``metadata``: a plain dict whose changes are written back to the
     execution (the whole dict is assigned to ``record.metadata`` after each change), so code
     that changes the original's records in place keeps working. Changes inside nested values
@@ -118,7 +122,7 @@ class _LiveMetadata(Dict[str, Any]):
 
     __slots__ = ("_record",)
 
-    def __init__(self, record: Any, values: Dict[str, Any]) -> None:
+    def __init__(self, record: Any, values: dict[str, Any]) -> None:
         super().__init__(values)
         self._record = record
 
@@ -133,7 +137,7 @@ class _LiveMetadata(Dict[str, Any]):
         super().__delitem__(key)
         self._write_back()
 
-    def __ior__(self, other: Any) -> "_LiveMetadata":  # type: ignore[override, misc]
+    def __ior__(self, other: Any) -> Self:  # type: ignore[override, misc]
         super().update(other)
         self._write_back()
         return self
@@ -152,7 +156,7 @@ class _LiveMetadata(Dict[str, Any]):
         self._write_back()
         return value
 
-    def popitem(self) -> Tuple[str, Any]:
+    def popitem(self) -> tuple[str, Any]:
         item = super().popitem()
         self._write_back()
         return item
@@ -161,13 +165,13 @@ class _LiveMetadata(Dict[str, Any]):
         super().clear()
         self._write_back()
 
-    def copy(self) -> Dict[str, Any]:  # type: ignore[override]
+    def copy(self) -> dict[str, Any]:
         return dict(self)
 
-    def __copy__(self) -> Dict[str, Any]:
+    def __copy__(self) -> dict[str, Any]:
         return dict(self)
 
-    def __reduce__(self) -> Tuple[type, Tuple[Iterable[Tuple[str, Any]]]]:
+    def __reduce__(self) -> tuple[type, tuple[Iterable[tuple[str, Any]]]]:
         return (dict, (list(self.items()),))
 
 

@@ -112,6 +112,11 @@ async fn acquire(
     check_name(&name)?;
     let breaker = state.tracker.breaker(&scope.breaker_key(&name));
     let permit = breaker.acquire()?;
+    // A trial admission moved the breaker to half-open: durable before the caller hears of it.
+    // (Should the store not confirm, the permit is dropped here, released uncounted.)
+    if let Some(event) = permit.admission_event() {
+        state.durable_up_to(event.global_seq).await?;
+    }
     let config = state.tracker.config();
     let lifetime = config.timeout_config.llm_api_timeout + config.call_grace;
     let id = state.permits.hold(permit, scope.tenant(), &name, lifetime);
@@ -134,7 +139,7 @@ async fn record(
     let permit = fields.string("permit")?;
     let OutcomeName(outcome) = fields.enumeration("outcome", "invalid_outcome", "outcome")?;
     check_name(&name)?;
-    state
+    let change = state
         .permits
         .settle(&permit, Some(scope.tenant()), &name, outcome)
         .map_err(|_| {
@@ -144,6 +149,10 @@ async fn record(
                 format!("permit {permit} is unknown, expired, already recorded, or not for breaker {name}"),
             )
         })?;
+    // The outcome opened or closed the breaker: answer once that change is durable.
+    if let Some(event) = change {
+        state.durable_up_to(event.global_seq).await?;
+    }
     let status = state.tracker.breaker(&scope.breaker_key(&name)).status();
     Ok(Json(public(status)))
 }

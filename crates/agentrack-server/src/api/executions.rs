@@ -345,8 +345,8 @@ async fn reset_breaker(
     scope.require_writer("reset breakers")?;
     Fields::new(body, &[])?;
     let id = changeable(&state, &scope, &id).await?;
-    state.tracker.reset_breaker(id)?;
-    state.durable_up_to(state.tracker.last_seq()).await?;
+    let change = state.tracker.reset_breaker(id)?;
+    state.durable(&change).await?;
     Ok(Json(state.tracker.breaker_status(id)?))
 }
 
