@@ -26,7 +26,7 @@ pub enum RowUpdate {
 pub struct Batch {
     /// Events to append, in global order, each serialised once.
     pub events: Vec<Arc<SerializedEvent>>,
-    /// Materialised rows to write.
+    /// Materialised rows to write, at most one per execution.
     pub rows: Vec<RowUpdate>,
     /// Sequence numbers up to this one may be published before they are stored (coalesced
     /// heartbeats are published at once and written later, or never): after a crash, numbering

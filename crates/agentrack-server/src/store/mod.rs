@@ -33,3 +33,7 @@ pub use error::{BackendError, StoreError};
 pub use loaded::{Loaded, Purged, StateCount};
 pub use open::open;
 pub use query::{EventQuery, ListQuery, Page, StoredEvent};
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod conformance;

@@ -486,13 +486,14 @@ impl Connection {
         let reserved = to_sql(batch.reserved);
         let (events, executions, reserved) = (events.params(), executions.params(), [&reserved as &(dyn ToSql + Sync)]);
         let tx = self.client.transaction().await.map_err(db_error)?;
-        // Pipelined: the three statements go out together and are answered together.
-        tokio::try_join!(
+        // Pipelined: the three statements go out together and are answered together. The first
+        // error in order is the cause; the ones after it only say the transaction was aborted.
+        let (events, executions, reserved) = tokio::join!(
             tx.execute(&self.insert_events, &events),
             tx.execute(&self.upsert_executions, &executions),
             tx.execute(&self.reserve, &reserved),
-        )
-        .map_err(db_error)?;
+        );
+        events.and(executions).and(reserved).map_err(db_error)?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -657,23 +658,29 @@ impl StoreWriter for PgWriter {
         let cutoff = millis(before);
         self.with(async move |connection| {
             let tx = connection.client.transaction().await.map_err(db_error)?;
-            let cutoff: [&(dyn ToSql + Sync); 1] = [&cutoff];
-            let (events, orphans, executions) = tokio::try_join!(
-                tx.execute(
+            // In order, one after another: the events go by their execution's row, so before it.
+            let events = tx
+                .execute(
                     "DELETE FROM events WHERE execution_id IN (SELECT execution_id FROM executions
                         WHERE completed_at_ms IS NOT NULL AND completed_at_ms < $1)",
-                    &cutoff,
-                ),
-                tx.execute(
+                    &[&cutoff],
+                )
+                .await
+                .map_err(db_error)?;
+            let orphans = tx
+                .execute(
                     "DELETE FROM events WHERE execution_id IS NULL AND timestamp_ms < $1",
-                    &cutoff,
-                ),
-                tx.execute(
+                    &[&cutoff],
+                )
+                .await
+                .map_err(db_error)?;
+            let executions = tx
+                .execute(
                     "DELETE FROM executions WHERE completed_at_ms IS NOT NULL AND completed_at_ms < $1",
-                    &cutoff,
-                ),
-            )
-            .map_err(db_error)?;
+                    &[&cutoff],
+                )
+                .await
+                .map_err(db_error)?;
             tx.commit().await.map_err(db_error)?;
             Ok(Purged {
                 executions,

@@ -610,118 +610,19 @@ impl StoreWriter for SqliteWriter {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use agentrack::{ExecutionState, NewExecution, Phase, Tracker};
-
     use super::*;
-    use crate::serialized_event::SerializedEvent;
-
-    fn batch_of(tracker: &Tracker, changes: &[agentrack::Change], reserved: u64) -> Batch {
-        let events = changes
-            .iter()
-            .flat_map(|change| change.events.iter())
-            .map(|event| Arc::new(SerializedEvent::new(Arc::clone(event))))
-            .collect();
-        let mut ids: Vec<ExecutionId> = changes.iter().map(|c| c.execution_id).collect();
-        ids.dedup();
-        let rows = ids
-            .into_iter()
-            .map(|id| RowUpdate::Snapshot(Box::new(tracker.get(id).unwrap())))
-            .collect();
-        Batch { events, rows, reserved }
-    }
-
-    #[tokio::test]
-    async fn a_store_migrates_writes_reads_purges_and_reloads() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("nested").join("agentrack.db");
-        let store = SqliteStore::open(&file, Synchronous::Normal).unwrap();
-        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
-        let mut writer = store.writer().await.unwrap();
-
-        let tracker = Tracker::new();
-        let a = tracker
-            .create(NewExecution::new("a", "t1", "alice").tenant("x"))
-            .unwrap();
-        let b = tracker.create(NewExecution::new("b", "t2", "bob").tenant("y")).unwrap();
-        let a_id = a.execution_id;
-        let b_id = b.execution_id;
-        let moved = tracker.transition(a_id, Phase::WebsocketSetup, None).unwrap();
-        let done = tracker.complete(b_id, None).unwrap();
-        writer
-            .commit(&batch_of(&tracker, &[a, b, moved, done], 10_000))
-            .unwrap();
-
-        let record = store.get(a_id).await.unwrap().unwrap();
-        assert_eq!(record.current_phase, Phase::WebsocketSetup);
-        let page = store
-            .list(ListQuery {
-                tenant: Some("x".into()),
-                limit: 10,
-                ..ListQuery::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(page.records.len(), 1);
-        let page = store
-            .list(ListQuery {
-                states: Some(vec![ExecutionState::Completed]),
-                limit: 10,
-                ..ListQuery::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(page.records[0].execution_id, b_id);
-        let events = store
-            .events(EventQuery {
-                after: 0,
-                up_to: u64::MAX >> 2,
-                execution_id: Some(a_id),
-                limit: 10,
-                ..EventQuery::default()
-            })
-            .await
-            .unwrap();
-        let kinds: Vec<String> = events
-            .iter()
-            .map(|e| serde_json::from_str::<serde_json::Value>(&e.json).unwrap()["type"].to_string())
-            .collect();
-        assert_eq!(kinds, ["\"execution_created\"", "\"phase_changed\""]);
-
-        let grant = TokenGrant::new(Role::Viewer, "x".into(), Some("alice".into()), None).unwrap();
-        writer.insert_token("abc", &grant).unwrap();
-        let found = store.token("abc".into()).await.unwrap().unwrap();
-        assert_eq!((found.role, found.user_id), (grant.role, grant.user_id));
-        assert_eq!(store.token("nope".into()).await.unwrap(), None);
-
-        // Reloading: the finished one only when recent enough; counts of all; the reservation.
-        let loaded = store.load(Utc::now() - chrono::Duration::hours(1)).await.unwrap();
-        assert_eq!(loaded.records.len(), 2);
-        assert_eq!(loaded.high_water, 10_000);
-        assert!(!loaded.has_admin_token);
-        let loaded = store.load(Utc::now() + chrono::Duration::hours(1)).await.unwrap();
-        assert_eq!(loaded.records.len(), 1, "old finished executions stay in the store");
-        assert_eq!(loaded.counts.iter().map(|c| c.count).sum::<u64>(), 2);
-
-        // Retention removes the finished execution and its events, nothing else.
-        let purged = writer
-            .purge_finished(Utc::now() + chrono::Duration::seconds(1))
-            .unwrap();
-        assert_eq!(purged.executions, 1);
-        assert_eq!(purged.events, 2);
-        assert!(store.get(b_id).await.unwrap().is_none());
-        assert!(store.get(a_id).await.unwrap().is_some());
-        writer.close().unwrap();
-
-        // Reopening applies no migration twice.
-        let again = SqliteStore::open(&file, Synchronous::Full).unwrap();
-        assert_eq!(again.schema_version().unwrap(), MIGRATIONS.len() as i64);
-    }
 
     #[test]
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("agentrack.db");
-        drop(SqliteStore::open(&file, Synchronous::Normal).unwrap());
+        let store = SqliteStore::open(&file, Synchronous::Normal).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        drop(store);
+        // Reopening applies no migration twice.
+        let store = SqliteStore::open(&file, Synchronous::Full).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        drop(store);
         let conn = Connection::open(&file).unwrap();
         conn.execute("UPDATE schema_version SET version = 99", []).unwrap();
         drop(conn);

@@ -1,0 +1,294 @@
+//! The same checks against every backend: what the pipeline and the API rely on a store for.
+//!
+//! PostgreSQL comes from `AGENTRACK_TEST_PG_URL` (`scripts/test` starts a throwaway cluster and
+//! sets it); each test gets a fresh database. Without it the PostgreSQL tests fail, saying how
+//! to get one.
+
+use std::sync::Arc;
+
+use agentrack::{Change, ExecutionId, ExecutionState, NewExecution, Phase, Tracker};
+use chrono::Utc;
+
+use super::{Batch, EventQuery, ListQuery, RowUpdate, Store, StoreConfig, StoreError, StoreUrl, StoreWriter, open};
+use crate::auth::{Role, TokenGrant};
+use crate::serialized_event::SerializedEvent;
+
+/// The test server's URL, or a failure naming how to get one.
+fn admin_url() -> String {
+    std::env::var("AGENTRACK_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!(
+            "AGENTRACK_TEST_PG_URL is not set: run scripts/test (it starts a throwaway PostgreSQL cluster; \
+             apt-get install postgresql) or export the URL of a server, e.g. postgres://postgres@127.0.0.1:5432/postgres"
+        )
+    })
+}
+
+async fn admin() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// A fresh database on the test server; its URL.
+pub(super) async fn fresh_postgres() -> String {
+    let name = format!("agentrack_unit_{}", uuid::Uuid::new_v4().simple());
+    admin()
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let url = StoreUrl::parse(&admin_url()).unwrap();
+    let rest = url.rest();
+    let authority = rest.split('/').next().unwrap_or(rest);
+    format!("{}://{authority}/{name}", url.scheme())
+}
+
+fn config(url: String) -> StoreConfig {
+    StoreConfig {
+        url: Some(url),
+        ..StoreConfig::default()
+    }
+}
+
+async fn sqlite(dir: &tempfile::TempDir) -> StoreConfig {
+    config(format!(
+        "sqlite://{}",
+        dir.path().join("nested").join("agentrack.db").display()
+    ))
+}
+
+fn batch_of(tracker: &Tracker, changes: &[Change], reserved: u64) -> Batch {
+    let events = changes
+        .iter()
+        .flat_map(|change| change.events.iter())
+        .map(|event| Arc::new(SerializedEvent::new(Arc::clone(event))))
+        .collect();
+    let mut ids: Vec<ExecutionId> = changes.iter().map(|c| c.execution_id).collect();
+    ids.sort();
+    ids.dedup();
+    let rows = ids
+        .into_iter()
+        .map(|id| RowUpdate::Snapshot(Box::new(tracker.get(id).unwrap())))
+        .collect();
+    Batch { events, rows, reserved }
+}
+
+/// Runs a blocking writer call off the runtime (the PostgreSQL writer drives its connection
+/// on the runtime it was opened on).
+async fn on_writer<T: Send + 'static>(
+    writer: &mut Option<Box<dyn StoreWriter>>,
+    call: impl FnOnce(&mut dyn StoreWriter) -> T + Send + 'static,
+) -> T {
+    let mut taken = writer.take().unwrap();
+    let (taken, result) = tokio::task::spawn_blocking(move || {
+        let result = call(taken.as_mut());
+        (taken, result)
+    })
+    .await
+    .unwrap();
+    *writer = Some(taken);
+    result
+}
+
+async fn writes_reads_purges_and_reloads(config: StoreConfig) {
+    let store = open(&config, std::path::Path::new(".")).await.unwrap();
+    let mut writer = Some(store.writer().await.unwrap());
+
+    let tracker = Tracker::new();
+    let a = tracker
+        .create(NewExecution::new("a", "t1", "alice").tenant("x"))
+        .unwrap();
+    let b = tracker.create(NewExecution::new("b", "t2", "bob").tenant("y")).unwrap();
+    let (a_id, b_id) = (a.execution_id, b.execution_id);
+    let moved = tracker.transition(a_id, Phase::WebsocketSetup, None).unwrap();
+    let done = tracker.complete(b_id, None).unwrap();
+    let batch = batch_of(&tracker, &[a, b, moved, done], 10_000);
+    on_writer(&mut writer, move |w| w.commit(&batch)).await.unwrap();
+    // A batch retried after an unknown outcome writes nothing twice.
+    let again = batch_of(&tracker, &[], 10_000);
+    on_writer(&mut writer, move |w| w.commit(&again)).await.unwrap();
+
+    let record = store.get(a_id).await.unwrap().unwrap();
+    assert_eq!(record.current_phase, Phase::WebsocketSetup);
+    let page = store
+        .list(ListQuery {
+            tenant: Some("x".into()),
+            limit: 10,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 1);
+    let page = store
+        .list(ListQuery {
+            states: Some(vec![ExecutionState::Completed]),
+            limit: 10,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.records[0].execution_id, b_id);
+    let page = store
+        .list(ListQuery {
+            limit: 1,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.records[0].execution_id, b_id, "newest first");
+    let next = store
+        .list(ListQuery {
+            limit: 1,
+            before: page.next_cursor,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.records[0].execution_id, a_id);
+    assert_eq!(next.next_cursor, None);
+    let events = store
+        .events(EventQuery {
+            after: 0,
+            up_to: u64::MAX >> 2,
+            execution_id: Some(a_id),
+            limit: 10,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| serde_json::from_str::<serde_json::Value>(&e.json).unwrap()["type"].to_string())
+        .collect();
+    assert_eq!(kinds, ["\"execution_created\"", "\"phase_changed\""]);
+
+    let grant = TokenGrant::new(Role::Viewer, "x".into(), Some("alice".into()), None).unwrap();
+    let stored = grant.clone();
+    on_writer(&mut writer, move |w| w.insert_token("abc", &stored))
+        .await
+        .unwrap();
+    let found = store.token("abc".into()).await.unwrap().unwrap();
+    assert_eq!((found.role, found.user_id), (grant.role, grant.user_id));
+    assert_eq!(store.token("nope".into()).await.unwrap(), None);
+
+    // Reloading: the finished one only when recent enough; counts of all; the reservation.
+    let loaded = store.load(Utc::now() - chrono::Duration::hours(1)).await.unwrap();
+    assert_eq!(loaded.records.len(), 2);
+    assert_eq!(loaded.high_water, 10_000);
+    assert!(!loaded.has_admin_token);
+    let loaded = store.load(Utc::now() + chrono::Duration::hours(1)).await.unwrap();
+    assert_eq!(loaded.records.len(), 1, "old finished executions stay in the store");
+    assert_eq!(loaded.counts.iter().map(|c| c.count).sum::<u64>(), 2);
+
+    // An execution that left memory before its row was written: its terminal event is applied
+    // to the stored row.
+    let c = tracker.create(NewExecution::new("c", "t3", "carol")).unwrap();
+    let c_id = c.execution_id;
+    let batch = batch_of(&tracker, &[c], 10_000);
+    on_writer(&mut writer, move |w| w.commit(&batch)).await.unwrap();
+    let finished = tracker.fail(c_id, "gone").unwrap();
+    let terminal = Arc::clone(finished.events.last().unwrap());
+    let batch = Batch {
+        events: vec![Arc::new(SerializedEvent::new(Arc::clone(&terminal)))],
+        rows: vec![RowUpdate::Finish {
+            execution_id: c_id,
+            event: terminal,
+        }],
+        reserved: 10_000,
+    };
+    on_writer(&mut writer, move |w| w.commit(&batch)).await.unwrap();
+    let stored = store.get(c_id).await.unwrap().unwrap();
+    assert_eq!(stored.state, ExecutionState::Failed);
+    assert_eq!(stored.error.as_deref(), Some("gone"));
+
+    // Retention removes the finished executions and their events, nothing else.
+    let purged = on_writer(&mut writer, |w| {
+        w.purge_finished(Utc::now() + chrono::Duration::seconds(1))
+    })
+    .await
+    .unwrap();
+    assert_eq!(purged.executions, 2);
+    assert_eq!(purged.events, 4);
+    assert!(store.get(b_id).await.unwrap().is_none());
+    assert!(store.get(a_id).await.unwrap().is_some());
+    on_writer(&mut writer, |w| w.check()).await.unwrap();
+    on_writer(&mut writer, |w| w.close()).await.unwrap();
+
+    // Reopening keeps everything and applies no migration twice.
+    let store = open(&config, std::path::Path::new(".")).await.unwrap();
+    assert!(store.get(a_id).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_writes_reads_purges_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    writes_reads_purges_and_reloads(sqlite(&dir).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_writes_reads_purges_and_reloads() {
+    writes_reads_purges_and_reloads(config(fresh_postgres().await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refuses_a_newer_schema() {
+    let url = fresh_postgres().await;
+    drop(open(&config(url.clone()), std::path::Path::new(".")).await.unwrap());
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("UPDATE schema_version SET version = 99")
+        .await
+        .unwrap();
+    let error = open(&config(url), std::path::Path::new(".")).await.err().unwrap();
+    assert!(matches!(error, StoreError::SchemaTooNew { found: 99, .. }), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_writer_reconnects_after_its_connection_is_killed() {
+    let url = fresh_postgres().await;
+    let store: Arc<dyn Store> = open(&config(url), std::path::Path::new(".")).await.unwrap();
+    let mut writer = Some(store.writer().await.unwrap());
+    let tracker = Tracker::new();
+    let first = tracker.create(NewExecution::new("a", "t", "u")).unwrap();
+    let batch = batch_of(&tracker, &[first], 10_000);
+    on_writer(&mut writer, move |w| w.commit(&batch)).await.unwrap();
+    // Kill every other backend of this database: the writer's connection among them.
+    admin()
+        .await
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname LIKE 'agentrack_unit_%' AND pid <> pg_backend_pid()",
+        )
+        .await
+        .unwrap();
+    let second = tracker.create(NewExecution::new("a", "t", "u")).unwrap();
+    let id = second.execution_id;
+    let batch = Arc::new(batch_of(&tracker, &[second], 10_000));
+    // The pipeline retries a failed commit: at most one attempt fails, on the dead connection.
+    let mut failures = 0;
+    loop {
+        let attempt = Arc::clone(&batch);
+        match on_writer(&mut writer, move |w| w.commit(&attempt)).await {
+            Ok(()) => break,
+            Err(error) => {
+                failures += 1;
+                assert!(failures < 2, "did not reconnect: {error}");
+            }
+        }
+    }
+    let mut found = None;
+    for _ in 0..100 {
+        match store.get(id).await {
+            Ok(record) => {
+                found = record;
+                break;
+            }
+            // A pooled read connection may have been killed too; the pool replaces it.
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+    assert!(found.is_some(), "the retried batch is stored");
+}
