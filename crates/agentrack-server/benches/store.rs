@@ -1,4 +1,5 @@
-//! Durable transitions through the real store vs raw SQLite batched inserts, in the same run.
+//! Durable transitions through the real store vs raw batched inserts into the same backend, in the
+//! same run, for SQLite and (when a server is given) PostgreSQL.
 //!
 //! Run with `cargo bench -p agentrack-server --bench store` (issue 6's target: durable state
 //! transitions at ≥ 30% of raw SQLite batched-insert throughput). A plain timed harness, not
@@ -33,7 +34,10 @@
 //! Each round: warm-up, then a timed window of agentrack, then a window of raw SQLite at that
 //! round's B, then the store's commit alone at that B; the ratio is taken per round and the
 //! table gives the median with the range.
-//! `STORE_BENCH_SYNCHRONOUS=normal` runs both sides with `synchronous = NORMAL` instead;
+//! PostgreSQL runs when `STORE_BENCH_PG_URL` (or `AGENTRACK_TEST_PG_URL`) names a server (an admin
+//! URL: each store gets a fresh database); its raw side is one `INSERT … SELECT FROM UNNEST` of B
+//! rows per transaction. `STORE_BENCH_BACKENDS=sqlite` or `=postgres` picks one backend.
+//! `STORE_BENCH_SYNCHRONOUS=normal` runs both SQLite sides with `synchronous = NORMAL` instead;
 //! `STORE_BENCH_CONCURRENCY=256` (a comma-separated list) picks the concurrency levels.
 //! Without `--bench` (`cargo test --benches`) a tiny version runs as a smoke test.
 
@@ -507,17 +511,95 @@ fn med(rounds: &[Round], f: impl Fn(&Round) -> f64) -> f64 {
     median(rounds.iter().map(f).collect())
 }
 
+/// A backend under test, and where its fresh stores go.
+enum Backend {
+    /// Files in a temp dir.
+    Sqlite(tempfile::TempDir),
+    /// Fresh databases on the server at this admin URL.
+    Postgres(String),
+}
+
+impl Backend {
+    /// SQLite always; PostgreSQL when `STORE_BENCH_PG_URL` (or `AGENTRACK_TEST_PG_URL`) names a
+    /// server. `STORE_BENCH_BACKENDS=sqlite` (or `postgres`) picks one.
+    fn all() -> Vec<Self> {
+        let wanted = std::env::var("STORE_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+        let pg = std::env::var("STORE_BENCH_PG_URL")
+            .or_else(|_| std::env::var("AGENTRACK_TEST_PG_URL"))
+            .ok();
+        let mut backends = Vec::new();
+        for name in wanted.split(',').map(str::trim) {
+            match (name, &pg) {
+                ("sqlite", _) => backends.push(Self::Sqlite(tempfile::tempdir().unwrap())),
+                ("postgres", Some(url)) => backends.push(Self::Postgres(url.clone())),
+                ("postgres", None) => println!(
+                    "store bench: no PostgreSQL (set STORE_BENCH_PG_URL=postgres://USER@HOST:PORT/postgres, or \
+                     run scripts/pg-cluster start DIR); measuring SQLite only"
+                ),
+                (other, _) => panic!("unknown backend {other:?} in STORE_BENCH_BACKENDS; valid: sqlite, postgres"),
+            }
+        }
+        backends
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "SQLite",
+            Self::Postgres(_) => "PostgreSQL",
+        }
+    }
+
+    /// A fresh store named `label`.
+    fn store(&self, settings: &Settings, runtime: &tokio::runtime::Runtime, label: &str) -> StoreConfig {
+        match self {
+            Self::Sqlite(dir) => settings.store(&dir.path().join(format!("{label}.db"))),
+            Self::Postgres(admin) => {
+                let name = format!("agentrack_bench_{label}_{}", std::process::id()).replace('-', "_");
+                runtime.block_on(async {
+                    let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls).await.unwrap();
+                    tokio::spawn(connection);
+                    for sql in [
+                        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                        format!("CREATE DATABASE {name}"),
+                    ] {
+                        client.batch_execute(&sql).await.unwrap();
+                    }
+                });
+                let url = StoreUrl::parse(admin).unwrap();
+                let authority = url.rest().split('/').next().unwrap_or_default().to_owned();
+                StoreConfig {
+                    url: Some(format!("postgres://{authority}/{name}")),
+                    ..settings.store(Path::new("unused"))
+                }
+            }
+        }
+    }
+
+    /// What the durability setting is called on this backend.
+    fn durability(&self, settings: &Settings) -> String {
+        match self {
+            Self::Sqlite(_) => format!("synchronous = {}", settings.pragma()),
+            Self::Postgres(_) => "the server's synchronous_commit (default on)".into(),
+        }
+    }
+}
+
 fn main() {
     let settings = Settings::from_env();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let temp = tempfile::tempdir().unwrap();
+    for backend in Backend::all() {
+        run_backend(&backend, &settings, &runtime);
+    }
+}
+
+fn run_backend(backend: &Backend, settings: &Settings, runtime: &tokio::runtime::Runtime) {
+    let name = backend.name();
     println!(
-        "store bench: temp dir {}, synchronous = {}, {} round(s) of {:?} (after {:?} warm-up) per concurrency",
-        temp.path().display(),
-        settings.pragma(),
+        "\nstore bench: {name}, {}, {} round(s) of {:?} (after {:?} warm-up) per concurrency",
+        backend.durability(settings),
         settings.rounds,
         settings.window,
         settings.warm_up
@@ -525,13 +607,17 @@ fn main() {
 
     let mut results: Vec<(usize, Vec<Round>)> = Vec::new();
     for &concurrency in &settings.concurrency {
-        let agentrack = runtime.block_on(Agentrack::open(
-            &settings.store(&temp.path().join(format!("agentrack-c{concurrency}.db"))),
-        ));
-        let mut raw = Raw::open(&settings.store(&temp.path().join(format!("raw-c{concurrency}.db"))));
-        let mut alone = runtime.block_on(WriterAlone::open(
-            &settings.store(&temp.path().join(format!("alone-c{concurrency}.db"))),
-        ));
+        let agentrack = runtime.block_on(Agentrack::open(&backend.store(
+            settings,
+            runtime,
+            &format!("agentrack-c{concurrency}"),
+        )));
+        let mut raw = Raw::open(&backend.store(settings, runtime, &format!("raw-c{concurrency}")));
+        let mut alone = runtime.block_on(WriterAlone::open(&backend.store(
+            settings,
+            runtime,
+            &format!("alone-c{concurrency}"),
+        )));
         let mut rounds = Vec::new();
         for round in 0..settings.rounds {
             let a = runtime.block_on(agentrack.run(concurrency, settings.warm_up, settings.window));
@@ -567,7 +653,7 @@ fn main() {
         results.push((concurrency, rounds));
     }
 
-    let mut reference = Raw::open(&settings.store(&temp.path().join("raw-reference.db")));
+    let mut reference = Raw::open(&backend.store(settings, runtime, "raw-reference"));
     let references: Vec<(usize, Vec<RawWindow>)> = [1usize, 1000]
         .into_iter()
         .map(|batch| {
@@ -580,7 +666,7 @@ fn main() {
 
     println!(
         "\n| concurrency | agentrack transitions/s | avg batch (events/commit) | agentrack commits/s | \
-         writer in commit(): share of window (per commit) | raw SQLite rows/s at that batch | raw commits/s | \
+         writer in commit(): share of window (per commit) | raw {name} rows/s at that batch | raw commits/s | \
          ratio: median (min–max) | store commit() alone: events/s (per commit) |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -614,15 +700,16 @@ fn main() {
         );
     }
     println!(
-        "\nagentrack: Tracker + SQLite store + group-commit Pipeline (synchronous = {}), C tokio tasks each \
+        "\nagentrack: Tracker + {name} store + group-commit Pipeline ({}), C tokio tasks each \
          creating, starting, moving through 9 phases and completing executions, waiting after each of the 12 \
          calls until it is committed (Pipeline::wait_committed, as AppState::durable); a transition = one \
-         acknowledged call. raw: the backend's baseline (store::baseline), same PRAGMAs, one 4-column table without secondary indexes, the same \
+         acknowledged call. raw: the backend's baseline (store::baseline), same connection settings, one 4-column \
+         table without secondary indexes, the same \
          events' JSON, transactions of B rows with B = that round's events/commit. store commit() alone: the \
          store's StoreWriter::commit on batches of B events + B execution snapshots (as the pipeline builds \
          them), timed inside commit only. Medians of {} round(s) of {:?}; ratio = agentrack transitions/s ÷ raw \
          rows/s, per round.",
-        settings.pragma(),
+        backend.durability(settings),
         settings.rounds,
         settings.window
     );
