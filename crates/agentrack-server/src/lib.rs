@@ -15,6 +15,10 @@
 //! - [`metrics`]: scoped counters and the Prometheus text format.
 //! - [`dashboard`]: the web dashboard at `/`, its assets compiled into the binary.
 //!
+//! The `agentrack` binary (`serve`, the command-line client, `agentrack load`) is the default
+//! `cli` feature; with `default-features = false` this library embeds the server without the
+//! dependencies only the binary needs.
+//!
 //! # Example
 //!
 //! ```no_run

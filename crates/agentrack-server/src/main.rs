@@ -1,5 +1,6 @@
-//! `agentrack`: the server (`serve`) and its command-line client (`status`, `list`, `get`,
-//! `watch`, `token create`).
+//! `agentrack`: the server (`serve`), its command-line client (`status`, `list`, `get`,
+//! `watch`, `token create`) and the load generator (`load`). Built with the `cli` feature (on by
+//! default), which brings the dependencies only this binary uses.
 
 mod cli;
 

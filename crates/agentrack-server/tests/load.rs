@@ -3,11 +3,12 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod common;
+
 use std::process::Command;
 
+use common::BIN;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_agentrack");
 
 fn load(args: &[&str]) -> Value {
     let output = Command::new(BIN)

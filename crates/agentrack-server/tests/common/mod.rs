@@ -16,6 +16,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+// Cargo builds the binary for the integration tests only with its `cli` feature.
+#[cfg(not(feature = "cli"))]
+compile_error!("the integration tests drive the `agentrack` binary: run them with the default `cli` feature");
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_agentrack");
 
 /// A running server process.
