@@ -20,13 +20,15 @@
 
 mod agents;
 mod report;
+mod setup;
 mod stats;
 mod subscribers;
 mod target;
+mod window;
 mod ws_agents;
 
-use std::io::IsTerminal;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use agentrack_server::api::heartbeats;
@@ -34,15 +36,14 @@ use agentrack_server::config::parse_duration;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use futures_util::StreamExt;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use agents::{Agents, Beat, Behaviour, agent_name, user_id};
+use agents::{Agents, Beat, Behaviour};
 use report::{EventsReport, Report, RouteReport, ServerReport, Settings, SetupReport, TargetReport, Throughput};
 use stats::{Live, Route, Stats};
-use target::LocalServer;
+use target::{Cores, CpuSample, LocalServer};
+use window::window;
 
 /// What the agents do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -264,18 +265,6 @@ fn validate(args: &LoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The stream's next item, or `None` once it ends or the run is interrupted: setup stops opening
-/// more and keeps what it has.
-async fn next_unless<S: futures_util::Stream + Unpin>(
-    stream: &mut S,
-    interrupt: &CancellationToken,
-) -> Option<S::Item> {
-    tokio::select! {
-        next = stream.next() => next,
-        () = interrupt.cancelled() => None,
-    }
-}
-
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -305,168 +294,43 @@ fn raise_open_files_limit(args: &LoadArgs) -> Option<u64> {
     limit
 }
 
-/// POSTs `body` to `path` with `token`; the JSON answer, or an error naming the status.
-async fn admin_post(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    path: &str,
-    body: Value,
-) -> anyhow::Result<Value> {
-    let response = client
-        .post(format!("{url}{path}"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = response.status();
-    let answer: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        let message = answer["error"]["message"].as_str().unwrap_or("no details");
-        bail!("POST {path} → {}: {message}", status.as_u16());
-    }
-    Ok(answer)
+/// The HTTP client of the agents and of setup: one idle connection kept per agent.
+fn http_client(args: &LoadArgs) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(args.request_timeout)
+        .pool_max_idle_per_host(args.agents)
+        .tcp_nodelay(true)
+        .build()
+        .context("cannot build the HTTP client")
 }
 
-/// The agents' token: a fresh agent token if `token` is an admin's, else `token` itself.
-async fn agent_token(client: &reqwest::Client, target: &Target, tenant: &str) -> anyhow::Result<(String, bool)> {
-    let made = admin_post(
-        client,
-        &target.url,
-        &target.token,
-        "/v1/tokens",
-        json!({"role": "agent", "tenant": tenant, "label": "agentrack load"}),
-    )
-    .await;
-    match made {
-        Ok(answer) => match answer["token"].as_str() {
-            Some(token) => Ok((token.to_owned(), true)),
-            None => bail!("POST /v1/tokens answered without a token"),
-        },
-        // Not an admin token: take it for an agent token and let the first call tell.
-        Err(_) if target.local.is_none() => Ok((target.token.clone(), false)),
-        Err(error) => Err(error),
+/// Users the executions are spread over: --users, or one per subscriber, or one per agent.
+fn users(args: &LoadArgs) -> usize {
+    args.users.unwrap_or(if args.subscribers > 0 {
+        args.subscribers
+    } else {
+        args.agents
+    })
+}
+
+/// What the agents do, from the arguments.
+fn behaviour(args: &LoadArgs, users: usize) -> Behaviour {
+    Behaviour {
+        users,
+        heartbeat: args.heartbeat,
+        heartbeats_per_phase: args.heartbeats_per_phase,
+        executions: args.executions,
     }
 }
 
-/// One viewer token per user `0..users`, made `concurrency` at a time.
-async fn viewer_tokens(
-    client: &reqwest::Client,
-    target: &Target,
-    tenant: &str,
-    users: usize,
-    concurrency: usize,
-    interrupt: &CancellationToken,
-) -> anyhow::Result<Vec<String>> {
-    let made = futures_util::stream::iter(0..users)
-        .map(|user| async move {
-            let answer = admin_post(
-                client,
-                &target.url,
-                &target.token,
-                "/v1/tokens",
-                json!({"role": "viewer", "tenant": tenant, "user_id": user_id(user), "label": "agentrack load"}),
-            )
-            .await?;
-            answer["token"]
-                .as_str()
-                .map(str::to_owned)
-                .context("POST /v1/tokens answered without a token")
-        })
-        .buffered(concurrency)
-        .collect::<Vec<_>>();
-    let made = tokio::select! {
-        made = made => made,
-        () = interrupt.cancelled() => bail!("interrupted while making tokens"),
-    };
-    made.into_iter()
-        .collect::<anyhow::Result<Vec<_>>>()
-        .context("cannot make the subscribers' viewer tokens (an admin token is needed)")
-}
-
-/// A progress bar on stderr, or a hidden one.
-fn progress(args: &LoadArgs, length: u64, unit: &str) -> ProgressBar {
-    if args.json || !std::io::stderr().is_terminal() {
-        return ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::hidden());
+/// The measured window's planned length: --duration; none when only --executions bounds it;
+/// else 10 s.
+fn window_length(args: &LoadArgs) -> Option<Duration> {
+    match (args.duration, args.executions) {
+        (Some(duration), _) => Some(duration),
+        (None, Some(_)) => None,
+        (None, None) => Some(Duration::from_secs(10)),
     }
-    let bar = ProgressBar::new(length);
-    let template = format!("{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit}  {{msg}}");
-    if let Ok(style) = ProgressStyle::with_template(&template) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
-}
-
-/// Runs `workers` until `stop`; shows progress meanwhile; returns their merged stats and the
-/// window's length.
-async fn window(
-    args: &LoadArgs,
-    label: &str,
-    workers: JoinSet<Stats>,
-    stop: &CancellationToken,
-    live: &Live,
-    duration: Option<Duration>,
-    executions: Option<u64>,
-) -> (Stats, Duration) {
-    let started = Instant::now();
-    let (length, unit) = match (executions, duration) {
-        (Some(count), _) => (count, "executions"),
-        (None, Some(duration)) => (duration.as_secs(), "s"),
-        (None, None) => (0, ""),
-    };
-    let bar = progress(args, length, unit);
-    bar.set_prefix(label.to_owned());
-    let before = (Live::read(&live.requests), Live::read(&live.events));
-    let mut workers = workers;
-    let mut merged = Stats::default();
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let deadline = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(365 * 86_400)));
-    tokio::pin!(deadline);
-    let mut timed = duration.is_some();
-    // The window ends when it is told to stop, not when the last worker has cleaned up after it.
-    let mut stopped_at = None;
-    loop {
-        tokio::select! {
-            () = &mut deadline, if timed => {
-                timed = false;
-                stop.cancel();
-            }
-            () = stop.cancelled(), if stopped_at.is_none() => {
-                stopped_at = Some(Instant::now());
-            }
-            joined = workers.join_next() => match joined {
-                Some(Ok(stats)) => merged.merge(stats),
-                Some(Err(error)) => {
-                    // A worker that panicked is a bug in this tool; its numbers are lost but the
-                    // run goes on and says so.
-                    merged.error(None, if error.is_panic() { "worker_panicked" } else { "worker_cancelled" });
-                }
-                None => break,
-            },
-            _ = tick.tick() => {
-                let elapsed = started.elapsed();
-                let seconds = elapsed.as_secs_f64().max(0.001);
-                let requests = Live::read(&live.requests) - before.0;
-                let events = Live::read(&live.events) - before.1;
-                let position = match executions {
-                    Some(_) => Live::read(&live.executions),
-                    None => elapsed.as_secs(),
-                };
-                bar.set_position(position.min(length));
-                bar.set_message(format!(
-                    "{:.0} req/s  {:.0} events/s  {} errors  {} subscribers",
-                    requests as f64 / seconds,
-                    events as f64 / seconds,
-                    Live::read(&live.errors),
-                    Live::read(&live.subscribers),
-                ));
-            }
-        }
-    }
-    let elapsed = stopped_at.unwrap_or_else(Instant::now).duration_since(started);
-    bar.finish_and_clear();
-    (merged, elapsed)
 }
 
 /// Everything between setup and teardown; the report without the server's memory.
@@ -476,205 +340,141 @@ async fn measure(
     interrupt: &CancellationToken,
     open_files_limit: Option<u64>,
 ) -> anyhow::Result<Report> {
-    let client = reqwest::Client::builder()
-        .timeout(args.request_timeout)
-        .pool_max_idle_per_host(args.agents)
-        .tcp_nodelay(true)
-        .build()
-        .context("cannot build the HTTP client")?;
+    let client = http_client(args)?;
     let live = Arc::new(Live::default());
-    let users = args.users.unwrap_or(if args.subscribers > 0 {
-        args.subscribers
-    } else {
-        args.agents
-    });
-    let (token, _made) = agent_token(&client, target, &args.tenant).await?;
+    let users = users(args);
+    let (token, _made) = setup::agent_token(&client, target, &args.tenant).await?;
+    let behaviour = behaviour(args, users);
     let agents = Arc::new(Agents::new(
         client.clone(),
         &target.url,
         &token,
-        Behaviour {
-            users,
-            heartbeat: args.heartbeat,
-            heartbeats_per_phase: args.heartbeats_per_phase,
-            executions: args.executions,
-        },
+        behaviour,
         Arc::clone(&live),
     )?);
-    let duration = match (args.duration, args.executions) {
-        (Some(duration), _) => Some(duration),
-        (None, Some(_)) => None,
-        (None, None) => Some(Duration::from_secs(10)),
-    };
+    let duration = window_length(args);
+    // Failures outside the measured window: setup's and the baseline's.
     let mut all = Stats::default();
 
-    // Viewer tokens: one per watched user.
     let tokens_started = Instant::now();
     let watched = users.min(args.subscribers);
-    let tokens = if watched > 0 {
-        viewer_tokens(
-            &client,
-            target,
-            &args.tenant,
-            watched,
-            args.setup_concurrency,
-            interrupt,
-        )
-        .await?
-    } else {
-        Vec::new()
-    };
+    let tokens = setup::viewer_tokens(
+        &client,
+        target,
+        &args.tenant,
+        watched,
+        args.setup_concurrency,
+        interrupt,
+    )
+    .await?;
     let tokens_s = tokens_started.elapsed().as_secs_f64();
 
-    // The baseline.
-    let mut baseline = None;
-    if args.baseline && !interrupt.is_cancelled() {
-        let stop = interrupt.child_token();
-        let mut workers = JoinSet::new();
-        for _ in 0..args.agents {
-            workers.spawn(Arc::clone(&agents).run_baseline(stop.clone()));
-        }
-        let length = args.baseline_duration.or(duration).unwrap_or(Duration::from_secs(5));
-        let (stats, elapsed) = window(args, "baseline", workers, &stop, &live, Some(length), None).await;
-        if let Some(health) = stats.routes.get(&Route::Health) {
-            baseline = Some(RouteReport::new(Route::Health, health, elapsed.as_secs_f64()));
-        }
-        all.merge(stats);
-    }
+    let baseline = measure_baseline(args, &agents, &live, duration, interrupt, &mut all).await;
 
-    // The subscribers.
     let connect_started = Instant::now();
-    let subscribers_stop = CancellationToken::new();
-    let mut subscribers = JoinSet::new();
-    let mut connected = 0;
-    if args.subscribers > 0 && !interrupt.is_cancelled() {
-        let url = subscribers::events_url(&target.url)?;
-        let tokens = &tokens;
-        let url = &url;
-        let mut opening = futures_util::stream::iter(0..args.subscribers)
-            .map(|index| async move {
-                let user = index % tokens.len().max(1);
-                let token = tokens.get(user).map(String::as_str).unwrap_or_default();
-                (user, subscribers::connect(url, token).await)
-            })
-            .buffer_unordered(args.setup_concurrency);
-        while let Some((user, socket)) = next_unless(&mut opening, interrupt).await {
-            match socket {
-                Ok(socket) => {
-                    connected += 1;
-                    subscribers.spawn(subscribers::run(
-                        socket,
-                        user_id(user),
-                        Arc::clone(&live),
-                        subscribers_stop.clone(),
-                    ));
-                }
-                Err(kind) => {
-                    all.error(None, kind);
-                    Live::bump(&live.errors);
-                }
-            }
-        }
-    }
+    let subscribers = setup::open_subscribers(args, target, &tokens, &live, interrupt, &mut all).await?;
     let connect_s = connect_started.elapsed().as_secs_f64();
+    let connected = subscribers.connected;
 
-    // The heartbeat and batch scenarios' executions are opened before the window: agent i owns
-    // open[i].
-    let per_agent = args.scenario.executions_per_agent(args.batch_size);
-    let mut open = vec![Vec::new(); args.agents];
-    if per_agent > 0 && !interrupt.is_cancelled() {
-        let mut setup = Stats::default();
-        let mut opened =
-            futures_util::stream::iter((0..args.agents).flat_map(|index| (0..per_agent).map(move |_| index)))
-                .map(|index| {
-                    let agents = Arc::clone(&agents);
-                    async move {
-                        let mut stats = Stats::default();
-                        let mut slot = None;
-                        let id = agents.open(&mut stats, &agent_name(index), &mut slot).await;
-                        (index, id, stats)
-                    }
-                })
-                .buffer_unordered(args.setup_concurrency);
-        // agents × batch size executions take a while to open: Ctrl-C stops opening more, and
-        // those already open are kept so that the cleanup below completes them.
-        while let Some((index, id, stats)) = next_unless(&mut opened, interrupt).await {
-            setup.merge(stats);
-            if let (Ok(id), Some(owned)) = (id, open.get_mut(index)) {
-                owned.push(id);
-            }
-        }
-        // Setup calls are not part of the window's figures, but their failures are reported.
-        for (kind, count) in setup.errors {
-            *all.errors.entry(kind).or_default() += count;
-        }
-        if open.iter().all(Vec::is_empty) && !interrupt.is_cancelled() {
-            bail!("could not open any execution for the {} scenario", args.scenario.name());
-        }
+    let open = setup::open_executions(args, &agents, interrupt, &mut all).await?;
+    let sockets = setup::open_agent_streams(args, target, &token, &open, &live, interrupt, &mut all).await?;
+
+    let before = CpuSample::take(target.local.as_ref());
+    let (window, elapsed) = measured_window(args, &agents, &live, &open, sockets, duration, interrupt).await;
+    let after = CpuSample::take(target.local.as_ref());
+
+    let (events, connected_at_end) = drain_subscribers(args, subscribers, &live, interrupt).await;
+    complete_open_executions(args, &agents, &open).await;
+
+    Ok(report(
+        args,
+        target,
+        interrupt.is_cancelled(),
+        Measured {
+            users,
+            duration,
+            baseline,
+            window,
+            elapsed,
+            events,
+            connected,
+            connected_at_end,
+            all,
+            cores: Cores::between(before, after, elapsed.as_secs_f64()),
+            setup: SetupReport {
+                viewer_tokens: tokens.len(),
+                tokens_s,
+                connect_s,
+                open_files_limit,
+            },
+        },
+    ))
+}
+
+/// With --baseline: the trivial handler, hammered by the same agents at the same concurrency,
+/// for --baseline-duration (or the window's, or 5 s). Its calls are counted in `all`.
+async fn measure_baseline(
+    args: &LoadArgs,
+    agents: &Arc<Agents>,
+    live: &Live,
+    duration: Option<Duration>,
+    interrupt: &CancellationToken,
+    all: &mut Stats,
+) -> Option<RouteReport> {
+    if !args.baseline || interrupt.is_cancelled() {
+        return None;
     }
-
-    // The ws-batch agents' streams, opened during setup like the subscribers'; agent i's is
-    // sockets[i] (None: it has no executions, or its stream did not open).
-    let mut sockets: Vec<Option<subscribers::Socket>> = (0..args.agents).map(|_| None).collect();
-    if args.scenario == Scenario::WsBatch && !interrupt.is_cancelled() {
-        let url = subscribers::events_url(&target.url)?;
-        let (url, token) = (&url, &token);
-        let mut opening = futures_util::stream::iter(
-            open.iter()
-                .enumerate()
-                .filter(|(_, ids)| !ids.is_empty())
-                .map(|(index, _)| index),
-        )
-        .map(|index| async move {
-            let stream = ws_agents::stream_url(url, &agent_name(index));
-            (index, subscribers::connect(&stream, token).await)
-        })
-        .buffer_unordered(args.setup_concurrency);
-        while let Some((index, socket)) = next_unless(&mut opening, interrupt).await {
-            match (socket, sockets.get_mut(index)) {
-                (Ok(socket), Some(slot)) => *slot = Some(socket),
-                (Ok(_), None) => {}
-                (Err(kind), _) => {
-                    all.error(None, kind);
-                    Live::bump(&live.errors);
-                }
-            }
-        }
-        if sockets.iter().all(Option::is_none) && !interrupt.is_cancelled() {
-            bail!("could not open any agent's event stream for the ws-batch scenario");
-        }
-    }
-
-    // The measured window.
-    let cpu_before = target.local.as_ref().and_then(LocalServer::cpu_time);
-    let own_cpu_before = target::cpu_time("self");
-    let wait_before = target.local.as_ref().and_then(LocalServer::run_queue_wait);
-    let own_wait_before = target::run_queue_wait("self");
     let stop = interrupt.child_token();
     let mut workers = JoinSet::new();
-    live.recording.store(true, std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..args.agents {
+        workers.spawn(Arc::clone(agents).run_baseline(stop.clone()));
+    }
+    let length = args.baseline_duration.or(duration).unwrap_or(Duration::from_secs(5));
+    let (stats, elapsed) = window(args, "baseline", workers, &stop, live, Some(length), None).await;
+    let baseline = stats
+        .routes
+        .get(&Route::Health)
+        .map(|health| RouteReport::new(Route::Health, health, elapsed.as_secs_f64()));
+    all.merge(stats);
+    baseline
+}
+
+/// The measured window: the scenario's workers (on the `open` executions and, for ws-batch,
+/// their agents' `sockets`) until --duration or --executions; their stats and its length.
+async fn measured_window(
+    args: &LoadArgs,
+    agents: &Arc<Agents>,
+    live: &Live,
+    open: &[Vec<String>],
+    sockets: Vec<Option<subscribers::Socket>>,
+    duration: Option<Duration>,
+    interrupt: &CancellationToken,
+) -> (Stats, Duration) {
+    let stop = interrupt.child_token();
+    let mut workers = JoinSet::new();
+    live.recording.store(true, Ordering::Relaxed);
     match args.scenario {
         Scenario::Golden => {
             for index in 0..args.agents {
-                workers.spawn(Arc::clone(&agents).run_golden(index, stop.clone()));
+                workers.spawn(Arc::clone(agents).run_golden(index, stop.clone()));
             }
         }
         Scenario::Heartbeat => {
             for id in open.iter().flatten() {
-                workers.spawn(Arc::clone(&agents).run_heartbeats(Beat::One(id.clone()), stop.clone()));
+                workers.spawn(Arc::clone(agents).run_heartbeats(Beat::One(id.clone()), stop.clone()));
             }
         }
         Scenario::Batch => {
             // An agent whose executions all failed to open has nothing to send.
             for ids in open.iter().filter(|ids| !ids.is_empty()) {
-                workers.spawn(Arc::clone(&agents).run_heartbeats(Beat::many(ids), stop.clone()));
+                workers.spawn(Arc::clone(agents).run_heartbeats(Beat::many(ids), stop.clone()));
             }
         }
         Scenario::WsBatch => {
             for (ids, socket) in open.iter().zip(sockets) {
                 if let Some(socket) = socket {
                     workers.spawn(ws_agents::run(
-                        Arc::clone(&agents),
+                        Arc::clone(agents),
                         socket,
                         ids.clone(),
                         args.request_timeout,
@@ -684,22 +484,26 @@ async fn measure(
             }
         }
     }
-    let (stats, elapsed) = window(
+    window(
         args,
         args.scenario.name(),
         workers,
         &stop,
-        &live,
+        live,
         duration,
         args.executions,
     )
-    .await;
-    let cpu_after = target.local.as_ref().and_then(LocalServer::cpu_time);
-    let own_cpu_after = target::cpu_time("self");
-    let wait_after = target.local.as_ref().and_then(LocalServer::run_queue_wait);
-    let own_wait_after = target::run_queue_wait("self");
+    .await
+}
 
-    // Events still in flight when the window closed belong to it.
+/// After the window: waits --drain for events still in flight (they belong to the window),
+/// then stops the subscribers. What they received, and how many were still connected.
+async fn drain_subscribers(
+    args: &LoadArgs,
+    subscribers: setup::Subscribers,
+    live: &Live,
+    interrupt: &CancellationToken,
+) -> (Stats, u64) {
     if args.subscribers > 0 && !interrupt.is_cancelled() {
         tokio::select! {
             () = tokio::time::sleep(args.drain) => {}
@@ -707,31 +511,73 @@ async fn measure(
         }
     }
     let connected_at_end = Live::read(&live.subscribers);
-    subscribers_stop.cancel();
+    subscribers.stop.cancel();
+    let mut tasks = subscribers.tasks;
     let mut events = Stats::default();
-    while let Some(joined) = subscribers.join_next().await {
+    while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(stats) => events.merge(stats),
             Err(_) => events.error(None, "worker_panicked"),
         }
     }
-    live.recording.store(false, std::sync::atomic::Ordering::Relaxed);
+    live.recording.store(false, Ordering::Relaxed);
+    (events, connected_at_end)
+}
 
-    // Cleanup, untimed: the heartbeat and batch scenarios' executions are completed.
+/// Teardown, untimed: the heartbeat and batch scenarios' executions are completed.
+async fn complete_open_executions(args: &LoadArgs, agents: &Arc<Agents>, open: &[Vec<String>]) {
     futures_util::stream::iter(open.iter().flatten())
         .for_each_concurrent(args.setup_concurrency, |id| {
-            let agents = Arc::clone(&agents);
+            let agents = Arc::clone(agents);
             async move { agents.finish(id, "completed").await }
         })
         .await;
+}
 
+/// What a run measured, gathered for its report.
+struct Measured {
+    /// Users the executions were spread over.
+    users: usize,
+    /// The window's planned length.
+    duration: Option<Duration>,
+    /// The trivial handler's figures.
+    baseline: Option<RouteReport>,
+    /// The measured window's calls.
+    window: Stats,
+    /// Its length.
+    elapsed: Duration,
+    /// What the subscribers received.
+    events: Stats,
+    /// Subscribers whose stream opened.
+    connected: usize,
+    /// Subscribers still connected at the end of the window.
+    connected_at_end: u64,
+    /// Failures outside the window.
+    all: Stats,
+    /// CPU used during the window.
+    cores: Cores,
+    /// The untimed preparation.
+    setup: SetupReport,
+}
+
+/// The report of a run; the server's memory is filled in after it.
+fn report(args: &LoadArgs, target: &Target, interrupted: bool, measured: Measured) -> Report {
+    let Measured {
+        users,
+        duration,
+        baseline,
+        window,
+        elapsed,
+        events,
+        connected,
+        connected_at_end,
+        mut all,
+        cores,
+        setup,
+    } = measured;
     let elapsed_s = elapsed.as_secs_f64();
-    let routes = report::routes(&stats, elapsed_s, baseline.as_ref());
-    let requests = stats.requests();
-    let requests_per_s = report::rate(requests, elapsed_s);
-    let executions = stats.executions;
-    let heartbeats = stats.heartbeats;
-    let heartbeats_per_s = report::rate(heartbeats, elapsed_s);
+    let routes = report::routes(&window, elapsed_s, baseline.as_ref());
+    let throughput = throughput(&window, elapsed_s, baseline.as_ref());
     let events_report = EventsReport {
         subscribers: args.subscribers,
         connected,
@@ -741,52 +587,18 @@ async fn measure(
         foreign: events.foreign_events,
         lag_ms: report::lag(&events),
     };
-    all.merge(stats);
+    all.merge(window);
     all.merge(events);
     let total_errors = all.errors.values().sum();
-    let cores = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
-        (Some(before), Some(after)) if elapsed_s > 0.0 => Some(after.saturating_sub(before).as_secs_f64() / elapsed_s),
-        _ => None,
-    };
-    let cpu_cores = cores(cpu_before, cpu_after);
-    let generator_cpu_cores = cores(own_cpu_before, own_cpu_after);
-    let run_queue_wait_cores = cores(wait_before, wait_after);
-    let generator_run_queue_wait_cores = cores(own_wait_before, own_wait_after);
-    Ok(Report {
+    Report {
         target: TargetReport {
             url: target.url.clone(),
             local: target.local.is_some(),
         },
-        settings: Settings {
-            scenario: args.scenario.name(),
-            agents: args.agents,
-            heartbeat_ms: args.heartbeat.as_secs_f64() * 1000.0,
-            heartbeats_per_phase: args.heartbeats_per_phase,
-            batch_size: matches!(args.scenario, Scenario::Batch | Scenario::WsBatch).then_some(args.batch_size),
-            subscribers: args.subscribers,
-            users,
-            duration_s: duration.map(|d| d.as_secs_f64()),
-            executions: args.executions,
-            baseline: args.baseline,
-        },
-        interrupted: interrupt.is_cancelled(),
+        settings: settings(args, users, duration),
+        interrupted,
         elapsed_s,
-        throughput: Throughput {
-            requests,
-            requests_per_s,
-            requests_per_s_vs_baseline: baseline
-                .as_ref()
-                .filter(|b| b.per_s > 0.0)
-                .map(|b| requests_per_s / b.per_s),
-            executions,
-            executions_per_s: report::rate(executions, elapsed_s),
-            heartbeats,
-            heartbeats_per_s,
-            heartbeats_per_s_vs_baseline: baseline
-                .as_ref()
-                .filter(|b| b.per_s > 0.0)
-                .map(|b| heartbeats_per_s / b.per_s),
-        },
+        throughput,
         baseline,
         routes,
         events: events_report,
@@ -797,16 +609,45 @@ async fn measure(
             peak_memory_bytes: None,
             peak_memory_mib: None,
             memory_at_end_mib: None,
-            cpu_cores,
-            run_queue_wait_cores,
+            cpu_cores: cores.server_cpu,
+            run_queue_wait_cores: cores.server_wait,
         }),
-        setup: SetupReport {
-            viewer_tokens: tokens.len(),
-            tokens_s,
-            connect_s,
-            open_files_limit,
-        },
-        generator_cpu_cores,
-        generator_run_queue_wait_cores,
-    })
+        setup,
+        generator_cpu_cores: cores.own_cpu,
+        generator_run_queue_wait_cores: cores.own_wait,
+    }
+}
+
+/// The run's parameters as the report gives them.
+fn settings(args: &LoadArgs, users: usize, duration: Option<Duration>) -> Settings {
+    Settings {
+        scenario: args.scenario.name(),
+        agents: args.agents,
+        heartbeat_ms: args.heartbeat.as_secs_f64() * 1000.0,
+        heartbeats_per_phase: args.heartbeats_per_phase,
+        batch_size: matches!(args.scenario, Scenario::Batch | Scenario::WsBatch).then_some(args.batch_size),
+        subscribers: args.subscribers,
+        users,
+        duration_s: duration.map(|d| d.as_secs_f64()),
+        executions: args.executions,
+        baseline: args.baseline,
+    }
+}
+
+/// The window's totals over `elapsed_s`, as ratios to the baseline's req/s too if it was measured.
+fn throughput(window: &Stats, elapsed_s: f64, baseline: Option<&RouteReport>) -> Throughput {
+    let requests = window.requests();
+    let requests_per_s = report::rate(requests, elapsed_s);
+    let heartbeats_per_s = report::rate(window.heartbeats, elapsed_s);
+    let baseline_per_s = baseline.map(|b| b.per_s).filter(|per_s| *per_s > 0.0);
+    Throughput {
+        requests,
+        requests_per_s,
+        requests_per_s_vs_baseline: baseline_per_s.map(|base| requests_per_s / base),
+        executions: window.executions,
+        executions_per_s: report::rate(window.executions, elapsed_s),
+        heartbeats: window.heartbeats,
+        heartbeats_per_s,
+        heartbeats_per_s_vs_baseline: baseline_per_s.map(|base| heartbeats_per_s / base),
+    }
 }

@@ -282,6 +282,20 @@ impl Report {
     /// The human-readable table.
     pub(super) fn text(&self) -> String {
         let mut out = String::new();
+        self.write_heading(&mut out);
+        let _ = writeln!(out);
+        self.write_routes(&mut out);
+        self.write_totals(&mut out);
+        let _ = writeln!(out);
+        self.write_events(&mut out);
+        self.write_errors(&mut out);
+        self.write_resources(&mut out);
+        self.write_setup(&mut out);
+        out
+    }
+
+    /// What ran against which server, and for how long.
+    fn write_heading(&self, out: &mut String) {
         let s = &self.settings;
         let heartbeat = if s.heartbeat_ms > 0.0 {
             format!("every {} ms", s.heartbeat_ms)
@@ -313,41 +327,24 @@ impl Report {
             self.elapsed_s,
             if self.interrupted { " (interrupted)" } else { "" },
         );
-        let _ = writeln!(out);
+    }
+
+    /// The table: the baseline, each route, and all routes together.
+    fn write_routes(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "{:<36} {:>9} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
             "ROUTE", "COUNT", "ERR", "REQ/S", "P50 ms", "P90 ms", "P99 ms", "MAX ms", "×REQ/S", "×P50", "×P99"
         );
-        let row = |out: &mut String, label: &str, route: &RouteReport| {
-            let p = route.latency_ms;
-            let cell = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
-            let times = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}×"));
-            let _ = writeln!(
-                out,
-                "{:<36} {:>9} {:>6} {:>9.0} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
-                label,
-                route.count,
-                route.errors,
-                route.per_s,
-                cell(p.map(|p| p.p50)),
-                cell(p.map(|p| p.p90)),
-                cell(p.map(|p| p.p99)),
-                cell(p.map(|p| p.max)),
-                times(route.vs_baseline.map(|r| r.per_s)),
-                times(route.vs_baseline.map(|r| r.p50)),
-                times(route.vs_baseline.map(|r| r.p99)),
-            );
-        };
         if let Some(baseline) = &self.baseline {
-            row(&mut out, "GET /healthz (baseline)", baseline);
+            write_route(out, "GET /healthz (baseline)", baseline);
         }
         for route in &self.routes {
             let label = route.route.strip_prefix("POST /v1/executions").map_or_else(
                 || route.route.to_owned(),
                 |rest| format!("POST …{}", if rest.is_empty() { "/v1/executions" } else { rest }),
             );
-            row(&mut out, &label, route);
+            write_route(out, &label, route);
         }
         let t = &self.throughput;
         let _ = writeln!(
@@ -361,6 +358,11 @@ impl Report {
                 .map(|r| format!("   ({r:.2}× the baseline's req/s)"))
                 .unwrap_or_default(),
         );
+    }
+
+    /// Heartbeats counted and executions completed, when there were any.
+    fn write_totals(&self, out: &mut String) {
+        let t = &self.throughput;
         if t.heartbeats > 0 {
             let _ = writeln!(
                 out,
@@ -379,30 +381,41 @@ impl Report {
                 t.executions, t.executions_per_s
             );
         }
-        let _ = writeln!(out);
+    }
+
+    /// What the subscribers received and how late.
+    fn write_events(&self, out: &mut String) {
         let e = &self.events;
-        if e.subscribers > 0 {
+        if e.subscribers == 0 {
+            let _ = writeln!(out, "events: no subscribers");
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "events: {} delivered to {}/{} subscribers ({} still connected at the end), {:.0}/s; {} of another user",
+            e.delivered, e.connected, e.subscribers, e.connected_at_end, e.per_s, e.foreign
+        );
+        if let Some(lag) = e.lag_ms {
             let _ = writeln!(
                 out,
-                "events: {} delivered to {}/{} subscribers ({} still connected at the end), {:.0}/s; {} of another user",
-                e.delivered, e.connected, e.subscribers, e.connected_at_end, e.per_s, e.foreign
+                "delivery lag ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  mean {:.2}",
+                lag.p50, lag.p90, lag.p99, lag.max, lag.mean
             );
-            if let Some(lag) = e.lag_ms {
-                let _ = writeln!(
-                    out,
-                    "delivery lag ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  mean {:.2}",
-                    lag.p50, lag.p90, lag.p99, lag.max, lag.mean
-                );
-            }
-        } else {
-            let _ = writeln!(out, "events: no subscribers");
         }
+    }
+
+    /// Failures by kind.
+    fn write_errors(&self, out: &mut String) {
         if self.errors.is_empty() {
             let _ = writeln!(out, "errors: none");
         } else {
             let list: Vec<String> = self.errors.iter().map(|(kind, n)| format!("{kind} {n}")).collect();
             let _ = writeln!(out, "errors: {} ({})", self.total_errors, list.join(", "));
         }
+    }
+
+    /// The server's memory and CPU, and this generator's CPU.
+    fn write_resources(&self, out: &mut String) {
         match &self.server {
             Some(server) => {
                 let mib = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.1} MiB"));
@@ -429,6 +442,10 @@ impl Report {
                 cores(self.generator_run_queue_wait_cores),
             );
         }
+    }
+
+    /// How long the untimed preparation took.
+    fn write_setup(&self, out: &mut String) {
         let setup = &self.setup;
         let _ = writeln!(
             out,
@@ -440,6 +457,27 @@ impl Report {
                 .open_files_limit
                 .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
         );
-        out
     }
+}
+
+/// One row of the table.
+fn write_route(out: &mut String, label: &str, route: &RouteReport) {
+    let p = route.latency_ms;
+    let cell = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+    let times = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}×"));
+    let _ = writeln!(
+        out,
+        "{:<36} {:>9} {:>6} {:>9.0} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
+        label,
+        route.count,
+        route.errors,
+        route.per_s,
+        cell(p.map(|p| p.p50)),
+        cell(p.map(|p| p.p90)),
+        cell(p.map(|p| p.p99)),
+        cell(p.map(|p| p.max)),
+        times(route.vs_baseline.map(|r| r.per_s)),
+        times(route.vs_baseline.map(|r| r.p50)),
+        times(route.vs_baseline.map(|r| r.p99)),
+    );
 }

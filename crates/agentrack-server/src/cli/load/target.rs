@@ -138,7 +138,7 @@ impl LocalServer {
 }
 
 /// The CPU time (user + system) process `pid` has used so far; `"self"` for this one.
-pub(super) fn cpu_time(pid: &str) -> Option<Duration> {
+fn cpu_time(pid: &str) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces: count fields after its closing paren.
     let rest = stat.get(stat.rfind(')')? + 2..)?;
@@ -152,7 +152,7 @@ pub(super) fn cpu_time(pid: &str) -> Option<Duration> {
 /// The time the threads of process `pid` (`"self"` for this one) have spent runnable but
 /// waiting for a CPU (`/proc/PID/task/*/schedstat`, second field): large when the machine, not
 /// the process, is the limit.
-pub(super) fn run_queue_wait(pid: &str) -> Option<Duration> {
+fn run_queue_wait(pid: &str) -> Option<Duration> {
     let mut nanos: u64 = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
         // A thread may end between the listing and the read: skip it.
@@ -164,6 +164,56 @@ pub(super) fn run_queue_wait(pid: &str) -> Option<Duration> {
         }
     }
     Some(Duration::from_nanos(nanos))
+}
+
+/// CPU time and run-queue wait of the local server (if any) and of this process, at one moment.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CpuSample {
+    server_cpu: Option<Duration>,
+    own_cpu: Option<Duration>,
+    server_wait: Option<Duration>,
+    own_wait: Option<Duration>,
+}
+
+impl CpuSample {
+    /// Reads them now.
+    pub(super) fn take(server: Option<&LocalServer>) -> Self {
+        Self {
+            server_cpu: server.and_then(LocalServer::cpu_time),
+            own_cpu: cpu_time("self"),
+            server_wait: server.and_then(LocalServer::run_queue_wait),
+            own_wait: run_queue_wait("self"),
+        }
+    }
+}
+
+/// What the server and this process used between two samples, per second in between: in cores.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Cores {
+    /// The local server's CPU.
+    pub(super) server_cpu: Option<f64>,
+    /// The local server's threads' time waiting for a CPU.
+    pub(super) server_wait: Option<f64>,
+    /// This process's CPU.
+    pub(super) own_cpu: Option<f64>,
+    /// This process's threads' time waiting for a CPU.
+    pub(super) own_wait: Option<f64>,
+}
+
+impl Cores {
+    /// From `before` to `after`, `seconds` apart (nothing for an empty interval).
+    pub(super) fn between(before: CpuSample, after: CpuSample, seconds: f64) -> Self {
+        let cores = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
+            (Some(before), Some(after)) if seconds > 0.0 => Some(after.saturating_sub(before).as_secs_f64() / seconds),
+            _ => None,
+        };
+        Self {
+            server_cpu: cores(before.server_cpu, after.server_cpu),
+            server_wait: cores(before.server_wait, after.server_wait),
+            own_cpu: cores(before.own_cpu, after.own_cpu),
+            own_wait: cores(before.own_wait, after.own_wait),
+        }
+    }
 }
 
 fn status_field(pid: u32, field: &str) -> Option<u64> {
