@@ -217,30 +217,38 @@ impl ServerMetrics {
 
     /// The Prometheus text exposition of everything.
     pub fn render(&self, tracker: &Tracker, pipeline: &Pipeline, uptime: std::time::Duration) -> String {
-        let mut out = String::with_capacity(4096);
+        let mut out = Exposition::default();
+        self.render_executions(&mut out, tracker);
+        render_store(&mut out, pipeline);
+        self.render_connections(&mut out);
+        render_breakers(&mut out, tracker);
+        self.render_phases(&mut out);
+        out.one(
+            "agentrack_uptime_seconds",
+            "gauge",
+            "Seconds since the server started.",
+            uptime.as_secs_f64(),
+        );
+        out.text
+    }
+
+    /// Executions by outcome, in memory, and the latest sequence number.
+    fn render_executions(&self, out: &mut Exposition, tracker: &Tracker) {
         // The server's counts include executions that finished before a restart.
         let counts = self.counts(None, None);
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
-        };
-        let one = |value: f64| vec![(String::new(), value)];
-        metric(
+        out.one(
             "agentrack_executions_total",
             "counter",
             "Executions created.",
-            &one(counts.total as f64),
+            counts.total as f64,
         );
-        metric(
+        out.one(
             "agentrack_executions_active",
             "gauge",
             "Executions alive now.",
-            &one(counts.active as f64),
+            counts.active as f64,
         );
-        metric(
+        out.metric(
             "agentrack_executions_finished_total",
             "counter",
             "Executions finished, by terminal state.",
@@ -253,75 +261,23 @@ impl ServerMetrics {
             ]
             .map(|(state, n)| (format!("{{state=\"{state}\"}}"), n as f64)),
         );
-        metric(
+        out.one(
             "agentrack_executions_in_memory",
             "gauge",
             "Execution records held in memory.",
-            &one(tracker.len() as f64),
+            tracker.len() as f64,
         );
-        metric(
+        out.one(
             "agentrack_events_last_seq",
             "gauge",
             "Global sequence number of the latest event.",
-            &one(tracker.last_seq() as f64),
+            tracker.last_seq() as f64,
         );
-        let stats = pipeline.stats();
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-        metric(
-            "agentrack_store_committed_seq",
-            "gauge",
-            "Highest global sequence number confirmed durable.",
-            &one(pipeline.committed() as f64),
-        );
-        metric(
-            "agentrack_store_batches_total",
-            "counter",
-            "Store transactions committed.",
-            &one(load(&stats.batches)),
-        );
-        metric(
-            "agentrack_store_events_written_total",
-            "counter",
-            "Events appended to the store.",
-            &one(load(&stats.events_written)),
-        );
-        metric(
-            "agentrack_store_heartbeats_total",
-            "counter",
-            "Heartbeat events received by the store pipeline.",
-            &one(load(&stats.heartbeats)),
-        );
-        metric(
-            "agentrack_store_heartbeats_written_total",
-            "counter",
-            "Heartbeat events written (the rest were coalesced).",
-            &one(load(&stats.heartbeats_written)),
-        );
-        metric(
-            "agentrack_store_commit_failures_total",
-            "counter",
-            "Failed store commit attempts.",
-            &one(load(&stats.commit_failures)),
-        );
-        metric(
-            "agentrack_store_last_commit_seconds",
-            "gauge",
-            "Duration of the latest store commit.",
-            &one(load(&stats.last_commit_micros) / 1e6),
-        );
-        metric(
-            "agentrack_store_purged_executions_total",
-            "counter",
-            "Finished executions purged by retention.",
-            &one(load(&stats.purged_executions)),
-        );
-        metric(
-            "agentrack_store_healthy",
-            "gauge",
-            "1 when the latest store commit succeeded.",
-            &one(if pipeline.is_healthy() { 1.0 } else { 0.0 }),
-        );
-        metric(
+    }
+
+    /// HTTP responses and WebSocket streams.
+    fn render_connections(&self, out: &mut Exposition) {
+        out.metric(
             "agentrack_http_responses_total",
             "counter",
             "HTTP responses by status class.",
@@ -331,56 +287,146 @@ impl ServerMetrics {
                 .map(|(class, n)| (format!("{{class=\"{class}\"}}"), load(n)))
                 .collect::<Vec<_>>(),
         );
-        metric(
+        out.one(
             "agentrack_websocket_connections",
             "gauge",
             "WebSocket event streams open now.",
-            &one(load(&self.websockets)),
+            load(&self.websockets),
         );
-        metric(
+        out.one(
             "agentrack_websocket_slow_disconnects_total",
             "counter",
             "Event streams closed because the client fell behind.",
-            &one(load(&self.slow_disconnects)),
+            load(&self.slow_disconnects),
         );
-        let breakers: Vec<(String, f64)> = tracker
-            .breakers()
-            .into_iter()
-            .map(|status| {
-                let value = match status.state {
-                    BreakerState::Closed => 0.0,
-                    BreakerState::HalfOpen => 1.0,
-                    BreakerState::Open => 2.0,
-                };
-                (format!("{{breaker=\"{}\"}}", escape_label(&status.name)), value)
-            })
-            .collect();
-        metric(
-            "agentrack_breaker_state",
-            "gauge",
-            "Named circuit breaker state: 0 closed, 1 half-open, 2 open.",
-            &breakers,
-        );
+    }
+
+    /// Phase-duration quantiles over recent transitions of every tenant.
+    fn render_phases(&self, out: &mut Exposition) {
         let mut phases = Vec::new();
         for (phase, stats) in phase_stats(self.phase_samples(None)) {
             for (quantile, value) in [("0.5", stats.p50), ("0.9", stats.p90), ("0.99", stats.p99)] {
                 phases.push((format!("{{phase=\"{phase}\",quantile=\"{quantile}\"}}"), value as f64));
             }
         }
-        metric(
+        out.metric(
             "agentrack_phase_duration_milliseconds",
             "summary",
             "Time spent per phase over recent transitions.",
             &phases,
         );
-        metric(
-            "agentrack_uptime_seconds",
-            "gauge",
-            "Seconds since the server started.",
-            &one(uptime.as_secs_f64()),
-        );
-        out
     }
+}
+
+/// The Prometheus text format, written one metric family at a time.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    /// One family: its help and type lines, then one line per labelled sample.
+    fn metric(&mut self, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
+        let _ = writeln!(self.text, "# HELP {name} {help}");
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(self.text, "{name}{labels} {value}");
+        }
+    }
+
+    /// A family of one unlabelled sample.
+    fn one(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.metric(name, kind, help, &[(String::new(), value)]);
+    }
+}
+
+fn load(counter: &AtomicU64) -> f64 {
+    counter.load(Ordering::Relaxed) as f64
+}
+
+/// The store pipeline's progress, throughput and health.
+fn render_store(out: &mut Exposition, pipeline: &Pipeline) {
+    let stats = pipeline.stats();
+    out.one(
+        "agentrack_store_committed_seq",
+        "gauge",
+        "Highest global sequence number confirmed durable.",
+        pipeline.committed() as f64,
+    );
+    for (name, kind, help, counter) in [
+        (
+            "agentrack_store_batches_total",
+            "counter",
+            "Store transactions committed.",
+            &stats.batches,
+        ),
+        (
+            "agentrack_store_events_written_total",
+            "counter",
+            "Events appended to the store.",
+            &stats.events_written,
+        ),
+        (
+            "agentrack_store_heartbeats_total",
+            "counter",
+            "Heartbeat events received by the store pipeline.",
+            &stats.heartbeats,
+        ),
+        (
+            "agentrack_store_heartbeats_written_total",
+            "counter",
+            "Heartbeat events written (the rest were coalesced).",
+            &stats.heartbeats_written,
+        ),
+        (
+            "agentrack_store_commit_failures_total",
+            "counter",
+            "Failed store commit attempts.",
+            &stats.commit_failures,
+        ),
+    ] {
+        out.one(name, kind, help, load(counter));
+    }
+    out.one(
+        "agentrack_store_last_commit_seconds",
+        "gauge",
+        "Duration of the latest store commit.",
+        load(&stats.last_commit_micros) / 1e6,
+    );
+    out.one(
+        "agentrack_store_purged_executions_total",
+        "counter",
+        "Finished executions purged by retention.",
+        load(&stats.purged_executions),
+    );
+    out.one(
+        "agentrack_store_healthy",
+        "gauge",
+        "1 when the latest store commit succeeded.",
+        if pipeline.is_healthy() { 1.0 } else { 0.0 },
+    );
+}
+
+/// Each named circuit breaker's state.
+fn render_breakers(out: &mut Exposition, tracker: &Tracker) {
+    let breakers: Vec<(String, f64)> = tracker
+        .breakers()
+        .into_iter()
+        .map(|status| {
+            let value = match status.state {
+                BreakerState::Closed => 0.0,
+                BreakerState::HalfOpen => 1.0,
+                BreakerState::Open => 2.0,
+            };
+            (format!("{{breaker=\"{}\"}}", escape_label(&status.name)), value)
+        })
+        .collect();
+    out.metric(
+        "agentrack_breaker_state",
+        "gauge",
+        "Named circuit breaker state: 0 closed, 1 half-open, 2 open.",
+        &breakers,
+    );
 }
 
 fn push_sample(tenant: &mut HashMap<Phase, VecDeque<u64>>, phase: Phase, value: u64) {
