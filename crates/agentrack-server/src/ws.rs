@@ -18,6 +18,7 @@
 //! heartbeats over the stream: `{"type": "heartbeat", "execution_ids": [...]}`, answered with a
 //! `heartbeat_ack` like `POST /v1/heartbeats`.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -182,6 +183,36 @@ impl Stream {
             let _ = close.send((code, reason));
         }
     }
+
+    /// Queues a replayed event or an answer, waiting for room; `Break` once the client left.
+    async fn queue_wait(&self, message: Message, seq: u64) -> ControlFlow<()> {
+        match self.push_wait(message, seq).await {
+            Push::Gone => ControlFlow::Break(()),
+            Push::Queued | Push::Full => ControlFlow::Continue(()),
+        }
+    }
+
+    /// Queues a live message without waiting; `Break` once the client left, or fell so far
+    /// behind that the queue is full (the stream is then closed as a slow consumer).
+    fn queue_live(&mut self, state: &AppState, message: Message, seq: u64) -> ControlFlow<()> {
+        match self.push(message, seq) {
+            Push::Queued => ControlFlow::Continue(()),
+            Push::Full => {
+                self.close_slow(state, "too many events waiting to be sent".into());
+                ControlFlow::Break(())
+            }
+            Push::Gone => ControlFlow::Break(()),
+        }
+    }
+
+    /// Closes a client that fell `behind`, with the sequence number it can resume from.
+    fn close_slow(&mut self, state: &AppState, behind: String) {
+        state.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+        let last = self.sent.load(Ordering::Relaxed);
+        let reason = format!("slow consumer: {behind}; reconnect with since={last}");
+        tracing::info!(%reason, "closing a slow event stream");
+        self.close(close_code::POLICY, reason);
+    }
 }
 
 /// Runs one subscriber's stream until either side ends it.
@@ -232,137 +263,175 @@ fn snapshot_records(state: &AppState, subscription: &Subscription) -> Vec<Execut
         .collect()
 }
 
+/// Runs one connection through the steps of the module documentation.
 async fn run(
     mut stream: Stream,
-    mut incoming: futures_util::stream::SplitStream<WebSocket>,
+    incoming: futures_util::stream::SplitStream<WebSocket>,
     state: &AppState,
     subscription: Subscription,
 ) {
     let filter: EventFilter = subscription
         .scope
         .event_filter(subscription.thread_id.clone(), subscription.execution_id);
-    let mut live = state.hub.subscribe(filter.tenant.as_deref(), filter.user_id.as_deref());
+    let live = state.hub.subscribe(filter.tenant.as_deref(), filter.user_id.as_deref());
     let horizon = state.pipeline.committed();
-
-    if subscription.snapshot {
-        let executions = snapshot_records(state, &subscription);
-        let message = match subscription.protocol {
-            Protocol::Agentrack => json!({"type": "snapshot", "global_seq": horizon, "executions": executions}),
-            Protocol::Agui => json!({"type": "STATE_SNAPSHOT", "snapshot": {"executions": executions},
-                "rawEvent": {"type": "snapshot", "global_seq": horizon}}),
-        };
-        if let Push::Gone = stream.push_wait(Message::Text(message.to_string().into()), 0).await {
-            return;
-        }
+    if replay(&mut stream, state, &subscription, horizon).await.is_break() {
+        return;
     }
-
-    if let Some(since) = subscription.since {
-        let mut after = since;
-        while after < horizon {
-            let query = EventQuery {
-                after,
-                up_to: horizon,
-                thread_id: subscription.thread_id.clone(),
-                execution_id: subscription.execution_id,
-                limit: REPLAY_PAGE,
-                ..EventQuery::default()
-            };
-            let Some(query) = subscription.scope.event_query(query) else {
-                break;
-            };
-            let events = match state.store.events(query).await {
-                Ok(events) => events,
-                Err(error) => {
-                    tracing::error!(%error, "replaying stored events failed");
-                    stream.close(close_code::ERROR, "could not read stored events".into());
-                    return;
-                }
-            };
-            for stored in &events {
-                let seq = stored.global_seq;
-                let parsed = || serde_json::from_str::<Event>(&stored.json).ok().map(Arc::new);
-                for message in stream.messages(stored.json.clone().into(), parsed) {
-                    if let Push::Gone = stream.push_wait(message, seq).await {
-                        return;
-                    }
-                }
-                after = seq;
-            }
-            if events.len() < REPLAY_PAGE {
-                break;
-            }
-        }
-    }
-
     // Live events at or below this were replayed (or, past the horizon, already seen).
     let skip_through = horizon.max(subscription.since.unwrap_or(0));
+    let live = Live {
+        events: live,
+        filter,
+        skip_through,
+    };
+    forward_live(stream, incoming, live, state, &subscription.scope).await;
+}
+
+/// What comes before live events: the snapshot if asked for, then the stored events in
+/// `(since, horizon]`. `Break` when the stream is over.
+async fn replay(stream: &mut Stream, state: &AppState, subscription: &Subscription, horizon: u64) -> ControlFlow<()> {
+    if subscription.snapshot {
+        send_snapshot(stream, state, subscription, horizon).await?;
+    }
+    if let Some(since) = subscription.since {
+        replay_stored(stream, state, subscription, since, horizon).await?;
+    }
+    ControlFlow::Continue(())
+}
+
+/// The matching executions' current state, as of `horizon`.
+async fn send_snapshot(
+    stream: &mut Stream,
+    state: &AppState,
+    subscription: &Subscription,
+    horizon: u64,
+) -> ControlFlow<()> {
+    let executions = snapshot_records(state, subscription);
+    let message = match subscription.protocol {
+        Protocol::Agentrack => json!({"type": "snapshot", "global_seq": horizon, "executions": executions}),
+        Protocol::Agui => json!({"type": "STATE_SNAPSHOT", "snapshot": {"executions": executions},
+            "rawEvent": {"type": "snapshot", "global_seq": horizon}}),
+    };
+    stream.queue_wait(Message::Text(message.to_string().into()), 0).await
+}
+
+/// The stored events in `(since, horizon]`, a page at a time, paced by the client.
+async fn replay_stored(
+    stream: &mut Stream,
+    state: &AppState,
+    subscription: &Subscription,
+    since: u64,
+    horizon: u64,
+) -> ControlFlow<()> {
+    let mut after = since;
+    while after < horizon {
+        let query = EventQuery {
+            after,
+            up_to: horizon,
+            thread_id: subscription.thread_id.clone(),
+            execution_id: subscription.execution_id,
+            limit: REPLAY_PAGE,
+            ..EventQuery::default()
+        };
+        let Some(query) = subscription.scope.event_query(query) else {
+            break;
+        };
+        let events = match state.store.events(query).await {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::error!(%error, "replaying stored events failed");
+                stream.close(close_code::ERROR, "could not read stored events".into());
+                return ControlFlow::Break(());
+            }
+        };
+        for stored in &events {
+            let seq = stored.global_seq;
+            let parsed = || serde_json::from_str::<Event>(&stored.json).ok().map(Arc::new);
+            for message in stream.messages(stored.json.clone().into(), parsed) {
+                stream.queue_wait(message, seq).await?;
+            }
+            after = seq;
+        }
+        if events.len() < REPLAY_PAGE {
+            break;
+        }
+    }
+    ControlFlow::Continue(())
+}
+
+/// The live side of a stream: the subscription, what it passes, and what was already replayed.
+struct Live {
+    events: crate::hub::Receiver,
+    filter: EventFilter,
+    /// Events at or below this sequence number were already sent.
+    skip_through: u64,
+}
+
+/// Forwards live events, answers the client's messages and pings, until either side ends it.
+async fn forward_live(
+    mut stream: Stream,
+    mut incoming: futures_util::stream::SplitStream<WebSocket>,
+    mut live: Live,
+    state: &AppState,
+    scope: &Scope,
+) {
     let mut keepalive = tokio::time::interval_at(
         tokio::time::Instant::now() + state.settings.keepalive,
         state.settings.keepalive,
     );
-    let slow = |stream: &mut Stream, behind: String| {
-        state.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-        let last = stream.sent.load(Ordering::Relaxed);
-        let reason = format!("slow consumer: {behind}; reconnect with since={last}");
-        tracing::info!(%reason, "closing a slow event stream");
-        stream.close(close_code::POLICY, reason);
-    };
     loop {
-        tokio::select! {
+        let flow = tokio::select! {
             () = state.shutdown.cancelled() => {
                 stream.close(close_code::AWAY, "server shutting down".into());
-                return;
+                ControlFlow::Break(())
             }
-            received = live.recv() => match received {
-                Ok(published) => {
-                    let event = &published.event;
-                    if event.global_seq <= skip_through || !filter.matches(event) {
-                        continue;
-                    }
-                    let Ok(json) = Utf8Bytes::try_from(published.json.clone()) else { continue };
-                    let shared = Arc::clone(event);
-                    for message in stream.messages(json, || Some(shared)) {
-                        match stream.push(message, event.global_seq) {
-                            Push::Queued => {}
-                            Push::Full => {
-                                slow(&mut stream, "too many events waiting to be sent".into());
-                                return;
-                            }
-                            Push::Gone => return,
-                        }
-                    }
-                }
+            received = live.events.recv() => match received {
+                Ok(published) => forward(&mut stream, state, &live, &published.event, &published.json),
                 Err(RecvError::Lagged(missed)) => {
-                    slow(&mut stream, format!("fell {missed} events behind"));
-                    return;
+                    stream.close_slow(state, format!("fell {missed} events behind"));
+                    ControlFlow::Break(())
                 }
                 Err(RecvError::Closed) => {
                     stream.close(close_code::AWAY, "server shutting down".into());
-                    return;
+                    ControlFlow::Break(())
                 }
             },
             message = incoming.next() => match message {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => ControlFlow::Break(()),
                 Some(Ok(Message::Text(text))) => {
-                    let reply = answer(state, &subscription.scope, &text).await;
-                    if let Push::Gone = stream.push_wait(Message::Text(reply.to_string().into()), 0).await {
-                        return;
-                    }
+                    let reply = answer(state, scope, &text).await;
+                    stream.queue_wait(Message::Text(reply.to_string().into()), 0).await
                 }
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => ControlFlow::Continue(()),
             },
-            _ = keepalive.tick() => {
-                match stream.push(Message::Ping(bytes::Bytes::new()), 0) {
-                    Push::Queued => {}
-                    Push::Full => {
-                        slow(&mut stream, "too many events waiting to be sent".into());
-                        return;
-                    }
-                    Push::Gone => return,
-                }
-            }
+            _ = keepalive.tick() => stream.queue_live(state, Message::Ping(bytes::Bytes::new()), 0),
+        };
+        if flow.is_break() {
+            return;
         }
     }
+}
+
+/// One live event, unless it was replayed already or the subscription does not pass it.
+fn forward(
+    stream: &mut Stream,
+    state: &AppState,
+    live: &Live,
+    event: &Arc<Event>,
+    json: &bytes::Bytes,
+) -> ControlFlow<()> {
+    if event.global_seq <= live.skip_through || !live.filter.matches(event) {
+        return ControlFlow::Continue(());
+    }
+    let Ok(json) = Utf8Bytes::try_from(json.clone()) else {
+        return ControlFlow::Continue(());
+    };
+    let shared = Arc::clone(event);
+    for message in stream.messages(json, || Some(shared)) {
+        stream.queue_live(state, message, event.global_seq)?;
+    }
+    ControlFlow::Continue(())
 }
 
 /// Answers a message from the client. The one kind understood is a heartbeat, so that an agent
