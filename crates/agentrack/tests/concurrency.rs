@@ -2,51 +2,25 @@
 //! exactly consistent — no lost update, no index entry left behind, no phantom record, every
 //! counter exact, per-execution event numbering gap-free.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use agentrack::{
-    Event, EventFilter, EventKind, EventStream, ExecutionId, ExecutionRecord, ExecutionState, ManualClock, Metrics,
-    NewExecution, Phase, Tracker, TrackerConfig, TrackerError,
+    Event, EventFilter, EventKind, ExecutionId, ExecutionRecord, ExecutionState, ManualClock, Metrics, NewExecution,
+    Phase, Tracker, TrackerConfig, TrackerError,
 };
+
+use common::{GOLDEN_PATH, drain};
 
 const THREADS: usize = 8;
 const PER_THREAD: usize = 10_000;
 const USERS: usize = 50;
 const THREAD_IDS: usize = 997;
 const AGENTS: [&str; 4] = ["researcher", "coder", "writer", "planner"];
-
-const GOLDEN_PATH: [Phase; 9] = [
-    Phase::WebsocketSetup,
-    Phase::ContextValidation,
-    Phase::Starting,
-    Phase::Thinking,
-    Phase::LlmInteraction,
-    Phase::ToolExecution,
-    Phase::ResultProcessing,
-    Phase::Completing,
-    Phase::Completed,
-];
-
-/// Every event buffered so far, without a runtime: polls `recv` with a no-op waker until it is
-/// pending. Panics if the subscriber lagged (the tests size the buffer so it cannot).
-fn drain(stream: &mut EventStream) -> Vec<Arc<Event>> {
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut events = Vec::new();
-    loop {
-        let polled = pin!(stream.recv()).poll(&mut cx);
-        match polled {
-            Poll::Ready(Some(Ok(event))) => events.push(event),
-            Poll::Ready(Some(Err(lagged))) => panic!("subscriber lagged: {lagged}"),
-            Poll::Ready(None) | Poll::Pending => return events,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {

@@ -8,11 +8,10 @@
 //! - the active set is exactly the alive records, the counters add up, the indexes agree;
 //! - every event reaches a subscriber, numbered without gaps, globally and per execution.
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use agentrack::{
@@ -22,6 +21,8 @@ use agentrack::{
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 use serde_json::{Value, json};
+
+use common::{GOLDEN_PATH, drain};
 
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 const EXECUTION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,20 +34,6 @@ fn wall_origin() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
         .single()
         .expect("a valid date")
-}
-
-/// Every event buffered so far, without a runtime: polls `recv` with a no-op waker until pending.
-fn drain(stream: &mut EventStream) -> Vec<Arc<Event>> {
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut events = Vec::new();
-    loop {
-        let polled = pin!(stream.recv()).poll(&mut cx);
-        match polled {
-            Poll::Ready(Some(Ok(event))) => events.push(event),
-            Poll::Ready(Some(Err(lagged))) => panic!("subscriber lagged: {lagged}"),
-            Poll::Ready(None) | Poll::Pending => return events,
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -888,17 +875,7 @@ fn the_harness_reaches_every_terminal_state_purges_and_caps() {
     }
     run(&mut harness, Op::Start(0));
     run(&mut harness, Op::Heartbeat(0));
-    for phase in [
-        Phase::WebsocketSetup,
-        Phase::ContextValidation,
-        Phase::Starting,
-        Phase::Thinking,
-        Phase::LlmInteraction,
-        Phase::ToolExecution,
-        Phase::ResultProcessing,
-        Phase::Completing,
-        Phase::Completed,
-    ] {
+    for phase in GOLDEN_PATH {
         run(&mut harness, Op::Transition(0, phase));
     }
     // Refused, and the harness checks that they changed nothing.

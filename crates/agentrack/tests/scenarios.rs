@@ -18,7 +18,7 @@ use agentrack::{
 use chrono::TimeZone;
 use serde_json::json;
 
-use common::{Note, Recorder, drain, manual, meta, ms, names, obj, secs};
+use common::{Note, Recorder, drain, fail_call, manual, meta, ms, names, new, obj, ok_call, secs};
 
 const VALID_STATES: &str = "pending, starting, running, completing, completed, failed, timeout, dead, cancelled";
 
@@ -29,18 +29,6 @@ const TERMINAL: [ExecutionState; 5] = [
     ExecutionState::Dead,
     ExecutionState::Cancelled,
 ];
-
-fn new(agent: &str, thread: &str, user: &str) -> NewExecution {
-    NewExecution::new(agent, thread, user)
-}
-
-async fn fail_call() -> Result<u32, &'static str> {
-    Err("boom")
-}
-
-async fn ok_call(value: u32) -> Result<u32, &'static str> {
-    Ok(value)
-}
 
 #[test]
 fn execution_state_enum_usage_validation_critical_fix() {
@@ -840,7 +828,7 @@ async fn circuit_breaker_functionality_and_states() {
 
     assert!(matches!(
         tracker.execute(id, "llm", fail_call()).await,
-        Err(CallError::Operation("boom"))
+        Err(CallError::Operation("503"))
     ));
     let status = tracker.breaker_status(id).unwrap();
     assert_eq!(status.failure_count, 1);

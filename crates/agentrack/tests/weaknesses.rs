@@ -14,26 +14,13 @@ use std::task::{Context, Waker};
 use std::time::Duration;
 
 use agentrack::{
-    BreakerConfig, BreakerState, CallError, Clock, EventFilter, EventKind, ExecutionId, ExecutionState, NewExecution,
-    Outcome, Phase, RetryPolicy, StateUpdate, Sweep, TimeoutConfig, TokioClock, Tracker, TrackerConfig, TrackerError,
-    Validation,
+    BreakerConfig, BreakerState, CallError, Clock, EventFilter, EventKind, ExecutionId, ExecutionState, Outcome, Phase,
+    RetryPolicy, StateUpdate, Sweep, TimeoutConfig, TokioClock, Tracker, TrackerConfig, TrackerError, Validation,
 };
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use common::{drain, manual, meta, ms, names, of, secs};
-
-fn new(agent: &str, thread: &str, user: &str) -> NewExecution {
-    NewExecution::new(agent, thread, user)
-}
-
-async fn fail_call() -> Result<u32, &'static str> {
-    Err("503")
-}
-
-async fn ok_call(value: u32) -> Result<u32, &'static str> {
-    Ok(value)
-}
+use common::{drain, fail_call, manual, meta, ms, names, new, of, ok_call, record, secs, tripped_execution};
 
 fn ids(records: &[agentrack::ExecutionRecord]) -> Vec<ExecutionId> {
     records.iter().map(|r| r.execution_id).collect()
@@ -300,13 +287,7 @@ fn lenient_transition_on_finished_execution_is_flagged_invalid() {
 #[tokio::test]
 async fn half_open_failure_reopens_at_once() {
     let (tracker, clock) = manual(TrackerConfig::default());
-    let id = tracker
-        .create(new("agent", "thread", "user").timeout(secs(600)))
-        .unwrap()
-        .id();
-    for _ in 0..3 {
-        tracker.execute(id, "llm", fail_call()).await.unwrap_err();
-    }
+    let id = tripped_execution(&tracker).await;
     assert_eq!(tracker.breaker_status(id).unwrap().state, BreakerState::Open);
     clock.advance(secs(30));
     // The trial call fails: open again at once (the original needed 3 more failures).
@@ -333,9 +314,7 @@ async fn half_open_failure_reopens_at_once() {
 
     // The same for a named breaker.
     let breaker = tracker.breaker("openai:gpt-4o");
-    for _ in 0..3 {
-        breaker.acquire().unwrap().record(Outcome::Failure);
-    }
+    record(&breaker, Outcome::Failure, 3);
     assert_eq!(breaker.status().state, BreakerState::Open);
     clock.advance(secs(30));
     let trial = breaker.acquire().unwrap();
@@ -356,8 +335,7 @@ async fn half_open_limits_concurrent_trials() {
         call_timeout: secs(5),
     };
     let breaker = tracker.breaker_with("anthropic:claude", config);
-    breaker.acquire().unwrap().record(Outcome::Failure);
-    breaker.acquire().unwrap().record(Outcome::Failure);
+    record(&breaker, Outcome::Failure, 2);
     assert_eq!(
         breaker.acquire().unwrap_err(),
         TrackerError::CircuitOpen {
@@ -399,21 +377,14 @@ async fn half_open_limits_concurrent_trials() {
             ..config
         },
     );
-    wide.acquire().unwrap().record(Outcome::Failure);
-    wide.acquire().unwrap().record(Outcome::Failure);
+    record(&wide, Outcome::Failure, 2);
     clock.advance(secs(10));
     let trials: Vec<_> = (0..3).map(|_| wide.acquire().unwrap()).collect();
     assert!(wide.acquire().unwrap_err().to_string().contains("is open"));
     drop(trials);
 
     // Per-execution breaker: a second protected call during the trial is refused.
-    let id = tracker
-        .create(new("agent", "thread", "user").timeout(secs(600)))
-        .unwrap()
-        .id();
-    for _ in 0..3 {
-        tracker.execute(id, "llm", fail_call()).await.unwrap_err();
-    }
+    let id = tripped_execution(&tracker).await;
     clock.advance(secs(30));
     let (release, released) = oneshot::channel::<()>();
     let (entered, is_in) = oneshot::channel::<()>();
@@ -440,13 +411,7 @@ async fn half_open_limits_concurrent_trials() {
 #[tokio::test]
 async fn cancelled_protected_call_frees_its_half_open_trial() {
     let (tracker, clock) = manual(TrackerConfig::default());
-    let id = tracker
-        .create(new("agent", "thread", "user").timeout(secs(600)))
-        .unwrap()
-        .id();
-    for _ in 0..3 {
-        tracker.execute(id, "llm", fail_call()).await.unwrap_err();
-    }
+    let id = tripped_execution(&tracker).await;
     clock.advance(secs(30));
     {
         // The caller gives up on the trial call (its future is dropped mid-flight).
@@ -533,15 +498,11 @@ fn caller_errors_do_not_trip_a_named_breaker() {
     let (tracker, _clock) = manual(TrackerConfig::default());
     let breaker = tracker.breaker("openai:gpt-4o");
     // Bad requests are the caller's fault: never counted.
-    for _ in 0..10 {
-        breaker.acquire().unwrap().record(Outcome::Ignored);
-    }
+    record(&breaker, Outcome::Ignored, 10);
     let status = breaker.status();
     assert_eq!((status.state, status.failure_count), (BreakerState::Closed, 0));
     // Slow calls (timeouts) count like failures.
-    for _ in 0..3 {
-        breaker.acquire().unwrap().record(Outcome::Timeout);
-    }
+    record(&breaker, Outcome::Timeout, 3);
     assert_eq!(breaker.status().state, BreakerState::Open);
 }
 
@@ -822,9 +783,7 @@ fn event_filter_scopes_by_user() {
     tracker.complete(b, Some(json!("bob's secret answer"))).unwrap();
     // A provider-wide breaker event belongs to no user.
     let breaker = tracker.breaker("openai");
-    for _ in 0..3 {
-        breaker.acquire().unwrap().record(Outcome::Failure);
-    }
+    record(&breaker, Outcome::Failure, 3);
     clock.advance(secs(1));
 
     let alice_seen = drain(&mut alice);

@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: clocks, metadata, event draining and a recording
-//! notifier.
+//! Helpers shared by the integration tests: clocks, metadata, the golden path, protected calls
+//! and tripped breakers, event draining and a recording notifier.
 
 #![allow(dead_code)]
 
@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use agentrack::{Event, EventStream, ExecutionId, ManualClock, Notifier, NotifyError, Tracker, TrackerConfig};
+use agentrack::{
+    Breaker, Event, EventStream, ExecutionId, ManualClock, NewExecution, Notifier, NotifyError, Outcome, Phase,
+    Tracker, TrackerConfig,
+};
 use futures_core::Stream;
 use serde_json::{Map, Value};
 
@@ -30,6 +33,57 @@ pub(crate) fn meta(value: Value) -> Option<Map<String, Value>> {
 /// A JSON object literal as a map.
 pub(crate) fn obj(value: Value) -> Map<String, Value> {
     value.as_object().cloned().expect("a JSON object")
+}
+
+/// The golden path's phases after `created`, in order.
+pub(crate) const GOLDEN_PATH: [Phase; 9] = [
+    Phase::WebsocketSetup,
+    Phase::ContextValidation,
+    Phase::Starting,
+    Phase::Thinking,
+    Phase::LlmInteraction,
+    Phase::ToolExecution,
+    Phase::ResultProcessing,
+    Phase::Completing,
+    Phase::Completed,
+];
+
+/// A new execution of `agent` in `thread` for `user`.
+pub(crate) fn new(agent: &str, thread: &str, user: &str) -> NewExecution {
+    NewExecution::new(agent, thread, user)
+}
+
+/// A protected call that fails, like an overloaded provider.
+pub(crate) async fn fail_call() -> Result<u32, &'static str> {
+    Err("503")
+}
+
+/// A protected call that succeeds with `value`.
+pub(crate) async fn ok_call(value: u32) -> Result<u32, &'static str> {
+    Ok(value)
+}
+
+/// A new execution whose own breaker three failed protected calls opened (the default
+/// threshold). Its 600 s timeout outlives any clock move of the tests.
+pub(crate) async fn tripped_execution(tracker: &Tracker) -> ExecutionId {
+    let id = tracker
+        .create(new("agent", "thread", "user").timeout(secs(600)))
+        .expect("a valid new execution")
+        .id();
+    for _ in 0..3 {
+        assert!(tracker.execute(id, "llm", fail_call()).await.is_err());
+    }
+    id
+}
+
+/// `times` calls through `breaker`, each ending with `outcome`.
+pub(crate) fn record(breaker: &Breaker, outcome: Outcome, times: usize) {
+    for _ in 0..times {
+        breaker
+            .acquire()
+            .expect("the breaker lets the call through")
+            .record(outcome);
+    }
 }
 
 /// A tracker driven by a manual clock, and the clock.
