@@ -98,10 +98,7 @@ async fn creating_with_bad_input_is_refused_and_creates_nothing() {
 async fn bad_states_phases_and_lifecycle_moves_change_nothing() {
     let server = TestServer::start().await;
     let agent = server.token("agent", "t1", None).await;
-    let id = server.create(&agent, "researcher", "thread", "alice").await;
-    server
-        .ok(&format!("/v1/executions/{id}/start"), &agent, json!({}))
-        .await;
+    let id = server.create_started(&agent, "researcher", "thread", "alice").await;
     let record = format!("/v1/executions/{id}");
     let before = server.get(&record, &agent).await.1;
     let state = format!("{record}/state");

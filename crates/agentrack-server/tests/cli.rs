@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{BIN, TestServer};
+use common::{BIN, GOLDEN_EVENTS, TestServer};
 use serde_json::Value;
 
 fn agentrack(server: &TestServer, token: &str, args: &[&str]) -> String {
@@ -120,25 +120,7 @@ async fn watch_prints_the_golden_path_live() {
         .map(|line| line.split_whitespace().nth(2).unwrap_or(""))
         .filter(|kind| *kind != "heartbeat")
         .collect();
-    assert_eq!(
-        kinds,
-        [
-            "execution_created",
-            "state_changed",
-            "state_changed",
-            "phase_changed",
-            "phase_changed",
-            "agent_started",
-            "agent_thinking",
-            "agent_thinking",
-            "tool_executing",
-            "agent_thinking",
-            "agent_thinking",
-            "agent_completed",
-            "execution_completed",
-        ],
-        "{printed:#?}"
-    );
+    assert_eq!(kinds, GOLDEN_EVENTS, "{printed:#?}");
     assert!(printed.iter().all(|line| line.contains(&id) && !line.contains(&noise)));
     assert!(printed.iter().any(|line| line.contains("tool get_forecast")));
 }

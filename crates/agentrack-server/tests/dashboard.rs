@@ -105,10 +105,7 @@ async fn seed(server: &TestServer) -> (String, [String; 3]) {
     let other = server.token("agent", "globex", None).await;
     let done = server.create(&agent, "researcher", "thread-1", "alice").await;
     server.golden_path(&agent, &done).await;
-    let failed = server.create(&agent, "researcher", "thread-2", "alice").await;
-    server
-        .ok(&format!("/v1/executions/{failed}/start"), &agent, json!({}))
-        .await;
+    let failed = server.create_started(&agent, "researcher", "thread-2", "alice").await;
     server
         .ok(
             &format!("/v1/executions/{failed}/state"),
@@ -116,13 +113,8 @@ async fn seed(server: &TestServer) -> (String, [String; 3]) {
             json!({"state": "failed", "error": "boom"}),
         )
         .await;
-    let running = server.create(&agent, "planner", "thread-3", "bob").await;
-    server
-        .ok(&format!("/v1/executions/{running}/start"), &agent, json!({}))
-        .await;
-    server
-        .ok(&format!("/v1/executions/{running}/heartbeat"), &agent, json!({}))
-        .await;
+    let running = server.create_started(&agent, "planner", "thread-3", "bob").await;
+    server.heartbeat(&agent, &running).await;
     server.create(&other, "researcher", "thread-9", "alice").await;
     (agent, [done, failed, running])
 }
@@ -216,9 +208,7 @@ async fn dead_and_timed_out_executions_land_in_the_current_minute() {
         .await;
     let slow = slow["execution_id"].as_str().unwrap().to_owned();
     for id in [&silent, &slow] {
-        server
-            .ok(&format!("/v1/executions/{id}/start"), &agent, json!({}))
-            .await;
+        server.start_execution(&agent, id).await;
     }
     let mut finished = 0;
     stream

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{SECOND, TestServer, types};
+use common::{GOLDEN_EVENTS, SECOND, TestServer, types};
 use serde_json::Value;
 
 fn is_terminal(event: &Value) -> bool {
@@ -24,24 +24,7 @@ async fn golden_path_arrives_in_order_with_the_original_event_names() {
 
     let events = socket.until(5 * SECOND, is_terminal).await;
     let names: Vec<String> = types(&events).into_iter().filter(|t| t != "heartbeat").collect();
-    assert_eq!(
-        names,
-        [
-            "execution_created",
-            "state_changed",
-            "state_changed",
-            "phase_changed",
-            "phase_changed",
-            "agent_started",
-            "agent_thinking",
-            "agent_thinking",
-            "tool_executing",
-            "agent_thinking",
-            "agent_thinking",
-            "agent_completed",
-            "execution_completed",
-        ]
-    );
+    assert_eq!(names, GOLDEN_EVENTS);
     // The original's browser-facing notifications, in order.
     let notified: Vec<&String> = names
         .iter()
@@ -125,10 +108,7 @@ async fn reconnecting_with_since_loses_no_event() {
 
     // Watch the first half, remember the last sequence number, disconnect.
     let mut first = server.ws("", Some(&agent)).await;
-    let id = server.create(&agent, "researcher", "thread-1", "alice").await;
-    server
-        .ok(&format!("/v1/executions/{id}/start"), &agent, serde_json::json!({}))
-        .await;
+    let id = server.create_started(&agent, "researcher", "thread-1", "alice").await;
     let seen = first.until(5 * SECOND, |e| e["type"] == "state_changed").await;
     let last = seen.last().unwrap()["global_seq"].as_u64().unwrap();
     first.close().await;

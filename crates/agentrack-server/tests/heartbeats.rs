@@ -14,10 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 async fn a_heartbeat_answers_with_a_small_acknowledgement() {
     let server = TestServer::start().await;
     let agent = server.token("agent", "t1", None).await;
-    let id = server.create(&agent, "researcher", "thread-1", "alice").await;
-    server
-        .ok(&format!("/v1/executions/{id}/start"), &agent, json!({}))
-        .await;
+    let id = server.create_started(&agent, "researcher", "thread-1", "alice").await;
     let ack = server
         .ok(&format!("/v1/executions/{id}/heartbeat"), &agent, json!({}))
         .await;
@@ -115,10 +112,7 @@ async fn a_bad_batch_is_refused_whole_with_a_specific_error() {
 async fn an_agent_can_heartbeat_over_its_event_stream() {
     let server = TestServer::start().await;
     let agent = server.token("agent", "t1", None).await;
-    let id = server.create(&agent, "researcher", "thread-1", "alice").await;
-    server
-        .ok(&format!("/v1/executions/{id}/start"), &agent, json!({}))
-        .await;
+    let id = server.create_started(&agent, "researcher", "thread-1", "alice").await;
     let mut ws = server.ws("", Some(&agent)).await;
     let beat = json!({"type": "heartbeat", "execution_ids": [id]}).to_string();
     ws.socket.send(Message::Text(beat.into())).await.unwrap();
@@ -152,9 +146,7 @@ async fn an_agent_can_heartbeat_over_its_event_stream() {
             .unwrap()
             .contains("JSON object")
     );
-    server
-        .ok(&format!("/v1/executions/{id}/heartbeat"), &agent, json!({}))
-        .await;
+    server.heartbeat(&agent, &id).await;
     ws.until(5 * SECOND, |event| event["type"] == "heartbeat").await;
 }
 

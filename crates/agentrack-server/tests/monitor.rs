@@ -16,12 +16,8 @@ async fn a_silent_execution_is_marked_dead_and_its_subscribers_get_the_event() {
     let agent = server.token("agent", "t1", None).await;
     let id = server.create(&agent, "researcher", "thread", "alice").await;
     let mut stream = server.ws(&format!("?execution_id={id}"), Some(&agent)).await;
-    server
-        .ok(&format!("/v1/executions/{id}/start"), &agent, json!({}))
-        .await;
-    server
-        .ok(&format!("/v1/executions/{id}/heartbeat"), &agent, json!({}))
-        .await;
+    server.start_execution(&agent, &id).await;
+    server.heartbeat(&agent, &id).await;
     let silent_since = Instant::now();
 
     let events = stream.until(5 * SECOND, |e| e["type"] == "dead").await;
@@ -48,14 +44,9 @@ async fn a_silent_execution_is_marked_dead_and_its_subscribers_get_the_event() {
 async fn heartbeats_keep_an_execution_alive() {
     let server = TestServer::start_with(&["--heartbeat-timeout", "400ms", "--monitor-interval", "50ms"]).await;
     let agent = server.token("agent", "t1", None).await;
-    let id = server.create(&agent, "researcher", "thread", "alice").await;
-    server
-        .ok(&format!("/v1/executions/{id}/start"), &agent, json!({}))
-        .await;
+    let id = server.create_started(&agent, "researcher", "thread", "alice").await;
     for _ in 0..8 {
-        server
-            .ok(&format!("/v1/executions/{id}/heartbeat"), &agent, json!({}))
-            .await;
+        server.heartbeat(&agent, &id).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (_, record) = server.get(&format!("/v1/executions/{id}"), &agent).await;
@@ -76,9 +67,7 @@ async fn an_execution_past_its_timeout_is_timed_out_and_subscribers_get_the_even
         )
         .await;
     let id = created["execution_id"].as_str().unwrap().to_owned();
-    server
-        .ok(&format!("/v1/executions/{id}/start"), &agent, json!({}))
-        .await;
+    server.start_execution(&agent, &id).await;
 
     let events = stream.until(5 * SECOND, |e| e["type"] == "timed_out").await;
     let timed_out = events.last().unwrap();

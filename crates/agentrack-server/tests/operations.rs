@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{Frame, SECOND, TestServer};
+use common::{Frame, SECOND, TestServer, eventually};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -15,14 +13,9 @@ async fn sigterm_closes_sockets_flushes_heartbeats_and_exits_cleanly() {
     // Heartbeats would wait 30 s to be written: only the shutdown flush can save them.
     let mut server = TestServer::start_with(&["--heartbeat-flush", "30s"]).await;
     let agent = server.token("agent", "t1", None).await;
-    let id = server.create(&agent, "researcher", "thread", "alice").await;
-    server
-        .ok(&format!("/v1/executions/{id}/start"), &agent, json!({}))
-        .await;
+    let id = server.create_started(&agent, "researcher", "thread", "alice").await;
     for _ in 0..3 {
-        server
-            .ok(&format!("/v1/executions/{id}/heartbeat"), &agent, json!({}))
-            .await;
+        server.heartbeat(&agent, &id).await;
     }
     let mut socket = server.ws("", Some(&agent)).await;
 
@@ -46,20 +39,41 @@ async fn sigterm_closes_sockets_flushes_heartbeats_and_exits_cleanly() {
     assert_eq!(record["state"], "running");
 }
 
+/// Whether the store holds heartbeat number `count` of execution `id` (in `thread`): the
+/// thread's events are replayed from the store (those at or below the snapshot's sequence
+/// number; later ones are live), up to a marker execution created in the thread once the stream
+/// is open.
+async fn stored_heartbeat(server: &TestServer, agent: &str, thread: &str, id: &str, count: u64) -> bool {
+    let mut stream = server
+        .ws(&format!("?since=0&snapshot=true&thread_id={thread}"), Some(agent))
+        .await;
+    let snapshot = stream.until(5 * SECOND, |_| true).await.remove(0);
+    assert_eq!(snapshot["type"], "snapshot");
+    let horizon = snapshot["global_seq"].as_u64().unwrap();
+    let marker = server.create(agent, "marker", thread, "alice").await;
+    let events = stream.until(5 * SECOND, |e| e["execution_id"] == marker.as_str()).await;
+    stream.close().await;
+    events.iter().any(|e| {
+        e["global_seq"].as_u64().unwrap() <= horizon
+            && e["execution_id"] == id
+            && e["type"] == "heartbeat"
+            && e["heartbeat_count"] == count
+    })
+}
+
 #[tokio::test]
-async fn heartbeats_reach_the_store_within_the_flush_interval() {
+async fn heartbeats_reach_the_store_on_the_flush_interval_without_a_shutdown() {
     let mut server = TestServer::start_with(&["--heartbeat-flush", "100ms"]).await;
     let agent = server.token("agent", "t1", None).await;
-    let id = server.create(&agent, "researcher", "thread", "alice").await;
-    server
-        .ok(&format!("/v1/executions/{id}/start"), &agent, json!({}))
-        .await;
+    let id = server.create_started(&agent, "researcher", "thread", "alice").await;
     for _ in 0..4 {
-        server
-            .ok(&format!("/v1/executions/{id}/heartbeat"), &agent, json!({}))
-            .await;
+        server.heartbeat(&agent, &id).await;
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Nothing else touches the execution: only the flush interval can write its heartbeats.
+    eventually("the fourth heartbeat is in the store", || {
+        stored_heartbeat(&server, &agent, "thread", &id, 4)
+    })
+    .await;
     server.kill();
     server.restart();
     let (_, record) = server.get(&format!("/v1/executions/{id}"), &agent).await;
@@ -83,8 +97,7 @@ async fn retention_purges_finished_executions_from_the_store() {
         )
         .await;
 
-    let started = Instant::now();
-    loop {
+    eventually("the finished execution is purged, the alive one kept", || async {
         let (_, page) = server.get("/v1/executions", &agent).await;
         let ids: Vec<&str> = page["executions"]
             .as_array()
@@ -92,15 +105,9 @@ async fn retention_purges_finished_executions_from_the_store() {
             .iter()
             .map(|r| r["execution_id"].as_str().unwrap())
             .collect();
-        if ids == [alive.as_str()] {
-            break;
-        }
-        assert!(
-            started.elapsed() < 5 * SECOND,
-            "the finished execution was not purged: {ids:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        ids == [alive.as_str()]
+    })
+    .await;
     server.kill();
     server.restart();
     assert_eq!(server.get(&format!("/v1/executions/{done}"), &agent).await.0, 404);
@@ -346,15 +353,11 @@ async fn finished_executions_that_left_memory_are_still_served_from_the_store() 
     let finished = server.get(&record, &agent).await.1;
 
     // Wait until the tracker has let go of it (its Prometheus gauge says so).
-    let started = Instant::now();
-    loop {
+    eventually("the execution left memory", || async {
         let (_, text) = server.request("GET", "/metrics", None, None).await;
-        if text.as_str().unwrap().contains("agentrack_executions_in_memory 0") {
-            break;
-        }
-        assert!(started.elapsed() < 5 * SECOND, "never left memory");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        text.as_str().unwrap().contains("agentrack_executions_in_memory 0")
+    })
+    .await;
     assert_eq!(server.get(&record, &agent).await.1, finished);
     let (status, body) = server
         .post(&format!("{record}/state"), &agent, json!({"state": "failed"}))

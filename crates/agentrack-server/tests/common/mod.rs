@@ -201,16 +201,33 @@ impl TestServer {
         body["execution_id"].as_str().unwrap().to_owned()
     }
 
+    /// Starts execution `id`.
+    pub async fn start_execution(&self, token: &str, id: &str) {
+        self.ok(&format!("/v1/executions/{id}/start"), token, json!({})).await;
+    }
+
+    /// Creates an execution and starts it; returns its id.
+    pub async fn create_started(&self, token: &str, agent: &str, thread: &str, user: &str) -> String {
+        let id = self.create(token, agent, thread, user).await;
+        self.start_execution(token, &id).await;
+        id
+    }
+
+    /// One heartbeat for execution `id`.
+    pub async fn heartbeat(&self, token: &str, id: &str) {
+        self.ok(&format!("/v1/executions/{id}/heartbeat"), token, json!({}))
+            .await;
+    }
+
     /// Start, heartbeat, the nine golden-path phases, complete.
     pub async fn golden_path(&self, token: &str, id: &str) {
-        self.ok(&format!("/v1/executions/{id}/start"), token, json!({})).await;
+        self.start_execution(token, id).await;
         self.finish_golden_path(token, id).await;
     }
 
     /// Heartbeat, the nine golden-path phases, complete (for a started execution).
     pub async fn finish_golden_path(&self, token: &str, id: &str) {
-        self.ok(&format!("/v1/executions/{id}/heartbeat"), token, json!({}))
-            .await;
+        self.heartbeat(token, id).await;
         for (phase, metadata) in golden_phases() {
             self.ok(
                 &format!("/v1/executions/{id}/phase"),
@@ -271,6 +288,24 @@ impl Drop for TestServer {
     }
 }
 
+/// The events of the golden path (`golden_path`) in order, heartbeats left out.
+pub const GOLDEN_EVENTS: [&str; 13] = [
+    "execution_created",
+    "state_changed",
+    "state_changed",
+    "phase_changed",
+    "phase_changed",
+    "agent_started",
+    "agent_thinking",
+    "agent_thinking",
+    "tool_executing",
+    "agent_thinking",
+    "agent_thinking",
+    "agent_completed",
+    "execution_completed",
+];
+
+/// The nine golden-path phases after `created`, each with the metadata the tests send.
 pub fn golden_phases() -> Vec<(&'static str, Value)> {
     vec![
         ("websocket_setup", json!({})),
@@ -356,3 +391,20 @@ pub fn types(events: &[Value]) -> Vec<String> {
 }
 
 pub const SECOND: Duration = Duration::from_secs(1);
+
+/// Polls `check` until it holds, failing with `what` if it still does not after 10 s (a
+/// generous bound: the condition, not the clock, is what the test waits for).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + 10 * SECOND;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still not true after 10 s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
