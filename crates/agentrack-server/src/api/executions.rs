@@ -1,18 +1,25 @@
 //! `/v1/executions`: create, drive, read and list executions.
 
+use std::collections::BTreeMap;
+
 use agentrack::{ExecutionId, ExecutionRecord, ExecutionState, NewExecution, Phase, StateUpdate, TrackerError};
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::{Fields, JsonBody};
 use super::error::ApiError;
 use super::{Access, Route, RouteDoc, heartbeats};
 use crate::app::AppState;
-use crate::auth::{Scope, url_pairs};
+use crate::auth::Scope;
 use crate::store::ListQuery;
+
+/// Setting an execution's state or phase.
+const CHANGE_EXECUTIONS: Access = Access::Write("change executions");
 
 const ID_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 422, 503];
 
@@ -25,7 +32,7 @@ pub fn routes() -> Vec<Route> {
                 path: "/v1/executions",
                 operation_id: "createExecution",
                 summary: "Create an execution in the caller's tenant (state pending, phase created).",
-                access: Access::Write,
+                access: Access::Write("create executions"),
                 request: Some("NewExecution"),
                 success: (201, Some("ExecutionRecord")),
                 errors: &[400, 401, 403, 413, 422, 503],
@@ -43,15 +50,7 @@ pub fn routes() -> Vec<Route> {
                 request: None,
                 success: (200, Some("ExecutionPage")),
                 errors: &[400, 401, 422],
-                query: &[
-                    ("user_id", "Only this user's executions."),
-                    ("thread_id", "Only this thread's executions."),
-                    ("agent_name", "Only this agent's executions."),
-                    ("state", "Only these states (comma-separated)."),
-                    ("active", "true: only alive executions; false: only finished ones."),
-                    ("limit", "Page size, 1 to 1000 (default 50)."),
-                    ("cursor", "The next_cursor of the previous page."),
-                ],
+                query: LIST_PARAMETERS,
             },
             handler: get(list),
         },
@@ -75,7 +74,7 @@ pub fn routes() -> Vec<Route> {
                 path: "/v1/executions/{id}/start",
                 operation_id: "startExecution",
                 summary: "Move a pending execution to starting.",
-                access: Access::Write,
+                access: Access::Write("start executions"),
                 request: None,
                 success: (200, Some("ExecutionRecord")),
                 errors: ID_ERRORS,
@@ -89,7 +88,7 @@ pub fn routes() -> Vec<Route> {
                 path: "/v1/executions/{id}/heartbeat",
                 operation_id: "heartbeat",
                 summary: "Record a sign of life (starting becomes running); answers with a small acknowledgement.",
-                access: Access::Write,
+                access: heartbeats::SEND_HEARTBEATS,
                 request: None,
                 success: (200, Some("HeartbeatAck")),
                 errors: ID_ERRORS,
@@ -103,7 +102,7 @@ pub fn routes() -> Vec<Route> {
                 path: "/v1/heartbeats",
                 operation_id: "heartbeats",
                 summary: "Heartbeats for many executions at once; each id succeeds or fails on its own.",
-                access: Access::Write,
+                access: heartbeats::SEND_HEARTBEATS,
                 request: Some("HeartbeatBatch"),
                 success: (200, Some("HeartbeatBatchReport")),
                 errors: &[400, 401, 403, 413, 422, 503],
@@ -117,7 +116,7 @@ pub fn routes() -> Vec<Route> {
                 path: "/v1/executions/{id}/state",
                 operation_id: "setState",
                 summary: "Set the lifecycle state, with an optional error and result.",
-                access: Access::Write,
+                access: CHANGE_EXECUTIONS,
                 request: Some("StateChange"),
                 success: (200, Some("ExecutionRecord")),
                 errors: ID_ERRORS,
@@ -131,7 +130,7 @@ pub fn routes() -> Vec<Route> {
                 path: "/v1/executions/{id}/phase",
                 operation_id: "transition",
                 summary: "Move to another phase; returns the record and the transition.",
-                access: Access::Write,
+                access: CHANGE_EXECUTIONS,
                 request: Some("PhaseChange"),
                 success: (200, Some("ExecutionWithTransition")),
                 errors: ID_ERRORS,
@@ -159,7 +158,7 @@ pub fn routes() -> Vec<Route> {
                 path: "/v1/executions/{id}/breaker/reset",
                 operation_id: "resetExecutionBreaker",
                 summary: "Close the execution's own circuit breaker and zero its counters.",
-                access: Access::Write,
+                access: Access::Write("reset breakers"),
                 request: None,
                 success: (200, Some("BreakerStatus")),
                 errors: &[400, 401, 403, 404, 413, 503],
@@ -230,7 +229,6 @@ async fn create(
     scope: Scope,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<ExecutionRecord>), ApiError> {
-    scope.require_writer("create executions")?;
     let fields = Fields::new(
         body,
         &[
@@ -270,7 +268,6 @@ async fn start(
     Path(id): Path<String>,
     body: JsonBody,
 ) -> Result<Json<ExecutionRecord>, ApiError> {
-    scope.require_writer("start executions")?;
     Fields::new(body, &[])?;
     let id = changeable(&state, &scope, &id).await?;
     let change = state.tracker.start(id)?;
@@ -284,7 +281,6 @@ async fn set_state(
     Path(id): Path<String>,
     body: JsonBody,
 ) -> Result<Json<ExecutionRecord>, ApiError> {
-    scope.require_writer("change executions")?;
     let fields = Fields::new(body, &["state", "error", "result"])?;
     let new_state: ExecutionState = fields.enumeration("state", "invalid_state", "execution state")?;
     let update = StateUpdate {
@@ -303,7 +299,6 @@ async fn transition(
     Path(id): Path<String>,
     body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    scope.require_writer("change executions")?;
     let fields = Fields::new(body, &["phase", "metadata"])?;
     let phase: Phase = fields.enumeration("phase", "invalid_phase", "phase")?;
     let metadata = fields.optional_object("metadata")?;
@@ -342,7 +337,6 @@ async fn reset_breaker(
     Path(id): Path<String>,
     body: JsonBody,
 ) -> Result<Json<agentrack::BreakerStatus>, ApiError> {
-    scope.require_writer("reset breakers")?;
     Fields::new(body, &[])?;
     let id = changeable(&state, &scope, &id).await?;
     let change = state.tracker.reset_breaker(id)?;
@@ -355,75 +349,97 @@ const DEFAULT_LIMIT: usize = 50;
 /// The largest page.
 const MAX_LIMIT: usize = 1000;
 
-fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
+/// `GET /v1/executions`' query parameters, for its documentation and its error messages.
+const LIST_PARAMETERS: &[(&str, &str)] = &[
+    ("user_id", "Only this user's executions."),
+    ("thread_id", "Only this thread's executions."),
+    ("agent_name", "Only this agent's executions."),
+    ("state", "Only these states (comma-separated)."),
+    ("active", "true: only alive executions; false: only finished ones."),
+    ("limit", "Page size, 1 to 1000 (default 50)."),
+    ("cursor", "The next_cursor of the previous page."),
+];
+
+/// `GET /v1/executions`' query parameters as given: text, so that each is checked with an error
+/// naming it and what would be valid (as request bodies are, see [`super::body`]).
+#[derive(Debug, Default, Deserialize)]
+struct ListParameters {
+    user_id: Option<String>,
+    thread_id: Option<String>,
+    agent_name: Option<String>,
+    state: Option<String>,
+    active: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+    /// Anything else, refused by name.
+    #[serde(flatten)]
+    unknown: BTreeMap<String, String>,
+}
+
+fn parse_list_query(parameters: ListParameters) -> Result<ListQuery, ApiError> {
+    let ListParameters {
+        user_id,
+        thread_id,
+        agent_name,
+        state,
+        active,
+        limit,
+        cursor,
+        unknown,
+    } = parameters;
+    if let Some(name) = unknown.keys().next() {
+        return Err(ApiError::unknown_parameter(name, LIST_PARAMETERS));
+    }
+    let given = |value: Option<String>| value.filter(|v| !v.is_empty());
     let mut query = ListQuery {
+        user_id: given(user_id),
+        thread_id: given(thread_id),
+        agent_name: given(agent_name),
         limit: DEFAULT_LIMIT,
         ..ListQuery::default()
     };
-    let mut active: Option<bool> = None;
-    for (key, value) in url_pairs(raw.unwrap_or("")) {
-        let text = || (!value.is_empty()).then(|| value.clone());
-        match key.as_str() {
-            "user_id" => query.user_id = text(),
-            "thread_id" => query.thread_id = text(),
-            "agent_name" => query.agent_name = text(),
-            "state" => {
-                let states = value
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| {
-                        s.parse::<ExecutionState>()
-                            .map_err(|e| ApiError::invalid_enum("invalid_state", "state", &e))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                if !states.is_empty() {
-                    query.states = Some(states);
-                }
-            }
-            "active" => {
-                active = Some(match value.as_str() {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    other => {
-                        return Err(ApiError::invalid_query(
-                            "active",
-                            format!("expected true or false, not {other:?}"),
-                        ));
-                    }
-                })
-            }
-            "limit" => {
-                let limit: usize = value
-                    .parse()
-                    .map_err(|_| ApiError::invalid_query("limit", format!("expected a whole number, not {value:?}")))?;
-                if !(1..=MAX_LIMIT).contains(&limit) {
-                    return Err(ApiError::invalid_field(
-                        "limit",
-                        format!("limit must be between 1 and {MAX_LIMIT}, not {limit}"),
-                    ));
-                }
-                query.limit = limit;
-            }
-            "cursor" => {
-                query.before = Some(
-                    value
-                        .parse()
-                        .map_err(|_| ApiError::invalid_query("cursor", "not a cursor returned by this API"))?,
-                )
-            }
-            other => {
-                return Err(ApiError::invalid_query(
-                    other,
-                    "unknown parameter; valid: user_id, thread_id, agent_name, state, active, limit, cursor",
-                ));
-            }
+    if let Some(states) = state {
+        let states = states
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<ExecutionState>()
+                    .map_err(|e| ApiError::invalid_enum("invalid_state", "state", &e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !states.is_empty() {
+            query.states = Some(states);
         }
     }
+    if let Some(limit) = limit {
+        let limit: usize = limit
+            .parse()
+            .map_err(|_| ApiError::invalid_query("limit", format!("expected a whole number, not {limit:?}")))?;
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid_field(
+                "limit",
+                format!("limit must be between 1 and {MAX_LIMIT}, not {limit}"),
+            ));
+        }
+        query.limit = limit;
+    }
+    if let Some(cursor) = cursor {
+        query.before = Some(
+            cursor
+                .parse()
+                .map_err(|_| ApiError::invalid_query("cursor", "not a cursor returned by this API"))?,
+        );
+    }
     if let Some(active) = active {
-        let wanted = if active {
-            ExecutionState::ALIVE
-        } else {
-            ExecutionState::TERMINAL
+        let wanted = match active.as_str() {
+            "true" | "1" => ExecutionState::ALIVE,
+            "false" | "0" => ExecutionState::TERMINAL,
+            other => {
+                return Err(ApiError::invalid_query(
+                    "active",
+                    format!("expected true or false, not {other:?}"),
+                ));
+            }
         };
         query.states = Some(match query.states.take() {
             Some(states) => states.into_iter().filter(|s| wanted.contains(s)).collect(),
@@ -433,9 +449,14 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
     Ok(query)
 }
 
-async fn list(State(state): State<AppState>, scope: Scope, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
-    let query = parse_list_query(raw.as_deref())?;
-    let Some(query) = scope.list_query(query) else {
+async fn list(
+    State(state): State<AppState>,
+    scope: Scope,
+    parameters: Result<Query<ListParameters>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(parameters) = parameters.map_err(ApiError::unreadable_query)?;
+    let query = parse_list_query(parameters)?;
+    let Some(query) = scope.narrow(query) else {
         return Ok(Json(json!({ "executions": [], "next_cursor": null })));
     };
     if query.states.as_ref().is_some_and(Vec::is_empty) {

@@ -62,10 +62,6 @@ fn operation(doc: &RouteDoc) -> Value {
         parameters.push(json!({"name": name, "in": "query", "required": false,
             "description": description, "schema": {"type": "string"}}));
     }
-    if doc.path == "/v1/events" {
-        parameters.push(json!({"name": "token", "in": "query", "required": false,
-            "description": "The token, for clients that cannot set headers.", "schema": {"type": "string"}}));
-    }
     let mut responses = Map::new();
     let (status, schema) = doc.success;
     let content = match schema {
@@ -88,15 +84,13 @@ fn operation(doc: &RouteDoc) -> Value {
         "summary": doc.summary,
         "parameters": parameters,
         "responses": responses,
-        "x-access": match doc.access {
-            Access::Public => "public",
-            Access::Read => "any token",
-            Access::Write => "admin or agent",
-            Access::Admin => "admin",
-        },
+        "x-access": doc.access.describe(),
     });
-    if doc.access == Access::Public {
-        op["security"] = json!([]);
+    match doc.access {
+        Access::Public => op["security"] = json!([]),
+        // Without a token unless the server requires one.
+        Access::AdminIfConfigured(_) => op["security"] = json!([{}, {"bearer": []}]),
+        Access::Read | Access::Write(_) | Access::Admin(_) => {}
     }
     if let Some(request) = doc.request {
         op["requestBody"] = json!({"required": true, "content": {"application/json":

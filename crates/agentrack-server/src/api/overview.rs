@@ -9,8 +9,8 @@
 //!   executions of the last hour from the records in memory (alive executions are always in
 //!   memory; finished ones stay there for the tracker's `cleanup_age`, an hour by default, so the
 //!   hour is complete unless that is set shorter or `max_finished` is reached);
-//! - named breakers from the tracker (for tokens that may list breakers: viewers see none, as on
-//!   `/v1/breakers`).
+//! - named breakers from the tracker, as `/v1/breakers` shows them and to the tokens it lets list
+//!   them (viewers see none).
 //!
 //! The response also carries `event_seq`, the committed event sequence number at the time of the
 //! read: a client that opens the event stream with `since=event_seq` misses nothing that
@@ -25,10 +25,11 @@ use axum::routing::get;
 use chrono::{DateTime, Duration as Span, DurationRound, Utc};
 use serde_json::{Value, json};
 
+use super::breakers::{LIST_BREAKERS, visible as visible_breakers};
 use super::error::ApiError;
 use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
-use crate::auth::{Role, Scope};
+use crate::auth::Scope;
 use crate::metrics::{phase_stats, samples_of};
 
 /// The incident chart's window, in minutes (one bucket a minute).
@@ -251,28 +252,10 @@ async fn overview(State(state): State<AppState>, scope: Scope) -> Result<Json<Va
         ..
     } = summary;
 
-    let breakers: Vec<Value> = if scope.role() == Role::Viewer {
-        Vec::new()
+    let breakers = if LIST_BREAKERS.admits(scope.role()) {
+        visible_breakers(&state, &scope)
     } else {
-        state
-            .tracker
-            .breakers()
-            .into_iter()
-            .filter(|status| scope.sees_breaker(&status.name))
-            .map(|mut status| {
-                let (tenant, name) = status
-                    .name
-                    .split_once('/')
-                    .map(|(t, n)| (t.to_owned(), n.to_owned()))
-                    .unwrap_or_default();
-                status.name = name;
-                let mut value = serde_json::to_value(status).map_err(|e| ApiError::internal(e.to_string()))?;
-                if let Value::Object(map) = &mut value {
-                    map.insert("tenant".into(), Value::String(tenant));
-                }
-                Ok(value)
-            })
-            .collect::<Result<_, ApiError>>()?
+        Vec::new()
     };
 
     let finished = counts.total.saturating_sub(counts.active);
