@@ -62,7 +62,7 @@ pub fn routes() -> Vec<Route> {
                 summary: "Report the outcome of the call made under a permit.",
                 access: USE_BREAKERS,
                 request: Some("PermitOutcome"),
-                success: (200, Some("BreakerStatus")),
+                success: (200, Some("NamedBreaker")),
                 errors: &[400, 401, 403, 404, 413, 422],
                 query: &[],
             },

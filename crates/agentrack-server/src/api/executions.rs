@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use agentrack::{ExecutionId, ExecutionRecord, ExecutionState, NewExecution, Phase, StateUpdate, TrackerError};
+use agentrack::{
+    BreakerStatus, ExecutionId, ExecutionRecord, ExecutionState, NewExecution, Phase, StateUpdate, TrackerError,
+};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -313,20 +315,37 @@ async fn transition(
     Ok(Json(body))
 }
 
-async fn breaker(State(state): State<AppState>, scope: Scope, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn breaker(
+    State(state): State<AppState>,
+    scope: Scope,
+    Path(id): Path<String>,
+) -> Result<Json<BreakerStatus>, ApiError> {
     let record = visible(&state, &scope, &id).await?;
     let status = match state.tracker.breaker_status(record.execution_id) {
-        Ok(status) => serde_json::to_value(status).map_err(|e| ApiError::internal(e.to_string()))?,
-        // Finished and out of memory: what the stored record says about its breaker.
-        Err(_) => json!({
-            "name": format!("execution:{}", record.execution_id),
-            "state": record.circuit_breaker_state,
-            "failure_count": record.circuit_breaker_failures,
-            "last_failure_time": record.last_failure_time,
-            "next_attempt_time": record.next_attempt_time,
-            "is_open": record.circuit_breaker_state == agentrack::BreakerState::Open,
-            "can_retry": false,
-        }),
+        Ok(status) => status,
+        // Finished and out of memory: what the stored record says about its breaker, with the
+        // settings it ran under.
+        Err(_) => {
+            let config = agentrack::BreakerConfig::from(
+                record
+                    .timeout_config
+                    .as_deref()
+                    .unwrap_or(&state.tracker.config().timeout_config),
+            );
+            BreakerStatus {
+                name: format!("execution:{}", record.execution_id),
+                state: record.circuit_breaker_state,
+                failure_count: record.circuit_breaker_failures,
+                failure_threshold: config.failure_threshold,
+                // Trials are not stored; a finished execution makes none.
+                success_count: 0,
+                last_failure_time: record.last_failure_time,
+                next_attempt_time: record.next_attempt_time,
+                is_open: record.circuit_breaker_state == agentrack::BreakerState::Open,
+                can_retry: false,
+                recovery_timeout: config.recovery_timeout.as_secs_f64(),
+            }
+        }
     };
     Ok(Json(status))
 }
@@ -336,7 +355,7 @@ async fn reset_breaker(
     scope: Scope,
     Path(id): Path<String>,
     body: JsonBody,
-) -> Result<Json<agentrack::BreakerStatus>, ApiError> {
+) -> Result<Json<BreakerStatus>, ApiError> {
     Fields::new(body, &[])?;
     let id = changeable(&state, &scope, &id).await?;
     let change = state.tracker.reset_breaker(id)?;
@@ -473,4 +492,50 @@ async fn list(
         "executions": records,
         "next_cursor": page.next_cursor.map(|id| id.to_string()),
     })))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(query: &str) -> Result<ListQuery, ApiError> {
+        let uri: axum::http::Uri = format!("/v1/executions?{query}").parse().unwrap();
+        let Query(parameters) = Query::<ListParameters>::try_from_uri(&uri).map_err(ApiError::unreadable_query)?;
+        parse_list_query(parameters)
+    }
+
+    #[test]
+    fn list_parameters_are_decoded_and_checked_by_name() {
+        let query = parse("thread_id=t+1&agent_name=a%2Fb&user_id=&state=failed,cancelled&limit=7").unwrap();
+        assert_eq!(query.thread_id.as_deref(), Some("t 1"));
+        assert_eq!(query.agent_name.as_deref(), Some("a/b"));
+        assert_eq!(query.user_id, None, "an empty value filters nothing");
+        assert_eq!(
+            query.states,
+            Some(vec![ExecutionState::Failed, ExecutionState::Cancelled])
+        );
+        assert_eq!(query.limit, 7);
+        assert_eq!(parse("").unwrap().limit, DEFAULT_LIMIT);
+        let alive = parse("active=true&state=running,failed").unwrap();
+        assert_eq!(alive.states, Some(vec![ExecutionState::Running]));
+
+        let unknown = parse("limit=5&colour=red").unwrap_err().body();
+        assert_eq!(unknown["error"]["code"], "invalid_query");
+        assert_eq!(unknown["error"]["parameter"], "colour");
+        assert_eq!(
+            unknown["error"]["message"],
+            "query parameter colour: unknown parameter; valid: user_id, thread_id, agent_name, state, active, limit, cursor"
+        );
+        let twice = parse("limit=5&limit=6").unwrap_err();
+        assert_eq!((twice.status().as_u16(), twice.code()), (400, "invalid_query"));
+        assert!(
+            twice.body()["error"]["message"].as_str().unwrap().contains("limit"),
+            "{}",
+            twice.body()
+        );
+        assert_eq!(parse("limit=abc").unwrap_err().code(), "invalid_query");
+        assert_eq!(parse("active=maybe").unwrap_err().code(), "invalid_query");
+        assert_eq!(parse("state=finished").unwrap_err().code(), "invalid_state");
+    }
 }

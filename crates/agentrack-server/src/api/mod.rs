@@ -15,6 +15,7 @@ pub mod heartbeats;
 pub mod metrics;
 pub mod openapi;
 pub mod overview;
+pub mod schemas;
 pub mod tokens;
 
 use std::time::Instant;

@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 
 use super::breakers::{LIST_BREAKERS, visible as visible_breakers};
 use super::error::ApiError;
+use super::schemas::{exact, phase_durations, reference};
 use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
 use crate::auth::Scope;
@@ -59,40 +60,41 @@ pub fn routes() -> Vec<Route> {
 
 /// The `Overview` schema for `/openapi.json`.
 pub fn schema() -> Value {
-    let integer = json!({"type": "integer"});
+    let integer = json!({"type": "integer", "minimum": 0});
     let number = json!({"type": "number"});
     let string = json!({"type": "string"});
     let time = json!({"type": "string", "format": "date-time"});
     let counts = json!({"type": "array", "items": integer, "minItems": INCIDENT_MINUTES, "maxItems": INCIDENT_MINUTES});
-    json!({"type": "object", "properties": {
+    let alive: Vec<&str> = ExecutionState::ALIVE.iter().map(|state| state.as_str()).collect();
+    exact(json!({
         "generated_at": time,
-        "event_seq": {"type": "integer", "description": "Open the event stream with since=this to miss nothing after this read."},
-        "scope": {"type": "object", "properties": {"role": {"$ref": "#/components/schemas/Role"},
-            "tenant": {"type": ["string", "null"]}, "user_id": {"type": ["string", "null"]}}},
+        "event_seq": {"type": "integer", "minimum": 0,
+            "description": "Open the event stream with since=this to miss nothing after this read."},
+        "scope": reference("Scope"),
         "heartbeat_timeout_seconds": number,
-        "counts": {"type": "object", "description": "Executions by outcome, including those only in the store.",
-            "properties": {"total": integer, "active": integer, "completed": integer, "failed": integer,
-                "timeout": integer, "dead": integer, "cancelled": integer}},
-        "alive_by_state": {"type": "object", "description": "Alive executions by state (pending, starting, running, completing).",
-            "additionalProperties": integer},
+        "counts": {"description": "Executions by outcome, including those only in the store.", "allOf": [exact(json!({
+            "total": integer, "active": integer, "completed": integer, "failed": integer,
+            "timeout": integer, "dead": integer, "cancelled": integer}))]},
+        "alive_by_state": {"description": "Alive executions by state.", "allOf": [exact(
+            alive.iter().map(|state| ((*state).to_owned(), integer.clone())).collect())]},
         "success_rate": {"type": "number", "description": "Completed executions as a share of finished ones (0 when none finished)."},
         "failure_rate": {"type": "number", "description": "Failed, timed-out and dead executions as a share of finished ones."},
-        "phase_durations_ms": {"type": "object", "additionalProperties": {"type": "object",
-            "properties": {"count": integer, "p50": integer, "p90": integer, "p99": integer, "max": integer}}},
-        "incidents": {"type": "object", "description": "Dead and timed-out executions per minute, oldest minute first.",
-            "properties": {"start": time, "bucket_seconds": integer, "dead": counts, "timeout": counts}},
+        "phase_durations_ms": phase_durations(),
+        "incidents": {"description": "Dead and timed-out executions per minute, oldest minute first.",
+            "allOf": [exact(json!({"start": time, "bucket_seconds": integer, "dead": counts, "timeout": counts}))]},
         "stuck": {"type": "array", "description": "Alive executions silent for more than half the heartbeat timeout, most silent first.",
-            "items": {"type": "object", "properties": {"execution_id": string, "agent_name": string,
-                "user_id": string, "thread_id": string, "state": {"$ref": "#/components/schemas/ExecutionState"},
-                "current_phase": {"$ref": "#/components/schemas/Phase"}, "last_heartbeat": time,
-                "seconds_since_heartbeat": number}}},
+            "maxItems": STUCK_LIMIT,
+            "items": exact(json!({"execution_id": string, "agent_name": string,
+                "user_id": string, "thread_id": string, "state": reference("ExecutionState"),
+                "current_phase": reference("Phase"), "last_heartbeat": time,
+                "seconds_since_heartbeat": number}))},
         "breakers": {"type": "array", "description": "Named breakers (none for viewers).",
-            "items": {"$ref": "#/components/schemas/BreakerStatus"}},
+            "items": reference("NamedBreaker")},
         "execution_breakers": {"type": "array", "description": "Alive executions whose own breaker is not closed.",
-            "items": {"type": "object", "properties": {"execution_id": string, "agent_name": string,
-                "state": {"type": "string", "enum": ["closed", "open", "half_open"]}, "failure_count": integer,
-                "next_attempt_time": {"type": ["string", "null"], "format": "date-time"}}}},
-    }})
+            "items": exact(json!({"execution_id": string, "agent_name": string,
+                "state": reference("BreakerState"), "failure_count": integer,
+                "next_attempt_time": {"type": ["string", "null"], "format": "date-time"}}))},
+    }))
 }
 
 /// Dead and timed-out executions per minute over the window ending at the next whole minute.
