@@ -1,6 +1,7 @@
 //! Heartbeats: the hottest path of the API. One execution's (`POST /v1/executions/{id}/heartbeat`),
-//! many at once (`POST /v1/heartbeats`), and over an agent's WebSocket ([`crate::ws`]) all go
-//! through [`beat`].
+//! many at once (`POST /v1/heartbeats`), and over an agent's WebSocket ([`crate::ws`], through
+//! [`beat_many`]) all go through one function. All three need [`SEND_HEARTBEATS`]: the routes'
+//! guard checks it, and [`beat_many`] checks it for the stream's messages.
 //!
 //! A heartbeat checks access on the execution's owner alone (no record copy) and answers with a
 //! small acknowledgement rather than the whole record: an agent heartbeating every second wants

@@ -355,5 +355,24 @@ mod tests {
         assert_eq!(summary.execution_breakers.len(), 1);
         assert_eq!(summary.execution_breakers[0]["agent_name"], "quiet");
         assert_eq!(summary.execution_breakers[0]["state"], "open");
+
+        // The entries the HTTP tests cannot easily cause (an execution's own breaker opens only
+        // through in-process calls) match the documented schema.
+        let properties = &schema()["properties"];
+        let validate = |part: &Value, instance: &Value| {
+            let document = json!({"$schema": "https://json-schema.org/draft/2020-12/schema",
+                "allOf": [part], "components": {"schemas": super::super::schemas::components()}});
+            let validator = jsonschema::draft202012::options()
+                .should_validate_formats(true)
+                .build(&document)
+                .unwrap();
+            let errors: Vec<String> = validator.iter_errors(instance).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{errors:?}: {instance}");
+        };
+        validate(&properties["stuck"]["items"], &stuck[0]);
+        validate(
+            &properties["execution_breakers"]["items"],
+            &summary.execution_breakers[0],
+        );
     }
 }
