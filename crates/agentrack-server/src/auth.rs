@@ -7,16 +7,18 @@
 //! - `agent`: create and update executions in its tenant, and read them;
 //! - `viewer`: read the executions and events of one user in one tenant.
 //!
-//! Handlers never compare tenants or users themselves. They extract a [`Scope`] and ask it:
-//! [`Scope::sees`] for one record, [`Scope::list_query`] / [`Scope::event_query`] /
-//! [`Scope::event_filter`] for queries and subscriptions. Anything outside the scope looks exactly
-//! like something that does not exist (404), never like something forbidden.
+//! Which roles may call a route is the route table's business ([`crate::api::access`]). Within a
+//! route, handlers never compare tenants or users themselves. They extract a [`Scope`] and ask
+//! it: [`Scope::sees`] for one record, [`Scope::narrow`] and [`Scope::event_filter`] for queries
+//! and subscriptions. Anything outside the scope looks exactly like something that does not
+//! exist (404), never like something forbidden.
 
 use std::sync::Arc;
 
 use agentrack::{EventFilter, ExecutionId, ExecutionRecord, ParseEnumError};
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Uri};
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -186,14 +188,15 @@ impl TokenCache {
     }
 }
 
-/// What the caller may see and do; extracted from the bearer token of every `/v1` request.
+/// What the caller may see and do: the grant of the request's token, resolved once per request
+/// by the route's access guard.
 #[derive(Debug, Clone)]
 pub struct Scope {
     grant: Arc<TokenGrant>,
 }
 
-fn bearer(parts: &Parts) -> Option<Result<String, ApiError>> {
-    let header = parts.headers.get(axum::http::header::AUTHORIZATION)?;
+fn bearer(headers: &HeaderMap) -> Option<Result<String, ApiError>> {
+    let header = headers.get(axum::http::header::AUTHORIZATION)?;
     let value = match header.to_str() {
         Ok(value) => value,
         Err(_) => {
@@ -212,55 +215,55 @@ fn bearer(parts: &Parts) -> Option<Result<String, ApiError>> {
     })
 }
 
-fn query_token(parts: &Parts) -> Option<String> {
-    let query = parts.uri.query()?;
-    url_pairs(query).find_map(|(key, value)| (key == "token").then_some(value))
+/// The one query parameter the guard reads; the handler reads (and checks) the others.
+#[derive(Debug, Deserialize)]
+struct TokenParameter {
+    token: Option<String>,
 }
 
-/// Splits a query string into decoded pairs.
-pub(crate) fn url_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query.split('&').filter(|pair| !pair.is_empty()).map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(key), percent_decode(value))
-    })
+fn query_token_of(uri: &Uri) -> Result<Option<String>, ApiError> {
+    let Query(TokenParameter { token }) = Query::try_from_uri(uri)
+        .map_err(|rejection| ApiError::unauthorized(format!("?token= cannot be read: {}", rejection.body_text())))?;
+    Ok(token.filter(|token| !token.is_empty()))
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let decoded = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match decoded {
-                    Some(byte) => {
-                        out.push(byte);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-impl FromRequestParts<AppState> for Scope {
+/// The [`Scope`] that [`crate::api::access::guard`] resolved for this request.
+///
+/// Only routes whose access level needs a token have one: a handler of a public route that asks
+/// for a `Scope` is a mistake in the route table, answered with a 500 rather than an unchecked
+/// caller.
+impl<S: Send + Sync> FromRequestParts<S> for Scope {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = match bearer(parts) {
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Self>().cloned().ok_or_else(|| {
+            ApiError::internal(format!(
+                "{} {} reads the caller's scope but its route is public",
+                parts.method,
+                parts.uri.path()
+            ))
+        })
+    }
+}
+
+impl Scope {
+    /// The scope of the request's token: its `Authorization: Bearer` header, or with
+    /// `query_token` (the event stream, which browsers open without headers) `?token=`.
+    ///
+    /// # Errors
+    ///
+    /// 401 for a missing, malformed or unknown token; 503 when the store cannot be read.
+    pub async fn authenticate(
+        state: &AppState,
+        headers: &HeaderMap,
+        uri: &Uri,
+        query_token: bool,
+    ) -> Result<Self, ApiError> {
+        let token = match bearer(headers) {
             Some(token) => token?,
-            // Browsers cannot set headers on a WebSocket: the event stream also takes `?token=`.
-            None if parts.uri.path() == "/v1/events" => query_token(parts)
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| ApiError::unauthorized("a bearer token or ?token= is required"))?,
+            None if query_token => {
+                query_token_of(uri)?.ok_or_else(|| ApiError::unauthorized("a bearer token or ?token= is required"))?
+            }
             None => return Err(ApiError::unauthorized("a bearer token is required")),
         };
         let grant = state
@@ -270,9 +273,7 @@ impl FromRequestParts<AppState> for Scope {
             .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
         Ok(Self { grant })
     }
-}
 
-impl Scope {
     /// A scope for a grant (for tests and in-process callers).
     pub fn new(grant: TokenGrant) -> Self {
         Self { grant: Arc::new(grant) }
@@ -296,35 +297,6 @@ impl Scope {
     /// Whether the caller is an admin.
     pub fn is_admin(&self) -> bool {
         self.grant.role == Role::Admin
-    }
-
-    fn forbidden(&self, action: &str) -> ApiError {
-        ApiError::forbidden(format!("a {} token may not {action}", self.grant.role))
-    }
-
-    /// Admins only.
-    ///
-    /// # Errors
-    ///
-    /// 403 for anyone else.
-    pub fn require_admin(&self, action: &str) -> Result<(), ApiError> {
-        if self.is_admin() {
-            Ok(())
-        } else {
-            Err(self.forbidden(action))
-        }
-    }
-
-    /// Admins and agents: those that change executions and use breakers.
-    ///
-    /// # Errors
-    ///
-    /// 403 for viewers.
-    pub fn require_writer(&self, action: &str) -> Result<(), ApiError> {
-        match self.grant.role {
-            Role::Admin | Role::Agent => Ok(()),
-            Role::Viewer => Err(self.forbidden(action)),
-        }
     }
 
     /// Whether an execution owned by `tenant` and `user_id` is visible.
@@ -370,27 +342,16 @@ impl Scope {
         }
     }
 
-    /// Narrows a list query to the scope; `None` when the request asks for another user than a
-    /// viewer's own (an empty result).
-    pub fn list_query(&self, mut query: ListQuery) -> Option<ListQuery> {
-        let (tenant, user) = self.bounds(query.user_id.as_deref())?;
-        if tenant.is_some() {
-            query.tenant = tenant;
+    /// Narrows a store query (of executions or of events) to the scope; `None` when it asks
+    /// for another user than a viewer's own (an empty result).
+    pub fn narrow<Q: OwnerBounds>(&self, mut query: Q) -> Option<Q> {
+        let (tenant, user_id) = query.owner_mut();
+        let (bound_tenant, bound_user) = self.bounds(user_id.as_deref())?;
+        if bound_tenant.is_some() {
+            *tenant = bound_tenant;
         }
-        if user.is_some() {
-            query.user_id = user;
-        }
-        Some(query)
-    }
-
-    /// Narrows a stored-event query to the scope.
-    pub fn event_query(&self, mut query: EventQuery) -> Option<EventQuery> {
-        let (tenant, user) = self.bounds(query.user_id.as_deref())?;
-        if tenant.is_some() {
-            query.tenant = tenant;
-        }
-        if user.is_some() {
-            query.user_id = user;
+        if bound_user.is_some() {
+            *user_id = bound_user;
         }
         Some(query)
     }
@@ -450,6 +411,24 @@ impl Scope {
     }
 }
 
+/// A store query limited by owner, which [`Scope::narrow`] bounds to the caller's scope.
+pub trait OwnerBounds {
+    /// The query's tenant and user filters.
+    fn owner_mut(&mut self) -> (&mut Option<String>, &mut Option<String>);
+}
+
+impl OwnerBounds for ListQuery {
+    fn owner_mut(&mut self) -> (&mut Option<String>, &mut Option<String>) {
+        (&mut self.tenant, &mut self.user_id)
+    }
+}
+
+impl OwnerBounds for EventQuery {
+    fn owner_mut(&mut self) -> (&mut Option<String>, &mut Option<String>) {
+        (&mut self.tenant, &mut self.user_id)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -466,14 +445,6 @@ mod tests {
     }
 
     #[test]
-    fn query_strings_are_decoded() {
-        let pairs: Vec<_> = url_pairs("token=a%2Bb&thread_id=t+1&x").collect();
-        assert_eq!(pairs[0], ("token".into(), "a+b".into()));
-        assert_eq!(pairs[1], ("thread_id".into(), "t 1".into()));
-        assert_eq!(pairs[2], ("x".into(), "".into()));
-    }
-
-    #[test]
     fn viewer_sees_only_its_user_in_its_tenant() {
         let scope = Scope::new(TokenGrant::new(Role::Viewer, "t1".into(), Some("alice".into()), None).unwrap());
         assert!(scope.sees_owner("t1", "alice"));
@@ -481,7 +452,7 @@ mod tests {
         assert!(!scope.sees_owner("t2", "alice"));
         assert!(
             scope
-                .list_query(ListQuery {
+                .narrow(ListQuery {
                     user_id: Some("bob".into()),
                     ..ListQuery::default()
                 })

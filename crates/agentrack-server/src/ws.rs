@@ -334,7 +334,7 @@ async fn replay_stored(
             limit: REPLAY_PAGE,
             ..EventQuery::default()
         };
-        let Some(query) = subscription.scope.event_query(query) else {
+        let Some(query) = subscription.scope.narrow(query) else {
             break;
         };
         let events = match state.store.events(query).await {

@@ -62,8 +62,14 @@ pub struct Owner {
 }
 
 /// What happened; serialised with a `type` field in snake case.
+///
+/// Non-exhaustive: new kinds of event may be added without a breaking release, so a `match` on
+/// it outside this crate needs a wildcard arm. Code that must decide what each kind means (a
+/// mapping to another vocabulary, a counter) should still list every kind it knows explicitly
+/// and check itself against [`EventKind::NAMES`] in a test, since the compiler no longer can.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EventKind {
     /// A record was created.
     ExecutionCreated {
@@ -168,6 +174,29 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind's `type` string, in declaration order.
+    pub const NAMES: &'static [&'static str] = &[
+        "execution_created",
+        "state_changed",
+        "heartbeat",
+        "agent_state_updated",
+        "phase_changed",
+        "agent_started",
+        "agent_thinking",
+        "tool_executing",
+        "agent_completed",
+        "agent_error",
+        "execution_completed",
+        "execution_failed",
+        "execution_cancelled",
+        "timed_out",
+        "dead",
+        "record_edited",
+        "breaker_opened",
+        "breaker_half_open",
+        "breaker_closed",
+    ];
+
     /// The `type` string, e.g. `agent_thinking`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -375,5 +404,22 @@ impl std::fmt::Debug for EventStream {
         f.debug_struct("EventStream")
             .field("filter", &self.filter)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_every_kind_the_type_knows() {
+        // Meeting an unknown `type`, serde's derived deserializer lists every variant it knows:
+        // a list of kinds that cannot miss one.
+        let error = serde_json::from_value::<EventKind>(serde_json::json!({"type": "?"}))
+            .unwrap_err()
+            .to_string();
+        let known: Vec<&str> = error.split('`').skip(3).step_by(2).collect();
+        assert_eq!(EventKind::NAMES, known.as_slice(), "from {error:?}");
     }
 }

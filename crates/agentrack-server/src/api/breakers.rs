@@ -8,6 +8,7 @@ use agentrack::BreakerStatus;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::body::{Fields, JsonBody, OutcomeName};
@@ -15,6 +16,12 @@ use super::error::ApiError;
 use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
 use crate::auth::Scope;
+
+/// Who may list the named breakers (and see them on the overview).
+pub const LIST_BREAKERS: Access = Access::Write("list breakers");
+
+/// Asking for a permit and reporting its outcome.
+const USE_BREAKERS: Access = Access::Write("use breakers");
 
 /// The routes of this resource.
 pub fn routes() -> Vec<Route> {
@@ -25,7 +32,7 @@ pub fn routes() -> Vec<Route> {
                 path: "/v1/breakers",
                 operation_id: "listBreakers",
                 summary: "The named circuit breakers of the caller's tenant (all tenants for an admin).",
-                access: Access::Write,
+                access: LIST_BREAKERS,
                 request: None,
                 success: (200, Some("BreakerList")),
                 errors: &[401, 403],
@@ -39,7 +46,7 @@ pub fn routes() -> Vec<Route> {
                 path: "/v1/breakers/{name}/acquire",
                 operation_id: "acquirePermit",
                 summary: "Ask the named breaker for permission to make one call (503 with Retry-After while it is open).",
-                access: Access::Write,
+                access: USE_BREAKERS,
                 request: None,
                 success: (200, Some("PermitGrant")),
                 errors: &[400, 401, 403, 413, 422, 503],
@@ -53,9 +60,9 @@ pub fn routes() -> Vec<Route> {
                 path: "/v1/breakers/{name}/record",
                 operation_id: "recordOutcome",
                 summary: "Report the outcome of the call made under a permit.",
-                access: Access::Write,
+                access: USE_BREAKERS,
                 request: Some("PermitOutcome"),
-                success: (200, Some("BreakerStatus")),
+                success: (200, Some("NamedBreaker")),
                 errors: &[400, 401, 403, 404, 413, 422],
                 query: &[],
             },
@@ -74,31 +81,41 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A status as the API shows it: the tenant prefix split off the name.
-fn public(mut status: BreakerStatus) -> Value {
+/// A named breaker as the API shows it: its tenant beside its name rather than in it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NamedBreaker {
+    /// The tenant it belongs to.
+    pub tenant: String,
+    /// Its status, named as its callers name it.
+    #[serde(flatten)]
+    pub status: BreakerStatus,
+}
+
+/// The status of the breaker the tracker holds as `TENANT/NAME`, as the API shows it (by
+/// `/v1/breakers` and `/v1/overview`).
+pub fn public(mut status: BreakerStatus) -> NamedBreaker {
     let (tenant, name) = status
         .name
         .split_once('/')
         .map(|(t, n)| (t.to_owned(), n.to_owned()))
         .unwrap_or_default();
     status.name = name;
-    let mut value = serde_json::to_value(status).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut value {
-        map.insert("tenant".into(), Value::String(tenant));
-    }
-    value
+    NamedBreaker { tenant, status }
 }
 
-async fn list(State(state): State<AppState>, scope: Scope) -> Result<Json<Value>, ApiError> {
-    scope.require_writer("list breakers")?;
-    let breakers: Vec<Value> = state
+/// The named breakers `scope` may see, as the API shows them.
+pub fn visible(state: &AppState, scope: &Scope) -> Vec<NamedBreaker> {
+    state
         .tracker
         .breakers()
         .into_iter()
         .filter(|status| scope.sees_breaker(&status.name))
         .map(public)
-        .collect();
-    Ok(Json(json!({ "breakers": breakers })))
+        .collect()
+}
+
+async fn list(State(state): State<AppState>, scope: Scope) -> Json<Value> {
+    Json(json!({ "breakers": visible(&state, &scope) }))
 }
 
 async fn acquire(
@@ -107,7 +124,6 @@ async fn acquire(
     Path(name): Path<String>,
     body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    scope.require_writer("use breakers")?;
     Fields::new(body, &[])?;
     check_name(&name)?;
     let breaker = state.tracker.breaker(&scope.breaker_key(&name));
@@ -133,8 +149,7 @@ async fn record(
     scope: Scope,
     Path(name): Path<String>,
     body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
-    scope.require_writer("use breakers")?;
+) -> Result<Json<NamedBreaker>, ApiError> {
     let fields = Fields::new(body, &["permit", "outcome"])?;
     let permit = fields.string("permit")?;
     let OutcomeName(outcome) = fields.enumeration("outcome", "invalid_outcome", "outcome")?;

@@ -4,6 +4,7 @@
 //! is a stable machine-readable name and the details say what was wrong and what would be valid.
 
 use agentrack::{ExecutionId, ParseEnumError, TrackerError};
+use axum::extract::rejection::QueryRejection;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -89,6 +90,22 @@ impl ApiError {
             format!("query parameter {parameter}: {reason}"),
         )
         .with("parameter", parameter)
+    }
+
+    /// 400: a query parameter that the route does not take.
+    pub fn unknown_parameter(parameter: &str, valid: &[(&str, &str)]) -> Self {
+        let names: Vec<&str> = valid.iter().map(|(name, _)| *name).collect();
+        Self::invalid_query(parameter, format!("unknown parameter; valid: {}", names.join(", ")))
+    }
+
+    /// 400: the query string does not decode into the route's parameters (a parameter given
+    /// twice, say).
+    pub fn unreadable_query(rejection: QueryRejection) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("the query string cannot be read: {}", rejection.body_text()),
+        )
     }
 
     /// 401.

@@ -1,16 +1,20 @@
 //! `GET /v1/events`: the live event stream over a WebSocket (see [`crate::ws`]).
 
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
+use serde::Deserialize;
 
 use super::error::ApiError;
 use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
-use crate::auth::{Scope, url_pairs};
+use crate::auth::Scope;
 use crate::ws::{Protocol, Subscription};
 
 /// The routes of this resource.
@@ -25,92 +29,57 @@ pub fn routes() -> Vec<Route> {
             request: None,
             success: (101, Some("EventStream")),
             errors: &[400, 401, 404, 422],
-            query: &[
-                ("thread_id", "Only this thread's executions."),
-                ("execution_id", "Only this execution."),
-                (
-                    "since",
-                    "Replay stored events after this global sequence number, then go live.",
-                ),
-                ("protocol", "agentrack (default) or agui."),
-                (
-                    "snapshot",
-                    "true: start with the current state of the matching executions.",
-                ),
-            ],
+            query: PARAMETERS,
         },
         handler: get(subscribe),
     }]
 }
 
+/// The stream's query parameters, for its documentation and its error messages. Listing `token`
+/// is what makes the access guard accept `?token=` here.
+const PARAMETERS: &[(&str, &str)] = &[
+    ("thread_id", "Only this thread's executions."),
+    ("execution_id", "Only this execution."),
+    (
+        "since",
+        "Replay stored events after this global sequence number, then go live.",
+    ),
+    ("protocol", "agentrack (default) or agui."),
+    (
+        "snapshot",
+        "true: start with the current state of the matching executions.",
+    ),
+    (
+        "token",
+        "The token, for clients that cannot set headers (a browser's WebSocket).",
+    ),
+];
+
+/// The stream's query parameters as given: text, so that each is checked with an error naming
+/// it and what would be valid.
+#[derive(Debug, Default, Deserialize)]
+struct Parameters {
+    thread_id: Option<String>,
+    execution_id: Option<String>,
+    since: Option<String>,
+    protocol: Option<String>,
+    snapshot: Option<String>,
+    /// Read by the access guard.
+    #[serde(rename = "token")]
+    _token: Option<String>,
+    /// Anything else, refused by name.
+    #[serde(flatten)]
+    unknown: BTreeMap<String, String>,
+}
+
 async fn subscribe(
     State(state): State<AppState>,
     scope: Scope,
-    RawQuery(raw): RawQuery,
+    parameters: Result<Query<Parameters>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let mut subscription = Subscription {
-        scope,
-        thread_id: None,
-        execution_id: None,
-        since: None,
-        protocol: Protocol::Agentrack,
-        snapshot: false,
-    };
-    for (key, value) in url_pairs(raw.as_deref().unwrap_or("")) {
-        match key.as_str() {
-            "token" => {}
-            "thread_id" => subscription.thread_id = (!value.is_empty()).then_some(value),
-            "execution_id" => {
-                let id = value.parse().map_err(|_| ApiError::unknown_id(&value))?;
-                let record = match state.tracker.get(id) {
-                    Ok(record) => Some(record),
-                    Err(_) => state.store.get(id).await.map_err(ApiError::store)?,
-                };
-                let visible = record.is_some_and(|record| subscription.scope.sees(&record));
-                if !visible {
-                    return Err(ApiError::not_found(id));
-                }
-                subscription.execution_id = Some(id);
-            }
-            "since" => {
-                subscription.since = Some(value.parse().map_err(|_| {
-                    ApiError::invalid_query("since", format!("expected a global sequence number, not {value:?}"))
-                })?)
-            }
-            "snapshot" => {
-                subscription.snapshot = match value.as_str() {
-                    "true" | "1" => true,
-                    "false" | "0" | "" => false,
-                    other => {
-                        return Err(ApiError::invalid_query(
-                            "snapshot",
-                            format!("expected true or false, not {other:?}"),
-                        ));
-                    }
-                }
-            }
-            "protocol" => {
-                subscription.protocol = match value.as_str() {
-                    "agentrack" | "" => Protocol::Agentrack,
-                    "agui" => Protocol::Agui,
-                    other => {
-                        return Err(ApiError::invalid_field(
-                            "protocol",
-                            format!("unknown protocol {other:?}; valid values: agentrack, agui"),
-                        )
-                        .with("valid_values", vec!["agentrack", "agui"]));
-                    }
-                }
-            }
-            other => {
-                return Err(ApiError::invalid_query(
-                    other,
-                    "unknown parameter; valid: thread_id, execution_id, since, protocol, snapshot, token",
-                ));
-            }
-        }
-    }
+    let Query(parameters) = parameters.map_err(ApiError::unreadable_query)?;
+    let subscription = subscription(&state, scope, parameters).await?;
     let upgrade = upgrade.map_err(|rejection| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -126,4 +95,70 @@ async fn subscribe(
         .max_message_size(64 * 1024)
         .read_buffer_size(4 * 1024)
         .on_upgrade(move |socket| crate::ws::serve(socket, state, subscription)))
+}
+
+/// What the parameters subscribe to.
+async fn subscription(state: &AppState, scope: Scope, parameters: Parameters) -> Result<Subscription, ApiError> {
+    let Parameters {
+        thread_id,
+        execution_id,
+        since,
+        protocol,
+        snapshot,
+        _token,
+        unknown,
+    } = parameters;
+    if let Some(name) = unknown.keys().next() {
+        return Err(ApiError::unknown_parameter(name, PARAMETERS));
+    }
+    let execution_id = match execution_id {
+        Some(text) => {
+            let id = text.parse().map_err(|_| ApiError::unknown_id(&text))?;
+            let record = match state.tracker.get(id) {
+                Ok(record) => Some(record),
+                Err(_) => state.store.get(id).await.map_err(ApiError::store)?,
+            };
+            if !record.is_some_and(|record| scope.sees(&record)) {
+                return Err(ApiError::not_found(id));
+            }
+            Some(id)
+        }
+        None => None,
+    };
+    let since = since
+        .map(|text| {
+            text.parse().map_err(|_| {
+                ApiError::invalid_query("since", format!("expected a global sequence number, not {text:?}"))
+            })
+        })
+        .transpose()?;
+    let snapshot = match snapshot.as_deref() {
+        None | Some("false" | "0" | "") => false,
+        Some("true" | "1") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_query(
+                "snapshot",
+                format!("expected true or false, not {other:?}"),
+            ));
+        }
+    };
+    let protocol = match protocol.as_deref() {
+        None | Some("agentrack" | "") => Protocol::Agentrack,
+        Some("agui") => Protocol::Agui,
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "protocol",
+                format!("unknown protocol {other:?}; valid values: agentrack, agui"),
+            )
+            .with("valid_values", vec!["agentrack", "agui"]));
+        }
+    };
+    Ok(Subscription {
+        scope,
+        thread_id: thread_id.filter(|t| !t.is_empty()),
+        execution_id,
+        since,
+        protocol,
+        snapshot,
+    })
 }

@@ -1,18 +1,27 @@
 //! `/v1/executions`: create, drive, read and list executions.
 
-use agentrack::{ExecutionId, ExecutionRecord, ExecutionState, NewExecution, Phase, StateUpdate, TrackerError};
+use std::collections::BTreeMap;
+
+use agentrack::{
+    BreakerStatus, ExecutionId, ExecutionRecord, ExecutionState, NewExecution, Phase, StateUpdate, TrackerError,
+};
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::{Fields, JsonBody};
 use super::error::ApiError;
 use super::{Access, Route, RouteDoc, heartbeats};
 use crate::app::AppState;
-use crate::auth::{Scope, url_pairs};
+use crate::auth::Scope;
 use crate::store::ListQuery;
+
+/// Setting an execution's state or phase.
+const CHANGE_EXECUTIONS: Access = Access::Write("change executions");
 
 const ID_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 422, 503];
 
@@ -25,7 +34,7 @@ pub fn routes() -> Vec<Route> {
                 path: "/v1/executions",
                 operation_id: "createExecution",
                 summary: "Create an execution in the caller's tenant (state pending, phase created).",
-                access: Access::Write,
+                access: Access::Write("create executions"),
                 request: Some("NewExecution"),
                 success: (201, Some("ExecutionRecord")),
                 errors: &[400, 401, 403, 413, 422, 503],
@@ -43,15 +52,7 @@ pub fn routes() -> Vec<Route> {
                 request: None,
                 success: (200, Some("ExecutionPage")),
                 errors: &[400, 401, 422],
-                query: &[
-                    ("user_id", "Only this user's executions."),
-                    ("thread_id", "Only this thread's executions."),
-                    ("agent_name", "Only this agent's executions."),
-                    ("state", "Only these states (comma-separated)."),
-                    ("active", "true: only alive executions; false: only finished ones."),
-                    ("limit", "Page size, 1 to 1000 (default 50)."),
-                    ("cursor", "The next_cursor of the previous page."),
-                ],
+                query: LIST_PARAMETERS,
             },
             handler: get(list),
         },
@@ -75,7 +76,7 @@ pub fn routes() -> Vec<Route> {
                 path: "/v1/executions/{id}/start",
                 operation_id: "startExecution",
                 summary: "Move a pending execution to starting.",
-                access: Access::Write,
+                access: Access::Write("start executions"),
                 request: None,
                 success: (200, Some("ExecutionRecord")),
                 errors: ID_ERRORS,
@@ -89,7 +90,7 @@ pub fn routes() -> Vec<Route> {
                 path: "/v1/executions/{id}/heartbeat",
                 operation_id: "heartbeat",
                 summary: "Record a sign of life (starting becomes running); answers with a small acknowledgement.",
-                access: Access::Write,
+                access: heartbeats::SEND_HEARTBEATS,
                 request: None,
                 success: (200, Some("HeartbeatAck")),
                 errors: ID_ERRORS,
@@ -103,7 +104,7 @@ pub fn routes() -> Vec<Route> {
                 path: "/v1/heartbeats",
                 operation_id: "heartbeats",
                 summary: "Heartbeats for many executions at once; each id succeeds or fails on its own.",
-                access: Access::Write,
+                access: heartbeats::SEND_HEARTBEATS,
                 request: Some("HeartbeatBatch"),
                 success: (200, Some("HeartbeatBatchReport")),
                 errors: &[400, 401, 403, 413, 422, 503],
@@ -117,7 +118,7 @@ pub fn routes() -> Vec<Route> {
                 path: "/v1/executions/{id}/state",
                 operation_id: "setState",
                 summary: "Set the lifecycle state, with an optional error and result.",
-                access: Access::Write,
+                access: CHANGE_EXECUTIONS,
                 request: Some("StateChange"),
                 success: (200, Some("ExecutionRecord")),
                 errors: ID_ERRORS,
@@ -131,7 +132,7 @@ pub fn routes() -> Vec<Route> {
                 path: "/v1/executions/{id}/phase",
                 operation_id: "transition",
                 summary: "Move to another phase; returns the record and the transition.",
-                access: Access::Write,
+                access: CHANGE_EXECUTIONS,
                 request: Some("PhaseChange"),
                 success: (200, Some("ExecutionWithTransition")),
                 errors: ID_ERRORS,
@@ -159,7 +160,7 @@ pub fn routes() -> Vec<Route> {
                 path: "/v1/executions/{id}/breaker/reset",
                 operation_id: "resetExecutionBreaker",
                 summary: "Close the execution's own circuit breaker and zero its counters.",
-                access: Access::Write,
+                access: Access::Write("reset breakers"),
                 request: None,
                 success: (200, Some("BreakerStatus")),
                 errors: &[400, 401, 403, 404, 413, 503],
@@ -230,7 +231,6 @@ async fn create(
     scope: Scope,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<ExecutionRecord>), ApiError> {
-    scope.require_writer("create executions")?;
     let fields = Fields::new(
         body,
         &[
@@ -270,7 +270,6 @@ async fn start(
     Path(id): Path<String>,
     body: JsonBody,
 ) -> Result<Json<ExecutionRecord>, ApiError> {
-    scope.require_writer("start executions")?;
     Fields::new(body, &[])?;
     let id = changeable(&state, &scope, &id).await?;
     let change = state.tracker.start(id)?;
@@ -284,7 +283,6 @@ async fn set_state(
     Path(id): Path<String>,
     body: JsonBody,
 ) -> Result<Json<ExecutionRecord>, ApiError> {
-    scope.require_writer("change executions")?;
     let fields = Fields::new(body, &["state", "error", "result"])?;
     let new_state: ExecutionState = fields.enumeration("state", "invalid_state", "execution state")?;
     let update = StateUpdate {
@@ -303,7 +301,6 @@ async fn transition(
     Path(id): Path<String>,
     body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    scope.require_writer("change executions")?;
     let fields = Fields::new(body, &["phase", "metadata"])?;
     let phase: Phase = fields.enumeration("phase", "invalid_phase", "phase")?;
     let metadata = fields.optional_object("metadata")?;
@@ -318,20 +315,37 @@ async fn transition(
     Ok(Json(body))
 }
 
-async fn breaker(State(state): State<AppState>, scope: Scope, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn breaker(
+    State(state): State<AppState>,
+    scope: Scope,
+    Path(id): Path<String>,
+) -> Result<Json<BreakerStatus>, ApiError> {
     let record = visible(&state, &scope, &id).await?;
     let status = match state.tracker.breaker_status(record.execution_id) {
-        Ok(status) => serde_json::to_value(status).map_err(|e| ApiError::internal(e.to_string()))?,
-        // Finished and out of memory: what the stored record says about its breaker.
-        Err(_) => json!({
-            "name": format!("execution:{}", record.execution_id),
-            "state": record.circuit_breaker_state,
-            "failure_count": record.circuit_breaker_failures,
-            "last_failure_time": record.last_failure_time,
-            "next_attempt_time": record.next_attempt_time,
-            "is_open": record.circuit_breaker_state == agentrack::BreakerState::Open,
-            "can_retry": false,
-        }),
+        Ok(status) => status,
+        // Finished and out of memory: what the stored record says about its breaker, with the
+        // settings it ran under.
+        Err(_) => {
+            let config = agentrack::BreakerConfig::from(
+                record
+                    .timeout_config
+                    .as_deref()
+                    .unwrap_or(&state.tracker.config().timeout_config),
+            );
+            BreakerStatus {
+                name: format!("execution:{}", record.execution_id),
+                state: record.circuit_breaker_state,
+                failure_count: record.circuit_breaker_failures,
+                failure_threshold: config.failure_threshold,
+                // Trials are not stored; a finished execution makes none.
+                success_count: 0,
+                last_failure_time: record.last_failure_time,
+                next_attempt_time: record.next_attempt_time,
+                is_open: record.circuit_breaker_state == agentrack::BreakerState::Open,
+                can_retry: false,
+                recovery_timeout: config.recovery_timeout.as_secs_f64(),
+            }
+        }
     };
     Ok(Json(status))
 }
@@ -341,8 +355,7 @@ async fn reset_breaker(
     scope: Scope,
     Path(id): Path<String>,
     body: JsonBody,
-) -> Result<Json<agentrack::BreakerStatus>, ApiError> {
-    scope.require_writer("reset breakers")?;
+) -> Result<Json<BreakerStatus>, ApiError> {
     Fields::new(body, &[])?;
     let id = changeable(&state, &scope, &id).await?;
     let change = state.tracker.reset_breaker(id)?;
@@ -355,75 +368,97 @@ const DEFAULT_LIMIT: usize = 50;
 /// The largest page.
 const MAX_LIMIT: usize = 1000;
 
-fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
+/// `GET /v1/executions`' query parameters, for its documentation and its error messages.
+const LIST_PARAMETERS: &[(&str, &str)] = &[
+    ("user_id", "Only this user's executions."),
+    ("thread_id", "Only this thread's executions."),
+    ("agent_name", "Only this agent's executions."),
+    ("state", "Only these states (comma-separated)."),
+    ("active", "true: only alive executions; false: only finished ones."),
+    ("limit", "Page size, 1 to 1000 (default 50)."),
+    ("cursor", "The next_cursor of the previous page."),
+];
+
+/// `GET /v1/executions`' query parameters as given: text, so that each is checked with an error
+/// naming it and what would be valid (as request bodies are, see [`super::body`]).
+#[derive(Debug, Default, Deserialize)]
+struct ListParameters {
+    user_id: Option<String>,
+    thread_id: Option<String>,
+    agent_name: Option<String>,
+    state: Option<String>,
+    active: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+    /// Anything else, refused by name.
+    #[serde(flatten)]
+    unknown: BTreeMap<String, String>,
+}
+
+fn parse_list_query(parameters: ListParameters) -> Result<ListQuery, ApiError> {
+    let ListParameters {
+        user_id,
+        thread_id,
+        agent_name,
+        state,
+        active,
+        limit,
+        cursor,
+        unknown,
+    } = parameters;
+    if let Some(name) = unknown.keys().next() {
+        return Err(ApiError::unknown_parameter(name, LIST_PARAMETERS));
+    }
+    let given = |value: Option<String>| value.filter(|v| !v.is_empty());
     let mut query = ListQuery {
+        user_id: given(user_id),
+        thread_id: given(thread_id),
+        agent_name: given(agent_name),
         limit: DEFAULT_LIMIT,
         ..ListQuery::default()
     };
-    let mut active: Option<bool> = None;
-    for (key, value) in url_pairs(raw.unwrap_or("")) {
-        let text = || (!value.is_empty()).then(|| value.clone());
-        match key.as_str() {
-            "user_id" => query.user_id = text(),
-            "thread_id" => query.thread_id = text(),
-            "agent_name" => query.agent_name = text(),
-            "state" => {
-                let states = value
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| {
-                        s.parse::<ExecutionState>()
-                            .map_err(|e| ApiError::invalid_enum("invalid_state", "state", &e))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                if !states.is_empty() {
-                    query.states = Some(states);
-                }
-            }
-            "active" => {
-                active = Some(match value.as_str() {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    other => {
-                        return Err(ApiError::invalid_query(
-                            "active",
-                            format!("expected true or false, not {other:?}"),
-                        ));
-                    }
-                })
-            }
-            "limit" => {
-                let limit: usize = value
-                    .parse()
-                    .map_err(|_| ApiError::invalid_query("limit", format!("expected a whole number, not {value:?}")))?;
-                if !(1..=MAX_LIMIT).contains(&limit) {
-                    return Err(ApiError::invalid_field(
-                        "limit",
-                        format!("limit must be between 1 and {MAX_LIMIT}, not {limit}"),
-                    ));
-                }
-                query.limit = limit;
-            }
-            "cursor" => {
-                query.before = Some(
-                    value
-                        .parse()
-                        .map_err(|_| ApiError::invalid_query("cursor", "not a cursor returned by this API"))?,
-                )
-            }
-            other => {
-                return Err(ApiError::invalid_query(
-                    other,
-                    "unknown parameter; valid: user_id, thread_id, agent_name, state, active, limit, cursor",
-                ));
-            }
+    if let Some(states) = state {
+        let states = states
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<ExecutionState>()
+                    .map_err(|e| ApiError::invalid_enum("invalid_state", "state", &e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !states.is_empty() {
+            query.states = Some(states);
         }
     }
+    if let Some(limit) = limit {
+        let limit: usize = limit
+            .parse()
+            .map_err(|_| ApiError::invalid_query("limit", format!("expected a whole number, not {limit:?}")))?;
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid_field(
+                "limit",
+                format!("limit must be between 1 and {MAX_LIMIT}, not {limit}"),
+            ));
+        }
+        query.limit = limit;
+    }
+    if let Some(cursor) = cursor {
+        query.before = Some(
+            cursor
+                .parse()
+                .map_err(|_| ApiError::invalid_query("cursor", "not a cursor returned by this API"))?,
+        );
+    }
     if let Some(active) = active {
-        let wanted = if active {
-            ExecutionState::ALIVE
-        } else {
-            ExecutionState::TERMINAL
+        let wanted = match active.as_str() {
+            "true" | "1" => ExecutionState::ALIVE,
+            "false" | "0" => ExecutionState::TERMINAL,
+            other => {
+                return Err(ApiError::invalid_query(
+                    "active",
+                    format!("expected true or false, not {other:?}"),
+                ));
+            }
         };
         query.states = Some(match query.states.take() {
             Some(states) => states.into_iter().filter(|s| wanted.contains(s)).collect(),
@@ -433,9 +468,14 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
     Ok(query)
 }
 
-async fn list(State(state): State<AppState>, scope: Scope, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
-    let query = parse_list_query(raw.as_deref())?;
-    let Some(query) = scope.list_query(query) else {
+async fn list(
+    State(state): State<AppState>,
+    scope: Scope,
+    parameters: Result<Query<ListParameters>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(parameters) = parameters.map_err(ApiError::unreadable_query)?;
+    let query = parse_list_query(parameters)?;
+    let Some(query) = scope.narrow(query) else {
         return Ok(Json(json!({ "executions": [], "next_cursor": null })));
     };
     if query.states.as_ref().is_some_and(Vec::is_empty) {
@@ -452,4 +492,50 @@ async fn list(State(state): State<AppState>, scope: Scope, RawQuery(raw): RawQue
         "executions": records,
         "next_cursor": page.next_cursor.map(|id| id.to_string()),
     })))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(query: &str) -> Result<ListQuery, ApiError> {
+        let uri: axum::http::Uri = format!("/v1/executions?{query}").parse().unwrap();
+        let Query(parameters) = Query::<ListParameters>::try_from_uri(&uri).map_err(ApiError::unreadable_query)?;
+        parse_list_query(parameters)
+    }
+
+    #[test]
+    fn list_parameters_are_decoded_and_checked_by_name() {
+        let query = parse("thread_id=t+1&agent_name=a%2Fb&user_id=&state=failed,cancelled&limit=7").unwrap();
+        assert_eq!(query.thread_id.as_deref(), Some("t 1"));
+        assert_eq!(query.agent_name.as_deref(), Some("a/b"));
+        assert_eq!(query.user_id, None, "an empty value filters nothing");
+        assert_eq!(
+            query.states,
+            Some(vec![ExecutionState::Failed, ExecutionState::Cancelled])
+        );
+        assert_eq!(query.limit, 7);
+        assert_eq!(parse("").unwrap().limit, DEFAULT_LIMIT);
+        let alive = parse("active=true&state=running,failed").unwrap();
+        assert_eq!(alive.states, Some(vec![ExecutionState::Running]));
+
+        let unknown = parse("limit=5&colour=red").unwrap_err().body();
+        assert_eq!(unknown["error"]["code"], "invalid_query");
+        assert_eq!(unknown["error"]["parameter"], "colour");
+        assert_eq!(
+            unknown["error"]["message"],
+            "query parameter colour: unknown parameter; valid: user_id, thread_id, agent_name, state, active, limit, cursor"
+        );
+        let twice = parse("limit=5&limit=6").unwrap_err();
+        assert_eq!((twice.status().as_u16(), twice.code()), (400, "invalid_query"));
+        assert!(
+            twice.body()["error"]["message"].as_str().unwrap().contains("limit"),
+            "{}",
+            twice.body()
+        );
+        assert_eq!(parse("limit=abc").unwrap_err().code(), "invalid_query");
+        assert_eq!(parse("active=maybe").unwrap_err().code(), "invalid_query");
+        assert_eq!(parse("state=finished").unwrap_err().code(), "invalid_state");
+    }
 }

@@ -34,7 +34,7 @@ pub fn routes() -> Vec<Route> {
                 summary: "Readiness: the store accepts writes and the server is not shutting down.",
                 access: Access::Public,
                 request: None,
-                success: (200, Some("Health")),
+                success: (200, Some("Readiness")),
                 errors: &[503],
                 query: &[],
             },

@@ -1,6 +1,7 @@
 //! Heartbeats: the hottest path of the API. One execution's (`POST /v1/executions/{id}/heartbeat`),
-//! many at once (`POST /v1/heartbeats`), and over an agent's WebSocket ([`crate::ws`]) all go
-//! through [`beat`].
+//! many at once (`POST /v1/heartbeats`), and over an agent's WebSocket ([`crate::ws`], through
+//! [`beat_many`]) all go through one function. All three need [`SEND_HEARTBEATS`]: the routes'
+//! guard checks it, and [`beat_many`] checks it for the stream's messages.
 //!
 //! A heartbeat checks access on the execution's owner alone (no record copy) and answers with a
 //! small acknowledgement rather than the whole record: an agent heartbeating every second wants
@@ -12,11 +13,16 @@ use axum::extract::{Path, State};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::Access;
 use super::body::{Fields, JsonBody};
 use super::error::ApiError;
 use super::executions::changeable;
 use crate::app::AppState;
 use crate::auth::Scope;
+
+/// Who may send heartbeats: the level of both heartbeat routes and of the event stream's
+/// heartbeat messages.
+pub const SEND_HEARTBEATS: Access = Access::Write("send heartbeats");
 
 /// Most ids one batch may carry.
 pub const MAX_BATCH: usize = 10_000;
@@ -47,17 +53,16 @@ pub struct BatchReport {
     pub results: Vec<Value>,
 }
 
-/// Records one heartbeat for `text` (an execution id) on behalf of `scope`. Returns the
-/// acknowledgement and, when the heartbeat also changed the state, the sequence number to wait
-/// for before acknowledging (a state change is durable before it is acknowledged; a bare
-/// heartbeat is written in batches and not waited for).
+/// Records one heartbeat for `text` (an execution id) on behalf of `scope`, which meets
+/// [`SEND_HEARTBEATS`]. Returns the acknowledgement and, when the heartbeat also changed the
+/// state, the sequence number to wait for before acknowledging (a state change is durable before
+/// it is acknowledged; a bare heartbeat is written in batches and not waited for).
 ///
 /// # Errors
 ///
-/// As a single heartbeat request: 403 for a viewer, 400 for a malformed id, 404 for an unknown
-/// or foreign one, 409 for a finished one.
-pub async fn beat(state: &AppState, scope: &Scope, text: &str) -> Result<(HeartbeatAck, Option<u64>), ApiError> {
-    scope.require_writer("send heartbeats")?;
+/// As a single heartbeat request: 404 for a malformed, unknown or foreign id, 409 for a finished
+/// one.
+async fn beat(state: &AppState, scope: &Scope, text: &str) -> Result<(HeartbeatAck, Option<u64>), ApiError> {
     let id = changeable(state, scope, text).await?;
     let change = state.tracker.heartbeat(id)?;
     let mut ack = None;
@@ -83,14 +88,21 @@ pub async fn beat(state: &AppState, scope: &Scope, text: &str) -> Result<(Heartb
     ))
 }
 
-/// Heartbeats for many executions; each id succeeds or fails on its own. Waits once for the
-/// state changes among them to be durable.
+/// Heartbeats for many executions sent over the event stream; each id succeeds or fails on its
+/// own. The stream is opened with any token, so unlike a route (whose level its guard enforces)
+/// each message is checked here against [`SEND_HEARTBEATS`].
 ///
 /// # Errors
 ///
 /// Only what fails the whole batch: 403 for a viewer, or 503 when the store does not confirm.
 pub async fn beat_many(state: &AppState, scope: &Scope, ids: &[String]) -> Result<BatchReport, ApiError> {
-    scope.require_writer("send heartbeats")?;
+    SEND_HEARTBEATS.check(scope)?;
+    beat_all(state, scope, ids).await
+}
+
+/// Heartbeats for many executions, on behalf of `scope`, which meets [`SEND_HEARTBEATS`]. Waits
+/// once for the state changes among them to be durable.
+async fn beat_all(state: &AppState, scope: &Scope, ids: &[String]) -> Result<BatchReport, ApiError> {
     let mut report = BatchReport {
         results: Vec::with_capacity(ids.len()),
         ..BatchReport::default()
@@ -134,5 +146,5 @@ pub async fn single(
 pub async fn batch(State(state): State<AppState>, scope: Scope, body: JsonBody) -> Result<Json<BatchReport>, ApiError> {
     let fields = Fields::new(body, &["execution_ids"])?;
     let ids = fields.string_list("execution_ids", MAX_BATCH)?;
-    Ok(Json(beat_many(&state, &scope, &ids).await?))
+    Ok(Json(beat_all(&state, &scope, &ids).await?))
 }

@@ -4,6 +4,7 @@
 //! path, who may call it, what it takes and returns). The router and `/openapi.json` are both
 //! built from that one list, so the published document covers every route by construction.
 
+pub mod access;
 pub mod body;
 pub mod breakers;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod heartbeats;
 pub mod metrics;
 pub mod openapi;
 pub mod overview;
+pub mod schemas;
 pub mod tokens;
 
 use std::time::Instant;
@@ -24,20 +26,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::MethodRouter;
 
+pub use self::access::Access;
 use crate::app::AppState;
-
-/// Who may call a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// No token needed.
-    Public,
-    /// Any valid token (results are limited to the caller's scope).
-    Read,
-    /// Admin or agent tokens.
-    Write,
-    /// Admin tokens only.
-    Admin,
-}
 
 /// A route's description, for the OpenAPI document.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +40,7 @@ pub struct RouteDoc {
     pub operation_id: &'static str,
     /// One line on what it does.
     pub summary: &'static str,
-    /// Who may call it.
+    /// Who may call it: enforced by [`access::guard`], which every route is mounted behind.
     pub access: Access,
     /// The request body's schema (a component name), if it takes one.
     pub request: Option<&'static str>,
@@ -58,8 +48,19 @@ pub struct RouteDoc {
     pub success: (u16, Option<&'static str>),
     /// The error statuses it can answer with.
     pub errors: &'static [u16],
-    /// Query parameters: name and description.
+    /// Query parameters: name and description. A route that lists `token` accepts its token
+    /// as `?token=` too.
     pub query: &'static [(&'static str, &'static str)],
+}
+
+impl RouteDoc {
+    /// How the access guard takes this route's token.
+    pub fn guard(&self) -> access::Guard {
+        access::Guard {
+            access: self.access,
+            query_token: self.query.iter().any(|(name, _)| *name == "token"),
+        }
+    }
 }
 
 /// A handler with its description.
@@ -90,11 +91,19 @@ pub fn route_docs() -> Vec<RouteDoc> {
     routes().into_iter().map(|route| route.doc).collect()
 }
 
-/// The application: every route and the web dashboard, with request logging and counting.
+/// The application: every route behind the guard of its access level, and the web dashboard,
+/// with request logging and counting.
 pub fn router(state: AppState) -> Router {
     let mut router: Router<AppState> = Router::new();
     for route in routes() {
-        router = router.route(route.doc.path, route.handler);
+        let guard = route.doc.guard();
+        let guarded = route.handler.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            move |State(state): State<AppState>, request: Request, next: Next| {
+                access::guard(guard, state, request, next)
+            },
+        ));
+        router = router.route(route.doc.path, guarded);
     }
     router
         .merge(crate::dashboard::router())

@@ -3,13 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use agentrack::{ExecutionState, Phase};
 use axum::Json;
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use super::{Access, Route, RouteDoc, route_docs};
-use crate::auth::Role;
 
 /// The routes of this resource.
 pub fn routes() -> Vec<Route> {
@@ -62,10 +60,6 @@ fn operation(doc: &RouteDoc) -> Value {
         parameters.push(json!({"name": name, "in": "query", "required": false,
             "description": description, "schema": {"type": "string"}}));
     }
-    if doc.path == "/v1/events" {
-        parameters.push(json!({"name": "token", "in": "query", "required": false,
-            "description": "The token, for clients that cannot set headers.", "schema": {"type": "string"}}));
-    }
     let mut responses = Map::new();
     let (status, schema) = doc.success;
     let content = match schema {
@@ -88,15 +82,13 @@ fn operation(doc: &RouteDoc) -> Value {
         "summary": doc.summary,
         "parameters": parameters,
         "responses": responses,
-        "x-access": match doc.access {
-            Access::Public => "public",
-            Access::Read => "any token",
-            Access::Write => "admin or agent",
-            Access::Admin => "admin",
-        },
+        "x-access": doc.access.describe(),
     });
-    if doc.access == Access::Public {
-        op["security"] = json!([]);
+    match doc.access {
+        Access::Public => op["security"] = json!([]),
+        // Without a token unless the server requires one.
+        Access::AdminIfConfigured(_) => op["security"] = json!([{}, {"bearer": []}]),
+        Access::Read | Access::Write(_) | Access::Admin(_) => {}
     }
     if let Some(request) = doc.request {
         op["requestBody"] = json!({"required": true, "content": {"application/json":
@@ -125,98 +117,8 @@ pub fn spec() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": schemas(),
+            "schemas": super::schemas::components(),
         },
-    })
-}
-
-fn schemas() -> Value {
-    let string = json!({"type": "string"});
-    let nullable_string = json!({"type": ["string", "null"]});
-    let time = json!({"type": "string", "format": "date-time"});
-    let object = json!({"type": "object"});
-    json!({
-        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-            "type": "object", "required": ["code", "message"],
-            "properties": {"code": string, "message": string,
-                "field": string, "valid_values": {"type": "array", "items": string}},
-            "additionalProperties": true}}},
-        "ExecutionState": {"type": "string", "enum": ExecutionState::VALUES},
-        "Phase": {"type": "string", "enum": Phase::VALUES},
-        "Role": {"type": "string", "enum": Role::VALUES},
-        "NewExecution": {"type": "object", "required": ["agent_name", "thread_id", "user_id"],
-            "additionalProperties": false,
-            "properties": {"agent_name": string, "thread_id": string, "user_id": string,
-                "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
-                "metadata": object, "tenant": {"type": "string", "description": "Admin tokens only."}}},
-        "StateChange": {"type": "object", "required": ["state"], "additionalProperties": false,
-            "properties": {"state": {"$ref": "#/components/schemas/ExecutionState"},
-                "error": nullable_string, "result": {}}},
-        "PhaseChange": {"type": "object", "required": ["phase"], "additionalProperties": false,
-            "properties": {"phase": {"$ref": "#/components/schemas/Phase"}, "metadata": object}},
-        "Transition": {"type": "object", "properties": {
-            "from_phase": {"$ref": "#/components/schemas/Phase"}, "to_phase": {"$ref": "#/components/schemas/Phase"},
-            "timestamp": time, "duration_ms": {"type": "integer"}, "metadata": object,
-            "websocket_event_sent": {"type": "boolean"}, "valid": {"type": "boolean"}}},
-        "ExecutionRecord": {"type": "object", "properties": {
-            "execution_id": string, "tenant": string, "agent_name": string, "thread_id": string,
-            "user_id": string, "state": {"$ref": "#/components/schemas/ExecutionState"},
-            "current_phase": {"$ref": "#/components/schemas/Phase"},
-            "started_at": time, "last_heartbeat": time, "updated_at": time, "completed_at": time,
-            "error": nullable_string, "result": {}, "heartbeat_count": {"type": "integer"},
-            "timeout_seconds": {"type": "number"}, "metadata": object,
-            "phase_history": {"type": "array", "items": {"$ref": "#/components/schemas/Transition"}},
-            "warning_count": {"type": "integer"}, "error_count": {"type": "integer"},
-            "circuit_breaker_state": string, "circuit_breaker_failures": {"type": "integer"},
-            "seq": {"type": "integer"}}},
-        "ExecutionWithTransition": {"allOf": [{"$ref": "#/components/schemas/ExecutionRecord"},
-            {"type": "object", "properties": {"transition": {"$ref": "#/components/schemas/Transition"}}}]},
-        "HeartbeatAck": {"type": "object", "properties": {"execution_id": string,
-            "state": {"$ref": "#/components/schemas/ExecutionState"},
-            "current_phase": {"$ref": "#/components/schemas/Phase"},
-            "heartbeat_count": {"type": "integer"}, "global_seq": {"type": "integer"}}},
-        "HeartbeatBatch": {"type": "object", "required": ["execution_ids"], "properties": {
-            "execution_ids": {"type": "array", "minItems": 1, "maxItems": super::heartbeats::MAX_BATCH,
-                "items": string}}},
-        "HeartbeatBatchReport": {"type": "object", "properties": {
-            "accepted": {"type": "integer"}, "rejected": {"type": "integer"},
-            "results": {"type": "array", "description": "Per id, in order: {\"ok\": HeartbeatAck} or an error body.",
-                "items": object}}},
-        "ExecutionPage": {"type": "object", "properties": {
-            "executions": {"type": "array", "items": {"$ref": "#/components/schemas/ExecutionRecord"}},
-            "next_cursor": nullable_string}},
-        "BreakerStatus": {"type": "object", "properties": {
-            "name": string, "state": {"type": "string", "enum": ["closed", "open", "half_open"]},
-            "failure_count": {"type": "integer"}, "failure_threshold": {"type": "integer"},
-            "success_count": {"type": "integer"}, "is_open": {"type": "boolean"},
-            "can_retry": {"type": "boolean"}, "recovery_timeout": {"type": "number"}}},
-        "BreakerList": {"type": "object", "properties": {
-            "breakers": {"type": "array", "items": {"$ref": "#/components/schemas/BreakerStatus"}}}},
-        "PermitGrant": {"type": "object", "properties": {"permit": string, "breaker": string,
-            "state": string, "expires_in_seconds": {"type": "number"}}},
-        "PermitOutcome": {"type": "object", "required": ["permit", "outcome"], "additionalProperties": false,
-            "properties": {"permit": string,
-                "outcome": {"type": "string", "enum": ["success", "failure", "timeout", "ignored"]}}},
-        "NewToken": {"type": "object", "required": ["role", "tenant"], "additionalProperties": false,
-            "properties": {"role": {"$ref": "#/components/schemas/Role"}, "tenant": string,
-                "user_id": {"type": "string", "description": "Required for viewers, refused otherwise."},
-                "label": string}},
-        "TokenCreated": {"type": "object", "properties": {"token": string,
-            "role": {"$ref": "#/components/schemas/Role"}, "tenant": string, "user_id": nullable_string,
-            "label": nullable_string}},
-        "Metrics": {"type": "object", "properties": {
-            "total_executions": {"type": "integer"}, "active_executions": {"type": "integer"},
-            "successful_executions": {"type": "integer"}, "failed_executions": {"type": "integer"},
-            "timeout_executions": {"type": "integer"}, "dead_executions": {"type": "integer"},
-            "cancelled_executions": {"type": "integer"}, "success_rate": {"type": "number"},
-            "failure_rate": {"type": "number"},
-            "phase_durations_ms": {"type": "object", "additionalProperties": {"type": "object",
-                "properties": {"count": {"type": "integer"}, "p50": {"type": "integer"},
-                    "p90": {"type": "integer"}, "p99": {"type": "integer"}, "max": {"type": "integer"}}}}}},
-        "Overview": super::overview::schema(),
-        "Health": {"type": "object", "properties": {"status": string}},
-        "EventStream": {"type": "string", "description": "A WebSocket upgrade: JSON text messages, one event each."},
-        "OpenApi": object,
     })
 }
 

@@ -9,8 +9,8 @@
 //!   executions of the last hour from the records in memory (alive executions are always in
 //!   memory; finished ones stay there for the tracker's `cleanup_age`, an hour by default, so the
 //!   hour is complete unless that is set shorter or `max_finished` is reached);
-//! - named breakers from the tracker (for tokens that may list breakers: viewers see none, as on
-//!   `/v1/breakers`).
+//! - named breakers from the tracker, as `/v1/breakers` shows them and to the tokens it lets list
+//!   them (viewers see none).
 //!
 //! The response also carries `event_seq`, the committed event sequence number at the time of the
 //! read: a client that opens the event stream with `since=event_seq` misses nothing that
@@ -25,10 +25,12 @@ use axum::routing::get;
 use chrono::{DateTime, Duration as Span, DurationRound, Utc};
 use serde_json::{Value, json};
 
+use super::breakers::{LIST_BREAKERS, visible as visible_breakers};
 use super::error::ApiError;
+use super::schemas::{exact, phase_durations, reference};
 use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
-use crate::auth::{Role, Scope};
+use crate::auth::Scope;
 use crate::metrics::{phase_stats, samples_of};
 
 /// The incident chart's window, in minutes (one bucket a minute).
@@ -58,40 +60,41 @@ pub fn routes() -> Vec<Route> {
 
 /// The `Overview` schema for `/openapi.json`.
 pub fn schema() -> Value {
-    let integer = json!({"type": "integer"});
+    let integer = json!({"type": "integer", "minimum": 0});
     let number = json!({"type": "number"});
     let string = json!({"type": "string"});
     let time = json!({"type": "string", "format": "date-time"});
     let counts = json!({"type": "array", "items": integer, "minItems": INCIDENT_MINUTES, "maxItems": INCIDENT_MINUTES});
-    json!({"type": "object", "properties": {
+    let alive: Vec<&str> = ExecutionState::ALIVE.iter().map(|state| state.as_str()).collect();
+    exact(json!({
         "generated_at": time,
-        "event_seq": {"type": "integer", "description": "Open the event stream with since=this to miss nothing after this read."},
-        "scope": {"type": "object", "properties": {"role": {"$ref": "#/components/schemas/Role"},
-            "tenant": {"type": ["string", "null"]}, "user_id": {"type": ["string", "null"]}}},
+        "event_seq": {"type": "integer", "minimum": 0,
+            "description": "Open the event stream with since=this to miss nothing after this read."},
+        "scope": reference("Scope"),
         "heartbeat_timeout_seconds": number,
-        "counts": {"type": "object", "description": "Executions by outcome, including those only in the store.",
-            "properties": {"total": integer, "active": integer, "completed": integer, "failed": integer,
-                "timeout": integer, "dead": integer, "cancelled": integer}},
-        "alive_by_state": {"type": "object", "description": "Alive executions by state (pending, starting, running, completing).",
-            "additionalProperties": integer},
+        "counts": {"description": "Executions by outcome, including those only in the store.", "allOf": [exact(json!({
+            "total": integer, "active": integer, "completed": integer, "failed": integer,
+            "timeout": integer, "dead": integer, "cancelled": integer}))]},
+        "alive_by_state": {"description": "Alive executions by state.", "allOf": [exact(
+            alive.iter().map(|state| ((*state).to_owned(), integer.clone())).collect())]},
         "success_rate": {"type": "number", "description": "Completed executions as a share of finished ones (0 when none finished)."},
         "failure_rate": {"type": "number", "description": "Failed, timed-out and dead executions as a share of finished ones."},
-        "phase_durations_ms": {"type": "object", "additionalProperties": {"type": "object",
-            "properties": {"count": integer, "p50": integer, "p90": integer, "p99": integer, "max": integer}}},
-        "incidents": {"type": "object", "description": "Dead and timed-out executions per minute, oldest minute first.",
-            "properties": {"start": time, "bucket_seconds": integer, "dead": counts, "timeout": counts}},
+        "phase_durations_ms": phase_durations(),
+        "incidents": {"description": "Dead and timed-out executions per minute, oldest minute first.",
+            "allOf": [exact(json!({"start": time, "bucket_seconds": integer, "dead": counts, "timeout": counts}))]},
         "stuck": {"type": "array", "description": "Alive executions silent for more than half the heartbeat timeout, most silent first.",
-            "items": {"type": "object", "properties": {"execution_id": string, "agent_name": string,
-                "user_id": string, "thread_id": string, "state": {"$ref": "#/components/schemas/ExecutionState"},
-                "current_phase": {"$ref": "#/components/schemas/Phase"}, "last_heartbeat": time,
-                "seconds_since_heartbeat": number}}},
+            "maxItems": STUCK_LIMIT,
+            "items": exact(json!({"execution_id": string, "agent_name": string,
+                "user_id": string, "thread_id": string, "state": reference("ExecutionState"),
+                "current_phase": reference("Phase"), "last_heartbeat": time,
+                "seconds_since_heartbeat": number}))},
         "breakers": {"type": "array", "description": "Named breakers (none for viewers).",
-            "items": {"$ref": "#/components/schemas/BreakerStatus"}},
+            "items": reference("NamedBreaker")},
         "execution_breakers": {"type": "array", "description": "Alive executions whose own breaker is not closed.",
-            "items": {"type": "object", "properties": {"execution_id": string, "agent_name": string,
-                "state": {"type": "string", "enum": ["closed", "open", "half_open"]}, "failure_count": integer,
-                "next_attempt_time": {"type": ["string", "null"], "format": "date-time"}}}},
-    }})
+            "items": exact(json!({"execution_id": string, "agent_name": string,
+                "state": reference("BreakerState"), "failure_count": integer,
+                "next_attempt_time": {"type": ["string", "null"], "format": "date-time"}}))},
+    }))
 }
 
 /// Dead and timed-out executions per minute over the window ending at the next whole minute.
@@ -251,28 +254,10 @@ async fn overview(State(state): State<AppState>, scope: Scope) -> Result<Json<Va
         ..
     } = summary;
 
-    let breakers: Vec<Value> = if scope.role() == Role::Viewer {
-        Vec::new()
+    let breakers = if LIST_BREAKERS.admits(scope.role()) {
+        visible_breakers(&state, &scope)
     } else {
-        state
-            .tracker
-            .breakers()
-            .into_iter()
-            .filter(|status| scope.sees_breaker(&status.name))
-            .map(|mut status| {
-                let (tenant, name) = status
-                    .name
-                    .split_once('/')
-                    .map(|(t, n)| (t.to_owned(), n.to_owned()))
-                    .unwrap_or_default();
-                status.name = name;
-                let mut value = serde_json::to_value(status).map_err(|e| ApiError::internal(e.to_string()))?;
-                if let Value::Object(map) = &mut value {
-                    map.insert("tenant".into(), Value::String(tenant));
-                }
-                Ok(value)
-            })
-            .collect::<Result<_, ApiError>>()?
+        Vec::new()
     };
 
     let finished = counts.total.saturating_sub(counts.active);
@@ -370,5 +355,24 @@ mod tests {
         assert_eq!(summary.execution_breakers.len(), 1);
         assert_eq!(summary.execution_breakers[0]["agent_name"], "quiet");
         assert_eq!(summary.execution_breakers[0]["state"], "open");
+
+        // The entries the HTTP tests cannot easily cause (an execution's own breaker opens only
+        // through in-process calls) match the documented schema.
+        let properties = &schema()["properties"];
+        let validate = |part: &Value, instance: &Value| {
+            let document = json!({"$schema": "https://json-schema.org/draft/2020-12/schema",
+                "allOf": [part], "components": {"schemas": super::super::schemas::components()}});
+            let validator = jsonschema::draft202012::options()
+                .should_validate_formats(true)
+                .build(&document)
+                .unwrap();
+            let errors: Vec<String> = validator.iter_errors(instance).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{errors:?}: {instance}");
+        };
+        validate(&properties["stuck"]["items"], &stuck[0]);
+        validate(
+            &properties["execution_breakers"]["items"],
+            &summary.execution_breakers[0],
+        );
     }
 }

@@ -127,6 +127,60 @@ pub(super) async fn run(args: &ClientArgs, options: Options) -> anyhow::Result<(
     }
 }
 
+/// What a line shows after the common columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Detail {
+    Created,
+    Lifecycle,
+    Heartbeat,
+    AgentState,
+    Phases,
+    Reasoning,
+    Tool,
+    AgentError,
+    Finished,
+    Fields,
+    Breaker,
+    None,
+}
+
+/// How one kind of event is shown: its detail and the ANSI colour of its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Style {
+    detail: Detail,
+    paint: &'static str,
+}
+
+const PLAIN: &str = "0";
+const DIM: &str = "2";
+const RED: &str = "31";
+const GREEN: &str = "32";
+const YELLOW: &str = "33";
+const CYAN: &str = "36";
+
+/// How each kind of event the server sends is shown, by its `type`; `None` for a kind this
+/// build does not know (a newer server's).
+fn style(kind: &str) -> Option<Style> {
+    let (detail, paint) = match kind {
+        "execution_created" => (Detail::Created, PLAIN),
+        "state_changed" => (Detail::Lifecycle, PLAIN),
+        "heartbeat" => (Detail::Heartbeat, DIM),
+        "agent_state_updated" => (Detail::AgentState, CYAN),
+        "phase_changed" => (Detail::Phases, PLAIN),
+        "agent_started" => (Detail::Phases, CYAN),
+        "agent_thinking" => (Detail::Reasoning, CYAN),
+        "tool_executing" => (Detail::Tool, CYAN),
+        "agent_completed" => (Detail::Phases, GREEN),
+        "agent_error" => (Detail::AgentError, RED),
+        "execution_completed" => (Detail::Finished, GREEN),
+        "execution_failed" | "execution_cancelled" | "timed_out" | "dead" => (Detail::Finished, RED),
+        "record_edited" => (Detail::Fields, PLAIN),
+        "breaker_opened" | "breaker_half_open" | "breaker_closed" => (Detail::Breaker, YELLOW),
+        _ => return None,
+    };
+    Some(Style { detail, paint })
+}
+
 /// One line for one event.
 pub(super) fn format_event(event: &Value, colour: bool) -> String {
     let kind = event["type"].as_str().unwrap_or("?");
@@ -143,30 +197,33 @@ pub(super) fn format_event(event: &Value, colour: bool) -> String {
             transition["to_phase"].as_str().unwrap_or("?")
         )
     };
-    let detail = match kind {
-        "execution_created" => format!("created, timeout {}s", event["timeout_seconds"]),
-        "state_changed" => format!("{} → {}", s("from"), s("to")),
-        "heartbeat" => format!("heartbeat #{}", event["heartbeat_count"]),
-        "agent_thinking" => format!("{}: {}", phases(), s("reasoning")),
-        "tool_executing" => format!("{}: tool {}", phases(), s("tool_name")),
-        "agent_error" => format!("{}: {}", phases(), s("error")),
-        "agent_started" | "agent_completed" | "phase_changed" => phases(),
-        "execution_completed" | "execution_failed" | "execution_cancelled" | "timed_out" | "dead" => {
-            match event["error"].as_str() {
-                Some(error) => format!("{}: {error}", s("state")),
-                None => s("state").to_owned(),
-            }
-        }
-        _ if kind.starts_with("breaker_") => format!("{} {}", s("breaker"), s("state")),
-        _ => String::new(),
+    let (detail, paint) = match style(kind) {
+        Some(Style { detail, paint }) => (detail, paint),
+        // A kind from a newer server: its name alone says what it is.
+        None => (Detail::None, PLAIN),
     };
-    let paint = match kind {
-        "execution_completed" | "agent_completed" => "32",
-        "execution_failed" | "agent_error" | "dead" | "timed_out" | "execution_cancelled" => "31",
-        "heartbeat" => "2",
-        _ if kind.starts_with("breaker_") => "33",
-        _ if kind.starts_with("agent_") || kind == "tool_executing" => "36",
-        _ => "0",
+    let detail = match detail {
+        Detail::Created => format!("created, timeout {}s", event["timeout_seconds"]),
+        Detail::Lifecycle => format!("{} → {}", s("from"), s("to")),
+        Detail::Heartbeat => format!("heartbeat #{}", event["heartbeat_count"]),
+        Detail::AgentState => format!("warnings {}, errors {}", event["warning_count"], event["error_count"]),
+        Detail::Phases => phases(),
+        Detail::Reasoning => format!("{}: {}", phases(), s("reasoning")),
+        Detail::Tool => format!("{}: tool {}", phases(), s("tool_name")),
+        Detail::AgentError => format!("{}: {}", phases(), s("error")),
+        Detail::Finished => match event["error"].as_str() {
+            Some(error) => format!("{}: {error}", s("state")),
+            None => s("state").to_owned(),
+        },
+        Detail::Fields => {
+            let fields: Vec<&str> = event["fields"]
+                .as_array()
+                .map(|fields| fields.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            format!("fields {}", fields.join(", "))
+        }
+        Detail::Breaker => format!("{} {}", s("breaker"), s("state")),
+        Detail::None => String::new(),
     };
     let name = if colour {
         format!("\x1b[{paint}m{kind:<20}\x1b[0m")
@@ -180,4 +237,29 @@ pub(super) fn format_event(event: &Value, colour: bool) -> String {
         s("agent_name"),
         s("thread_id"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_event_has_its_own_style() {
+        for kind in agentrack::EventKind::NAMES {
+            assert!(style(kind).is_some(), "{kind} is shown as an unknown kind");
+        }
+        assert_eq!(style("from_a_newer_server"), None);
+    }
+
+    #[test]
+    fn a_line_names_the_kind_and_its_detail() {
+        let event = serde_json::json!({"type": "record_edited", "global_seq": 7, "execution_id": "e",
+            "agent_name": "a", "thread_id": "t", "timestamp": "2026-01-01T12:00:00.123456Z",
+            "fields": ["state", "error"]});
+        let line = format_event(&event, false);
+        assert!(line.starts_with("12:00:00.123  #7"), "{line}");
+        assert!(line.ends_with("fields state, error"), "{line}");
+        let unknown = format_event(&serde_json::json!({"type": "from_a_newer_server"}), true);
+        assert!(unknown.contains("\x1b[0mfrom_a_newer_server"), "{unknown}");
+    }
 }

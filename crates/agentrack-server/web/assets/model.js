@@ -19,12 +19,53 @@ export function byPhaseOrder(a, b) {
   return rank(a) - rank(b) || a.localeCompare(b);
 }
 
-const TERMINAL_EVENTS = new Set(["execution_completed", "execution_failed", "execution_cancelled", "timed_out", "dead"]);
-const PHASE_EVENTS = new Set(["phase_changed", "agent_started", "agent_thinking", "tool_executing", "agent_completed", "agent_error"]);
+/**
+ * What each kind of event the server sends means to the dashboard; tests/event_kinds.rs checks
+ * that these are exactly the server's kinds. `record` is what `apply` does with it:
+ * - "created": nothing more (the record is built from it, see `recordFromCreated`);
+ * - "state", "heartbeat", "phase", "terminal", "breaker": the fields it carries;
+ * - "refetch": a change it does not describe in full: the record is read again.
+ * `overview` says whether it changes a number the overview shows (phase changes move the
+ * percentiles too, but too often to re-read for each).
+ * A kind missing here (from a newer server) is read as "refetch" and refreshes the overview.
+ */
+export const EVENT_KINDS = Object.freeze({
+  execution_created: { record: "created", overview: true },
+  state_changed: { record: "state", overview: true },
+  heartbeat: { record: "heartbeat", overview: false },
+  agent_state_updated: { record: "refetch", overview: false },
+  phase_changed: { record: "phase", overview: false },
+  agent_started: { record: "phase", overview: false },
+  agent_thinking: { record: "phase", overview: false },
+  tool_executing: { record: "phase", overview: false },
+  agent_completed: { record: "phase", overview: false },
+  agent_error: { record: "phase", overview: false },
+  execution_completed: { record: "terminal", overview: true },
+  execution_failed: { record: "terminal", overview: true },
+  execution_cancelled: { record: "terminal", overview: true },
+  timed_out: { record: "terminal", overview: true },
+  dead: { record: "terminal", overview: true },
+  record_edited: { record: "refetch", overview: true },
+  breaker_opened: { record: "breaker", overview: true },
+  breaker_half_open: { record: "breaker", overview: true },
+  breaker_closed: { record: "breaker", overview: true },
+});
+
+const UNKNOWN_KIND = Object.freeze({ record: "refetch", overview: true });
+
+/** What the dashboard makes of `event`'s kind. */
+export function kindOf(event) {
+  return Object.hasOwn(EVENT_KINDS, event.type) ? EVENT_KINDS[event.type] : UNKNOWN_KIND;
+}
 
 /** Whether an event is an execution's terminal event. */
 export function isTerminalEvent(event) {
-  return TERMINAL_EVENTS.has(event.type);
+  return kindOf(event).record === "terminal";
+}
+
+/** Whether an event changes something the overview shows. */
+export function refreshesOverview(event) {
+  return kindOf(event).overview;
 }
 
 /** The record an `execution_created` event describes. */
@@ -61,23 +102,37 @@ export function recordFromCreated(event) {
 export function apply(record, event) {
   if (typeof event.seq === "number" && typeof record.seq === "number" && event.seq <= record.seq) return "stale";
   let outcome = "applied";
-  if (event.type === "state_changed") {
-    record.state = event.to;
-  } else if (event.type === "heartbeat") {
-    record.heartbeat_count = Math.max(record.heartbeat_count ?? 0, event.heartbeat_count ?? 0);
-    record.last_heartbeat = event.timestamp;
-  } else if (PHASE_EVENTS.has(event.type) && event.transition) {
-    record.current_phase = event.transition.to_phase;
-    record.phase_entered_at = event.transition.timestamp;
-    record.phase_history = [...(record.phase_history ?? []), event.transition];
-  } else if (TERMINAL_EVENTS.has(event.type)) {
-    record.state = event.state;
-    record.completed_at = event.timestamp;
-    record.last_heartbeat = event.last_heartbeat ?? record.last_heartbeat;
-    if (event.error !== undefined && event.error !== null) record.error = event.error;
-    if (event.result !== undefined && event.result !== null) record.result = event.result;
-  } else if (event.type === "record_edited" || event.type === "agent_state_updated") {
-    outcome = "refetch";
+  switch (kindOf(event).record) {
+    case "created":
+      break;
+    case "state":
+      record.state = event.to;
+      break;
+    case "heartbeat":
+      record.heartbeat_count = Math.max(record.heartbeat_count ?? 0, event.heartbeat_count ?? 0);
+      record.last_heartbeat = event.timestamp;
+      break;
+    case "phase":
+      if (!event.transition) return "refetch";
+      record.current_phase = event.transition.to_phase;
+      record.phase_entered_at = event.transition.timestamp;
+      record.phase_history = [...(record.phase_history ?? []), event.transition];
+      break;
+    case "terminal":
+      record.state = event.state;
+      record.completed_at = event.timestamp;
+      record.last_heartbeat = event.last_heartbeat ?? record.last_heartbeat;
+      if (event.error !== undefined && event.error !== null) record.error = event.error;
+      if (event.result !== undefined && event.result !== null) record.result = event.result;
+      break;
+    case "breaker":
+      // The execution's own breaker (named breakers' events carry no execution).
+      record.circuit_breaker_state = event.state;
+      record.circuit_breaker_failures = event.failures;
+      break;
+    case "refetch":
+    default:
+      outcome = "refetch";
   }
   record.updated_at = event.timestamp;
   if (typeof event.seq === "number") record.seq = event.seq;

@@ -6,21 +6,8 @@
 import * as api from "../api.js";
 import { h, replace, s } from "../dom.js";
 import { count, duration, label, percent, syncClock } from "../format.js";
-import { ALIVE, byPhaseOrder } from "../model.js";
+import { ALIVE, byPhaseOrder, refreshesOverview } from "../model.js";
 
-const REFRESH_EVENTS = new Set([
-  "execution_created",
-  "state_changed",
-  "execution_completed",
-  "execution_failed",
-  "execution_cancelled",
-  "timed_out",
-  "dead",
-  "breaker_opened",
-  "breaker_half_open",
-  "breaker_closed",
-  "record_edited",
-]);
 const MIN_REFRESH_MS = 1000;
 
 function shortId(id) {
@@ -296,7 +283,7 @@ export function overviewView(container, session, prefetched) {
 
   return {
     onEvent(event) {
-      if (REFRESH_EVENTS.has(event.type)) schedule();
+      if (refreshesOverview(event)) schedule();
     },
     onConnection(state) {
       // Whatever happened while away is replayed by the stream; re-read once it is back.

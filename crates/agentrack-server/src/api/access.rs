@@ -1,0 +1,128 @@
+//! Who may call a route, enforced where the route is mounted.
+//!
+//! Every route's [`RouteDoc`](super::RouteDoc) names its [`Access`] level, and
+//! [`router`](super::router) wraps every route in [`guard`] for that level. So the level the
+//! OpenAPI document shows is the one enforced, a handler never checks a role itself, and a new
+//! route cannot be mounted without one. The guard resolves the caller's token once and hands the
+//! [`Scope`] to the handler through the request's extensions (see [`Scope`]'s extractor).
+//!
+//! Refusals are those the API has always given: 401 `unauthorized` for a missing or unknown
+//! token, 403 `forbidden` naming the caller's role and what it may not do.
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::auth::{Role, Scope};
+
+/// Who may call a route. `Write` and `Admin` carry what the route does, as a refused caller is
+/// told: "a viewer token may not *create executions*".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No token needed.
+    Public,
+    /// Any valid token (results are limited to the caller's scope).
+    Read,
+    /// Admin or agent tokens.
+    Write(&'static str),
+    /// Admin tokens only.
+    Admin(&'static str),
+    /// Public, unless the server's `metrics_require_auth` is set: then as [`Access::Admin`].
+    AdminIfConfigured(&'static str),
+}
+
+impl Access {
+    /// The level in force on a server with these settings.
+    fn in_force(self, state: &AppState) -> Self {
+        match self {
+            Self::AdminIfConfigured(action) if state.settings.metrics_require_auth => Self::Admin(action),
+            Self::AdminIfConfigured(_) => Self::Public,
+            other => other,
+        }
+    }
+
+    /// Whether a token of `role` meets this level.
+    pub fn admits(self, role: Role) -> bool {
+        match self {
+            Self::Public | Self::Read => true,
+            Self::Write(_) => matches!(role, Role::Admin | Role::Agent),
+            Self::Admin(_) | Self::AdminIfConfigured(_) => role == Role::Admin,
+        }
+    }
+
+    /// `Ok` when `scope`'s role meets this level; else the 403 naming its role.
+    ///
+    /// # Errors
+    ///
+    /// 403 `forbidden`.
+    pub fn check(self, scope: &Scope) -> Result<(), ApiError> {
+        if self.admits(scope.role()) {
+            return Ok(());
+        }
+        let action = match self {
+            Self::Write(action) | Self::Admin(action) | Self::AdminIfConfigured(action) => action,
+            Self::Public | Self::Read => "call this route",
+        };
+        Err(ApiError::forbidden(format!(
+            "a {} token may not {action}",
+            scope.role()
+        )))
+    }
+
+    /// How the OpenAPI document names the level (`x-access`).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Read => "any token",
+            Self::Write(_) => "admin or agent",
+            Self::Admin(_) => "admin",
+            Self::AdminIfConfigured(_) => "public, or admin when the server sets metrics_require_auth",
+        }
+    }
+}
+
+/// How a route takes its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guard {
+    /// The route's level.
+    pub access: Access,
+    /// Whether `?token=` is accepted when there is no `Authorization` header (browsers cannot
+    /// set headers on a WebSocket): the routes whose documented query parameters include
+    /// `token`.
+    pub query_token: bool,
+}
+
+/// The middleware every route runs behind: resolves the token, refuses a caller below the
+/// route's level, and passes the [`Scope`] on to the handler.
+pub async fn guard(guard: Guard, state: AppState, mut request: Request, next: Next) -> Response {
+    let access = guard.access.in_force(&state);
+    if access == Access::Public {
+        return next.run(request).await;
+    }
+    let scope = match Scope::authenticate(&state, request.headers(), request.uri(), guard.query_token).await {
+        Ok(scope) => scope,
+        Err(error) => return error.into_response(),
+    };
+    if let Err(error) = access.check(&scope) {
+        return error.into_response();
+    }
+    request.extensions_mut().insert(scope);
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_level_admits_the_roles_it_documents() {
+        let all = [Role::Admin, Role::Agent, Role::Viewer];
+        let admitted = |access: Access| -> Vec<Role> { all.into_iter().filter(|r| access.admits(*r)).collect() };
+        assert_eq!(admitted(Access::Read), all);
+        assert_eq!(admitted(Access::Write("x")), [Role::Admin, Role::Agent]);
+        assert_eq!(admitted(Access::Admin("x")), [Role::Admin]);
+        assert_eq!(admitted(Access::AdminIfConfigured("x")), [Role::Admin]);
+    }
+}

@@ -1,0 +1,551 @@
+//! The component schemas of `/openapi.json`: every request and response body, and every event.
+//!
+//! They are written here rather than derived from the types (the core knows nothing of HTTP or
+//! OpenAPI), so they are held to the types the other way round: every object lists all of its
+//! properties and allows no others (`additionalProperties: false`), and
+//! `tests/schemas.rs` and `tests/event_kinds.rs` validate every response body, every stream
+//! message and one event of every kind against the document a real server publishes. A field
+//! added to a record or an event without being added here fails them.
+
+use agentrack::{BreakerState, ExecutionState, Phase};
+use serde_json::{Map, Value, json};
+
+use crate::auth::Role;
+
+/// A reference to the component schema `name`.
+pub fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// An object with exactly these properties, all of them always present.
+pub fn exact(properties: Value) -> Value {
+    let required: Vec<String> = properties
+        .as_object()
+        .map(|map| map.keys().cloned().collect())
+        .unwrap_or_default();
+    partial(&required, properties)
+}
+
+/// An object with exactly these properties, of which those in `required` are always present.
+fn partial<S: AsRef<str>>(required: &[S], properties: Value) -> Value {
+    let required: Vec<&str> = required.iter().map(AsRef::as_ref).collect();
+    json!({"type": "object", "required": required, "properties": properties, "additionalProperties": false})
+}
+
+/// The properties of a `json!` object literal.
+fn fields(properties: Value) -> Map<String, Value> {
+    match properties {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// `schema`, or `null`.
+fn nullable(schema: Value) -> Value {
+    json!({"anyOf": [schema, {"type": "null"}]})
+}
+
+fn string() -> Value {
+    json!({"type": "string"})
+}
+
+fn integer() -> Value {
+    json!({"type": "integer", "minimum": 0})
+}
+
+fn number() -> Value {
+    json!({"type": "number"})
+}
+
+fn boolean() -> Value {
+    json!({"type": "boolean"})
+}
+
+fn time() -> Value {
+    json!({"type": "string", "format": "date-time"})
+}
+
+/// Free-form JSON objects (metadata).
+fn object() -> Value {
+    json!({"type": "object"})
+}
+
+/// Any JSON value (results, tool parameters).
+fn any() -> Value {
+    json!({})
+}
+
+/// Every component schema, by name.
+pub fn components() -> Map<String, Value> {
+    let mut schemas = Map::new();
+    let mut add = |name: &str, schema: Value| {
+        schemas.insert(name.to_owned(), schema);
+    };
+    add("Error", error());
+    add(
+        "ExecutionState",
+        json!({"type": "string", "enum": ExecutionState::VALUES}),
+    );
+    add("Phase", json!({"type": "string", "enum": Phase::VALUES}));
+    add("BreakerState", json!({"type": "string", "enum": BreakerState::VALUES}));
+    add("Role", json!({"type": "string", "enum": Role::VALUES}));
+    add(
+        "NewExecution",
+        partial(
+            &["agent_name", "thread_id", "user_id"],
+            json!({"agent_name": string(), "thread_id": string(), "user_id": string(),
+                "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
+                "metadata": object(), "tenant": {"type": "string", "description": "Admin tokens only."}}),
+        ),
+    );
+    add(
+        "StateChange",
+        partial(
+            &["state"],
+            json!({"state": reference("ExecutionState"), "error": nullable(string()), "result": any()}),
+        ),
+    );
+    add(
+        "PhaseChange",
+        partial(&["phase"], json!({"phase": reference("Phase"), "metadata": object()})),
+    );
+    add("Transition", transition());
+    add("TimeoutConfig", timeout_config());
+    add("ExecutionRecord", exact(Value::Object(execution_record())));
+    let mut with_transition = execution_record();
+    with_transition.insert("transition".into(), reference("Transition"));
+    add("ExecutionWithTransition", exact(Value::Object(with_transition)));
+    add(
+        "ExecutionPage",
+        exact(json!({
+            "executions": {"type": "array", "items": reference("ExecutionRecord")},
+            "next_cursor": nullable(string()),
+        })),
+    );
+    add("HeartbeatAck", heartbeat_ack());
+    add(
+        "HeartbeatBatch",
+        exact(json!({"execution_ids": {"type": "array", "minItems": 1,
+            "maxItems": super::heartbeats::MAX_BATCH, "items": string()}})),
+    );
+    add("HeartbeatBatchReport", exact(Value::Object(batch_report())));
+    add("BreakerStatus", exact(Value::Object(breaker_status())));
+    let mut named = breaker_status();
+    named.insert(
+        "tenant".into(),
+        json!({"type": "string", "description": "The tenant the breaker belongs to."}),
+    );
+    add("NamedBreaker", exact(Value::Object(named)));
+    add(
+        "BreakerList",
+        exact(json!({"breakers": {"type": "array", "items": reference("NamedBreaker")}})),
+    );
+    add(
+        "PermitGrant",
+        exact(
+            json!({"permit": string(), "breaker": string(), "state": reference("BreakerState"),
+            "expires_in_seconds": number()}),
+        ),
+    );
+    add(
+        "PermitOutcome",
+        exact(json!({"permit": string(),
+            "outcome": {"type": "string", "enum": ["success", "failure", "timeout", "ignored"]}})),
+    );
+    add(
+        "NewToken",
+        partial(
+            &["role", "tenant"],
+            json!({"role": reference("Role"), "tenant": string(),
+                "user_id": {"type": "string", "description": "Required for viewers, refused otherwise."},
+                "label": string()}),
+        ),
+    );
+    add(
+        "TokenCreated",
+        exact(json!({"token": string(), "role": reference("Role"), "tenant": string(),
+            "user_id": nullable(string()), "label": nullable(string())})),
+    );
+    add("Scope", scope());
+    add(
+        "PhaseStats",
+        exact(
+            json!({"count": integer(), "p50": integer(), "p90": integer(), "p99": integer(),
+            "max": integer()}),
+        ),
+    );
+    add("Metrics", metrics());
+    add("Overview", super::overview::schema());
+    add("Health", exact(json!({"status": {"const": "ok"}})));
+    add(
+        "Readiness",
+        exact(json!({
+            "status": {"enum": ["ready", "unavailable"]},
+            "store": {"enum": ["ok", "failing"]},
+            "shutting_down": boolean(),
+            "committed_seq": integer(),
+        })),
+    );
+    for (kind, schema) in event_schemas() {
+        add(&event_schema_name(kind), schema);
+    }
+    add("Event", event());
+    for (name, schema) in stream_messages() {
+        add(name, schema);
+    }
+    add(
+        "StreamMessage",
+        json!({"description": "A message of the event stream (protocol=agentrack).",
+            "oneOf": [reference("Event"), reference("SnapshotMessage"),
+                reference("HeartbeatAckMessage"), reference("StreamErrorMessage")]}),
+    );
+    add(
+        "EventStream",
+        json!({"description": "A WebSocket upgrade: JSON text messages, each a StreamMessage \
+            (protocol=agentrack), or an AG-UI event (protocol=agui) carrying `rawEvent` with the \
+            original `type` and `global_seq`. Clients may send \
+            {\"type\": \"heartbeat\", \"execution_ids\": [...]} (admin and agent tokens)."}),
+    );
+    add("OpenApi", object());
+    schemas
+}
+
+fn error() -> Value {
+    let details = json!({
+        "code": {"type": "string", "description": "Stable and machine-readable, e.g. invalid_field."},
+        "message": {"type": "string", "description": "What was wrong and what would be valid."},
+        "field": string(),
+        "parameter": string(),
+        "valid_values": {"type": "array", "items": string()},
+        "execution_id": string(),
+        "state": string(),
+        "from": string(),
+        "to": string(),
+        "allowed": {"type": "array", "items": string()},
+        "breaker": string(),
+        "retry_after_seconds": number(),
+        "operation": string(),
+        "limit_bytes": integer(),
+    });
+    exact(json!({"error": partial(&["code", "message"], details)}))
+}
+
+fn transition() -> Value {
+    exact(json!({
+        "from_phase": reference("Phase"),
+        "to_phase": reference("Phase"),
+        "timestamp": time(),
+        "duration_ms": integer(),
+        "metadata": object(),
+        "websocket_event_sent": boolean(),
+        "valid": boolean(),
+    }))
+}
+
+fn timeout_config() -> Value {
+    exact(json!({
+        "agent_execution_timeout": number(),
+        "llm_api_timeout": number(),
+        "failure_threshold": integer(),
+        "recovery_timeout": number(),
+        "success_threshold": integer(),
+        "max_retries": integer(),
+        "retry_base_delay": number(),
+        "retry_max_delay": number(),
+        "retry_exponential_base": number(),
+    }))
+}
+
+fn execution_record() -> Map<String, Value> {
+    let properties = json!({
+        "execution_id": string(),
+        "tenant": string(),
+        "agent_name": string(),
+        "thread_id": string(),
+        "user_id": string(),
+        "state": reference("ExecutionState"),
+        "current_phase": reference("Phase"),
+        "started_at": time(),
+        "last_heartbeat": time(),
+        "updated_at": time(),
+        "phase_entered_at": time(),
+        "completed_at": nullable(time()),
+        "error": nullable(string()),
+        "result": any(),
+        "heartbeat_count": integer(),
+        "timeout_seconds": number(),
+        "metadata": object(),
+        "phase_history": {"type": "array", "items": reference("Transition")},
+        "warning_count": integer(),
+        "error_count": integer(),
+        "timeout_config": nullable(reference("TimeoutConfig")),
+        "circuit_breaker_state": reference("BreakerState"),
+        "circuit_breaker_failures": integer(),
+        "last_failure_time": nullable(time()),
+        "next_attempt_time": nullable(time()),
+        "seq": integer(),
+    });
+    fields(properties)
+}
+
+fn heartbeat_ack() -> Value {
+    exact(json!({
+        "execution_id": string(),
+        "state": reference("ExecutionState"),
+        "current_phase": reference("Phase"),
+        "heartbeat_count": integer(),
+        "global_seq": integer(),
+    }))
+}
+
+fn batch_report() -> Map<String, Value> {
+    let properties = json!({
+        "accepted": integer(),
+        "rejected": integer(),
+        "results": {"type": "array", "description": "Per id, in order: {\"ok\": HeartbeatAck} or an error body.",
+            "items": {"oneOf": [exact(json!({"ok": reference("HeartbeatAck")})), reference("Error")]}},
+    });
+    fields(properties)
+}
+
+fn breaker_status() -> Map<String, Value> {
+    let properties = json!({
+        "name": string(),
+        "state": reference("BreakerState"),
+        "failure_count": integer(),
+        "failure_threshold": integer(),
+        "success_count": integer(),
+        "last_failure_time": nullable(time()),
+        "next_attempt_time": nullable(time()),
+        "is_open": boolean(),
+        "can_retry": boolean(),
+        "recovery_timeout": number(),
+    });
+    fields(properties)
+}
+
+fn scope() -> Value {
+    exact(json!({
+        "role": reference("Role"),
+        "tenant": {"type": ["string", "null"], "description": "None for an admin: every tenant."},
+        "user_id": {"type": ["string", "null"], "description": "A viewer's user."},
+    }))
+}
+
+/// Per-phase duration percentiles, by phase name.
+pub fn phase_durations() -> Value {
+    json!({"type": "object", "propertyNames": reference("Phase"), "additionalProperties": reference("PhaseStats")})
+}
+
+fn metrics() -> Value {
+    exact(json!({
+        "total_executions": integer(),
+        "active_executions": integer(),
+        "successful_executions": integer(),
+        "failed_executions": integer(),
+        "timeout_executions": integer(),
+        "dead_executions": integer(),
+        "cancelled_executions": integer(),
+        "success_rate": number(),
+        "failure_rate": number(),
+        "phase_durations_ms": phase_durations(),
+        "scope": reference("Scope"),
+    }))
+}
+
+/// The fields of the execution an event concerns (absent from named breakers' events).
+const EXECUTION_FIELDS: [&str; 6] = ["execution_id", "seq", "tenant", "user_id", "thread_id", "agent_name"];
+
+/// Each kind of event's own fields and what it means, by `type`.
+fn event_kinds() -> Vec<(&'static str, &'static str, Value)> {
+    let phase = |extra: Value| {
+        let mut fields = json!({"transition": reference("Transition")});
+        if let (Value::Object(fields), Value::Object(extra)) = (&mut fields, extra) {
+            fields.extend(extra);
+        }
+        fields
+    };
+    let finished = || {
+        json!({"from": reference("ExecutionState"), "state": reference("ExecutionState"),
+            "error": nullable(string()), "result": any(), "last_heartbeat": time(), "duration_ms": integer()})
+    };
+    let breaker = || {
+        json!({"breaker": {"type": "string", "description": "execution:<id> for an execution's own breaker."},
+            "state": reference("BreakerState"), "failures": integer(), "retry_after_seconds": nullable(number())})
+    };
+    vec![
+        (
+            "execution_created",
+            "A record was created.",
+            json!({"timeout_seconds": number(), "metadata": object()}),
+        ),
+        (
+            "state_changed",
+            "A non-terminal lifecycle change.",
+            json!({"from": reference("ExecutionState"), "to": reference("ExecutionState")}),
+        ),
+        (
+            "heartbeat",
+            "A heartbeat arrived.",
+            json!({"heartbeat_count": integer()}),
+        ),
+        (
+            "agent_state_updated",
+            "The metadata or the warning and error counters changed.",
+            json!({"warning_count": integer(), "error_count": integer(), "metadata": object()}),
+        ),
+        (
+            "phase_changed",
+            "A phase change without a notification of its own.",
+            phase(json!({})),
+        ),
+        ("agent_started", "The agent started.", phase(json!({"context": any()}))),
+        (
+            "agent_thinking",
+            "The agent is working.",
+            phase(json!({"reasoning": string(), "step_number": integer()})),
+        ),
+        (
+            "tool_executing",
+            "A tool is running.",
+            phase(json!({"tool_name": string(), "parameters": any()})),
+        ),
+        (
+            "agent_completed",
+            "The agent finished its work.",
+            phase(json!({"result": any(), "execution_time_ms": integer()})),
+        ),
+        (
+            "agent_error",
+            "The agent hit an error.",
+            phase(json!({"error": string(), "error_context": any()})),
+        ),
+        ("execution_completed", "Terminal: finished successfully.", finished()),
+        ("execution_failed", "Terminal: finished with an error.", finished()),
+        ("execution_cancelled", "Terminal: cancelled.", finished()),
+        ("timed_out", "Terminal: ran past its execution timeout.", finished()),
+        ("dead", "Terminal: stopped heartbeating.", finished()),
+        (
+            "record_edited",
+            "Fields of the record were overwritten directly.",
+            json!({"fields": {"type": "array", "items": string()}}),
+        ),
+        ("breaker_opened", "A breaker opened.", breaker()),
+        ("breaker_half_open", "A breaker let trial calls through.", breaker()),
+        ("breaker_closed", "A breaker closed.", breaker()),
+    ]
+}
+
+/// The names of the event kinds the document describes.
+fn documented_event_kinds() -> Vec<&'static str> {
+    event_kinds().into_iter().map(|(kind, _, _)| kind).collect()
+}
+
+/// `agent_thinking` → `AgentThinkingEvent`.
+fn event_schema_name(kind: &str) -> String {
+    let mut name: String = kind
+        .split('_')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars
+                .next()
+                .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    name.push_str("Event");
+    name
+}
+
+/// One schema per kind of event: the common fields, then its own.
+fn event_schemas() -> Vec<(&'static str, Value)> {
+    event_kinds()
+        .into_iter()
+        .map(|(kind, description, fields)| {
+            let mut properties = json!({
+                "type": {"const": kind},
+                "global_seq": {"type": "integer", "minimum": 1, "description": "Position in the server-wide order."},
+                "timestamp": time(),
+                "execution_id": string(),
+                "seq": {"type": "integer", "minimum": 1, "description": "Position in the execution's own order."},
+                "tenant": string(),
+                "user_id": string(),
+                "thread_id": string(),
+                "agent_name": string(),
+            });
+            let mut required: Vec<String> = ["type", "global_seq", "timestamp"].map(String::from).to_vec();
+            if let (Value::Object(properties), Value::Object(fields)) = (&mut properties, fields) {
+                required.extend(fields.keys().cloned());
+                properties.extend(fields);
+            }
+            let breaker = kind.starts_with("breaker_");
+            if !breaker {
+                required.extend(EXECUTION_FIELDS.map(String::from));
+            }
+            let mut schema = partial(&required, properties);
+            schema["description"] = Value::from(description);
+            if breaker {
+                // A named breaker's events concern no execution; an execution's own carry all of
+                // its fields.
+                schema["description"] = Value::from(format!(
+                    "{description} Named breakers' events carry no execution fields."
+                ));
+                schema["dependentRequired"] = json!({"execution_id": EXECUTION_FIELDS});
+            }
+            (kind, schema)
+        })
+        .collect()
+}
+
+fn event() -> Value {
+    let kinds = documented_event_kinds();
+    let mapping: Map<String, Value> = kinds
+        .iter()
+        .map(|kind| {
+            (
+                (*kind).to_owned(),
+                Value::from(format!("#/components/schemas/{}", event_schema_name(kind))),
+            )
+        })
+        .collect();
+    json!({
+        "description": "One change, as the event stream and the store carry it; `type` says which kind.",
+        "oneOf": kinds.iter().map(|kind| reference(&event_schema_name(kind))).collect::<Vec<_>>(),
+        "discriminator": {"propertyName": "type", "mapping": mapping},
+    })
+}
+
+/// The stream's messages other than events.
+fn stream_messages() -> Vec<(&'static str, Value)> {
+    let mut ack = batch_report();
+    ack.insert("type".into(), json!({"const": "heartbeat_ack"}));
+    vec![
+        (
+            "SnapshotMessage",
+            exact(json!({
+                "type": {"const": "snapshot"},
+                "global_seq": {"type": "integer", "minimum": 0,
+                    "description": "The events after this one follow."},
+                "executions": {"type": "array", "items": reference("ExecutionRecord")},
+            })),
+        ),
+        ("HeartbeatAckMessage", exact(Value::Object(ack))),
+        (
+            "StreamErrorMessage",
+            exact(json!({"type": {"const": "error"}, "error": error()["properties"]["error"].clone()})),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use agentrack::EventKind;
+
+    use super::*;
+
+    #[test]
+    fn every_kind_of_event_is_described() {
+        assert_eq!(documented_event_kinds(), EventKind::NAMES);
+        assert_eq!(event_schema_name("breaker_half_open"), "BreakerHalfOpenEvent");
+    }
+}
