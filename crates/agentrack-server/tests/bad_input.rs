@@ -2,9 +2,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
-use common::TestServer;
+use common::{Backend, TestServer};
 use serde_json::{Value, json};
 
 const STATES: [&str; 9] = [
@@ -32,9 +33,8 @@ async fn expect(server: &TestServer, token: &str, path: &str, body: &str, status
     value
 }
 
-#[tokio::test]
-async fn creating_with_bad_input_is_refused_and_creates_nothing() {
-    let server = TestServer::start().await;
+async fn creating_with_bad_input_is_refused_and_creates_nothing(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "t1", None).await;
     let cases: Vec<(String, u16, &str)> = vec![
         ("{\"agent_name\": ".into(), 400, "malformed_json"),
@@ -94,9 +94,8 @@ async fn creating_with_bad_input_is_refused_and_creates_nothing() {
     assert_eq!(metrics["total_executions"], 0);
 }
 
-#[tokio::test]
-async fn bad_states_phases_and_lifecycle_moves_change_nothing() {
-    let server = TestServer::start().await;
+async fn bad_states_phases_and_lifecycle_moves_change_nothing(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "t1", None).await;
     let id = server.create_started(&agent, "researcher", "thread", "alice").await;
     let record = format!("/v1/executions/{id}");
@@ -267,9 +266,8 @@ async fn bad_states_phases_and_lifecycle_moves_change_nothing() {
     assert_eq!(server.get(&record, &agent).await.1, finished);
 }
 
-#[tokio::test]
-async fn unknown_ids_are_404_on_every_execution_route() {
-    let server = TestServer::start().await;
+async fn unknown_ids_are_404_on_every_execution_route(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "t1", None).await;
     for id in ["exec_0123456789abcdef0123456789abcdef", "exec_nope", "12"] {
         for (method, suffix, body) in [
@@ -292,9 +290,8 @@ async fn unknown_ids_are_404_on_every_execution_route() {
     }
 }
 
-#[tokio::test]
-async fn bad_queries_tokens_and_breaker_calls_are_refused() {
-    let server = TestServer::start().await;
+async fn bad_queries_tokens_and_breaker_calls_are_refused(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let admin = server.admin.clone();
     for (query, status, code) in [
         ("?limit=abc", 400, "invalid_query"),
@@ -410,3 +407,10 @@ async fn bad_queries_tokens_and_breaker_calls_are_refused() {
     )
     .await;
 }
+
+on_both_backends!(
+    creating_with_bad_input_is_refused_and_creates_nothing,
+    bad_states_phases_and_lifecycle_moves_change_nothing,
+    unknown_ids_are_404_on_every_execution_route,
+    bad_queries_tokens_and_breaker_calls_are_refused,
+);

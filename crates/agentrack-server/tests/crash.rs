@@ -3,12 +3,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{SECOND, TestServer};
+use common::{Backend, SECOND, TestServer};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -69,9 +70,8 @@ async fn drive(server: &TestServer, token: &str, i: usize, finish: Option<&str>)
     (id, acked(&last))
 }
 
-#[tokio::test]
-async fn a_thousand_acknowledged_executions_survive_sigkill_and_dead_detection_resumes() {
-    let mut server = TestServer::start_with(&["--heartbeat-timeout", "2s", "--monitor-interval", "100ms"]).await;
+async fn a_thousand_acknowledged_executions_survive_sigkill_and_dead_detection_resumes(backend: Backend) {
+    let mut server = TestServer::start_on(backend, &["--heartbeat-timeout", "2s", "--monitor-interval", "100ms"]).await;
     let agent = server.token("agent", "t1", None).await;
 
     // 900 executions driven to the end, 100 left running; 48 requests in flight at a time.
@@ -161,3 +161,5 @@ fn metric(text: &Value, name: &str) -> u64 {
         .map(|v| v as u64)
         .unwrap()
 }
+
+on_both_backends!(a_thousand_acknowledged_executions_survive_sigkill_and_dead_detection_resumes,);

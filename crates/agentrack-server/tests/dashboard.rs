@@ -4,9 +4,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
-use common::{SECOND, TestServer};
+use common::{Backend, SECOND, TestServer};
 use serde_json::json;
 
 async fn raw(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
@@ -25,9 +26,8 @@ fn header(response: &reqwest::Response, name: &str) -> String {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn the_page_and_its_assets_are_served_from_the_binary_with_a_strict_policy() {
-    let server = TestServer::start().await;
+async fn the_page_and_its_assets_are_served_from_the_binary_with_a_strict_policy(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let page = raw(&server, "/", &[]).await;
     assert_eq!(page.status(), 200);
     assert_eq!(header(&page, "content-type"), "text/html; charset=utf-8");
@@ -72,9 +72,8 @@ async fn the_page_and_its_assets_are_served_from_the_binary_with_a_strict_policy
     assert_eq!(status, 405);
 }
 
-#[tokio::test]
-async fn an_unchanged_asset_is_revalidated_with_its_etag() {
-    let server = TestServer::start().await;
+async fn an_unchanged_asset_is_revalidated_with_its_etag(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let first = raw(&server, "/assets/app.js", &[]).await;
     let etag = header(&first, "etag");
     assert!(etag.starts_with('"') && etag.len() > 10, "{etag:?}");
@@ -85,9 +84,8 @@ async fn an_unchanged_asset_is_revalidated_with_its_etag() {
     assert_eq!(other.status(), 200);
 }
 
-#[tokio::test]
-async fn the_overview_needs_a_token_and_is_in_the_openapi_document() {
-    let server = TestServer::start().await;
+async fn the_overview_needs_a_token_and_is_in_the_openapi_document(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let (status, body) = server.request("GET", "/v1/overview", None, None).await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "unauthorized");
@@ -119,9 +117,8 @@ async fn seed(server: &TestServer) -> (String, [String; 3]) {
     (agent, [done, failed, running])
 }
 
-#[tokio::test]
-async fn the_overview_counts_the_callers_tenant_by_state_with_rates_and_phase_percentiles() {
-    let server = TestServer::start().await;
+async fn the_overview_counts_the_callers_tenant_by_state_with_rates_and_phase_percentiles(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let (agent, _) = seed(&server).await;
     let (status, overview) = server.get("/v1/overview", &agent).await;
     assert_eq!(status, 200, "{overview}");
@@ -149,9 +146,8 @@ async fn the_overview_counts_the_callers_tenant_by_state_with_rates_and_phase_pe
     assert!(overview["heartbeat_timeout_seconds"].as_f64().unwrap() > 0.0);
 }
 
-#[tokio::test]
-async fn a_viewer_sees_only_its_own_users_numbers_and_no_breakers() {
-    let server = TestServer::start().await;
+async fn a_viewer_sees_only_its_own_users_numbers_and_no_breakers(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let (agent, _) = seed(&server).await;
     // A named breaker of acme, opened.
     for _ in 0..3 {
@@ -192,9 +188,8 @@ async fn a_viewer_sees_only_its_own_users_numbers_and_no_breakers() {
     assert!(overview["scope"]["tenant"].is_null());
 }
 
-#[tokio::test]
-async fn dead_and_timed_out_executions_land_in_the_current_minute() {
-    let server = TestServer::start_with(&["--heartbeat-timeout", "400ms", "--monitor-interval", "50ms"]).await;
+async fn dead_and_timed_out_executions_land_in_the_current_minute(backend: Backend) {
+    let server = TestServer::start_on(backend, &["--heartbeat-timeout", "400ms", "--monitor-interval", "50ms"]).await;
     let agent = server.token("agent", "acme", None).await;
     let mut stream = server.ws("", Some(&agent)).await;
     // One that stops heartbeating (dead), one that runs past a 0.2 s timeout (timed out).
@@ -241,9 +236,8 @@ async fn dead_and_timed_out_executions_land_in_the_current_minute() {
     assert_eq!(overview["failure_rate"], 1.0);
 }
 
-#[tokio::test]
-async fn browsers_open_the_event_stream_with_the_token_in_the_query() {
-    let server = TestServer::start().await;
+async fn browsers_open_the_event_stream_with_the_token_in_the_query(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "acme", None).await;
     let viewer = server.token("viewer", "acme", Some("bob")).await;
     let mut stream = server.ws(&format!("?since=0&token={agent}"), None).await;
@@ -262,3 +256,13 @@ async fn browsers_open_the_event_stream_with_the_token_in_the_query() {
     assert_eq!(server.ws_refused("?token=agt_unknown", None).await, 401);
     assert_eq!(server.ws_refused("", None).await, 401);
 }
+
+on_both_backends!(
+    the_page_and_its_assets_are_served_from_the_binary_with_a_strict_policy,
+    an_unchanged_asset_is_revalidated_with_its_etag,
+    the_overview_needs_a_token_and_is_in_the_openapi_document,
+    the_overview_counts_the_callers_tenant_by_state_with_rates_and_phase_percentiles,
+    a_viewer_sees_only_its_own_users_numbers_and_no_breakers,
+    dead_and_timed_out_executions_land_in_the_current_minute,
+    browsers_open_the_event_stream_with_the_token_in_the_query,
+);

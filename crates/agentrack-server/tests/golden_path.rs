@@ -2,20 +2,20 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
 
-use common::{GOLDEN_EVENTS, SECOND, TestServer, types};
+use common::{Backend, GOLDEN_EVENTS, SECOND, TestServer, types};
 use serde_json::Value;
 
 fn is_terminal(event: &Value) -> bool {
     event["type"] == "execution_completed"
 }
 
-#[tokio::test]
-async fn golden_path_arrives_in_order_with_the_original_event_names() {
-    let server = TestServer::start().await;
+async fn golden_path_arrives_in_order_with_the_original_event_names(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "acme", None).await;
     let mut socket = server.ws("?thread_id=thread-1", Some(&agent)).await;
 
@@ -48,9 +48,8 @@ async fn golden_path_arrives_in_order_with_the_original_event_names() {
     assert_eq!(record["result"]["answer"], "sunny");
 }
 
-#[tokio::test]
-async fn golden_path_in_the_agui_vocabulary() {
-    let server = TestServer::start().await;
+async fn golden_path_in_the_agui_vocabulary(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "acme", None).await;
     let mut socket = server.ws("?protocol=agui", Some(&agent)).await;
 
@@ -101,9 +100,8 @@ async fn golden_path_in_the_agui_vocabulary() {
     assert!(socket.drain(Duration::from_millis(200)).await.is_empty());
 }
 
-#[tokio::test]
-async fn reconnecting_with_since_loses_no_event() {
-    let server = TestServer::start().await;
+async fn reconnecting_with_since_loses_no_event(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "acme", None).await;
 
     // Watch the first half, remember the last sequence number, disconnect.
@@ -169,3 +167,9 @@ async fn reconnecting_with_since_loses_no_event() {
         .collect();
     assert_eq!(got, expected);
 }
+
+on_both_backends!(
+    golden_path_arrives_in_order_with_the_original_event_names,
+    golden_path_in_the_agui_vocabulary,
+    reconnecting_with_since_loses_no_event,
+);

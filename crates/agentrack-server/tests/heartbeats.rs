@@ -3,16 +3,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
-use common::{Frame, SECOND, TestServer};
+use common::{Backend, Frame, SECOND, TestServer};
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-#[tokio::test]
-async fn a_heartbeat_answers_with_a_small_acknowledgement() {
-    let server = TestServer::start().await;
+async fn a_heartbeat_answers_with_a_small_acknowledgement(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "t1", None).await;
     let id = server.create_started(&agent, "researcher", "thread-1", "alice").await;
     let ack = server
@@ -30,9 +30,8 @@ async fn a_heartbeat_answers_with_a_small_acknowledgement() {
     );
 }
 
-#[tokio::test]
-async fn a_batch_counts_each_id_on_its_own_and_names_each_failure() {
-    let server = TestServer::start().await;
+async fn a_batch_counts_each_id_on_its_own_and_names_each_failure(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "t1", None).await;
     let other_tenant = server.token("agent", "t2", None).await;
     let a = server.create(&agent, "researcher", "thread-1", "alice").await;
@@ -79,9 +78,8 @@ async fn a_batch_counts_each_id_on_its_own_and_names_each_failure() {
     );
 }
 
-#[tokio::test]
-async fn a_bad_batch_is_refused_whole_with_a_specific_error() {
-    let server = TestServer::start().await;
+async fn a_bad_batch_is_refused_whole_with_a_specific_error(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "t1", None).await;
     let viewer = server.token("viewer", "t1", Some("alice")).await;
     let id = server.create(&agent, "researcher", "thread-1", "alice").await;
@@ -108,9 +106,8 @@ async fn a_bad_batch_is_refused_whole_with_a_specific_error() {
     assert_eq!(record["heartbeat_count"], 0, "no refused batch counted anything");
 }
 
-#[tokio::test]
-async fn an_agent_can_heartbeat_over_its_event_stream() {
-    let server = TestServer::start().await;
+async fn an_agent_can_heartbeat_over_its_event_stream(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "t1", None).await;
     let id = server.create_started(&agent, "researcher", "thread-1", "alice").await;
     let mut ws = server.ws("", Some(&agent)).await;
@@ -150,9 +147,8 @@ async fn an_agent_can_heartbeat_over_its_event_stream() {
     ws.until(5 * SECOND, |event| event["type"] == "heartbeat").await;
 }
 
-#[tokio::test]
-async fn a_viewer_cannot_heartbeat_over_its_stream() {
-    let server = TestServer::start().await;
+async fn a_viewer_cannot_heartbeat_over_its_stream(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "t1", None).await;
     let viewer = server.token("viewer", "t1", Some("alice")).await;
     let id = server.create(&agent, "researcher", "thread-1", "alice").await;
@@ -165,9 +161,8 @@ async fn a_viewer_cannot_heartbeat_over_its_stream() {
     assert_eq!(record["heartbeat_count"], 0);
 }
 
-#[tokio::test]
-async fn viewers_of_different_users_each_get_only_their_own_events() {
-    let server = TestServer::start().await;
+async fn viewers_of_different_users_each_get_only_their_own_events(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "t1", None).await;
     let alice = server.token("viewer", "t1", Some("alice")).await;
     let bob = server.token("viewer", "t1", Some("bob")).await;
@@ -197,3 +192,12 @@ async fn viewers_of_different_users_each_get_only_their_own_events() {
         "an agent sees its tenant's"
     );
 }
+
+on_both_backends!(
+    a_heartbeat_answers_with_a_small_acknowledgement,
+    a_batch_counts_each_id_on_its_own_and_names_each_failure,
+    a_bad_batch_is_refused_whole_with_a_specific_error,
+    an_agent_can_heartbeat_over_its_event_stream,
+    a_viewer_cannot_heartbeat_over_its_stream,
+    viewers_of_different_users_each_get_only_their_own_events,
+);

@@ -2,11 +2,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
 
-use common::{SECOND, TestServer};
+use common::{Backend, SECOND, TestServer};
 use serde_json::{Value, json};
 
 fn ids(page: &Value) -> Vec<String> {
@@ -18,9 +19,8 @@ fn ids(page: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_viewer_sees_only_its_own_users_executions_and_events() {
-    let server = TestServer::start().await;
+async fn a_viewer_sees_only_its_own_users_executions_and_events(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "t1", None).await;
     let other_tenant = server.token("agent", "t2", None).await;
     let alice = server.token("viewer", "t1", Some("alice")).await;
@@ -80,9 +80,8 @@ async fn a_viewer_sees_only_its_own_users_executions_and_events() {
     );
 }
 
-#[tokio::test]
-async fn an_agent_of_one_tenant_cannot_read_or_change_anothers() {
-    let server = TestServer::start().await;
+async fn an_agent_of_one_tenant_cannot_read_or_change_anothers(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let t1 = server.token("agent", "t1", None).await;
     let t2 = server.token("agent", "t2", None).await;
     let theirs = server.create(&t2, "researcher", "thread", "alice").await;
@@ -126,9 +125,8 @@ async fn an_agent_of_one_tenant_cannot_read_or_change_anothers() {
     assert_eq!(ids(&page).len(), 2);
 }
 
-#[tokio::test]
-async fn requests_without_a_valid_token_are_401() {
-    let server = TestServer::start().await;
+async fn requests_without_a_valid_token_are_401(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "t1", None).await;
     let id = server.create(&agent, "researcher", "thread", "alice").await;
     for (method, path) in [
@@ -161,3 +159,9 @@ async fn requests_without_a_valid_token_are_401() {
         "pending"
     );
 }
+
+on_both_backends!(
+    a_viewer_sees_only_its_own_users_executions_and_events,
+    an_agent_of_one_tenant_cannot_read_or_change_anothers,
+    requests_without_a_valid_token_are_401,
+);

@@ -3,16 +3,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{SECOND, TestServer};
+use common::{Backend, SECOND, TestServer};
 use serde_json::json;
 
-#[tokio::test]
-async fn a_silent_execution_is_marked_dead_and_its_subscribers_get_the_event() {
-    let server = TestServer::start_with(&["--heartbeat-timeout", "500ms", "--monitor-interval", "50ms"]).await;
+async fn a_silent_execution_is_marked_dead_and_its_subscribers_get_the_event(backend: Backend) {
+    let server = TestServer::start_on(backend, &["--heartbeat-timeout", "500ms", "--monitor-interval", "50ms"]).await;
     let agent = server.token("agent", "t1", None).await;
     let id = server.create(&agent, "researcher", "thread", "alice").await;
     let mut stream = server.ws(&format!("?execution_id={id}"), Some(&agent)).await;
@@ -40,9 +40,8 @@ async fn a_silent_execution_is_marked_dead_and_its_subscribers_get_the_event() {
     assert!(replay.drain(Duration::from_millis(200)).await.is_empty());
 }
 
-#[tokio::test]
-async fn heartbeats_keep_an_execution_alive() {
-    let server = TestServer::start_with(&["--heartbeat-timeout", "400ms", "--monitor-interval", "50ms"]).await;
+async fn heartbeats_keep_an_execution_alive(backend: Backend) {
+    let server = TestServer::start_on(backend, &["--heartbeat-timeout", "400ms", "--monitor-interval", "50ms"]).await;
     let agent = server.token("agent", "t1", None).await;
     let id = server.create_started(&agent, "researcher", "thread", "alice").await;
     for _ in 0..8 {
@@ -54,9 +53,8 @@ async fn heartbeats_keep_an_execution_alive() {
     assert_eq!(record["heartbeat_count"], 8);
 }
 
-#[tokio::test]
-async fn an_execution_past_its_timeout_is_timed_out_and_subscribers_get_the_event() {
-    let server = TestServer::start_with(&["--heartbeat-timeout", "30s", "--monitor-interval", "50ms"]).await;
+async fn an_execution_past_its_timeout_is_timed_out_and_subscribers_get_the_event(backend: Backend) {
+    let server = TestServer::start_on(backend, &["--heartbeat-timeout", "30s", "--monitor-interval", "50ms"]).await;
     let agent = server.token("agent", "t1", None).await;
     let mut stream = server.ws("?thread_id=slow", Some(&agent)).await;
     let created = server
@@ -79,3 +77,9 @@ async fn an_execution_past_its_timeout_is_timed_out_and_subscribers_get_the_even
     let (_, metrics) = server.get("/v1/metrics", &agent).await;
     assert_eq!(metrics["timeout_executions"], 1);
 }
+
+on_both_backends!(
+    a_silent_execution_is_marked_dead_and_its_subscribers_get_the_event,
+    heartbeats_keep_an_execution_alive,
+    an_execution_past_its_timeout_is_timed_out_and_subscribers_get_the_event,
+);

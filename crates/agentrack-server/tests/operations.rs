@@ -3,15 +3,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
-use common::{Frame, SECOND, TestServer, eventually};
+use common::{Backend, Frame, SECOND, TestServer, eventually};
 use serde_json::{Value, json};
 
-#[tokio::test]
-async fn sigterm_closes_sockets_flushes_heartbeats_and_exits_cleanly() {
+async fn sigterm_closes_sockets_flushes_heartbeats_and_exits_cleanly(backend: Backend) {
     // Heartbeats would wait 30 s to be written: only the shutdown flush can save them.
-    let mut server = TestServer::start_with(&["--heartbeat-flush", "30s"]).await;
+    let mut server = TestServer::start_on(backend, &["--heartbeat-flush", "30s"]).await;
     let agent = server.token("agent", "t1", None).await;
     let id = server.create_started(&agent, "researcher", "thread", "alice").await;
     for _ in 0..3 {
@@ -61,9 +61,8 @@ async fn stored_heartbeat(server: &TestServer, agent: &str, thread: &str, id: &s
     })
 }
 
-#[tokio::test]
-async fn heartbeats_reach_the_store_on_the_flush_interval_without_a_shutdown() {
-    let mut server = TestServer::start_with(&["--heartbeat-flush", "100ms"]).await;
+async fn heartbeats_reach_the_store_on_the_flush_interval_without_a_shutdown(backend: Backend) {
+    let mut server = TestServer::start_on(backend, &["--heartbeat-flush", "100ms"]).await;
     let agent = server.token("agent", "t1", None).await;
     let id = server.create_started(&agent, "researcher", "thread", "alice").await;
     for _ in 0..4 {
@@ -80,12 +79,11 @@ async fn heartbeats_reach_the_store_on_the_flush_interval_without_a_shutdown() {
     assert_eq!(record["heartbeat_count"], 4);
 }
 
-#[tokio::test]
-async fn retention_purges_finished_executions_from_the_store() {
+async fn retention_purges_finished_executions_from_the_store(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("agentrack.toml");
     std::fs::write(&config, "retention = \"300ms\"\npurge_interval = \"100ms\"\n").unwrap();
-    let mut server = TestServer::start_with(&["--config", config.to_str().unwrap()]).await;
+    let mut server = TestServer::start_on(backend, &["--config", config.to_str().unwrap()]).await;
     let agent = server.token("agent", "t1", None).await;
     let done = server.create(&agent, "researcher", "thread", "alice").await;
     let alive = server.create(&agent, "researcher", "thread", "alice").await;
@@ -114,9 +112,8 @@ async fn retention_purges_finished_executions_from_the_store() {
     assert_eq!(server.get(&format!("/v1/executions/{alive}"), &agent).await.0, 200);
 }
 
-#[tokio::test]
-async fn lists_are_newest_first_a_page_at_a_time_and_filtered() {
-    let server = TestServer::start().await;
+async fn lists_are_newest_first_a_page_at_a_time_and_filtered(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "t1", None).await;
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -172,9 +169,8 @@ async fn lists_are_newest_first_a_page_at_a_time_and_filtered() {
     assert_eq!(page_ids(&finished), [ids[4].clone()]);
 }
 
-#[tokio::test]
-async fn named_breakers_open_with_retry_after_and_execution_breakers_reset() {
-    let server = TestServer::start().await;
+async fn named_breakers_open_with_retry_after_and_execution_breakers_reset(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "t1", None).await;
     let other = server.token("agent", "t2", None).await;
     let path = "/v1/breakers/openai:gpt-4o";
@@ -225,9 +221,8 @@ async fn named_breakers_open_with_retry_after_and_execution_breakers_reset() {
     assert_eq!(reset["failure_count"], 0);
 }
 
-#[tokio::test]
-async fn metrics_health_and_the_openapi_document() {
-    let server = TestServer::start().await;
+async fn metrics_health_and_the_openapi_document(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "t1", None).await;
     let id = server.create(&agent, "researcher", "thread", "alice").await;
     server.golden_path(&agent, &id).await;
@@ -340,12 +335,11 @@ async fn serve_reads_the_environment_logs_json_and_shows_the_admin_token_once() 
     assert!(logs.iter().any(|l| l["fields"]["message"] == "agentrack ready"));
 }
 
-#[tokio::test]
-async fn finished_executions_that_left_memory_are_still_served_from_the_store() {
+async fn finished_executions_that_left_memory_are_still_served_from_the_store(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("agentrack.toml");
     std::fs::write(&config, "[tracker]\ncleanup_age = 0.1\nmonitor_interval = 0.05\n").unwrap();
-    let mut server = TestServer::start_with(&["--config", config.to_str().unwrap()]).await;
+    let mut server = TestServer::start_on(backend, &["--config", config.to_str().unwrap()]).await;
     let agent = server.token("agent", "t1", None).await;
     let id = server.create(&agent, "researcher", "thread", "alice").await;
     server.golden_path(&agent, &id).await;
@@ -375,3 +369,13 @@ async fn finished_executions_that_left_memory_are_still_served_from_the_store() 
     let (_, metrics) = server.get("/v1/metrics", &agent).await;
     assert_eq!(metrics["successful_executions"], 1);
 }
+
+on_both_backends!(
+    sigterm_closes_sockets_flushes_heartbeats_and_exits_cleanly,
+    heartbeats_reach_the_store_on_the_flush_interval_without_a_shutdown,
+    retention_purges_finished_executions_from_the_store,
+    lists_are_newest_first_a_page_at_a_time_and_filtered,
+    named_breakers_open_with_retry_after_and_execution_breakers_reset,
+    metrics_health_and_the_openapi_document,
+    finished_executions_that_left_memory_are_still_served_from_the_store,
+);

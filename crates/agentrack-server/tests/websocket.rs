@@ -2,11 +2,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::time::Instant;
 
-use common::{Frame, SECOND, TestServer, Ws};
+use common::{Backend, Frame, SECOND, TestServer, Ws};
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -25,11 +26,10 @@ fn metric(text: &str, name: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_is_closed_with_the_sequence_to_resume_from() {
+async fn a_client_that_stops_reading_is_closed_with_the_sequence_to_resume_from(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "subscriber_buffer = 8\n");
-    let server = TestServer::start_with(&["--config", &config]).await;
+    let server = TestServer::start_on(backend, &["--config", &config]).await;
     let agent = server.token("agent", "t1", None).await;
 
     // A client with a tiny receive window that reads nothing for now.
@@ -90,9 +90,8 @@ async fn a_client_that_stops_reading_is_closed_with_the_sequence_to_resume_from(
     assert_eq!(next[0]["global_seq"].as_u64().unwrap(), since + 1);
 }
 
-#[tokio::test]
-async fn a_snapshot_of_current_state_can_start_the_stream() {
-    let server = TestServer::start().await;
+async fn a_snapshot_of_current_state_can_start_the_stream(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "t1", None).await;
     let id = server.create_started(&agent, "researcher", "thread-1", "alice").await;
     let mut stream = server
@@ -115,11 +114,10 @@ async fn a_snapshot_of_current_state_can_start_the_stream() {
     assert_eq!(first["snapshot"]["executions"][0]["execution_id"], id.as_str());
 }
 
-#[tokio::test]
-async fn idle_streams_are_kept_alive_with_pings() {
+async fn idle_streams_are_kept_alive_with_pings(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "keepalive = \"100ms\"\n");
-    let server = TestServer::start_with(&["--config", &config]).await;
+    let server = TestServer::start_on(backend, &["--config", &config]).await;
     let mut stream = server.ws("", Some(&server.admin)).await;
     // Not just once: the pings go on while the stream stays idle.
     for n in 1..=2 {
@@ -134,3 +132,9 @@ async fn idle_streams_are_kept_alive_with_pings() {
         assert!(ping.is_ok(), "no ping {n} within 2 s");
     }
 }
+
+on_both_backends!(
+    a_client_that_stops_reading_is_closed_with_the_sequence_to_resume_from,
+    a_snapshot_of_current_state_can_start_the_stream,
+    idle_streams_are_kept_alive_with_pings,
+);

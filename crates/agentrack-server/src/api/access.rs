@@ -92,6 +92,8 @@ pub struct Guard {
     /// set headers on a WebSocket): the routes whose documented query parameters include
     /// `token`.
     pub query_token: bool,
+    /// Whether the route is refused while the store is failing (see [`RouteDoc::durable`](super::RouteDoc)).
+    pub durable: bool,
 }
 
 /// The middleware every route runs behind: resolves the token, refuses a caller below the
@@ -107,6 +109,9 @@ pub async fn guard(guard: Guard, state: AppState, mut request: Request, next: Ne
     };
     if let Err(error) = access.check(&scope) {
         return error.into_response();
+    }
+    if guard.durable && !state.pipeline.is_healthy() {
+        return ApiError::store_failing().into_response();
     }
     request.extensions_mut().insert(scope);
     next.run(request).await

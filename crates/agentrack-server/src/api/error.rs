@@ -187,24 +187,30 @@ impl ApiError {
         .with("valid_values", error.valid.to_vec())
     }
 
-    /// 503: the store cannot confirm writes.
+    /// 503: the store cannot answer.
     pub fn store(error: StoreError) -> Self {
         tracing::error!(%error, "store error");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            format!("the store is unavailable: {error}"),
-        )
+        Self::unavailable(format!("the store is unavailable: {error}"))
     }
 
     /// 503: a write was applied but could not be confirmed durable.
     pub fn commit(error: CommitError) -> Self {
         tracing::error!(%error, "write not confirmed");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            format!("the change could not be confirmed durable: {error}"),
-        )
+        Self::unavailable(format!("the change could not be confirmed durable: {error}"))
+    }
+
+    /// 503: the store is failing, so a change was refused before it was applied.
+    pub fn store_failing() -> Self {
+        Self::unavailable(format!(
+            "the store is failing: nothing was changed; retry after {STORE_RETRY_AFTER} s (GET /readyz says when it is back)"
+        ))
+    }
+
+    /// 503 `store_unavailable` with `Retry-After`.
+    fn unavailable(message: String) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message)
+            .with("retry_after_seconds", STORE_RETRY_AFTER)
+            .header(header::RETRY_AFTER, HeaderValue::from(STORE_RETRY_AFTER))
     }
 
     /// 500.
@@ -212,6 +218,10 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 }
+
+/// Seconds a client is asked to wait before retrying when the store is unavailable: about the
+/// writer's reconnect interval.
+const STORE_RETRY_AFTER: u64 = 2;
 
 fn names<T: std::fmt::Display>(items: &[T]) -> Vec<String> {
     items.iter().map(ToString::to_string).collect()

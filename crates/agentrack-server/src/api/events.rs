@@ -25,6 +25,7 @@ pub fn routes() -> Vec<Route> {
             path: "/v1/events",
             operation_id: "events",
             summary: "WebSocket stream of the events in the caller's scope; `since` replays stored events first.",
+            durable: false,
             access: Access::Read,
             request: None,
             success: (101, Some("EventStream")),

@@ -40,6 +40,11 @@ pub struct RouteDoc {
     pub operation_id: &'static str,
     /// One line on what it does.
     pub summary: &'static str,
+    /// Whether its changes are acknowledged only once stored. While the store is failing such a
+    /// route is refused at once (503 `store_unavailable` with `Retry-After`) before anything is
+    /// changed, instead of applying a change nobody can be promised. Heartbeats are not durable:
+    /// they keep agents alive through an outage.
+    pub durable: bool,
     /// Who may call it: enforced by [`access::guard`], which every route is mounted behind.
     pub access: Access,
     /// The request body's schema (a component name), if it takes one.
@@ -59,6 +64,7 @@ impl RouteDoc {
         access::Guard {
             access: self.access,
             query_token: self.query.iter().any(|(name, _)| *name == "token"),
+            durable: self.durable,
         }
     }
 }

@@ -17,6 +17,7 @@ pub fn routes() -> Vec<Route> {
             path: "/openapi.json",
             operation_id: "openapi",
             summary: "This API's OpenAPI document.",
+            durable: false,
             access: Access::Public,
             request: None,
             success: (200, Some("OpenApi")),

@@ -48,6 +48,7 @@ pub fn routes() -> Vec<Route> {
             operation_id: "getOverview",
             summary: "The dashboard overview for the caller's scope: counts by state, rates, phase percentiles, \
                       dead and timed-out executions per minute over the last hour, stuck executions, breakers.",
+            durable: false,
             access: Access::Read,
             request: None,
             success: (200, Some("Overview")),

@@ -20,6 +20,7 @@ pub fn routes() -> Vec<Route> {
             path: "/v1/tokens",
             operation_id: "createToken",
             summary: "Make a token (admin only). The token is shown once; only its hash is stored.",
+            durable: true,
             access: Access::Admin("create tokens"),
             request: Some("NewToken"),
             success: (201, Some("TokenCreated")),

@@ -20,7 +20,39 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 #[cfg(not(feature = "cli"))]
 compile_error!("the integration tests drive the `agentrack` binary: run them with the default `cli` feature");
 
+pub mod postgres;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_agentrack");
+
+/// Which store a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: a SQLite file in the data directory.
+    Sqlite,
+    /// A fresh database on the test PostgreSQL (see [`postgres`]).
+    Postgres,
+}
+
+/// Runs each `async fn name(backend: Backend)` listed as two tests, `name::sqlite` and
+/// `name::postgres`: the same test function on both stores.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name($crate::common::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
 
 /// A running server process.
 pub struct TestServer {
@@ -28,6 +60,8 @@ pub struct TestServer {
     dir: Option<TempDir>,
     data: PathBuf,
     args: Vec<String>,
+    /// The PostgreSQL database it runs on, dropped with it.
+    database: Option<String>,
     pub url: String,
     pub admin: String,
     http: reqwest::Client,
@@ -47,6 +81,7 @@ fn spawn(data: &Path, args: &[String]) -> (Child, String) {
         .args(args)
         .env("AGENTRACK_LOG", "info")
         .env_remove("AGENTRACK_CONFIG")
+        .env_remove("AGENTRACK_STORE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
@@ -82,11 +117,24 @@ impl TestServer {
         Self::start_with(&[]).await
     }
 
-    /// A fresh server with extra `serve` flags.
+    /// A fresh server with extra `serve` flags, on SQLite.
     pub async fn start_with(args: &[&str]) -> Self {
+        Self::start_on(Backend::Sqlite, args).await
+    }
+
+    /// A fresh server on `backend` (a fresh database for PostgreSQL) with extra `serve` flags.
+    pub async fn start_on(backend: Backend, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().to_path_buf();
-        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        let mut args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let (url, name) = postgres::fresh_database().await;
+                args.extend(["--store".to_owned(), url]);
+                Some(name)
+            }
+        };
         let (child, url) = spawn(&data, &args);
         let admin = std::fs::read_to_string(data.join("admin.token"))
             .unwrap()
@@ -97,6 +145,7 @@ impl TestServer {
             dir: Some(dir),
             data,
             args,
+            database,
             url,
             admin,
             http: reqwest::Client::new(),
@@ -283,6 +332,9 @@ impl Drop for TestServer {
         }
         if std::thread::panicking() {
             eprintln!("--- server log ---\n{}", read_log(&self.data));
+        }
+        if let Some(database) = self.database.take() {
+            postgres::drop_database(&database);
         }
         drop(self.dir.take());
     }

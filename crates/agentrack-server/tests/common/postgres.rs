@@ -18,9 +18,13 @@ pub fn admin_url() -> String {
 
 /// `url` with its database replaced by `database`.
 pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(base, query)| (base, Some(query)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(base, query)| (base, Some(query)));
     let authority_start = base.find("://").map_or(0, |at| at + 3);
-    let authority_end = base[authority_start..].find('/').map_or(base.len(), |at| authority_start + at);
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |at| authority_start + at);
     let authority = &base[..authority_end];
     match query {
         Some(query) => format!("{authority}/{database}?{query}"),
@@ -52,9 +56,15 @@ pub async fn fresh_database() -> (String, String) {
 pub fn drop_database(name: &str) {
     let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
     let _ = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(async {
-            let _ = tokio::time::timeout(Duration::from_secs(10), async { admin().await.batch_execute(&sql).await }).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                admin().await.batch_execute(&sql).await
+            })
+            .await;
         });
     })
     .join();
