@@ -98,6 +98,10 @@ pub(crate) struct LoadArgs {
     /// (repeatable).
     #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// The local server's store (its `serve --store`), e.g. postgres://USER@HOST:PORT/DB — use a
+    /// database you can throw away [default: SQLite in the temp data dir].
+    #[arg(long, value_name = "URL", conflicts_with = "url")]
+    store: Option<String>,
     /// What the agents do.
     #[arg(long, value_enum, default_value_t = Scenario::Golden)]
     scenario: Scenario,
@@ -187,7 +191,11 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
             if !args.json {
                 eprintln!("starting a local server…");
             }
-            let server = LocalServer::start(&args.server_args).await?;
+            let mut server_args = args.server_args.clone();
+            if let Some(store) = &args.store {
+                server_args.extend(["--store".to_owned(), store.clone()]);
+            }
+            let server = LocalServer::start(&server_args).await?;
             Target {
                 url: server.url.clone(),
                 token: server.admin_token.clone(),
