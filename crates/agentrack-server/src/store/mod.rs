@@ -23,6 +23,7 @@ mod open;
 pub mod pipeline;
 mod postgres;
 mod query;
+mod replay;
 mod row;
 mod sqlite;
 

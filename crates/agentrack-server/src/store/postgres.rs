@@ -36,6 +36,7 @@ use tokio_postgres::{Client, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::baseline::{RawInserts, RawRow};
+use super::replay;
 use super::row::{self, EventColumns, ExecutionColumns, from_millis, from_sql, millis, to_sql};
 use super::{
     Batch, EventQuery, ListQuery, Loaded, Page, Purged, RowUpdate, StateCount, Store, StoreConfig, StoreError,
@@ -84,6 +85,12 @@ const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY,
         value BIGINT NOT NULL
     );",
+    // 2: as SQLite's: rows say how far into their log they go; no index for replays by tenant.
+    // Room on each page keeps row rewrites HOT (no index updates).
+    "ALTER TABLE executions ADD COLUMN seq BIGINT NOT NULL DEFAULT 0;
+    UPDATE executions SET seq = COALESCE((record::jsonb->>'seq')::bigint, 0);
+    DROP INDEX events_by_tenant;
+    ALTER TABLE executions SET (fillfactor = 70);",
 ];
 
 /// Any number; it only has to be the same for every agentrack server on one database.
@@ -271,6 +278,16 @@ async fn load(client: &Client, finished_since: DateTime<Utc>) -> Result<Loaded, 
             Err(error) => tracing::error!(execution_id = %id, %error, "skipping an unreadable stored execution"),
         }
     }
+    // Alive rows may lag their log by replayable events.
+    let tail = client
+        .query(
+            "SELECT e.json FROM events e JOIN executions x ON x.execution_id = e.execution_id
+             WHERE x.completed_at_ms IS NULL AND e.seq > x.seq ORDER BY e.global_seq",
+            &[],
+        )
+        .await
+        .map_err(db_error)?;
+    replay::catch_up(&mut records, tail.iter().map(|row| row.get::<_, &str>(0)));
     let stored_max: i64 = client
         .query_one("SELECT COALESCE(MAX(global_seq), 0) FROM events", &[])
         .await
@@ -339,11 +356,26 @@ impl Store for PgStore {
                 .prepare_cached("SELECT record FROM executions WHERE execution_id = $1")
                 .await
                 .map_err(db_error)?;
-            let row = client
-                .query_opt(&statement, &[&id.to_string()])
-                .await
-                .map_err(db_error)?;
-            row.map(|row| row::decode(row.get(0))).transpose()
+            let key = id.to_string();
+            let row = client.query_opt(&statement, &[&key]).await.map_err(db_error)?;
+            let Some(mut record) = row.map(|row| row::decode(row.get(0))).transpose()? else {
+                return Ok(None);
+            };
+            if record.is_alive() {
+                let statement = client
+                    .prepare_cached("SELECT json FROM events WHERE execution_id = $1 AND seq > $2 ORDER BY global_seq")
+                    .await
+                    .map_err(db_error)?;
+                let tail = client
+                    .query(&statement, &[&key, &to_sql(record.seq)])
+                    .await
+                    .map_err(db_error)?;
+                replay::catch_up(
+                    std::slice::from_mut(&mut record),
+                    tail.iter().map(|row| row.get::<_, &str>(0)),
+                );
+            }
+            Ok(Some(record))
         })
     }
 
@@ -454,11 +486,13 @@ impl Connection {
             ),
             client.prepare(
                 "INSERT INTO executions
-                    (execution_id, tenant, user_id, thread_id, agent_name, state, started_at_ms, completed_at_ms, record)
+                    (execution_id, tenant, user_id, thread_id, agent_name, state, started_at_ms, completed_at_ms,
+                     seq, record)
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                      $7::bigint[], $8::bigint[], $9::text[])
+                                      $7::bigint[], $8::bigint[], $9::bigint[], $10::text[])
                  ON CONFLICT (execution_id) DO UPDATE SET
-                    state = excluded.state, completed_at_ms = excluded.completed_at_ms, record = excluded.record",
+                    state = excluded.state, completed_at_ms = excluded.completed_at_ms, seq = excluded.seq,
+                    record = excluded.record",
             ),
             client.prepare(
                 "INSERT INTO meta (key, value) VALUES ('high_water', $1)
@@ -586,6 +620,7 @@ struct ExecutionArrays<'a> {
     state: Vec<&'a str>,
     started_at_ms: Vec<i64>,
     completed_at_ms: Vec<Option<i64>>,
+    seq: Vec<i64>,
     record: Vec<&'a str>,
 }
 
@@ -600,11 +635,12 @@ impl<'a> ExecutionArrays<'a> {
             state: rows.iter().map(|r| r.state).collect(),
             started_at_ms: rows.iter().map(|r| r.started_at_ms).collect(),
             completed_at_ms: rows.iter().map(|r| r.completed_at_ms).collect(),
+            seq: rows.iter().map(|r| r.seq).collect(),
             record: rows.iter().map(|r| r.record.as_str()).collect(),
         }
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 9] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 10] {
         [
             &self.execution_id,
             &self.tenant,
@@ -614,6 +650,7 @@ impl<'a> ExecutionArrays<'a> {
             &self.state,
             &self.started_at_ms,
             &self.completed_at_ms,
+            &self.seq,
             &self.record,
         ]
     }

@@ -36,6 +36,8 @@ pub(super) struct ExecutionColumns<'a> {
     pub(super) state: &'static str,
     pub(super) started_at_ms: i64,
     pub(super) completed_at_ms: Option<i64>,
+    /// The per-execution sequence number of the last event the row reflects.
+    pub(super) seq: i64,
     /// The whole record as JSON.
     pub(super) record: String,
 }
@@ -51,6 +53,7 @@ impl<'a> ExecutionColumns<'a> {
             state: record.state.as_str(),
             started_at_ms: millis(record.started_at),
             completed_at_ms: record.completed_at.map(millis),
+            seq: to_sql(record.seq),
             record: serde_json::to_string(record).map_err(StoreError::corrupt)?,
         })
     }

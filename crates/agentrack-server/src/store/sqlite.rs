@@ -14,6 +14,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 
 use super::baseline::{RawInserts, RawRow};
+use super::replay;
 use super::row::{self, EventColumns, ExecutionColumns, from_millis, from_sql, millis, to_sql};
 use super::{
     Batch, EventQuery, ListQuery, Loaded, Page, Purged, RowUpdate, StateCount, Store, StoreConfig, StoreError,
@@ -62,6 +63,11 @@ const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY,
         value INTEGER NOT NULL
     );",
+    // 2: rows may lag their log by replayable events (see replay.rs): each row says how far it
+    // goes. Replays by tenant scan the log by sequence number, so that index went.
+    "ALTER TABLE executions ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    UPDATE executions SET seq = COALESCE(json_extract(record, '$.seq'), 0);
+    DROP INDEX events_by_tenant;",
 ];
 
 fn pragma(synchronous: Synchronous) -> &'static str {
@@ -270,6 +276,15 @@ fn load(conn: &Connection, finished_since: DateTime<Utc>) -> rusqlite::Result<Lo
             }
         }
     }
+    // Alive rows may lag their log by replayable events.
+    let mut statement = conn.prepare(
+        "SELECT e.json FROM events e JOIN executions x ON x.execution_id = e.execution_id
+         WHERE x.completed_at_ms IS NULL AND e.seq > x.seq ORDER BY e.global_seq",
+    )?;
+    let tail = statement
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    replay::catch_up(&mut records, tail.iter().map(String::as_str));
     let stored_max: i64 = conn.query_row("SELECT COALESCE(MAX(global_seq), 0) FROM events", [], |row| row.get(0))?;
     let meta: Option<i64> = conn
         .query_row("SELECT value FROM meta WHERE key = 'high_water'", [], |row| row.get(0))
@@ -332,7 +347,19 @@ impl Store for SqliteStore {
                     row.get(0)
                 })
                 .optional()?;
-            text.as_deref().map(decode_record).transpose()
+            let Some(mut record) = text.as_deref().map(decode_record).transpose()? else {
+                return Ok(None);
+            };
+            if record.is_alive() {
+                let mut statement = conn.prepare_cached(
+                    "SELECT json FROM events WHERE execution_id = ?1 AND seq > ?2 ORDER BY global_seq",
+                )?;
+                let tail = statement
+                    .query_map(params![key, to_sql(record.seq)], |row| row.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                replay::catch_up(std::slice::from_mut(&mut record), tail.iter().map(String::as_str));
+            }
+            Ok(Some(record))
         })
     }
 
@@ -470,10 +497,11 @@ fn write_row(tx: &rusqlite::Transaction<'_>, record: &ExecutionRecord) -> Result
     let row = ExecutionColumns::of(record)?;
     tx.prepare_cached(
         "INSERT INTO executions
-            (execution_id, tenant, user_id, thread_id, agent_name, state, started_at_ms, completed_at_ms, record)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            (execution_id, tenant, user_id, thread_id, agent_name, state, started_at_ms, completed_at_ms, seq, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (execution_id) DO UPDATE SET
-            state = excluded.state, completed_at_ms = excluded.completed_at_ms, record = excluded.record",
+            state = excluded.state, completed_at_ms = excluded.completed_at_ms, seq = excluded.seq,
+            record = excluded.record",
     )
     .and_then(|mut statement| {
         statement.execute(params![
@@ -485,6 +513,7 @@ fn write_row(tx: &rusqlite::Transaction<'_>, record: &ExecutionRecord) -> Result
             row.state,
             row.started_at_ms,
             row.completed_at_ms,
+            row.seq,
             row.record,
         ])
     })

@@ -13,23 +13,30 @@
 //!    event that a crash could take back, and since the watermark moves first, a subscriber that
 //!    reads it and then replays the store up to it misses nothing published before it subscribed.
 //!
-//! Each written execution also gets its materialised row: a snapshot taken from the tracker
-//! *after* its events were drained. Because the tracker emits an event while holding the
-//! record's lock, that snapshot includes at least every drained event, so a row is never behind
-//! the log. (It may be slightly ahead — a change whose event arrives in the next batch; that
-//! change was not acknowledged yet, so a crash in between loses nothing anyone was promised.)
+//! A written row is a snapshot taken from the tracker *after* its events were drained. Because
+//! the tracker emits an event while holding the record's lock, that snapshot includes at least
+//! every drained event. (It may be slightly ahead — a change whose event arrives in the next
+//! batch; that change was not acknowledged yet, so a crash in between loses nothing anyone was
+//! promised.)
 //!
-//! Heartbeats are the bulk of the traffic and are not worth an fsync each (`heartbeats.rs`): they
+//! Heartbeats are the bulk of the traffic and are not worth an fsync each (`deferred.rs`): they
 //! are published at once (no one waits for them), and only the latest per execution is written,
-//! at least every `heartbeat_flush` — or sooner, together with any other event of the same
-//! execution. Since a published heartbeat may never be stored, the store reserves sequence
-//! numbers in blocks ([`SEQUENCE_RESERVATION`]) and numbering resumes above the reservation after
-//! a crash: a number a subscriber once saw is never handed out again.
+//! at least every `heartbeat_flush` — or sooner, together with the execution's row. Since a
+//! published heartbeat may never be stored, the store reserves sequence numbers in blocks
+//! ([`SEQUENCE_RESERVATION`]) and numbering resumes above the reservation after a crash: a number
+//! a subscriber once saw is never handed out again.
+//!
+//! Rows wait too, where that is safe: an event whose change can be rebuilt from the event alone
+//! (a phase transition, an agent-state update) is written at once — so it is durable before it
+//! is acknowledged — but its execution's row only at the next flush, or sooner with a change that
+//! needs the row (creation, a state change, the terminal event). A run through the golden path
+//! then costs a handful of row writes instead of one per call; after a crash the store replays
+//! the few events a row may be behind (`store/replay.rs`).
 //!
 //! Tokens and retention purges are writes too, so they go through the same thread (SQLite has
 //! one writer); when to purge is the caller's business ([`Pipeline::purge`]).
 
-mod heartbeats;
+mod deferred;
 mod writer_thread;
 
 use std::sync::Arc;

@@ -75,11 +75,12 @@ fn start(recorder: &Recorder, flush: Duration) -> (Tracker, Arc<Pipeline>) {
 }
 
 #[tokio::test]
-async fn every_event_is_written_in_order_with_a_row_at_least_as_new() {
+async fn every_event_is_written_in_order_with_a_row_at_least_as_new_as_its_last_urgent_change() {
     let recorder = Recorder::default();
     let (tracker, pipeline) = start(&recorder, Duration::from_secs(60));
     let id = tracker.create(NewExecution::new("a", "t", "u")).unwrap().id();
-    tracker.start(id).unwrap();
+    let started = tracker.start(id).unwrap();
+    let start_seq = started.events.last().unwrap().execution.as_ref().unwrap().seq;
     let change = tracker.transition(id, Phase::WebsocketSetup, None).unwrap();
     let last = change.events.last().unwrap().global_seq;
     pipeline.wait_committed(last, Duration::from_secs(5)).await.unwrap();
@@ -88,9 +89,47 @@ async fn every_event_is_written_in_order_with_a_row_at_least_as_new() {
         .iter()
         .flat_map(|(events, _)| events.iter().map(|e| e.0))
         .collect();
-    assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "every event is durable at once");
     let newest_row = batches.iter().flat_map(|(_, rows)| rows).map(|r| r.1).max().unwrap();
-    assert!(newest_row >= 3, "the row reflects every written event of its execution");
+    assert!(newest_row >= start_seq, "the row reflects the state change");
+    pipeline.shutdown();
+}
+
+#[tokio::test]
+async fn a_transitions_row_waits_for_the_flush_but_its_event_does_not() {
+    let recorder = Recorder::default();
+    let (tracker, pipeline) = start(&recorder, Duration::from_secs(60));
+    let id = tracker.create(NewExecution::new("a", "t", "u")).unwrap().id();
+    let created = tracker.get(id).unwrap().seq;
+    pipeline.flush().await.unwrap();
+    let rows_before = recorder
+        .batches
+        .lock()
+        .iter()
+        .map(|(_, rows)| rows.len())
+        .sum::<usize>();
+    let change = tracker.transition(id, Phase::WebsocketSetup, None).unwrap();
+    let seq = change.events.last().unwrap().global_seq;
+    pipeline.wait_committed(seq, Duration::from_secs(5)).await.unwrap();
+    {
+        let batches = recorder.batches.lock();
+        assert!(
+            batches.iter().flat_map(|(events, _)| events).any(|e| e.0 == seq),
+            "the event is written"
+        );
+        let rows: Vec<(ExecutionId, u64)> = batches.iter().flat_map(|(_, rows)| rows.clone()).collect();
+        assert_eq!(rows.len(), rows_before, "no row for the transition yet");
+        assert!(rows.iter().all(|row| row.1 == created));
+    }
+    pipeline.flush().await.unwrap();
+    let newest = recorder
+        .batches
+        .lock()
+        .iter()
+        .flat_map(|(_, rows)| rows.clone())
+        .map(|r| r.1)
+        .max();
+    assert_eq!(newest, Some(tracker.get(id).unwrap().seq), "the flush writes it");
     pipeline.shutdown();
 }
 

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use agentrack::{Event, EventKind, ExecutionId, ExecutionRecord, Tracker};
 use tokio::sync::{oneshot, watch};
 
-use super::heartbeats::PendingHeartbeats;
+use super::deferred::Deferred;
 use super::{Message, PipelineConfig, PipelineStats, Publisher, SEQUENCE_RESERVATION};
 use crate::serialized_event::SerializedEvent;
+use crate::store::replay::row_can_wait;
 use crate::store::{Batch, RowUpdate, StoreWriter};
 
 /// What the thread reports about itself to the [`Pipeline`](super::Pipeline) handle.
@@ -30,7 +31,7 @@ pub(super) struct WriterThread {
     committed: watch::Sender<u64>,
     publisher: Box<dyn Publisher>,
     health: Health,
-    heartbeats: PendingHeartbeats,
+    deferred: Deferred,
     /// The highest sequence number published so far.
     high_water: u64,
     /// The highest sequence number the store has reserved (see [`Batch::reserved`]).
@@ -100,7 +101,7 @@ impl WriterThread {
             committed,
             publisher,
             health,
-            heartbeats: PendingHeartbeats::default(),
+            deferred: Deferred::default(),
             high_water,
             reserved: high_water,
             config,
@@ -118,7 +119,7 @@ impl WriterThread {
             }
             self.drain_into(&mut gathered);
             if self.cycle(gathered) {
-                if !self.heartbeats.is_empty() {
+                if !self.deferred.is_empty() {
                     self.cycle(Gathered {
                         stop: true,
                         ..Gathered::default()
@@ -157,7 +158,7 @@ impl WriterThread {
     fn next_wakeup(&self) -> Duration {
         let idle = Duration::from_secs(1);
         let wait = self
-            .heartbeats
+            .deferred
             .until_due(self.config.heartbeat_flush)
             .map_or(idle, |due| due.min(idle));
         wait.max(Duration::from_millis(1))
@@ -175,9 +176,8 @@ impl WriterThread {
     /// Writes what was gathered; returns whether the pipeline was asked to stop.
     fn cycle(&mut self, mut gathered: Gathered) -> bool {
         self.answer_requests(&mut gathered.requests);
-        let flush_all =
-            gathered.stop || !gathered.flushes.is_empty() || self.heartbeats.due(self.config.heartbeat_flush);
-        if gathered.events.is_empty() && (!flush_all || self.heartbeats.is_empty()) {
+        let flush_all = gathered.stop || !gathered.flushes.is_empty() || self.deferred.due(self.config.heartbeat_flush);
+        if gathered.events.is_empty() && (!flush_all || self.deferred.is_empty()) {
             gathered.answer_flushes();
             return gathered.stop;
         }
@@ -185,7 +185,7 @@ impl WriterThread {
         let mut sorted = Sorted::default();
         self.sort(&gathered.events, &mut sorted);
         if flush_all {
-            sorted.touched.extend(self.heartbeats.ids());
+            sorted.touched.extend(self.deferred.ids());
         }
         let mut snapshots = self.snapshots(&sorted.touched);
         self.catch_up(&mut gathered, &mut sorted, &mut snapshots);
@@ -216,7 +216,9 @@ impl WriterThread {
         gathered.stop
     }
 
-    /// Serialises events; heartbeats wait among the pending ones, the rest are written.
+    /// Serialises events. Heartbeats wait (only the latest is written); every other event is
+    /// written now, and so is its execution's row unless the event can be replayed onto it
+    /// ([`row_can_wait`]), in which case the row waits for the flush.
     fn sort(&mut self, events: &[Arc<Event>], sorted: &mut Sorted) {
         for event in events {
             let serialized = Arc::new(SerializedEvent::new(Arc::clone(event)));
@@ -225,7 +227,11 @@ impl WriterThread {
             match (&event.kind, id) {
                 (EventKind::Heartbeat { .. }, Some(id)) => {
                     self.health.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
-                    self.heartbeats.hold(id, serialized);
+                    self.deferred.hold_heartbeat(id, serialized);
+                }
+                (kind, Some(id)) if row_can_wait(kind) => {
+                    sorted.written.push(serialized);
+                    self.deferred.hold_row(id);
                 }
                 (_, id) => {
                     sorted.written.push(serialized);
@@ -273,10 +279,10 @@ impl WriterThread {
         gathered.stop |= late.stop;
     }
 
-    /// Every touched execution's waiting heartbeat goes in with its row.
+    /// Every touched execution's waiting heartbeat goes in with its row, and its row stops waiting.
     fn take_heartbeats(&mut self, sorted: &mut Sorted) {
         for id in &sorted.touched {
-            if let Some(heartbeat) = self.heartbeats.take(*id) {
+            if let Some(heartbeat) = self.deferred.take(*id) {
                 sorted.written.push(heartbeat);
                 self.health.stats.heartbeats_written.fetch_add(1, Ordering::Relaxed);
             }
