@@ -225,6 +225,7 @@ impl Server {
                 hub: Arc::clone(&hub),
             }),
         )?;
+        pipeline.hold_rows(loaded.replayed);
         let tokens = TokenCache::default();
         let admin_token = if loaded.has_admin_token {
             None

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use agentrack::{ExecutionId, ExecutionRecord};
 use chrono::{DateTime, Utc};
 
-use super::{Batch, EventQuery, ListQuery, Loaded, Page, Purged, StoreError, StoredEvent};
+use super::{Batch, Cutoff, EventQuery, ListQuery, Loaded, Page, Purged, StoreError, StoredEvent};
 use crate::auth::TokenGrant;
 
 /// A boxed future returned by [`Store`] methods.
@@ -58,12 +58,13 @@ pub trait StoreWriter: Send {
     /// A database error; nothing of the batch is written then.
     fn commit(&mut self, batch: &Batch) -> Result<(), StoreError>;
 
-    /// Removes finished executions that completed before `before`, with their events.
+    /// Removes finished executions that completed before the cut-off, and the log's events older
+    /// than its own.
     ///
     /// # Errors
     ///
     /// A database error.
-    fn purge_finished(&mut self, before: DateTime<Utc>) -> Result<Purged, StoreError>;
+    fn purge(&mut self, cutoff: &Cutoff) -> Result<Purged, StoreError>;
 
     /// Stores a token (its hash, never the token itself).
     ///

@@ -32,6 +32,10 @@ pub struct Batch {
     /// heartbeats are published at once and written later, or never): after a crash, numbering
     /// resumes above it, so a number a subscriber saw is never reused.
     pub reserved: u64,
+    /// Every event of these rows' executions that a snapshot may not reflect has a higher global
+    /// sequence number than this: where a replay of the log onto the rows starts (see
+    /// `replay.rs`).
+    pub replay_from: u64,
 }
 
 impl Batch {

@@ -72,7 +72,12 @@ fn batch_of(tracker: &Tracker, changes: &[Change], reserved: u64) -> Batch {
         .into_iter()
         .map(|id| RowUpdate::Snapshot(Box::new(tracker.get(id).unwrap())))
         .collect();
-    Batch { events, rows, reserved }
+    Batch {
+        events,
+        rows,
+        reserved,
+        replay_from: tracker.last_seq(),
+    }
 }
 
 /// Runs a blocking writer call off the runtime (the PostgreSQL writer drives its connection
@@ -197,20 +202,40 @@ async fn writes_reads_purges_and_reloads(config: StoreConfig) {
             event: terminal,
         }],
         reserved: 10_000,
+        replay_from: 0,
     };
     on_writer(&mut writer, move |w| w.commit(&batch)).await.unwrap();
     let stored = store.get(c_id).await.unwrap().unwrap();
     assert_eq!(stored.state, ExecutionState::Failed);
     assert_eq!(stored.error.as_deref(), Some("gone"));
 
-    // Retention removes the finished executions and their events, nothing else.
-    let purged = on_writer(&mut writer, |w| {
-        w.purge_finished(Utc::now() + chrono::Duration::seconds(1))
-    })
-    .await
-    .unwrap();
-    assert_eq!(purged.executions, 2);
-    assert_eq!(purged.events, 4);
+    // Retention removes the finished executions, and the log's events older than its own cut-off.
+    let soon = Utc::now() + chrono::Duration::seconds(1);
+    let cutoff = super::Cutoff {
+        finished_before: soon,
+        events_before: Utc::now() - chrono::Duration::hours(1),
+    };
+    let purged = on_writer(&mut writer, move |w| w.purge(&cutoff)).await.unwrap();
+    assert_eq!(
+        purged,
+        super::Purged {
+            executions: 2,
+            events: 0
+        },
+        "the log is younger than its cut-off"
+    );
+    let cutoff = super::Cutoff {
+        finished_before: soon,
+        events_before: soon,
+    };
+    let purged = on_writer(&mut writer, move |w| w.purge(&cutoff)).await.unwrap();
+    assert_eq!(
+        purged,
+        super::Purged {
+            executions: 0,
+            events: 6
+        }
+    );
     assert!(store.get(b_id).await.unwrap().is_none());
     assert!(store.get(a_id).await.unwrap().is_some());
     on_writer(&mut writer, |w| w.check()).await.unwrap();

@@ -1,6 +1,7 @@
 //! What start-up reads back, and what housekeeping removes.
 
-use agentrack::{ExecutionRecord, ExecutionState};
+use agentrack::{ExecutionId, ExecutionRecord, ExecutionState};
+use chrono::{DateTime, Utc};
 
 /// Everything needed to rebuild the tracker after a restart.
 #[derive(Debug, Default)]
@@ -15,6 +16,9 @@ pub struct Loaded {
     pub high_water: u64,
     /// Whether an admin token exists.
     pub has_admin_token: bool,
+    /// The alive executions whose rows were behind their log and were caught up by replaying it:
+    /// their rows are to be written again.
+    pub replayed: Vec<ExecutionId>,
 }
 
 /// How many stored executions one user of one tenant has in one state.
@@ -28,6 +32,16 @@ pub struct StateCount {
     pub state: ExecutionState,
     /// How many.
     pub count: u64,
+}
+
+/// What a retention purge removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cutoff {
+    /// Finished executions that completed before this go, rows and all.
+    pub finished_before: DateTime<Utc>,
+    /// Events older than this go from the log (their executions' rows keep the history). Never
+    /// later than what a replay onto a lagging row may still need (see the pipeline).
+    pub events_before: DateTime<Utc>,
 }
 
 /// What a retention purge removed.

@@ -31,7 +31,7 @@ pub use backend::{Store, StoreFuture, StoreWriter};
 pub use batch::{Batch, RowUpdate};
 pub use config::{DEFAULT_SQLITE_FILE, StoreConfig, StoreUrl, Synchronous};
 pub use error::{BackendError, StoreError};
-pub use loaded::{Loaded, Purged, StateCount};
+pub use loaded::{Cutoff, Loaded, Purged, StateCount};
 pub use open::open;
 pub use query::{EventQuery, ListQuery, Page, StoredEvent};
 

@@ -39,7 +39,7 @@ use super::baseline::{RawInserts, RawRow};
 use super::replay;
 use super::row::{self, EventColumns, ExecutionColumns, from_millis, from_sql, millis, to_sql};
 use super::{
-    Batch, EventQuery, ListQuery, Loaded, Page, Purged, RowUpdate, StateCount, Store, StoreConfig, StoreError,
+    Batch, Cutoff, EventQuery, ListQuery, Loaded, Page, Purged, RowUpdate, StateCount, Store, StoreConfig, StoreError,
     StoreFuture, StoreUrl, StoreWriter, StoredEvent,
 };
 use crate::auth::{Role, TokenGrant};
@@ -85,11 +85,14 @@ const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY,
         value BIGINT NOT NULL
     );",
-    // 2: as SQLite's: rows say how far into their log they go; no index for replays by tenant.
-    // Room on each page keeps row rewrites HOT (no index updates).
+    // 2: as SQLite's: rows say how far into their log they go and where a replay onto them starts;
+    // the log keeps no index but its key. Room on each page keeps row rewrites HOT.
     "ALTER TABLE executions ADD COLUMN seq BIGINT NOT NULL DEFAULT 0;
-    UPDATE executions SET seq = COALESCE((record::jsonb->>'seq')::bigint, 0);
+    ALTER TABLE executions ADD COLUMN replay_from BIGINT NOT NULL DEFAULT 0;
+    UPDATE executions SET seq = COALESCE((record::jsonb->>'seq')::bigint, 0),
+        replay_from = (SELECT COALESCE(MAX(global_seq), 0) FROM events);
     DROP INDEX events_by_tenant;
+    DROP INDEX events_by_execution;
     ALTER TABLE executions SET (fillfactor = 70);",
 ];
 
@@ -281,13 +284,14 @@ async fn load(client: &Client, finished_since: DateTime<Utc>) -> Result<Loaded, 
     // Alive rows may lag their log by replayable events.
     let tail = client
         .query(
-            "SELECT e.json FROM events e JOIN executions x ON x.execution_id = e.execution_id
-             WHERE x.completed_at_ms IS NULL AND e.seq > x.seq ORDER BY e.global_seq",
+            "SELECT json FROM events WHERE global_seq >
+                (SELECT COALESCE(MIN(replay_from), 0) FROM executions WHERE completed_at_ms IS NULL)
+             ORDER BY global_seq",
             &[],
         )
         .await
         .map_err(db_error)?;
-    replay::catch_up(&mut records, tail.iter().map(|row| row.get::<_, &str>(0)));
+    let replayed = replay::catch_up(&mut records, tail.iter().map(|row| row.get::<_, &str>(0)));
     let stored_max: i64 = client
         .query_one("SELECT COALESCE(MAX(global_seq), 0) FROM events", &[])
         .await
@@ -326,6 +330,7 @@ async fn load(client: &Client, finished_since: DateTime<Utc>) -> Result<Loaded, 
         counts,
         high_water: from_sql(stored_max.max(reserved.unwrap_or(0))),
         has_admin_token,
+        replayed,
     })
 }
 
@@ -353,21 +358,25 @@ impl Store for PgStore {
         Box::pin(async move {
             let client = self.client().await?;
             let statement = client
-                .prepare_cached("SELECT record FROM executions WHERE execution_id = $1")
+                .prepare_cached("SELECT record, replay_from FROM executions WHERE execution_id = $1")
                 .await
                 .map_err(db_error)?;
             let key = id.to_string();
             let row = client.query_opt(&statement, &[&key]).await.map_err(db_error)?;
-            let Some(mut record) = row.map(|row| row::decode(row.get(0))).transpose()? else {
+            let Some(row) = row else {
                 return Ok(None);
             };
+            let mut record = row::decode(row.get(0))?;
+            let replay_from: i64 = row.get(1);
             if record.is_alive() {
                 let statement = client
-                    .prepare_cached("SELECT json FROM events WHERE execution_id = $1 AND seq > $2 ORDER BY global_seq")
+                    .prepare_cached(
+                        "SELECT json FROM events WHERE global_seq > $1 AND execution_id = $2 ORDER BY global_seq",
+                    )
                     .await
                     .map_err(db_error)?;
                 let tail = client
-                    .query(&statement, &[&key, &to_sql(record.seq)])
+                    .query(&statement, &[&replay_from, &key])
                     .await
                     .map_err(db_error)?;
                 replay::catch_up(
@@ -487,12 +496,12 @@ impl Connection {
             client.prepare(
                 "INSERT INTO executions
                     (execution_id, tenant, user_id, thread_id, agent_name, state, started_at_ms, completed_at_ms,
-                     seq, record)
+                     seq, replay_from, record)
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                      $7::bigint[], $8::bigint[], $9::bigint[], $10::text[])
+                                      $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[])
                  ON CONFLICT (execution_id) DO UPDATE SET
                     state = excluded.state, completed_at_ms = excluded.completed_at_ms, seq = excluded.seq,
-                    record = excluded.record",
+                    replay_from = excluded.replay_from, record = excluded.record",
             ),
             client.prepare(
                 "INSERT INTO meta (key, value) VALUES ('high_water', $1)
@@ -512,7 +521,7 @@ impl Connection {
         let rows = self.rows(batch).await?;
         let rows: Vec<ExecutionColumns<'_>> = rows
             .iter()
-            .map(|record| ExecutionColumns::of(record))
+            .map(|(record, replay_from)| ExecutionColumns::of(record, *replay_from))
             .collect::<Result<_, _>>()?;
         let events: Vec<EventColumns<'_>> = batch.events.iter().map(|event| EventColumns::of(event)).collect();
         let events = EventArrays::of(&events);
@@ -533,12 +542,16 @@ impl Connection {
 
     /// The records to write: every snapshot, and for each execution that left memory, its stored
     /// record with the terminal event applied.
-    async fn rows<'a>(&self, batch: &'a Batch) -> Result<Vec<std::borrow::Cow<'a, ExecutionRecord>>, StoreError> {
+    /// With where a replay onto each starts (none onto a finished one).
+    async fn rows<'a>(
+        &self,
+        batch: &'a Batch,
+    ) -> Result<Vec<(std::borrow::Cow<'a, ExecutionRecord>, u64)>, StoreError> {
         let mut rows = Vec::with_capacity(batch.rows.len());
         let mut finishing = Vec::new();
         for update in &batch.rows {
             match update {
-                RowUpdate::Snapshot(record) => rows.push(std::borrow::Cow::Borrowed(&**record)),
+                RowUpdate::Snapshot(record) => rows.push((std::borrow::Cow::Borrowed(&**record), batch.replay_from)),
                 RowUpdate::Finish { execution_id, event } => finishing.push((execution_id.to_string(), event)),
             }
         }
@@ -560,7 +573,7 @@ impl Connection {
                 continue;
             };
             if let Some(record) = row::finished(row::decode(found.get(1))?, event) {
-                rows.push(std::borrow::Cow::Owned(record));
+                rows.push((std::borrow::Cow::Owned(record), 0));
             }
         }
         Ok(rows)
@@ -621,6 +634,7 @@ struct ExecutionArrays<'a> {
     started_at_ms: Vec<i64>,
     completed_at_ms: Vec<Option<i64>>,
     seq: Vec<i64>,
+    replay_from: Vec<i64>,
     record: Vec<&'a str>,
 }
 
@@ -636,11 +650,12 @@ impl<'a> ExecutionArrays<'a> {
             started_at_ms: rows.iter().map(|r| r.started_at_ms).collect(),
             completed_at_ms: rows.iter().map(|r| r.completed_at_ms).collect(),
             seq: rows.iter().map(|r| r.seq).collect(),
+            replay_from: rows.iter().map(|r| r.replay_from).collect(),
             record: rows.iter().map(|r| r.record.as_str()).collect(),
         }
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
         [
             &self.execution_id,
             &self.tenant,
@@ -651,6 +666,7 @@ impl<'a> ExecutionArrays<'a> {
             &self.started_at_ms,
             &self.completed_at_ms,
             &self.seq,
+            &self.replay_from,
             &self.record,
         ]
     }
@@ -691,38 +707,30 @@ impl StoreWriter for PgWriter {
         self.with(async |connection| connection.commit(batch).await)
     }
 
-    fn purge_finished(&mut self, before: DateTime<Utc>) -> Result<Purged, StoreError> {
-        let cutoff = millis(before);
+    fn purge(&mut self, cutoff: &Cutoff) -> Result<Purged, StoreError> {
+        let (events_before, finished_before) = (millis(cutoff.events_before), millis(cutoff.finished_before));
         self.with(async move |connection| {
             let tx = connection.client.transaction().await.map_err(db_error)?;
-            // In order, one after another: the events go by their execution's row, so before it.
+            // Retention of the log: events older than the cut-off, found by walking the log from its
+            // start (no index on time is needed).
             let events = tx
                 .execute(
-                    "DELETE FROM events WHERE execution_id IN (SELECT execution_id FROM executions
-                        WHERE completed_at_ms IS NOT NULL AND completed_at_ms < $1)",
-                    &[&cutoff],
-                )
-                .await
-                .map_err(db_error)?;
-            let orphans = tx
-                .execute(
-                    "DELETE FROM events WHERE execution_id IS NULL AND timestamp_ms < $1",
-                    &[&cutoff],
+                    "DELETE FROM events WHERE global_seq <
+                        COALESCE((SELECT global_seq FROM events WHERE timestamp_ms >= $1 ORDER BY global_seq LIMIT 1),
+                                 (SELECT COALESCE(MAX(global_seq), 0) + 1 FROM events))",
+                    &[&events_before],
                 )
                 .await
                 .map_err(db_error)?;
             let executions = tx
                 .execute(
                     "DELETE FROM executions WHERE completed_at_ms IS NOT NULL AND completed_at_ms < $1",
-                    &[&cutoff],
+                    &[&finished_before],
                 )
                 .await
                 .map_err(db_error)?;
             tx.commit().await.map_err(db_error)?;
-            Ok(Purged {
-                executions,
-                events: events + orphans,
-            })
+            Ok(Purged { executions, events })
         })
     }
 

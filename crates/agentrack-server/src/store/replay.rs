@@ -14,8 +14,13 @@ pub(crate) fn row_can_wait(kind: &EventKind) -> bool {
     kind.transition().is_some() || matches!(kind, EventKind::AgentStateUpdated { .. } | EventKind::Heartbeat { .. })
 }
 
-/// Applies stored events (their JSON, in log order) to the records they belong to.
-pub(crate) fn catch_up<'a>(records: &mut [ExecutionRecord], events: impl IntoIterator<Item = &'a str>) {
+/// Applies stored events (their JSON, in log order) to the records they belong to; returns the
+/// executions that changed.
+pub(crate) fn catch_up<'a>(
+    records: &mut [ExecutionRecord],
+    events: impl IntoIterator<Item = &'a str>,
+) -> Vec<agentrack::ExecutionId> {
+    let mut changed = Vec::new();
     let positions: std::collections::HashMap<agentrack::ExecutionId, usize> = records
         .iter()
         .enumerate()
@@ -33,10 +38,15 @@ pub(crate) fn catch_up<'a>(records: &mut [ExecutionRecord], events: impl IntoIte
             .execution
             .as_ref()
             .and_then(|scope| positions.get(&scope.execution_id));
-        if let Some(&index) = index {
-            apply(&mut records[index], &event);
+        if let Some(&index) = index
+            && apply(&mut records[index], &event)
+        {
+            changed.push(records[index].execution_id);
         }
     }
+    changed.sort();
+    changed.dedup();
+    changed
 }
 
 /// Applies `event` to `record` if it is newer than the record; returns whether it did.

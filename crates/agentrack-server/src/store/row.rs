@@ -38,12 +38,14 @@ pub(super) struct ExecutionColumns<'a> {
     pub(super) completed_at_ms: Option<i64>,
     /// The per-execution sequence number of the last event the row reflects.
     pub(super) seq: i64,
+    /// Where in the log a replay onto this row starts ([`Batch::replay_from`](super::Batch)).
+    pub(super) replay_from: i64,
     /// The whole record as JSON.
     pub(super) record: String,
 }
 
 impl<'a> ExecutionColumns<'a> {
-    pub(super) fn of(record: &'a ExecutionRecord) -> Result<Self, StoreError> {
+    pub(super) fn of(record: &'a ExecutionRecord, replay_from: u64) -> Result<Self, StoreError> {
         Ok(Self {
             execution_id: record.execution_id.to_string(),
             tenant: &record.tenant,
@@ -54,6 +56,7 @@ impl<'a> ExecutionColumns<'a> {
             started_at_ms: millis(record.started_at),
             completed_at_ms: record.completed_at.map(millis),
             seq: to_sql(record.seq),
+            replay_from: to_sql(replay_from),
             record: serde_json::to_string(record).map_err(StoreError::corrupt)?,
         })
     }

@@ -17,7 +17,7 @@ use super::baseline::{RawInserts, RawRow};
 use super::replay;
 use super::row::{self, EventColumns, ExecutionColumns, from_millis, from_sql, millis, to_sql};
 use super::{
-    Batch, EventQuery, ListQuery, Loaded, Page, Purged, RowUpdate, StateCount, Store, StoreConfig, StoreError,
+    Batch, Cutoff, EventQuery, ListQuery, Loaded, Page, Purged, RowUpdate, StateCount, Store, StoreConfig, StoreError,
     StoreFuture, StoreUrl, StoreWriter, StoredEvent, Synchronous,
 };
 use crate::auth::{Role, TokenGrant};
@@ -64,10 +64,14 @@ const MIGRATIONS: &[&str] = &[
         value INTEGER NOT NULL
     );",
     // 2: rows may lag their log by replayable events (see replay.rs): each row says how far it
-    // goes. Replays by tenant scan the log by sequence number, so that index went.
+    // goes (`seq`) and where a replay onto it starts in the log (`replay_from`). Replays and
+    // retention scan the log by sequence number, so it keeps no other index.
     "ALTER TABLE executions ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
-    UPDATE executions SET seq = COALESCE(json_extract(record, '$.seq'), 0);
-    DROP INDEX events_by_tenant;",
+    ALTER TABLE executions ADD COLUMN replay_from INTEGER NOT NULL DEFAULT 0;
+    UPDATE executions SET seq = COALESCE(json_extract(record, '$.seq'), 0),
+        replay_from = (SELECT COALESCE(MAX(global_seq), 0) FROM events);
+    DROP INDEX events_by_tenant;
+    DROP INDEX events_by_execution;",
 ];
 
 fn pragma(synchronous: Synchronous) -> &'static str {
@@ -278,13 +282,14 @@ fn load(conn: &Connection, finished_since: DateTime<Utc>) -> rusqlite::Result<Lo
     }
     // Alive rows may lag their log by replayable events.
     let mut statement = conn.prepare(
-        "SELECT e.json FROM events e JOIN executions x ON x.execution_id = e.execution_id
-         WHERE x.completed_at_ms IS NULL AND e.seq > x.seq ORDER BY e.global_seq",
+        "SELECT json FROM events WHERE global_seq >
+            (SELECT COALESCE(MIN(replay_from), 0) FROM executions WHERE completed_at_ms IS NULL)
+         ORDER BY global_seq",
     )?;
     let tail = statement
         .query_map([], |row| row.get::<_, String>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    replay::catch_up(&mut records, tail.iter().map(String::as_str));
+    let replayed = replay::catch_up(&mut records, tail.iter().map(String::as_str));
     let stored_max: i64 = conn.query_row("SELECT COALESCE(MAX(global_seq), 0) FROM events", [], |row| row.get(0))?;
     let meta: Option<i64> = conn
         .query_row("SELECT value FROM meta WHERE key = 'high_water'", [], |row| row.get(0))
@@ -316,6 +321,7 @@ fn load(conn: &Connection, finished_since: DateTime<Utc>) -> rusqlite::Result<Lo
         counts,
         high_water: from_sql(stored_max.max(meta.unwrap_or(0))),
         has_admin_token,
+        replayed,
     })
 }
 
@@ -342,20 +348,23 @@ impl Store for SqliteStore {
     fn get(&self, id: ExecutionId) -> StoreFuture<'_, Option<ExecutionRecord>> {
         let key = id.to_string();
         self.blocking(move |conn| {
-            let text: Option<String> = conn
-                .query_row("SELECT record FROM executions WHERE execution_id = ?1", [&key], |row| {
-                    row.get(0)
-                })
+            let row: Option<(String, i64)> = conn
+                .query_row(
+                    "SELECT record, replay_from FROM executions WHERE execution_id = ?1",
+                    [&key],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
                 .optional()?;
-            let Some(mut record) = text.as_deref().map(decode_record).transpose()? else {
+            let Some((text, replay_from)) = row else {
                 return Ok(None);
             };
+            let mut record = decode_record(&text)?;
             if record.is_alive() {
                 let mut statement = conn.prepare_cached(
-                    "SELECT json FROM events WHERE execution_id = ?1 AND seq > ?2 ORDER BY global_seq",
+                    "SELECT json FROM events WHERE global_seq > ?1 AND execution_id = ?2 ORDER BY global_seq",
                 )?;
                 let tail = statement
-                    .query_map(params![key, to_sql(record.seq)], |row| row.get::<_, String>(0))?
+                    .query_map(params![replay_from, key], |row| row.get::<_, String>(0))?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 replay::catch_up(std::slice::from_mut(&mut record), tail.iter().map(String::as_str));
             }
@@ -487,21 +496,28 @@ impl RawInserts for RawSqlite {
     }
 }
 
+/// Retention of the log: the events older than the cut-off, found by walking the log from its
+/// start (so no index on time is needed).
+const PURGE_EVENTS: &str = "DELETE FROM events WHERE global_seq <
+    COALESCE((SELECT global_seq FROM events WHERE timestamp_ms >= ?1 ORDER BY global_seq LIMIT 1),
+             (SELECT COALESCE(MAX(global_seq), 0) + 1 FROM events))";
+
 /// The single writing connection.
 #[derive(Debug)]
 struct SqliteWriter {
     conn: Connection,
 }
 
-fn write_row(tx: &rusqlite::Transaction<'_>, record: &ExecutionRecord) -> Result<(), StoreError> {
-    let row = ExecutionColumns::of(record)?;
+fn write_row(tx: &rusqlite::Transaction<'_>, record: &ExecutionRecord, replay_from: u64) -> Result<(), StoreError> {
+    let row = ExecutionColumns::of(record, replay_from)?;
     tx.prepare_cached(
         "INSERT INTO executions
-            (execution_id, tenant, user_id, thread_id, agent_name, state, started_at_ms, completed_at_ms, seq, record)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+            (execution_id, tenant, user_id, thread_id, agent_name, state, started_at_ms, completed_at_ms, seq,
+             replay_from, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (execution_id) DO UPDATE SET
             state = excluded.state, completed_at_ms = excluded.completed_at_ms, seq = excluded.seq,
-            record = excluded.record",
+            replay_from = excluded.replay_from, record = excluded.record",
     )
     .and_then(|mut statement| {
         statement.execute(params![
@@ -514,6 +530,7 @@ fn write_row(tx: &rusqlite::Transaction<'_>, record: &ExecutionRecord) -> Result
             row.started_at_ms,
             row.completed_at_ms,
             row.seq,
+            row.replay_from,
             row.record,
         ])
     })
@@ -531,8 +548,9 @@ fn finish_row(tx: &rusqlite::Transaction<'_>, id: ExecutionId, event: &agentrack
         .optional()
         .map_err(db_error)?;
     match text.map(|text| row::decode(&text)).transpose()? {
+        // Terminal: nothing is ever replayed onto it.
         Some(record) => match row::finished(record, event) {
-            Some(record) => write_row(tx, &record),
+            Some(record) => write_row(tx, &record, 0),
             None => Ok(()),
         },
         None => Ok(()),
@@ -569,7 +587,7 @@ impl StoreWriter for SqliteWriter {
         }
         for row in &batch.rows {
             match row {
-                RowUpdate::Snapshot(record) => write_row(&tx, record)?,
+                RowUpdate::Snapshot(record) => write_row(&tx, record, batch.replay_from)?,
                 RowUpdate::Finish { execution_id, event } => finish_row(&tx, *execution_id, event)?,
             }
         }
@@ -582,26 +600,15 @@ impl StoreWriter for SqliteWriter {
         tx.commit().map_err(db_error)
     }
 
-    fn purge_finished(&mut self, before: DateTime<Utc>) -> Result<Purged, StoreError> {
-        let cutoff = millis(before);
+    fn purge(&mut self, cutoff: &Cutoff) -> Result<Purged, StoreError> {
         let tx = self.conn.transaction().map_err(db_error)?;
-        let mut events = tx
-            .execute(
-                "DELETE FROM events WHERE execution_id IN
-                    (SELECT execution_id FROM executions WHERE completed_at_ms IS NOT NULL AND completed_at_ms < ?1)",
-                [cutoff],
-            )
-            .map_err(db_error)?;
-        events += tx
-            .execute(
-                "DELETE FROM events WHERE execution_id IS NULL AND timestamp_ms < ?1",
-                [cutoff],
-            )
+        let events = tx
+            .execute(PURGE_EVENTS, [millis(cutoff.events_before)])
             .map_err(db_error)?;
         let executions = tx
             .execute(
                 "DELETE FROM executions WHERE completed_at_ms IS NOT NULL AND completed_at_ms < ?1",
-                [cutoff],
+                [millis(cutoff.finished_before)],
             )
             .map_err(db_error)?;
         tx.commit().map_err(db_error)?;

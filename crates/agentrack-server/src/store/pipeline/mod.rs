@@ -34,7 +34,9 @@
 //! the few events a row may be behind (`store/replay.rs`).
 //!
 //! Tokens and retention purges are writes too, so they go through the same thread (SQLite has
-//! one writer); when to purge is the caller's business ([`Pipeline::purge`]).
+//! one writer); when to purge is the caller's business ([`Pipeline::purge`]). A purge keeps the
+//! log's events for at least [`LOG_KEPT_AT_LEAST`] (and at least ten flush intervals), so that
+//! every event a lagging row may need for its replay is still there.
 
 mod deferred;
 mod writer_thread;
@@ -45,7 +47,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use agentrack::{Event, Tracker};
+use agentrack::{Event, ExecutionId, Tracker};
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch};
@@ -102,6 +104,9 @@ pub struct PipelineStats {
     pub last_commit_micros: AtomicU64,
 }
 
+/// The youngest the log's events may be when a purge removes them, whatever the retention.
+pub const LOG_KEPT_AT_LEAST: Duration = Duration::from_secs(60);
+
 /// How many sequence numbers a reservation covers; see [`Batch::reserved`](super::Batch).
 pub const SEQUENCE_RESERVATION: u64 = 10_000;
 
@@ -135,6 +140,8 @@ enum Message {
         before: DateTime<Utc>,
         reply: oneshot::Sender<Result<Purged, StoreError>>,
     },
+    /// Rows to write at the next flush (rows caught up by a replay at start-up).
+    HoldRows(Vec<ExecutionId>),
     Flush(oneshot::Sender<()>),
     Shutdown,
 }
@@ -283,6 +290,14 @@ impl Pipeline {
     /// The store's error, or [`StoreError::Task`] if the writer has stopped.
     pub async fn purge(&self, before: DateTime<Utc>) -> Result<Purged, StoreError> {
         self.ask(|reply| Message::Purge { before, reply }).await
+    }
+
+    /// Has the rows of `ids` written again at the next flush: the alive rows a replay caught up
+    /// at start-up, so that the log they were rebuilt from can be purged.
+    pub fn hold_rows(&self, ids: Vec<ExecutionId>) {
+        if !ids.is_empty() {
+            let _ = self.send(Message::HoldRows(ids));
+        }
     }
 
     /// Writes every pending heartbeat now and waits for it.

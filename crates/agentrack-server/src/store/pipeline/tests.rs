@@ -43,7 +43,7 @@ impl StoreWriter for Recorder {
         self.batches.lock().push((events, rows));
         Ok(())
     }
-    fn purge_finished(&mut self, _before: chrono::DateTime<chrono::Utc>) -> Result<Purged, StoreError> {
+    fn purge(&mut self, _cutoff: &crate::store::Cutoff) -> Result<Purged, StoreError> {
         Ok(Purged::default())
     }
     fn insert_token(&mut self, _hash: &str, _grant: &TokenGrant) -> Result<(), StoreError> {

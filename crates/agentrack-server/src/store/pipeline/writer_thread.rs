@@ -11,10 +11,10 @@ use agentrack::{Event, EventKind, ExecutionId, ExecutionRecord, Tracker};
 use tokio::sync::{oneshot, watch};
 
 use super::deferred::Deferred;
-use super::{Message, PipelineConfig, PipelineStats, Publisher, SEQUENCE_RESERVATION};
+use super::{LOG_KEPT_AT_LEAST, Message, PipelineConfig, PipelineStats, Publisher, SEQUENCE_RESERVATION};
 use crate::serialized_event::SerializedEvent;
 use crate::store::replay::row_can_wait;
-use crate::store::{Batch, RowUpdate, StoreWriter};
+use crate::store::{Batch, Cutoff, RowUpdate, StoreWriter};
 
 /// What the thread reports about itself to the [`Pipeline`](super::Pipeline) handle.
 pub(super) struct Health {
@@ -51,6 +51,7 @@ struct Gathered {
     /// Token inserts and purges: written on their own, not part of the event batch.
     requests: Vec<Message>,
     flushes: Vec<oneshot::Sender<()>>,
+    hold_rows: Vec<ExecutionId>,
     stop: bool,
 }
 
@@ -60,6 +61,7 @@ impl Gathered {
             Message::Event(event) => self.events.push(event),
             Message::Flush(reply) => self.flushes.push(reply),
             Message::Shutdown => self.stop = true,
+            Message::HoldRows(ids) => self.hold_rows.extend(ids),
             request @ (Message::Token { .. } | Message::Purge { .. }) => self.requests.push(request),
         }
     }
@@ -175,6 +177,9 @@ impl WriterThread {
 
     /// Writes what was gathered; returns whether the pipeline was asked to stop.
     fn cycle(&mut self, mut gathered: Gathered) -> bool {
+        for id in gathered.hold_rows.drain(..) {
+            self.deferred.hold_row(id);
+        }
         self.answer_requests(&mut gathered.requests);
         let flush_all = gathered.stop || !gathered.flushes.is_empty() || self.deferred.due(self.config.heartbeat_flush);
         if gathered.events.is_empty() && (!flush_all || self.deferred.is_empty()) {
@@ -201,6 +206,9 @@ impl WriterThread {
             events: sorted.written,
             rows,
             reserved: self.reservation(high_water),
+            // Everything emitted after this cycle's snapshots is numbered above what earlier
+            // cycles published.
+            replay_from: self.high_water,
         };
         if !batch.is_empty() || batch.reserved > self.reserved {
             self.commit_with_retry(&batch, gathered.stop);
@@ -260,6 +268,9 @@ impl WriterThread {
         if late.events.is_empty() {
             gathered.requests.append(&mut late.requests);
             gathered.flushes.append(&mut late.flushes);
+            for id in late.hold_rows.drain(..) {
+                self.deferred.hold_row(id);
+            }
             gathered.stop |= late.stop;
             return;
         }
@@ -276,6 +287,9 @@ impl WriterThread {
         sorted.written.append(&mut newly.written);
         gathered.requests.append(&mut late.requests);
         gathered.flushes.append(&mut late.flushes);
+        for id in late.hold_rows.drain(..) {
+            self.deferred.hold_row(id);
+        }
         gathered.stop |= late.stop;
     }
 
@@ -342,7 +356,16 @@ impl WriterThread {
                     let _ = reply.send(self.writer.insert_token(&hash, &grant));
                 }
                 Message::Purge { before, reply } => {
-                    let purged = self.writer.purge_finished(before);
+                    let kept = LOG_KEPT_AT_LEAST.max(self.config.heartbeat_flush * 10);
+                    let log_horizon = chrono::Duration::from_std(kept)
+                        .ok()
+                        .and_then(|kept| chrono::Utc::now().checked_sub_signed(kept))
+                        .unwrap_or_default();
+                    let cutoff = Cutoff {
+                        finished_before: before,
+                        events_before: before.min(log_horizon),
+                    };
+                    let purged = self.writer.purge(&cutoff);
                     if let Ok(purged) = &purged {
                         self.health
                             .stats
@@ -351,7 +374,7 @@ impl WriterThread {
                     }
                     let _ = reply.send(purged);
                 }
-                Message::Event(_) | Message::Flush(_) | Message::Shutdown => {}
+                Message::Event(_) | Message::HoldRows(_) | Message::Flush(_) | Message::Shutdown => {}
             }
         }
     }
