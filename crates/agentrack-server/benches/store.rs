@@ -456,7 +456,7 @@ impl WriterAlone {
         Batch {
             events,
             rows,
-            reserved: self.tracker.last_seq() + 10_000,
+            reserved: Some(self.tracker.last_seq() + 10_000),
             replay_from: self.tracker.last_seq(),
         }
     }

@@ -28,10 +28,11 @@ pub struct Batch {
     pub events: Vec<Arc<SerializedEvent>>,
     /// Materialised rows to write, at most one per execution.
     pub rows: Vec<RowUpdate>,
-    /// Sequence numbers up to this one may be published before they are stored (coalesced
-    /// heartbeats are published at once and written later, or never): after a crash, numbering
-    /// resumes above it, so a number a subscriber saw is never reused.
-    pub reserved: u64,
+    /// When the reservation moved: sequence numbers up to this one may be published before they
+    /// are stored (coalesced heartbeats are published at once and written later, or never); after
+    /// a crash, numbering resumes above it, so a number a subscriber saw is never reused. `None`
+    /// when it did not move (nothing to write for it).
+    pub reserved: Option<u64>,
     /// Every event of these rows' executions that a snapshot may not reflect has a higher global
     /// sequence number than this: where a replay of the log onto the rows starts (see
     /// `replay.rs`).
@@ -39,8 +40,8 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Whether there is nothing to write but the reservation.
+    /// Whether there is nothing to write at all.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.rows.is_empty()
+        self.events.is_empty() && self.rows.is_empty() && self.reserved.is_none()
     }
 }

@@ -75,7 +75,7 @@ fn batch_of(tracker: &Tracker, changes: &[Change], reserved: u64) -> Batch {
     Batch {
         events,
         rows,
-        reserved,
+        reserved: Some(reserved),
         replay_from: tracker.last_seq(),
     }
 }
@@ -201,7 +201,7 @@ async fn writes_reads_purges_and_reloads(config: StoreConfig) {
             execution_id: c_id,
             event: terminal,
         }],
-        reserved: 10_000,
+        reserved: None,
         replay_from: 0,
     };
     on_writer(&mut writer, move |w| w.commit(&batch)).await.unwrap();

@@ -9,10 +9,10 @@
 //! smaller build than sqlx, with no compile-time query checking that would need a database at
 //! build time.
 //!
-//! - **Writes** go through one dedicated connection, owned by the pipeline's thread (it blocks on
-//!   the server's runtime to drive it). A batch is `BEGIN`, then three pipelined statements
-//!   (events, execution rows, the sequence reservation — each one `INSERT … SELECT FROM UNNEST`),
-//!   then `COMMIT`. Every statement is idempotent (`ON CONFLICT`), so a batch retried after a
+//! - **Writes** go through one dedicated connection, owned by the pipeline's thread and driven by a
+//!   runtime of its own in that thread. A batch is `BEGIN`, then up to three pipelined statements
+//!   (events, execution rows, the sequence reservation — each one `INSERT … SELECT FROM UNNEST`,
+//!   each sent only when it has something to write), then `COMMIT`. Every statement is idempotent (`ON CONFLICT`), so a batch retried after a
 //!   connection died mid-commit cannot write anything twice. A connection that failed is dropped
 //!   and made anew on the next attempt: the server reconnects by itself when the database is back.
 //! - **Reads** take a connection from a small pool with fast timeouts, so a read during an outage
@@ -30,7 +30,6 @@ use std::time::Duration;
 use agentrack::{ExecutionId, ExecutionRecord};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio::runtime::Handle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -343,13 +342,11 @@ impl Store for PgStore {
     }
 
     fn writer(&self) -> StoreFuture<'_, Box<dyn StoreWriter>> {
+        let target = self.target.clone();
         Box::pin(async move {
-            let mut writer = PgWriter {
-                handle: Handle::current(),
-                target: self.target.clone(),
-                connection: None,
-            };
-            writer.connection = Some(Connection::open(&self.target).await?);
+            let writer = tokio::task::spawn_blocking(move || PgWriter::open(target))
+                .await
+                .map_err(|error| StoreError::Task(error.to_string()))??;
             Ok(Box::new(writer) as Box<dyn StoreWriter>)
         })
     }
@@ -526,15 +523,34 @@ impl Connection {
         let events: Vec<EventColumns<'_>> = batch.events.iter().map(|event| EventColumns::of(event)).collect();
         let events = EventArrays::of(&events);
         let executions = ExecutionArrays::of(&rows);
-        let reserved = to_sql(batch.reserved);
-        let (events, executions, reserved) = (events.params(), executions.params(), [&reserved as &(dyn ToSql + Sync)]);
+        let reserved = batch.reserved.map(to_sql);
+        let (event_params, row_params) = (events.params(), executions.params());
         let tx = self.client.transaction().await.map_err(db_error)?;
-        // Pipelined: the three statements go out together and are answered together. The first
-        // error in order is the cause; the ones after it only say the transaction was aborted.
+        // Pipelined: the statements go out together (a future sends its statement when first
+        // polled, and join! polls in order) and are answered together; one with nothing to write
+        // is not sent. The first error in order is the cause; the ones after it only say the
+        // transaction was aborted.
         let (events, executions, reserved) = tokio::join!(
-            tx.execute(&self.insert_events, &events),
-            tx.execute(&self.upsert_executions, &executions),
-            tx.execute(&self.reserve, &reserved),
+            async {
+                if batch.events.is_empty() {
+                    Ok(0)
+                } else {
+                    tx.execute(&self.insert_events, &event_params).await
+                }
+            },
+            async {
+                if rows.is_empty() {
+                    Ok(0)
+                } else {
+                    tx.execute(&self.upsert_executions, &row_params).await
+                }
+            },
+            async {
+                match &reserved {
+                    Some(reserved) => tx.execute(&self.reserve, &[reserved]).await,
+                    None => Ok(0),
+                }
+            },
         );
         events.and(executions).and(reserved).map_err(db_error)?;
         tx.commit().await.map_err(db_error)
@@ -672,20 +688,51 @@ impl<'a> ExecutionArrays<'a> {
     }
 }
 
-/// The single writer: runs on the pipeline's thread and drives its connection on the server's
-/// runtime. A failed connection is dropped and made anew on the next call.
+/// The single writer: runs on the pipeline's thread and drives its connection on a runtime of
+/// its own, in that thread — a round trip then costs no hop between threads, which at one
+/// commit per call is most of the commit's time. A failed connection is dropped and made anew
+/// on the next call.
 struct PgWriter {
-    handle: Handle,
+    runtime: Option<tokio::runtime::Runtime>,
     target: Target,
     connection: Option<Connection>,
+}
+
+impl PgWriter {
+    /// Connects (blocking).
+    fn open(target: Target) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| StoreError::Task(error.to_string()))?;
+        let connection = runtime.block_on(Connection::open(&target))?;
+        Ok(Self {
+            runtime: Some(runtime),
+            target,
+            connection: Some(connection),
+        })
+    }
+}
+
+impl Drop for PgWriter {
+    fn drop(&mut self) {
+        self.connection = None;
+        // Without blocking: the writer may be dropped where blocking is not allowed.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl PgWriter {
     /// Runs `work` on a live connection; on failure the connection is dropped, so that the next
     /// call (the pipeline retries) reconnects.
     fn with<T>(&mut self, work: impl AsyncFnOnce(&mut Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let (handle, target, slot) = (&self.handle, &self.target, &mut self.connection);
-        handle.block_on(async move {
+        let Some(runtime) = &self.runtime else {
+            return Err(StoreError::Task("the store writer was closed".into()));
+        };
+        let (target, slot) = (&self.target, &mut self.connection);
+        runtime.block_on(async move {
             if slot.as_ref().is_none_or(|connection| connection.client.is_closed()) {
                 *slot = None;
                 *slot = Some(Connection::open(target).await?);

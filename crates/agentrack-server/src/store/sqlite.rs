@@ -591,12 +591,14 @@ impl StoreWriter for SqliteWriter {
                 RowUpdate::Finish { execution_id, event } => finish_row(&tx, *execution_id, event)?,
             }
         }
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('high_water', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-            [to_sql(batch.reserved)],
-        )
-        .map_err(db_error)?;
+        if let Some(reserved) = batch.reserved {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('high_water', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+                [to_sql(reserved)],
+            )
+            .map_err(db_error)?;
+        }
         tx.commit().map_err(db_error)
     }
 

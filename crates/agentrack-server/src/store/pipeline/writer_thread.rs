@@ -210,11 +210,13 @@ impl WriterThread {
             // cycles published.
             replay_from: self.high_water,
         };
-        if !batch.is_empty() || batch.reserved > self.reserved {
+        if !batch.is_empty() {
             self.commit_with_retry(&batch, gathered.stop);
         }
         self.high_water = high_water;
-        self.reserved = batch.reserved;
+        if let Some(reserved) = batch.reserved {
+            self.reserved = reserved;
+        }
         self.answer_requests(&mut gathered.requests);
 
         self.publisher.committed(&sorted.published);
@@ -306,12 +308,8 @@ impl WriterThread {
 
     /// Sequence numbers are reserved in blocks: a batch of bare heartbeats (published, not
     /// written) costs no transaction unless it runs past the reservation.
-    fn reservation(&self, high_water: u64) -> u64 {
-        if high_water > self.reserved {
-            high_water + SEQUENCE_RESERVATION
-        } else {
-            self.reserved
-        }
+    fn reservation(&self, high_water: u64) -> Option<u64> {
+        (high_water > self.reserved).then_some(high_water + SEQUENCE_RESERVATION)
     }
 
     fn commit_with_retry(&mut self, batch: &Batch, stopping: bool) {
