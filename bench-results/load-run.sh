@@ -5,6 +5,8 @@
 #   AGENTRACK=target/release/agentrack COMMIT=$(git rev-parse --short HEAD) bench-results/load-run.sh [NAME...]
 #
 # NAME is light, heavy, heavy-golden, fanout or fanout-heartbeat (default: all five).
+# With PG_ADMIN_URL=postgres://USER@HOST:PORT/postgres the local server runs on a fresh PostgreSQL
+# database made for each run (and the reports are saved as load-pg-NAME.*).
 set -eu
 out=$(cd "$(dirname "$0")" && pwd)
 bin=${AGENTRACK:-${CARGO_TARGET_DIR:-target}/release/agentrack}
@@ -13,6 +15,12 @@ commit=${COMMIT:-$(git -C "$out" rev-parse --short HEAD)}
 run() {
     name=$1
     shift
+    if [ -n "${PG_ADMIN_URL:-}" ]; then
+        db="agentrack_load_$(date +%s)"
+        psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE $db"
+        set -- "$@" --store "${PG_ADMIN_URL%/*}/$db"
+        name="pg-$name"
+    fi
     text=$(mktemp)
     before=$(cut -d' ' -f1-3 /proc/loadavg)
     started=$(date -u +%Y-%m-%dT%H:%M:%SZ)

@@ -212,8 +212,36 @@ impl Tracker {
     /// [`TrackerError::InvalidInput`] for an empty agent name, a zero timeout or a terminal
     /// initial state.
     pub fn create(&self, new: NewExecution) -> Result<Change, TrackerError> {
+        self.create_as(ExecutionId::new(), new)
+    }
+
+    /// Like [`Tracker::create`], under an id the caller chose — a store that spreads executions
+    /// over shards picks ids by where they land. Ids must never repeat (for a store: across all
+    /// the trackers that share it); one this tracker holds is refused.
+    ///
+    /// # Errors
+    ///
+    /// As [`Tracker::create`], and [`TrackerError::InvalidInput`] for an id already held.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentrack::{ExecutionId, NewExecution, Tracker};
+    ///
+    /// let tracker = Tracker::new();
+    /// let id = ExecutionId::new();
+    /// assert_eq!(tracker.create_as(id, NewExecution::new("a", "t", "u"))?.id(), id);
+    /// assert!(tracker.create_as(id, NewExecution::new("a", "t", "u")).is_err());
+    /// # Ok::<(), agentrack::TrackerError>(())
+    /// ```
+    pub fn create_as(&self, id: ExecutionId, new: NewExecution) -> Result<Change, TrackerError> {
+        if self.inner.records.contains_key(&id) {
+            return Err(TrackerError::InvalidInput {
+                field: "execution_id",
+                reason: format!("{id} already exists"),
+            });
+        }
         let (state, timeout) = new.checked(self.inner.config.execution_timeout)?;
-        let id = ExecutionId::new();
         let now = self.inner.clock.now();
         let mono = self.mono();
         let breaker = BreakerCore::new(self.breaker_config(new.timeout_config.as_ref()));
