@@ -146,9 +146,9 @@ struct TimedWriter {
 }
 
 impl StoreWriter for TimedWriter {
-    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+    fn commit(&mut self, batches: &[Batch]) -> Result<(), StoreError> {
         let start = Instant::now();
-        let result = self.inner.commit(batch);
+        let result = self.inner.commit(batches);
         let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.commit_nanos.fetch_add(nanos, Ordering::Relaxed);
         result
@@ -203,7 +203,7 @@ struct AgentrackWindow {
 impl Agentrack {
     async fn open(config: &StoreConfig) -> Self {
         let store = open_store(config).await;
-        let loaded = store.load(Utc::now()).await.unwrap();
+        let loaded = store.load(0, Utc::now()).await.unwrap();
         let tracker = Tracker::new();
         tracker.resume_sequence(loaded.high_water);
         let commit_nanos = Arc::new(AtomicU64::new(0));
@@ -213,12 +213,12 @@ impl Agentrack {
         };
         let pipeline = Pipeline::start(
             Box::new(writer),
-            &tracker,
-            loaded.high_water,
             PipelineConfig::default(),
             Box::new(()),
+            tokio::sync::mpsc::unbounded_channel().0,
         )
         .unwrap();
+        pipeline.attach(0, &tracker, loaded.high_water, None).unwrap();
         Self {
             tracker,
             pipeline,
@@ -299,7 +299,7 @@ async fn agent_execution(tracker: &Tracker, pipeline: &Pipeline, acked: &AtomicU
 /// What `AppState::durable` does before a handler answers.
 async fn durable(pipeline: &Pipeline, acked: &AtomicU64, change: &agentrack::Change) {
     let last = change.events.last().unwrap().global_seq;
-    pipeline.wait_committed(last, ACK_TIMEOUT).await.unwrap();
+    pipeline.wait_committed(0, last, ACK_TIMEOUT).await.unwrap();
     acked.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -454,6 +454,8 @@ impl WriterAlone {
             .map(|id| RowUpdate::Snapshot(Box::new(self.tracker.get(*id).unwrap())))
             .collect();
         Batch {
+            shard: 0,
+            fence: None,
             events,
             rows,
             reserved: Some(self.tracker.last_seq() + 10_000),
@@ -468,7 +470,7 @@ impl WriterAlone {
         while commits == 0 || inside < window {
             let batch = self.next_batch(n);
             let start = Instant::now();
-            self.writer.commit(&batch).unwrap();
+            self.writer.commit(std::slice::from_ref(&batch)).unwrap();
             inside += start.elapsed();
             rows += batch.events.len() as u64;
             commits += 1;

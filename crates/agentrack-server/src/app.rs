@@ -3,14 +3,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentrack::{Change, Tracker};
+use agentrack::Change;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::error::ApiError;
 use crate::auth::TokenCache;
+use crate::cluster::forward::Forwarder;
+use crate::cluster::{Member, Shards, View};
 use crate::hub::Hub;
 use crate::metrics::ServerMetrics;
 use crate::permits::Permits;
+use crate::store::ShardId;
 use crate::store::Store;
 use crate::store::pipeline::Pipeline;
 
@@ -38,17 +41,30 @@ impl Default for Settings {
     }
 }
 
+/// What a node of a cluster knows beyond its own shards.
+#[derive(Debug)]
+pub struct ClusterState {
+    /// Who this node is.
+    pub member: Member,
+    /// What the latest membership round saw.
+    pub view: Arc<parking_lot::RwLock<View>>,
+    /// Sends requests on to the owners of other shards.
+    pub forwarder: Forwarder,
+}
+
 /// The shared state behind [`AppState`].
 #[derive(Debug)]
 pub struct Shared {
-    /// The core.
-    pub tracker: Tracker,
+    /// The shards: the trackers of those served here, and who serves the others.
+    pub shards: Arc<Shards>,
     /// Reads from the store.
     pub store: Arc<dyn Store>,
     /// Writes to the store.
     pub pipeline: Arc<Pipeline>,
     /// The live fan-out of committed events to subscribers.
     pub hub: Arc<Hub>,
+    /// This node's part in a cluster, on a store several nodes share.
+    pub cluster: Option<Arc<ClusterState>>,
     /// Known tokens.
     pub tokens: TokenCache,
     /// Breaker permits handed to remote callers.
@@ -86,17 +102,18 @@ impl AppState {
         let Some(last) = change.events.last() else {
             return Ok(());
         };
-        self.durable_up_to(last.global_seq).await
+        self.durable_up_to(self.shards.shard_of(change.execution_id), last.global_seq)
+            .await
     }
 
-    /// Waits until every event up to `seq` is durable.
+    /// Waits until every event of `shard` up to `seq` is durable.
     ///
     /// # Errors
     ///
-    /// 503 when the store does not confirm in time.
-    pub async fn durable_up_to(&self, seq: u64) -> Result<(), ApiError> {
+    /// 503 when the store does not confirm in time (or the shard moved to another node).
+    pub async fn durable_up_to(&self, shard: ShardId, seq: u64) -> Result<(), ApiError> {
         self.pipeline
-            .wait_committed(seq, self.settings.ack_timeout)
+            .wait_committed(shard, seq, self.settings.ack_timeout)
             .await
             .map_err(ApiError::commit)
     }

@@ -13,6 +13,10 @@
 //! url = "sqlite://./agentrack-data/agentrack.db"   # the default: agentrack.db in `data`
 //! synchronous = "full"           # SQLite only: or "normal"
 //!
+//! [cluster]                      # nodes sharing one PostgreSQL store
+//! advertise = "http://10.0.0.5:7700"   # how the others reach this node (default: the listen address)
+//! lease_ttl = "10s"              # a dead node's shards are taken over within this
+//!
 //! [tracker]                      # the core's TrackerConfig; durations in seconds
 //! heartbeat_timeout = 10.0
 //! execution_timeout = 15.0
@@ -82,6 +86,8 @@ pub struct ServerConfig {
     pub metrics_require_auth: bool,
     /// Where the store lives (the `[store]` section).
     pub store: StoreConfig,
+    /// How this node takes part in a cluster (the `[cluster]` section; only on a shared store).
+    pub cluster: ClusterConfig,
     /// The core's settings.
     pub tracker: TrackerConfig,
 }
@@ -105,7 +111,30 @@ impl Default for ServerConfig {
             subscriber_buffer: 1024,
             metrics_require_auth: false,
             store: StoreConfig::default(),
+            cluster: ClusterConfig::default(),
             tracker,
+        }
+    }
+}
+
+/// How a node takes part in a cluster of nodes sharing one store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How the other nodes reach this one (e.g. `http://10.0.0.5:7700`); derived from the
+    /// listen address when unset.
+    pub advertise: Option<String>,
+    /// How long a shard lease lasts without renewal: a dead node's shards are taken over within
+    /// it (plus a quarter of it).
+    #[serde(deserialize_with = "duration")]
+    pub lease_ttl: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            advertise: None,
+            lease_ttl: Duration::from_secs(10),
         }
     }
 }

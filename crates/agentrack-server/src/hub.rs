@@ -12,7 +12,11 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use tokio::sync::broadcast;
 
+use parking_lot::Mutex;
+
+use crate::cursor::Positions;
 use crate::serialized_event::SerializedEvent;
+use crate::store::ShardId;
 
 /// A receiver of committed events.
 pub type Receiver = broadcast::Receiver<Arc<SerializedEvent>>;
@@ -34,6 +38,12 @@ pub struct Hub {
     /// Keyed by `tenant \n user_id`. Two owners could share a key only through a newline in a
     /// name; subscribers still filter on the exact owner, so that would cost wake-ups, not leak.
     users: DashMap<String, Sender>,
+    /// Per shard, the number of the last event published: a subscriber that reads it after
+    /// subscribing replays the store up to it and takes the rest live. Events arrive from this
+    /// node's pipeline and, for the shards other nodes own, from following their logs; one at or
+    /// below the position was already published and is dropped, so a shard changing hands never
+    /// shows an event twice.
+    positions: Mutex<Positions>,
 }
 
 fn user_key(tenant: &str, user_id: &str) -> String {
@@ -65,7 +75,24 @@ impl Hub {
             buffer,
             tenants: DashMap::new(),
             users: DashMap::new(),
+            positions: Mutex::new(Positions::default()),
         }
+    }
+
+    /// Where publishing stands, per shard.
+    pub fn positions(&self) -> Positions {
+        self.positions.lock().clone()
+    }
+
+    /// Moves a shard's position on without publishing (to where this node starts numbering, or
+    /// to the head of a log it begins to follow): nothing at or below it will be published.
+    pub fn advance(&self, shard: ShardId, seq: u64) {
+        self.positions.lock().advance(shard, seq);
+    }
+
+    /// Where publishing stands in one shard.
+    pub fn position(&self, shard: ShardId) -> u64 {
+        self.positions.lock().get(shard)
     }
 
     /// The events a subscriber limited to `tenant` and `user_id` may see (every event when both
@@ -82,8 +109,16 @@ impl Hub {
             .subscribe()
     }
 
-    /// Hands `event` to the shared channel and to its tenant's and its user's.
+    /// Hands `event` to the shared channel and to its tenant's and its user's, unless an event of
+    /// its shard at or after it was published already.
     pub fn publish(&self, event: &Arc<SerializedEvent>) {
+        {
+            let mut positions = self.positions.lock();
+            if event.event.global_seq <= positions.get(event.shard) {
+                return;
+            }
+            positions.advance(event.shard, event.event.global_seq);
+        }
         if self.all.receiver_count() > 0 {
             let _ = self.all.send(Arc::clone(event));
         }

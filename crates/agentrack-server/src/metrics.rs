@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use agentrack::{
@@ -15,8 +16,9 @@ use agentrack::{
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::store::StateCount;
+use crate::cluster::LocalShard;
 use crate::store::pipeline::Pipeline;
+use crate::store::{ShardId, StateCount};
 
 /// Phase-duration samples kept per tenant and phase.
 const SAMPLES: usize = 512;
@@ -163,7 +165,8 @@ pub fn samples_of(records: &[ExecutionRecord]) -> HashMap<Phase, Vec<u64>> {
 /// The server's counters.
 #[derive(Debug, Default)]
 pub struct ServerMetrics {
-    counts: Mutex<HashMap<(String, String), Counts>>,
+    /// By shard, tenant and user: a shard's counts leave with it when another node takes it.
+    counts: Mutex<HashMap<(ShardId, String, String), Counts>>,
     phases: Mutex<HashMap<String, HashMap<Phase, VecDeque<u64>>>>,
     http: [AtomicU64; 5],
     /// WebSocket connections open now.
@@ -173,11 +176,15 @@ pub struct ServerMetrics {
 }
 
 impl ServerMetrics {
-    /// Starts from the store's counts and the phase durations of the executions in memory.
-    pub fn restore(&self, stored: &[StateCount], records: &[ExecutionRecord]) {
+    /// Starts a shard from the store's counts and the phase durations of its executions in
+    /// memory (when this node takes the shard).
+    pub fn restore(&self, shard: ShardId, stored: &[StateCount], records: &[ExecutionRecord]) {
         let mut counts = self.counts.lock();
+        counts.retain(|(of, _, _), _| *of != shard);
         for entry in stored {
-            let counts = counts.entry((entry.tenant.clone(), entry.user_id.clone())).or_default();
+            let counts = counts
+                .entry((shard, entry.tenant.clone(), entry.user_id.clone()))
+                .or_default();
             counts.total += entry.count;
             match entry.state {
                 ExecutionState::Completed => counts.completed += entry.count,
@@ -198,21 +205,28 @@ impl ServerMetrics {
         }
     }
 
-    /// Counts one committed event.
-    pub fn observe(&self, event: &Event) {
+    /// Forgets a shard's counts (another node serves it now).
+    pub fn forget(&self, shard: ShardId) {
+        self.counts.lock().retain(|(of, _, _), _| *of != shard);
+    }
+
+    /// Counts one committed event of `shard`.
+    pub fn observe(&self, shard: ShardId, event: &Event) {
         let Some(scope) = &event.execution else { return };
         let owner = &scope.owner;
         match counted(&event.kind) {
             Some(Counted::Created) => {
                 let mut counts = self.counts.lock();
-                let entry = counts.entry((owner.tenant.clone(), owner.user_id.clone())).or_default();
+                let entry = counts
+                    .entry((shard, owner.tenant.clone(), owner.user_id.clone()))
+                    .or_default();
                 entry.total += 1;
                 entry.active += 1;
             }
             Some(Counted::Finished(finished)) => {
                 let mut counts = self.counts.lock();
                 counts
-                    .entry((owner.tenant.clone(), owner.user_id.clone()))
+                    .entry((shard, owner.tenant.clone(), owner.user_id.clone()))
                     .or_default()
                     .finish(finished.state);
             }
@@ -229,7 +243,7 @@ impl ServerMetrics {
     pub fn counts(&self, tenant: Option<&str>, user_id: Option<&str>) -> Counts {
         let counts = self.counts.lock();
         let mut sum = Counts::default();
-        for ((t, u), c) in counts.iter() {
+        for ((_, t, u), c) in counts.iter() {
             if tenant.is_none_or(|x| x == t) && user_id.is_none_or(|x| x == u) {
                 sum.add(c);
             }
@@ -259,12 +273,14 @@ impl ServerMetrics {
     }
 
     /// The Prometheus text exposition of everything.
-    pub fn render(&self, tracker: &Tracker, pipeline: &Pipeline, uptime: std::time::Duration) -> String {
+    pub fn render(&self, shards: &[Arc<LocalShard>], pipeline: &Pipeline, uptime: std::time::Duration) -> String {
+        let trackers: Vec<Tracker> = shards.iter().map(|shard| shard.tracker.clone()).collect();
+        let trackers = trackers.as_slice();
         let mut out = Exposition::default();
-        self.render_executions(&mut out, tracker);
-        render_store(&mut out, pipeline);
+        self.render_executions(&mut out, trackers);
+        render_store(&mut out, pipeline, shards);
         self.render_connections(&mut out);
-        render_breakers(&mut out, tracker);
+        render_breakers(&mut out, trackers);
         self.render_phases(&mut out);
         out.one(
             "agentrack_uptime_seconds",
@@ -276,7 +292,7 @@ impl ServerMetrics {
     }
 
     /// Executions by outcome, in memory, and the latest sequence number.
-    fn render_executions(&self, out: &mut Exposition, tracker: &Tracker) {
+    fn render_executions(&self, out: &mut Exposition, trackers: &[Tracker]) {
         // The server's counts include executions that finished before a restart.
         let counts = self.counts(None, None);
         out.one(
@@ -308,13 +324,13 @@ impl ServerMetrics {
             "agentrack_executions_in_memory",
             "gauge",
             "Execution records held in memory.",
-            tracker.len() as f64,
+            trackers.iter().map(Tracker::len).sum::<usize>() as f64,
         );
         out.one(
             "agentrack_events_last_seq",
             "gauge",
-            "Global sequence number of the latest event.",
-            tracker.last_seq() as f64,
+            "Sequence number of the latest event (the highest of this node's shards).",
+            trackers.iter().map(Tracker::last_seq).max().unwrap_or(0) as f64,
         );
     }
 
@@ -388,13 +404,22 @@ fn load(counter: &AtomicU64) -> f64 {
 }
 
 /// The store pipeline's progress, throughput and health.
-fn render_store(out: &mut Exposition, pipeline: &Pipeline) {
+fn render_store(out: &mut Exposition, pipeline: &Pipeline, shards: &[Arc<LocalShard>]) {
     let stats = pipeline.stats();
+    out.one(
+        "agentrack_store_shards",
+        "gauge",
+        "Shards this node serves.",
+        shards.len() as f64,
+    );
     out.one(
         "agentrack_store_committed_seq",
         "gauge",
-        "Highest global sequence number confirmed durable.",
-        pipeline.committed() as f64,
+        "Sequence numbers confirmed durable, summed over this node's shards.",
+        shards
+            .iter()
+            .filter_map(|shard| pipeline.committed(shard.id))
+            .sum::<u64>() as f64,
     );
     for (name, kind, help, counter) in [
         (
@@ -451,10 +476,10 @@ fn render_store(out: &mut Exposition, pipeline: &Pipeline) {
 }
 
 /// Each named circuit breaker's state.
-fn render_breakers(out: &mut Exposition, tracker: &Tracker) {
-    let breakers: Vec<(String, f64)> = tracker
-        .breakers()
-        .into_iter()
+fn render_breakers(out: &mut Exposition, trackers: &[Tracker]) {
+    let breakers: Vec<(String, f64)> = trackers
+        .iter()
+        .flat_map(Tracker::breakers)
         .map(|status| {
             let value = match status.state {
                 BreakerState::Closed => 0.0,

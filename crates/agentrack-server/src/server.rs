@@ -15,12 +15,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use agentrack::{MonitorHandle, Tracker};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{AppState, Settings, Shared};
+use crate::app::{AppState, ClusterState, Settings, Shared};
 use crate::auth::{Role, TokenCache, TokenGrant, generate_token, hash_token};
+use crate::cluster::forward::Forwarder;
+use crate::cluster::{Loader, Member, Shards, View, feed, membership};
 use crate::config::ServerConfig;
 use crate::housekeeping::{self, Retention};
 use crate::hub::Hub;
@@ -28,7 +29,7 @@ use crate::metrics::ServerMetrics;
 use crate::permits::Permits;
 use crate::serialized_event::SerializedEvent;
 use crate::store::pipeline::{Pipeline, PipelineConfig, Publisher};
-use crate::store::{self, Store, StoreConfig, StoreError};
+use crate::store::{self, StoreConfig, StoreError};
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -62,10 +63,25 @@ const MIN_HUB_BUFFER: usize = 4096;
 pub struct Server {
     state: AppState,
     listener: TcpListener,
-    monitor: MonitorHandle,
+    loader: Loader,
+    lost_shards: Option<tokio::sync::mpsc::UnboundedReceiver<crate::store::ShardId>>,
     admin_token: Option<String>,
     restored: usize,
     retention: Retention,
+}
+
+/// How the other nodes reach this one: the configured URL, or `http://` and the bound address
+/// (loopback when bound to every interface, which only suits a cluster on one machine).
+fn advertised(configured: Option<&str>, local: SocketAddr) -> String {
+    if let Some(url) = configured {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let mut addr = local;
+    if addr.ip().is_unspecified() {
+        tracing::warn!("listening on every interface: advertising 127.0.0.1; set --advertise for other machines");
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
 }
 
 fn write_secret(path: &Path, secret: &str) -> Result<(), ServerError> {
@@ -133,7 +149,7 @@ struct CommittedEvents {
 impl Publisher for CommittedEvents {
     fn committed(&mut self, events: &[Arc<SerializedEvent>]) {
         for event in events {
-            self.metrics.observe(&event.event);
+            self.metrics.observe(event.shard, &event.event);
         }
     }
 
@@ -142,39 +158,6 @@ impl Publisher for CommittedEvents {
             self.hub.publish(event);
         }
     }
-}
-
-/// Rebuilds the tracker from the store: alive executions (with one heartbeat window of grace)
-/// and recently finished ones, the counters, and the sequence numbering.
-async fn restore(
-    store: &dyn Store,
-    tracker: &Tracker,
-    metrics: &ServerMetrics,
-    config: &ServerConfig,
-) -> Result<(store::Loaded, usize), ServerError> {
-    let started = Instant::now();
-    // Finished executions older than the tracker keeps in memory stay in the store only.
-    let cutoff = chrono::Duration::from_std(config.tracker.cleanup_age)
-        .ok()
-        .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
-        .unwrap_or_default();
-    let mut loaded = store.load(cutoff).await?;
-    metrics.restore(&loaded.counts, &loaded.records);
-    let restored = loaded.records.len();
-    for record in std::mem::take(&mut loaded.records) {
-        let id = record.execution_id;
-        if let Err(error) = tracker.restore(record) {
-            tracing::error!(execution_id = %id, %error, "could not restore an execution");
-        }
-    }
-    tracker.resume_sequence(loaded.high_water);
-    tracing::info!(
-        restored,
-        high_water = loaded.high_water,
-        millis = started.elapsed().as_millis() as u64,
-        "rebuilt the tracker from the store"
-    );
-    Ok((loaded, restored))
 }
 
 /// On the first start of an empty store: an admin token, stored, cached and written to the data
@@ -207,15 +190,12 @@ impl Server {
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
         prepare_data_dir(&config.data)?;
         let store = store::open(&config.store, &config.data).await?;
-        let tracker = Tracker::with_config(config.tracker.clone());
         let metrics = Arc::new(ServerMetrics::default());
-        let (loaded, restored) = restore(store.as_ref(), &tracker, &metrics, &config).await?;
-
         let hub = Arc::new(Hub::new(config.subscriber_buffer.max(MIN_HUB_BUFFER)));
+        let shards = Arc::new(Shards::new(store.shard_count(), config.tracker.clone()));
+        let (lost, lost_shards) = tokio::sync::mpsc::unbounded_channel();
         let pipeline = Pipeline::start(
             store.writer().await?,
-            &tracker,
-            loaded.high_water,
             PipelineConfig {
                 heartbeat_flush: config.heartbeat_flush,
                 ..PipelineConfig::default()
@@ -224,26 +204,68 @@ impl Server {
                 metrics: Arc::clone(&metrics),
                 hub: Arc::clone(&hub),
             }),
+            lost,
         )?;
-        pipeline.hold_rows(loaded.replayed);
-        let tokens = TokenCache::default();
-        let admin_token = if loaded.has_admin_token {
-            None
-        } else {
-            Some(bootstrap_admin(&pipeline, &tokens, &config.data).await?)
+        let loader = Loader {
+            store: Arc::clone(&store),
+            pipeline: Arc::clone(&pipeline),
+            shards: Arc::clone(&shards),
+            metrics: Arc::clone(&metrics),
+            hub: Arc::clone(&hub),
+            config: config.tracker.clone(),
         };
-        let monitor = tracker.spawn_monitor();
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|error| ServerError::Bind {
                 addr: config.listen,
                 reason: error.to_string(),
             })?;
+        let local = listener
+            .local_addr()
+            .map_err(|error| ServerError::Io(error.to_string()))?;
+        let view = Arc::new(parking_lot::RwLock::new(View::default()));
+        let member = match store.cluster() {
+            // One node, one shard, always here.
+            None => {
+                loader.take(0, None).await?;
+                None
+            }
+            Some(cluster) => {
+                let member = Member::of_data_dir(
+                    &config.data,
+                    advertised(config.cluster.advertise.as_deref(), local),
+                    config.cluster.lease_ttl,
+                )
+                .map_err(|error| {
+                    ServerError::Io(format!("cannot keep the node id in {}: {error}", config.data.display()))
+                })?;
+                tracing::info!(node = %member.node_id, url = %member.url, shards = shards.count(), "joining the cluster");
+                // The first round before serving: a node alone takes every shard, and one joining
+                // learns who serves what.
+                membership::round(&member, cluster, &loader, &view).await?;
+                Some(member)
+            }
+        };
+        let restored = shards.trackers().iter().map(agentrack::Tracker::len).sum();
+        let tokens = TokenCache::default();
+        let admin_token = if store.has_admin_token().await? {
+            None
+        } else {
+            Some(bootstrap_admin(&pipeline, &tokens, &config.data).await?)
+        };
+        let cluster = member.map(|member| {
+            Arc::new(ClusterState {
+                member,
+                view,
+                forwarder: Forwarder::default(),
+            })
+        });
         let state = AppState(Arc::new(Shared {
-            tracker,
+            shards,
             store,
             pipeline,
             hub,
+            cluster,
             tokens,
             permits: Permits::default(),
             metrics,
@@ -259,7 +281,8 @@ impl Server {
         Ok(Self {
             state,
             listener,
-            monitor,
+            loader,
+            lost_shards: Some(lost_shards),
             admin_token,
             restored,
             retention: Retention {
@@ -300,9 +323,33 @@ impl Server {
     /// # Errors
     ///
     /// The server failed while running.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
         let state = self.state.clone();
         let housekeeping = tokio::spawn(housekeeping::run(state.clone(), self.retention));
+        // Membership stops on its own token: after the listener, so that shards are handed over
+        // once no request is in flight.
+        let leaving = CancellationToken::new();
+        let cluster = state.cluster.clone().map(|cluster| {
+            let feed = tokio::spawn(feed::follow(
+                Arc::clone(&state.store),
+                Arc::clone(&state.shards),
+                Arc::clone(&state.hub),
+                leaving.clone(),
+            ));
+            let lost = self
+                .lost_shards
+                .take()
+                .unwrap_or_else(|| tokio::sync::mpsc::unbounded_channel().1);
+            let membership = tokio::spawn(membership::run(
+                cluster.member.clone(),
+                Arc::clone(&state.store),
+                self.loader.clone(),
+                Arc::clone(&cluster.view),
+                lost,
+                leaving.clone(),
+            ));
+            (feed, membership)
+        });
         let stop = state.shutdown.clone();
         let app = crate::api::router(state.clone());
         let served = axum::serve(self.listener, app)
@@ -319,7 +366,15 @@ impl Server {
         while state.metrics.websockets.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.monitor.stop().await;
+        leaving.cancel();
+        if let Some((feed, membership)) = cluster {
+            // Hands every shard over (written, released) and leaves the cluster.
+            let _ = membership.await;
+            let _ = feed.await;
+        }
+        for shard in state.shards.locals() {
+            shard.stop().await;
+        }
         let pipeline = Arc::clone(&state.pipeline);
         tokio::task::spawn_blocking(move || pipeline.shutdown())
             .await

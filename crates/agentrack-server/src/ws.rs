@@ -4,29 +4,33 @@
 //!
 //! 1. subscribe to the committed-event fan-out (a viewer to its user's channel, an agent to its
 //!    tenant's, see [`crate::hub`]);
-//! 2. read the committed watermark `W`: every event up to `W` is in the store, and every event
-//!    after it will still arrive on the subscription (the writer raises the watermark before it
-//!    publishes a batch);
-//! 3. replay stored events in `(since, W]`;
+//! 2. read the hub's positions `W` (per shard, the last event published): every event up to `W`
+//!    is in the store (published only once committed), and every event after it will still
+//!    arrive on the subscription;
+//! 3. replay stored events in `(since, W]`, shard by shard;
 //! 4. forward live events, skipping any at or below `W` (already replayed).
+//!
+//! Every event the stream sends carries a `cursor`: where the subscriber stands after it, in
+//! every shard (see [`crate::cursor`]). `since=<cursor>` resumes there, on any node.
 //!
 //! Each connection has two tasks: this one picks and maps events, and a writer owns the socket.
 //! Between them sits a bounded queue. A client that does not read fills its queue; it is then
-//! closed with code 1008 and a reason naming the last sequence number it was actually sent, so
-//! it can reconnect with `since=` that number — memory never grows without bound. A ping goes
+//! closed with code 1008 and a reason naming the cursor of the last event it was actually sent,
+//! so it can reconnect with `since=` that cursor — memory never grows without bound. A ping goes
 //! out every keepalive interval so proxies keep the connection open. An agent may also send
 //! heartbeats over the stream: `{"type": "heartbeat", "execution_ids": [...]}`, answered with a
 //! `heartbeat_ack` like `POST /v1/heartbeats`.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use agentrack::{Event, EventFilter, ExecutionId, ExecutionRecord};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use agentrack::{Event, EventFilter, ExecutionId, ExecutionRecord, Tracker};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, oneshot};
@@ -36,7 +40,9 @@ use crate::api::body::{Fields, JsonBody, describe};
 use crate::api::heartbeats;
 use crate::app::AppState;
 use crate::auth::Scope;
-use crate::store::EventQuery;
+use crate::cursor::Positions;
+use crate::serialized_event::SerializedEvent;
+use crate::store::{EventQuery, LogRange, ShardId};
 
 /// Which vocabulary a stream speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +62,8 @@ pub struct Subscription {
     pub thread_id: Option<String>,
     /// Only this execution.
     pub execution_id: Option<ExecutionId>,
-    /// Replay stored events after this global sequence number first.
-    pub since: Option<u64>,
+    /// Replay stored events after this position first.
+    pub since: Option<Positions>,
     /// The vocabulary.
     pub protocol: Protocol,
     /// Start with a snapshot of the matching executions' current state.
@@ -68,13 +74,16 @@ pub struct Subscription {
 const REPLAY_PAGE: usize = 500;
 /// A send that takes longer than this means the client stopped reading.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest reason a close frame may carry (RFC 6455: 125 bytes of payload, 2 of them the code).
+const MAX_CLOSE_REASON: usize = 123;
+
 /// How long a close frame may take to go out.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One queued message and the global sequence number it carries (0 for none).
+/// One queued message and, for an event, the cursor after it.
 struct Outgoing {
     message: Message,
-    seq: u64,
+    cursor: Option<String>,
 }
 
 /// The writer task: owns the socket, sends what is queued, and closes when told.
@@ -82,7 +91,7 @@ async fn write(
     mut sink: SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Outgoing>,
     mut close: oneshot::Receiver<(u16, String)>,
-    sent: Arc<AtomicU64>,
+    sent: Arc<Mutex<String>>,
 ) {
     let close_with = |frame: (u16, String)| {
         Message::Close(Some(CloseFrame {
@@ -101,13 +110,15 @@ async fn write(
             }
             next = queue.recv() => next,
         };
-        let Some(Outgoing { message, seq }) = next else { return };
+        let Some(Outgoing { message, cursor }) = next else {
+            return;
+        };
         // Once fed, the message is whole in the socket's buffer and goes out before anything
         // sent later, a close frame included: it counts as sent.
         match tokio::time::timeout(SEND_TIMEOUT, sink.feed(message)).await {
             Ok(Ok(())) => {
-                if seq > 0 {
-                    sent.fetch_max(seq, Ordering::Relaxed);
+                if let Some(cursor) = cursor {
+                    *sent.lock() = cursor;
                 }
             }
             _ => return,
@@ -141,14 +152,19 @@ enum Push {
 struct Stream {
     queue: mpsc::Sender<Outgoing>,
     close: Option<oneshot::Sender<(u16, String)>>,
-    sent: Arc<AtomicU64>,
+    /// The cursor after the last event the writer sent.
+    sent: Arc<Mutex<String>>,
     mapper: Option<AguiMapper>,
+    /// Where the subscriber stands: moved by every event queued for it.
+    positions: Positions,
+    /// The store's shard count, for writing cursors.
+    shards: u16,
 }
 
 impl Stream {
     /// Queues without waiting (live events: a full queue means a slow client).
-    fn push(&self, message: Message, seq: u64) -> Push {
-        match self.queue.try_send(Outgoing { message, seq }) {
+    fn push(&self, message: Message, cursor: Option<String>) -> Push {
+        match self.queue.try_send(Outgoing { message, cursor }) {
             Ok(()) => Push::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => Push::Full,
             Err(mpsc::error::TrySendError::Closed(_)) => Push::Gone,
@@ -156,17 +172,23 @@ impl Stream {
     }
 
     /// Queues, waiting for room (replay: the store paces itself to the client).
-    async fn push_wait(&self, message: Message, seq: u64) -> Push {
-        match self.queue.send(Outgoing { message, seq }).await {
+    async fn push_wait(&self, message: Message, cursor: Option<String>) -> Push {
+        match self.queue.send(Outgoing { message, cursor }).await {
             Ok(()) => Push::Queued,
             Err(_) => Push::Gone,
         }
     }
 
-    /// The messages for one event: its stored JSON, or its AG-UI mapping.
-    fn messages(&mut self, json: Utf8Bytes, event: impl FnOnce() -> Option<Arc<Event>>) -> Vec<Message> {
+    /// Moves the subscriber past an event of `shard`; returns the cursor after it.
+    fn pass(&mut self, shard: ShardId, seq: u64) -> String {
+        self.positions.advance(shard, seq);
+        self.positions.encode(self.shards)
+    }
+
+    /// The messages for one event: its stored JSON with its `cursor`, or its AG-UI mapping.
+    fn messages(&mut self, json: &str, cursor: &str, event: impl FnOnce() -> Option<Arc<Event>>) -> Vec<Message> {
         match &mut self.mapper {
-            None => vec![Message::Text(json)],
+            None => vec![Message::Text(with_cursor(json, cursor).into())],
             Some(mapper) => match event() {
                 Some(event) => mapper
                     .map(&event)
@@ -185,8 +207,8 @@ impl Stream {
     }
 
     /// Queues a replayed event or an answer, waiting for room; `Break` once the client left.
-    async fn queue_wait(&self, message: Message, seq: u64) -> ControlFlow<()> {
-        match self.push_wait(message, seq).await {
+    async fn queue_wait(&self, message: Message, cursor: Option<String>) -> ControlFlow<()> {
+        match self.push_wait(message, cursor).await {
             Push::Gone => ControlFlow::Break(()),
             Push::Queued | Push::Full => ControlFlow::Continue(()),
         }
@@ -194,8 +216,8 @@ impl Stream {
 
     /// Queues a live message without waiting; `Break` once the client left, or fell so far
     /// behind that the queue is full (the stream is then closed as a slow consumer).
-    fn queue_live(&mut self, state: &AppState, message: Message, seq: u64) -> ControlFlow<()> {
-        match self.push(message, seq) {
+    fn queue_live(&mut self, state: &AppState, message: Message, cursor: Option<String>) -> ControlFlow<()> {
+        match self.push(message, cursor) {
             Push::Queued => ControlFlow::Continue(()),
             Push::Full => {
                 self.close_slow(state, "too many events waiting to be sent".into());
@@ -208,8 +230,12 @@ impl Stream {
     /// Closes a client that fell `behind`, with the sequence number it can resume from.
     fn close_slow(&mut self, state: &AppState, behind: String) {
         state.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-        let last = self.sent.load(Ordering::Relaxed);
-        let reason = format!("slow consumer: {behind}; reconnect with since={last}");
+        let last = self.sent.lock().clone();
+        // A close frame's reason holds at most 123 bytes; a long cursor is in every event sent.
+        let mut reason = format!("slow consumer: {behind}; reconnect with since={last}");
+        if reason.len() > MAX_CLOSE_REASON {
+            reason = format!("slow consumer: {behind}; reconnect with the cursor of the last event");
+        }
         tracing::info!(%reason, "closing a slow event stream");
         self.close(close_code::POLICY, reason);
     }
@@ -222,33 +248,38 @@ pub async fn serve(socket: WebSocket, state: AppState, subscription: Subscriptio
     let (sink, incoming) = socket.split();
     let (queue, queued) = mpsc::channel(buffer);
     let (close, closing) = oneshot::channel();
-    let sent = Arc::new(AtomicU64::new(subscription.since.unwrap_or(0)));
+    let shards = state.shards.count();
+    let positions = subscription.since.clone().unwrap_or_default();
+    let sent = Arc::new(Mutex::new(positions.encode(shards)));
     let writer = tokio::spawn(write(sink, queued, closing, Arc::clone(&sent)));
     let stream = Stream {
         queue,
         close: Some(close),
         sent,
         mapper: (subscription.protocol == Protocol::Agui).then(AguiMapper::default),
+        positions,
+        shards,
     };
     run(stream, incoming, &state, subscription).await;
     let _ = writer.await;
     state.metrics.websockets.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// The records a snapshot shows: the one execution, the thread's, or the alive ones in scope.
+/// The records a snapshot shows, of the shards this node serves: the one execution, the
+/// thread's, or the alive ones in scope.
 fn snapshot_records(state: &AppState, subscription: &Subscription) -> Vec<ExecutionRecord> {
-    let records = match (&subscription.execution_id, &subscription.thread_id) {
-        (Some(id), _) => state.tracker.get(*id).into_iter().collect(),
-        (None, Some(thread)) => state.tracker.by_thread(thread),
+    let trackers = state.shards.trackers();
+    let records: Vec<ExecutionRecord> = match (&subscription.execution_id, &subscription.thread_id) {
+        (Some(id), _) => state.shards.get(*id).into_iter().collect(),
+        (None, Some(thread)) => trackers.iter().flat_map(|tracker| tracker.by_thread(thread)).collect(),
         // A viewer's own executions through the user index, rather than every alive one.
         (None, None) => match subscription.scope.event_filter(None, None).user_id {
-            Some(user_id) => state
-                .tracker
-                .by_user(&user_id)
-                .into_iter()
+            Some(user_id) => trackers
+                .iter()
+                .flat_map(|tracker| tracker.by_user(&user_id))
                 .filter(ExecutionRecord::is_alive)
                 .collect(),
-            None => state.tracker.active(),
+            None => trackers.iter().flat_map(Tracker::active).collect(),
         },
     };
     records
@@ -274,12 +305,15 @@ async fn run(
         .scope
         .event_filter(subscription.thread_id.clone(), subscription.execution_id);
     let live = state.hub.subscribe(filter.tenant.as_deref(), filter.user_id.as_deref());
-    let horizon = state.pipeline.committed();
-    if replay(&mut stream, state, &subscription, horizon).await.is_break() {
+    let horizon = state.hub.positions();
+    if replay(&mut stream, state, &subscription, &horizon).await.is_break() {
         return;
     }
-    // Live events at or below this were replayed (or, past the horizon, already seen).
-    let skip_through = horizon.max(subscription.since.unwrap_or(0));
+    // Live events at or below these were replayed (or, past the horizon, already seen).
+    for (shard, seq) in horizon.iter() {
+        stream.positions.advance(shard, seq);
+    }
+    let skip_through = stream.positions.clone();
     let live = Live {
         events: live,
         filter,
@@ -290,11 +324,16 @@ async fn run(
 
 /// What comes before live events: the snapshot if asked for, then the stored events in
 /// `(since, horizon]`. `Break` when the stream is over.
-async fn replay(stream: &mut Stream, state: &AppState, subscription: &Subscription, horizon: u64) -> ControlFlow<()> {
+async fn replay(
+    stream: &mut Stream,
+    state: &AppState,
+    subscription: &Subscription,
+    horizon: &Positions,
+) -> ControlFlow<()> {
     if subscription.snapshot {
         send_snapshot(stream, state, subscription, horizon).await?;
     }
-    if let Some(since) = subscription.since {
+    if let Some(since) = &subscription.since {
         replay_stored(stream, state, subscription, since, horizon).await?;
     }
     ControlFlow::Continue(())
@@ -305,30 +344,41 @@ async fn send_snapshot(
     stream: &mut Stream,
     state: &AppState,
     subscription: &Subscription,
-    horizon: u64,
+    horizon: &Positions,
 ) -> ControlFlow<()> {
     let executions = snapshot_records(state, subscription);
+    let cursor = horizon.encode(stream.shards);
+    let global_seq = horizon.get(0);
     let message = match subscription.protocol {
-        Protocol::Agentrack => json!({"type": "snapshot", "global_seq": horizon, "executions": executions}),
+        Protocol::Agentrack => {
+            json!({"type": "snapshot", "global_seq": global_seq, "cursor": cursor, "executions": executions})
+        }
         Protocol::Agui => json!({"type": "STATE_SNAPSHOT", "snapshot": {"executions": executions},
-            "rawEvent": {"type": "snapshot", "global_seq": horizon}}),
+            "rawEvent": {"type": "snapshot", "global_seq": global_seq, "cursor": cursor}}),
     };
-    stream.queue_wait(Message::Text(message.to_string().into()), 0).await
+    stream.queue_wait(Message::Text(message.to_string().into()), None).await
 }
 
-/// The stored events in `(since, horizon]`, a page at a time, paced by the client.
+/// The stored events in `(since, horizon]`, every shard's in its order, a page at a time, paced
+/// by the client.
 async fn replay_stored(
     stream: &mut Stream,
     state: &AppState,
     subscription: &Subscription,
-    since: u64,
-    horizon: u64,
+    since: &Positions,
+    horizon: &Positions,
 ) -> ControlFlow<()> {
-    let mut after = since;
-    while after < horizon {
+    let mut ranges: Vec<LogRange> = (0..stream.shards)
+        .map(|shard| LogRange {
+            shard,
+            after: since.get(shard),
+            up_to: horizon.get(shard),
+        })
+        .filter(|range| range.after < range.up_to)
+        .collect();
+    while !ranges.is_empty() {
         let query = EventQuery {
-            after,
-            up_to: horizon,
+            ranges: ranges.clone(),
             thread_id: subscription.thread_id.clone(),
             execution_id: subscription.execution_id,
             limit: REPLAY_PAGE,
@@ -346,15 +396,20 @@ async fn replay_stored(
             }
         };
         for stored in &events {
-            let seq = stored.global_seq;
+            let cursor = stream.pass(stored.shard, stored.global_seq);
             let parsed = || serde_json::from_str::<Event>(&stored.json).ok().map(Arc::new);
-            for message in stream.messages(stored.json.clone().into(), parsed) {
-                stream.queue_wait(message, seq).await?;
+            for message in stream.messages(&stored.json, &cursor, parsed) {
+                stream.queue_wait(message, Some(cursor.clone())).await?;
             }
-            after = seq;
         }
         if events.len() < REPLAY_PAGE {
             break;
+        }
+        // Pages come shard by shard: the shards before the last one seen are done.
+        let last_shard = events.last().map_or(0, |event| event.shard);
+        ranges.retain(|range| range.shard >= last_shard);
+        for range in &mut ranges {
+            range.after = range.after.max(stream.positions.get(range.shard));
         }
     }
     ControlFlow::Continue(())
@@ -364,8 +419,8 @@ async fn replay_stored(
 struct Live {
     events: crate::hub::Receiver,
     filter: EventFilter,
-    /// Events at or below this sequence number were already sent.
-    skip_through: u64,
+    /// Per shard, events at or below this number were already sent.
+    skip_through: Positions,
 }
 
 /// Forwards live events, answers the client's messages and pings, until either side ends it.
@@ -387,7 +442,7 @@ async fn forward_live(
                 ControlFlow::Break(())
             }
             received = live.events.recv() => match received {
-                Ok(published) => forward(&mut stream, state, &live, &published.event, &published.json),
+                Ok(published) => forward(&mut stream, state, &live, &published),
                 Err(RecvError::Lagged(missed)) => {
                     stream.close_slow(state, format!("fell {missed} events behind"));
                     ControlFlow::Break(())
@@ -401,11 +456,11 @@ async fn forward_live(
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => ControlFlow::Break(()),
                 Some(Ok(Message::Text(text))) => {
                     let reply = answer(state, scope, &text).await;
-                    stream.queue_wait(Message::Text(reply.to_string().into()), 0).await
+                    stream.queue_wait(Message::Text(reply.to_string().into()), None).await
                 }
                 Some(Ok(_)) => ControlFlow::Continue(()),
             },
-            _ = keepalive.tick() => stream.queue_live(state, Message::Ping(bytes::Bytes::new()), 0),
+            _ = keepalive.tick() => stream.queue_live(state, Message::Ping(bytes::Bytes::new()), None),
         };
         if flow.is_break() {
             return;
@@ -414,24 +469,27 @@ async fn forward_live(
 }
 
 /// One live event, unless it was replayed already or the subscription does not pass it.
-fn forward(
-    stream: &mut Stream,
-    state: &AppState,
-    live: &Live,
-    event: &Arc<Event>,
-    json: &bytes::Bytes,
-) -> ControlFlow<()> {
-    if event.global_seq <= live.skip_through || !live.filter.matches(event) {
+fn forward(stream: &mut Stream, state: &AppState, live: &Live, published: &SerializedEvent) -> ControlFlow<()> {
+    let event = &published.event;
+    if event.global_seq <= live.skip_through.get(published.shard) || !live.filter.matches(event) {
         return ControlFlow::Continue(());
     }
-    let Ok(json) = Utf8Bytes::try_from(json.clone()) else {
-        return ControlFlow::Continue(());
-    };
+    let cursor = stream.pass(published.shard, event.global_seq);
     let shared = Arc::clone(event);
-    for message in stream.messages(json, || Some(shared)) {
-        stream.queue_live(state, message, event.global_seq)?;
+    for message in stream.messages(published.text(), &cursor, || Some(shared)) {
+        stream.queue_live(state, message, Some(cursor.clone()))?;
     }
     ControlFlow::Continue(())
+}
+
+/// `json` (an object) with a leading `"cursor"` member. Cursors hold no character JSON would
+/// escape, and the event JSON is shared by every subscriber, so the member is spliced in.
+fn with_cursor(json: &str, cursor: &str) -> String {
+    match json.strip_prefix('{') {
+        Some(rest) if rest.trim_start().starts_with('}') => format!("{{\"cursor\":\"{cursor}\"}}"),
+        Some(rest) => format!("{{\"cursor\":\"{cursor}\",{rest}"),
+        None => json.to_owned(),
+    }
 }
 
 /// Answers a message from the client. The one kind understood is a heartbeat, so that an agent

@@ -108,7 +108,7 @@ async fn reconnecting_with_since_loses_no_event(backend: Backend) {
     let mut first = server.ws("", Some(&agent)).await;
     let id = server.create_started(&agent, "researcher", "thread-1", "alice").await;
     let seen = first.until(5 * SECOND, |e| e["type"] == "state_changed").await;
-    let last = seen.last().unwrap()["global_seq"].as_u64().unwrap();
+    let last = seen.last().unwrap()["cursor"].as_str().unwrap().to_owned();
     first.close().await;
 
     // Everything else happens while nobody is listening.
@@ -124,21 +124,43 @@ async fn reconnecting_with_since_loses_no_event(backend: Backend) {
 
     // Reconnect from the last sequence seen: the rest arrives, once each, in order, then live.
     let mut second = server.ws(&format!("?since={last}"), Some(&agent)).await;
-    let replayed = second.until(5 * SECOND, |e| e["type"] == "execution_failed").await;
+    // Replayed shard by shard: both endings, in whichever order the shards come.
+    let mut endings = 0;
+    let replayed = second
+        .until(5 * SECOND, |e| {
+            if ["execution_failed", "execution_completed"].contains(&e["type"].as_str().unwrap_or("")) {
+                endings += 1;
+            }
+            endings == 2
+        })
+        .await;
     let live_id = server.create(&agent, "late", "thread-3", "carol").await;
     let live = second.until(5 * SECOND, |e| e["type"] == "execution_created").await;
     assert_eq!(live[0]["execution_id"], live_id.as_str());
 
-    let sequence: Vec<u64> = replayed
-        .iter()
-        .chain(&live)
-        .map(|e| e["global_seq"].as_u64().unwrap())
-        .collect();
-    assert!(sequence.iter().all(|s| *s > last));
+    // Each execution's events in its order, none twice, none already seen.
+    let key = |e: &Value| {
+        (
+            e["execution_id"].as_str().unwrap().to_owned(),
+            e["seq"].as_u64().unwrap(),
+        )
+    };
+    let seen_keys: Vec<_> = seen.iter().map(key).collect();
+    let resumed: Vec<_> = replayed.iter().chain(&live).map(key).collect();
     assert!(
-        sequence.windows(2).all(|w| w[0] < w[1]),
-        "no duplicates, in order: {sequence:?}"
+        resumed.iter().all(|k| !seen_keys.contains(k)),
+        "nothing seen before comes again"
     );
+    for (execution, seq) in &resumed {
+        let earlier = resumed
+            .iter()
+            .take_while(|k| k != &&(execution.clone(), *seq))
+            .filter(|(other, _)| other == execution);
+        assert!(
+            earlier.clone().all(|(_, s)| s < seq),
+            "{execution}'s events in order: {resumed:?}"
+        );
+    }
     let names = types(&replayed);
     for expected in [
         "phase_changed",
@@ -151,20 +173,23 @@ async fn reconnecting_with_since_loses_no_event(backend: Backend) {
     ] {
         assert!(names.iter().any(|n| n == expected), "missing {expected} in {names:?}");
     }
-    // Every non-heartbeat event between `last` and the end is there: compare with a full replay.
+    // Every non-heartbeat event not seen before is there: compare with a full replay.
     let mut full = server.ws("?since=0", Some(&agent)).await;
-    let everything = full.until(5 * SECOND, |e| e["execution_id"] == live_id.as_str()).await;
-    let expected: Vec<u64> = everything
+    let everything = full.drain(SECOND).await;
+    let mut expected: Vec<_> = everything
         .iter()
-        .filter(|e| e["global_seq"].as_u64().unwrap() > last && e["type"] != "heartbeat")
-        .map(|e| e["global_seq"].as_u64().unwrap())
+        .filter(|e| e["type"] != "heartbeat")
+        .map(key)
+        .filter(|k| !seen_keys.contains(k))
         .collect();
-    let got: Vec<u64> = replayed
+    let mut got: Vec<_> = replayed
         .iter()
         .chain(&live)
         .filter(|e| e["type"] != "heartbeat")
-        .map(|e| e["global_seq"].as_u64().unwrap())
+        .map(key)
         .collect();
+    expected.sort();
+    got.sort();
     assert_eq!(got, expected);
 }
 

@@ -4,6 +4,8 @@
 //! the tracker holds it as `TENANT/NAME`, so one tenant's failures never trip another's breaker.
 //! A remote caller asks for a permit before its call and reports the outcome after it.
 
+use std::sync::Arc;
+
 use agentrack::BreakerStatus;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -16,6 +18,7 @@ use super::error::ApiError;
 use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
 use crate::auth::Scope;
+use crate::cluster::LocalShard;
 
 /// Who may list the named breakers (and see them on the overview).
 pub const LIST_BREAKERS: Access = Access::Write("list breakers");
@@ -106,12 +109,24 @@ pub fn public(mut status: BreakerStatus) -> NamedBreaker {
     NamedBreaker { tenant, status }
 }
 
+/// The shard serving the caller's breaker `name` here: one breaker per name in the whole
+/// cluster, held by the shard its name falls in (the forwarding layer sends requests about the
+/// others to their owners); 503 while nobody serves it.
+pub(crate) fn serving_breaker(state: &AppState, scope: &Scope, name: &str) -> Result<Arc<LocalShard>, ApiError> {
+    let shard = state.shards.shard_of_breaker(&scope.breaker_key(name));
+    state
+        .shards
+        .local_shard(shard)
+        .ok_or_else(|| ApiError::shard_unavailable(shard))
+}
+
 /// The named breakers `scope` may see, as the API shows them.
 pub fn visible(state: &AppState, scope: &Scope) -> Vec<NamedBreaker> {
     state
-        .tracker
-        .breakers()
-        .into_iter()
+        .shards
+        .trackers()
+        .iter()
+        .flat_map(agentrack::Tracker::breakers)
         .filter(|status| scope.sees_breaker(&status.name))
         .map(public)
         .collect()
@@ -129,14 +144,15 @@ async fn acquire(
 ) -> Result<Json<Value>, ApiError> {
     Fields::new(body, &[])?;
     check_name(&name)?;
-    let breaker = state.tracker.breaker(&scope.breaker_key(&name));
+    let shard = serving_breaker(&state, &scope, &name)?;
+    let breaker = shard.tracker.breaker(&scope.breaker_key(&name));
     let permit = breaker.acquire()?;
     // A trial admission moved the breaker to half-open: durable before the caller hears of it.
     // (Should the store not confirm, the permit is dropped here, released uncounted.)
     if let Some(event) = permit.admission_event() {
-        state.durable_up_to(event.global_seq).await?;
+        state.durable_up_to(shard.id, event.global_seq).await?;
     }
-    let config = state.tracker.config();
+    let config = state.shards.config();
     let lifetime = config.timeout_config.llm_api_timeout + config.call_grace;
     let id = state.permits.hold(permit, scope.tenant(), &name, lifetime);
     Ok(Json(json!({
@@ -157,6 +173,7 @@ async fn record(
     let permit = fields.string("permit")?;
     let OutcomeName(outcome) = fields.enumeration("outcome", "invalid_outcome", "outcome")?;
     check_name(&name)?;
+    let shard = serving_breaker(&state, &scope, &name)?;
     let change = state
         .permits
         .settle(&permit, Some(scope.tenant()), &name, outcome)
@@ -169,8 +186,8 @@ async fn record(
         })?;
     // The outcome opened or closed the breaker: answer once that change is durable.
     if let Some(event) = change {
-        state.durable_up_to(event.global_seq).await?;
+        state.durable_up_to(shard.id, event.global_seq).await?;
     }
-    let status = state.tracker.breaker(&scope.breaker_key(&name)).status();
+    let status = shard.tracker.breaker(&scope.breaker_key(&name)).status();
     Ok(Json(public(status)))
 }

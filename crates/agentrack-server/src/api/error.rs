@@ -206,6 +206,41 @@ impl ApiError {
         ))
     }
 
+    /// 503: the execution's shard is moving between nodes (or its owner is not known yet).
+    pub fn shard_unavailable(shard: crate::store::ShardId) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shard_unavailable",
+            format!("shard {shard} is moving between nodes; retry after {SHARD_RETRY_AFTER} s"),
+        )
+        .with("shard", shard)
+        .with("retry_after_seconds", SHARD_RETRY_AFTER)
+        .header(header::RETRY_AFTER, HeaderValue::from(SHARD_RETRY_AFTER))
+    }
+
+    /// 503: the node that owns the shard does not answer (it may have just died: its shards are
+    /// taken over within a lease TTL).
+    pub fn owner_unreachable(owner: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shard_unavailable",
+            format!("the node that owns this shard ({owner}) does not answer; retry after {SHARD_RETRY_AFTER} s"),
+        )
+        .with("retry_after_seconds", SHARD_RETRY_AFTER)
+        .header(header::RETRY_AFTER, HeaderValue::from(SHARD_RETRY_AFTER))
+    }
+
+    /// 503: this node serves no shard to create an execution on (it is starting or leaving).
+    pub fn no_shard_here() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shard_unavailable",
+            format!("this node serves no shard yet; retry after {SHARD_RETRY_AFTER} s or ask another node"),
+        )
+        .with("retry_after_seconds", SHARD_RETRY_AFTER)
+        .header(header::RETRY_AFTER, HeaderValue::from(SHARD_RETRY_AFTER))
+    }
+
     /// 503 `store_unavailable` with `Retry-After`.
     fn unavailable(message: String) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message)
@@ -222,6 +257,9 @@ impl ApiError {
 /// Seconds a client is asked to wait before retrying when the store is unavailable: about the
 /// writer's reconnect interval.
 const STORE_RETRY_AFTER: u64 = 2;
+
+/// Seconds a client is asked to wait while a shard moves between nodes.
+const SHARD_RETRY_AFTER: u64 = 1;
 
 fn names<T: std::fmt::Display>(items: &[T]) -> Vec<String> {
     items.iter().map(ToString::to_string).collect()

@@ -15,6 +15,7 @@ use super::error::ApiError;
 use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
 use crate::auth::Scope;
+use crate::cursor::Positions;
 use crate::ws::{Protocol, Subscription};
 
 /// The routes of this resource.
@@ -115,9 +116,9 @@ async fn subscription(state: &AppState, scope: Scope, parameters: Parameters) ->
     let execution_id = match execution_id {
         Some(text) => {
             let id = text.parse().map_err(|_| ApiError::unknown_id(&text))?;
-            let record = match state.tracker.get(id) {
-                Ok(record) => Some(record),
-                Err(_) => state.store.get(id).await.map_err(ApiError::store)?,
+            let record = match state.shards.get(id) {
+                Some(record) => Some(record),
+                None => state.store.get(id).await.map_err(ApiError::store)?,
             };
             if !record.is_some_and(|record| scope.sees(&record)) {
                 return Err(ApiError::not_found(id));
@@ -128,9 +129,8 @@ async fn subscription(state: &AppState, scope: Scope, parameters: Parameters) ->
     };
     let since = since
         .map(|text| {
-            text.parse().map_err(|_| {
-                ApiError::invalid_query("since", format!("expected a global sequence number, not {text:?}"))
-            })
+            Positions::decode(&text, state.shards.count())
+                .map_err(|error| ApiError::invalid_query("since", error.to_string()))
         })
         .transpose()?;
     let snapshot = match snapshot.as_deref() {

@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use agentrack::{
-    BreakerStatus, ExecutionId, ExecutionRecord, ExecutionState, NewExecution, Phase, StateUpdate, TrackerError,
+    BreakerStatus, ExecutionId, ExecutionRecord, ExecutionState, NewExecution, Phase, StateUpdate, Tracker,
 };
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -18,6 +20,7 @@ use super::error::ApiError;
 use super::{Access, Route, RouteDoc, heartbeats};
 use crate::app::AppState;
 use crate::auth::Scope;
+use crate::cluster::LocalShard;
 use crate::store::ListQuery;
 
 /// Setting an execution's state or phase.
@@ -189,15 +192,23 @@ fn parse_id(text: &str) -> Result<ExecutionId, ApiError> {
 /// records that finished and left memory, from the store; and whether it is in memory.
 async fn locate(state: &AppState, scope: &Scope, text: &str) -> Result<(ExecutionRecord, bool), ApiError> {
     let id = parse_id(text)?;
-    match state.tracker.get(id) {
-        Ok(record) => Ok((scope.visible(record)?, true)),
-        Err(TrackerError::NotFound { .. }) => {
+    match state.shards.get(id) {
+        Some(record) => Ok((scope.visible(record)?, true)),
+        None => {
             let stored = state.store.get(id).await.map_err(ApiError::store)?;
             let record = stored.ok_or_else(|| ApiError::not_found(id))?;
             Ok((scope.visible(record)?, false))
         }
-        Err(other) => Err(other.into()),
     }
+}
+
+/// The shard serving execution `id` here (the forwarding layer sends requests about the others
+/// to their owners); 503 while nobody serves it.
+pub(crate) fn serving(state: &AppState, id: ExecutionId) -> Result<Arc<LocalShard>, ApiError> {
+    state
+        .shards
+        .local(id)
+        .ok_or_else(|| ApiError::shard_unavailable(state.shards.shard_of(id)))
 }
 
 /// The execution `text` names, if the caller may see it.
@@ -205,29 +216,34 @@ async fn visible(state: &AppState, scope: &Scope, text: &str) -> Result<Executio
     Ok(locate(state, scope, text).await?.0)
 }
 
-/// The execution to change: visible, and still in memory (a finished one that left memory is
-/// terminal: 409).
-pub(crate) async fn changeable(state: &AppState, scope: &Scope, text: &str) -> Result<ExecutionId, ApiError> {
-    // In memory, the owner alone decides (no record copy on the write path).
+/// The execution to change, with the tracker of its shard: visible, and still in memory (a
+/// finished one that left memory is terminal: 409).
+pub(crate) async fn changeable(
+    state: &AppState,
+    scope: &Scope,
+    text: &str,
+) -> Result<(ExecutionId, Tracker), ApiError> {
     let id = parse_id(text)?;
-    if let Ok(owner) = state.tracker.owner(id) {
+    let shard = serving(state, id)?;
+    // In memory, the owner alone decides (no record copy on the write path).
+    if let Ok(owner) = shard.tracker.owner(id) {
         return if scope.sees_owner(&owner.tenant, &owner.user_id) {
-            Ok(id)
+            Ok((id, shard.tracker.clone()))
         } else {
             Err(ApiError::not_found(id))
         };
     }
     match locate(state, scope, text).await? {
-        (record, true) => Ok(record.execution_id),
+        (record, true) => Ok((record.execution_id, shard.tracker.clone())),
         (record, false) => Err(ApiError::terminal(record.execution_id, record.state)),
     }
 }
 
 /// The current record after a change (the store's copy if it left memory meanwhile).
 async fn current(state: &AppState, id: ExecutionId) -> Result<ExecutionRecord, ApiError> {
-    match state.tracker.get(id) {
-        Ok(record) => Ok(record),
-        Err(_) => state
+    match state.shards.get(id) {
+        Some(record) => Ok(record),
+        None => state
             .store
             .get(id)
             .await
@@ -261,7 +277,10 @@ async fn create(
     let mut new = NewExecution::new(agent_name, thread_id, user_id).tenant(tenant);
     new.timeout = timeout;
     new.metadata = metadata.unwrap_or_default();
-    let change = state.tracker.create(new)?;
+    let change = match state.shards.create(new) {
+        Some(created) => created?.1,
+        None => return Err(ApiError::no_shard_here()),
+    };
     state.durable(&change).await?;
     Ok((StatusCode::CREATED, Json(current(&state, change.id()).await?)))
 }
@@ -281,8 +300,8 @@ async fn start(
     body: JsonBody,
 ) -> Result<Json<ExecutionRecord>, ApiError> {
     Fields::new(body, &[])?;
-    let id = changeable(&state, &scope, &id).await?;
-    let change = state.tracker.start(id)?;
+    let (id, tracker) = changeable(&state, &scope, &id).await?;
+    let change = tracker.start(id)?;
     state.durable(&change).await?;
     Ok(Json(current(&state, id).await?))
 }
@@ -299,8 +318,8 @@ async fn set_state(
         error: fields.optional_text("error", 64 * 1024)?,
         result: fields.value("result"),
     };
-    let id = changeable(&state, &scope, &id).await?;
-    let change = state.tracker.set_state(id, new_state, update)?;
+    let (id, tracker) = changeable(&state, &scope, &id).await?;
+    let change = tracker.set_state(id, new_state, update)?;
     state.durable(&change).await?;
     Ok(Json(current(&state, id).await?))
 }
@@ -314,8 +333,8 @@ async fn transition(
     let fields = Fields::new(body, &["phase", "metadata"])?;
     let phase: Phase = fields.enumeration("phase", "invalid_phase", "phase")?;
     let metadata = fields.optional_object("metadata")?;
-    let id = changeable(&state, &scope, &id).await?;
-    let change = state.tracker.transition(id, phase, metadata)?;
+    let (id, tracker) = changeable(&state, &scope, &id).await?;
+    let change = tracker.transition(id, phase, metadata)?;
     state.durable(&change).await?;
     let transition = change.transition().cloned();
     let mut body = serde_json::to_value(current(&state, id).await?).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -331,16 +350,20 @@ async fn breaker(
     Path(id): Path<String>,
 ) -> Result<Json<BreakerStatus>, ApiError> {
     let record = visible(&state, &scope, &id).await?;
-    let status = match state.tracker.breaker_status(record.execution_id) {
-        Ok(status) => status,
+    let in_memory = state
+        .shards
+        .local(record.execution_id)
+        .and_then(|shard| shard.tracker.breaker_status(record.execution_id).ok());
+    let status = match in_memory {
+        Some(status) => status,
         // Finished and out of memory: what the stored record says about its breaker, with the
         // settings it ran under.
-        Err(_) => {
+        None => {
             let config = agentrack::BreakerConfig::from(
                 record
                     .timeout_config
                     .as_deref()
-                    .unwrap_or(&state.tracker.config().timeout_config),
+                    .unwrap_or(&state.shards.config().timeout_config),
             );
             BreakerStatus {
                 name: format!("execution:{}", record.execution_id),
@@ -367,10 +390,10 @@ async fn reset_breaker(
     body: JsonBody,
 ) -> Result<Json<BreakerStatus>, ApiError> {
     Fields::new(body, &[])?;
-    let id = changeable(&state, &scope, &id).await?;
-    let change = state.tracker.reset_breaker(id)?;
+    let (id, tracker) = changeable(&state, &scope, &id).await?;
+    let change = tracker.reset_breaker(id)?;
     state.durable(&change).await?;
-    Ok(Json(state.tracker.breaker_status(id)?))
+    Ok(Json(tracker.breaker_status(id)?))
 }
 
 /// The page size when none is asked for.
@@ -496,7 +519,7 @@ async fn list(
     let records: Vec<ExecutionRecord> = page
         .records
         .into_iter()
-        .map(|stored| state.tracker.get(stored.execution_id).unwrap_or(stored))
+        .map(|stored| state.shards.get(stored.execution_id).unwrap_or(stored))
         .collect();
     Ok(Json(json!({
         "executions": records,

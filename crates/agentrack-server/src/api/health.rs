@@ -63,7 +63,9 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
             "store": if store { "ok" } else { "failing" },
             "shutting_down": stopping,
-            "committed_seq": state.pipeline.committed(),
+            "committed_seq": state.hub.position(0),
+            "cursor": state.hub.positions().encode(state.shards.count()),
+            "shards_served": state.shards.local_ids().len(),
         })),
     )
 }

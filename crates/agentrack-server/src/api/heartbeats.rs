@@ -8,6 +8,8 @@
 //! to know it was counted, not to download its phase history each time.
 
 use agentrack::{EventKind, ExecutionId, ExecutionState, Phase};
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::Serialize;
@@ -19,6 +21,7 @@ use super::error::ApiError;
 use super::executions::changeable;
 use crate::app::AppState;
 use crate::auth::Scope;
+use crate::store::ShardId;
 
 /// Who may send heartbeats: the level of both heartbeat routes and of the event stream's
 /// heartbeat messages.
@@ -62,20 +65,21 @@ pub struct BatchReport {
 ///
 /// As a single heartbeat request: 404 for a malformed, unknown or foreign id, 409 for a finished
 /// one.
-async fn beat(state: &AppState, scope: &Scope, text: &str) -> Result<(HeartbeatAck, Option<u64>), ApiError> {
-    let id = changeable(state, scope, text).await?;
-    let change = state.tracker.heartbeat(id)?;
+async fn beat(state: &AppState, scope: &Scope, text: &str) -> Result<(HeartbeatAck, Option<(ShardId, u64)>), ApiError> {
+    let (id, tracker) = changeable(state, scope, text).await?;
+    let shard = state.shards.shard_of(id);
+    let change = tracker.heartbeat(id)?;
     let mut ack = None;
     let mut state_change = None;
     for event in &change.events {
         match &event.kind {
             EventKind::Heartbeat { heartbeat_count } => ack = Some((*heartbeat_count, event.global_seq)),
-            _ => state_change = Some(event.global_seq),
+            _ => state_change = Some((shard, event.global_seq)),
         }
     }
     let (heartbeat_count, global_seq) = ack.unwrap_or_default();
     // As the heartbeat left them, or newer: a change racing in between is just as true.
-    let (current_state, current_phase) = state.tracker.state_and_phase(id)?;
+    let (current_state, current_phase) = tracker.state_and_phase(id)?;
     Ok((
         HeartbeatAck {
             execution_id: id,
@@ -107,11 +111,14 @@ async fn beat_all(state: &AppState, scope: &Scope, ids: &[String]) -> Result<Bat
         results: Vec::with_capacity(ids.len()),
         ..BatchReport::default()
     };
-    let mut wait_for = None;
+    let mut wait_for: HashMap<ShardId, u64> = HashMap::new();
     for text in ids {
         match beat(state, scope, text).await {
             Ok((ack, state_change)) => {
-                wait_for = wait_for.max(state_change);
+                if let Some((shard, seq)) = state_change {
+                    let latest = wait_for.entry(shard).or_default();
+                    *latest = (*latest).max(seq);
+                }
                 report.accepted += 1;
                 report.results.push(serde_json::json!({ "ok": ack }));
             }
@@ -121,8 +128,8 @@ async fn beat_all(state: &AppState, scope: &Scope, ids: &[String]) -> Result<Bat
             }
         }
     }
-    if let Some(seq) = wait_for {
-        state.durable_up_to(seq).await?;
+    for (shard, seq) in wait_for {
+        state.durable_up_to(shard, seq).await?;
     }
     Ok(report)
 }
@@ -136,8 +143,8 @@ pub async fn single(
 ) -> Result<Json<HeartbeatAck>, ApiError> {
     Fields::new(body, &[])?;
     let (ack, state_change) = beat(&state, &scope, &id).await?;
-    if let Some(seq) = state_change {
-        state.durable_up_to(seq).await?;
+    if let Some((shard, seq)) = state_change {
+        state.durable_up_to(shard, seq).await?;
     }
     Ok(Json(ack))
 }

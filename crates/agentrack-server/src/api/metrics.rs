@@ -57,9 +57,10 @@ async fn scoped(State(state): State<AppState>, scope: Scope) -> Result<Json<Valu
         // One user's phase durations come from their own records, not the tenant's samples.
         Some(user) => {
             let records: Vec<_> = state
-                .tracker
-                .by_user(user)
-                .into_iter()
+                .shards
+                .trackers()
+                .iter()
+                .flat_map(|tracker| tracker.by_user(user))
                 .filter(|record| scope.sees(record))
                 .collect();
             samples_of(&records)
@@ -95,7 +96,7 @@ async fn scoped(State(state): State<AppState>, scope: Scope) -> Result<Json<Valu
 async fn prometheus(State(state): State<AppState>) -> Response {
     let text = state
         .metrics
-        .render(&state.tracker, &state.pipeline, state.started.elapsed());
+        .render(&state.shards.locals(), &state.pipeline, state.started.elapsed());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,

@@ -28,6 +28,7 @@ use axum::routing::MethodRouter;
 
 pub use self::access::Access;
 use crate::app::AppState;
+use crate::cluster::forward::{self, RouteKey};
 
 /// A route's description, for the OpenAPI document.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +60,18 @@ pub struct RouteDoc {
 }
 
 impl RouteDoc {
+    /// What the route's requests are about, from its path: an execution (`{id}`), a named breaker
+    /// (`{name}`), or nothing a shard owns.
+    pub fn key(&self) -> RouteKey {
+        if self.path.contains("{id}") {
+            RouteKey::Execution
+        } else if self.path.contains("{name}") {
+            RouteKey::Breaker
+        } else {
+            RouteKey::Any
+        }
+    }
+
     /// How the access guard takes this route's token.
     pub fn guard(&self) -> access::Guard {
         access::Guard {
@@ -103,12 +116,23 @@ pub fn router(state: AppState) -> Router {
     let mut router: Router<AppState> = Router::new();
     for route in routes() {
         let guard = route.doc.guard();
-        let guarded = route.handler.route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            move |State(state): State<AppState>, request: Request, next: Next| {
-                access::guard(guard, state, request, next)
-            },
-        ));
+        let key = route.doc.key();
+        // The guard runs first (the caller's scope decides a breaker's shard), then the request
+        // is answered here or forwarded to the shard's owner.
+        let guarded = route
+            .handler
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                move |State(state): State<AppState>, request: Request, next: Next| {
+                    forward::route(key, state, request, next)
+                },
+            ))
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                move |State(state): State<AppState>, request: Request, next: Next| {
+                    access::guard(guard, state, request, next)
+                },
+            ));
         router = router.route(route.doc.path, guarded);
     }
     router

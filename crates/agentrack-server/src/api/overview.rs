@@ -12,8 +12,8 @@
 //! - named breakers from the tracker, as `/v1/breakers` shows them and to the tokens it lets list
 //!   them (viewers see none).
 //!
-//! The response also carries `event_seq`, the committed event sequence number at the time of the
-//! read: a client that opens the event stream with `since=event_seq` misses nothing that
+//! The response also carries `event_cursor`, where the event log stood at the time of the
+//! read: a client that opens the event stream with `since=event_cursor` misses nothing that
 //! happened after the numbers it shows.
 
 use std::collections::BTreeMap;
@@ -70,6 +70,8 @@ pub fn schema() -> Value {
     exact(json!({
         "generated_at": time,
         "event_seq": {"type": "integer", "minimum": 0,
+            "description": "On a store with one shard: the sequence number of this read (as event_cursor)."},
+        "event_cursor": {"type": "string",
             "description": "Open the event stream with since=this to miss nothing after this read."},
         "scope": reference("Scope"),
         "heartbeat_timeout_seconds": number,
@@ -218,20 +220,23 @@ fn share(part: u64, whole: u64) -> f64 {
 async fn overview(State(state): State<AppState>, scope: Scope) -> Result<Json<Value>, ApiError> {
     // Read the watermark first: everything the numbers below reflect is at or after it, and a
     // stream resumed from it repeats at worst a few events the client then ignores by `seq`.
-    let event_seq = state.pipeline.committed();
+    let positions = state.hub.positions();
+    let event_seq = positions.get(0);
+    let event_cursor = positions.encode(state.shards.count());
     let now = Utc::now();
     let (tenant, user) = scope.counted();
     let counts = state.metrics.counts(tenant, user);
 
-    let heartbeat_timeout = state.tracker.config().heartbeat_timeout;
+    let heartbeat_timeout = state.shards.config().heartbeat_timeout;
     let mut summary = Summary::new(now, heartbeat_timeout);
     let samples = match user {
         // A viewer's own executions are few: copied, for their phase samples too.
         Some(user) => {
             let records: Vec<ExecutionRecord> = state
-                .tracker
-                .by_user(user)
-                .into_iter()
+                .shards
+                .trackers()
+                .iter()
+                .flat_map(|tracker| tracker.by_user(user))
                 .filter(|record| scope.sees(record))
                 .collect();
             records.iter().for_each(|record| summary.add(record));
@@ -239,11 +244,13 @@ async fn overview(State(state): State<AppState>, scope: Scope) -> Result<Json<Va
         }
         // Everything in memory (up to the finished cap): visited in place, never copied.
         None => {
-            state.tracker.visit(|record| {
-                if scope.sees(record) {
-                    summary.add(record);
-                }
-            });
+            for tracker in state.shards.trackers() {
+                tracker.visit(|record| {
+                    if scope.sees(record) {
+                        summary.add(record);
+                    }
+                });
+            }
             state.metrics.phase_samples(tenant)
         }
     };
@@ -266,6 +273,7 @@ async fn overview(State(state): State<AppState>, scope: Scope) -> Result<Json<Va
     Ok(Json(json!({
         "generated_at": now,
         "event_seq": event_seq,
+        "event_cursor": event_cursor,
         "scope": {"role": grant.role, "tenant": tenant, "user_id": grant.user_id},
         "heartbeat_timeout_seconds": heartbeat_timeout.as_secs_f64(),
         "counts": counts,

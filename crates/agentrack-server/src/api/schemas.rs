@@ -184,6 +184,8 @@ pub fn components() -> Map<String, Value> {
             "store": {"enum": ["ok", "failing"]},
             "shutting_down": boolean(),
             "committed_seq": integer(),
+            "cursor": {"type": "string", "description": "Where the event log stands: a `since=` for /v1/events."},
+            "shards_served": integer(),
         })),
     );
     for (kind, schema) in event_schemas() {
@@ -464,7 +466,10 @@ fn event_schemas() -> Vec<(&'static str, Value)> {
         .map(|(kind, description, fields)| {
             let mut properties = json!({
                 "type": {"const": kind},
-                "global_seq": {"type": "integer", "minimum": 1, "description": "Position in the server-wide order."},
+                "global_seq": {"type": "integer", "minimum": 1,
+                    "description": "Position in its shard's order (the server-wide order on a store with one shard)."},
+                "cursor": {"type": "string",
+                    "description": "On the event stream: where the subscriber stands after this event; `since=` it resumes there, on any node."},
                 "timestamp": time(),
                 "execution_id": string(),
                 "seq": {"type": "integer", "minimum": 1, "description": "Position in the execution's own order."},
@@ -525,7 +530,8 @@ fn stream_messages() -> Vec<(&'static str, Value)> {
             exact(json!({
                 "type": {"const": "snapshot"},
                 "global_seq": {"type": "integer", "minimum": 0,
-                    "description": "The events after this one follow."},
+                    "description": "On a store with one shard: the events after this one follow."},
+                "cursor": {"type": "string", "description": "The events after this position follow."},
                 "executions": {"type": "array", "items": reference("ExecutionRecord")},
             })),
         ),

@@ -74,6 +74,13 @@ pub(crate) struct ServeArgs {
     /// The longest a heartbeat waits before it is written to the store (e.g. 1s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     heartbeat_flush: Option<Duration>,
+    /// On a shared store: how the other nodes reach this one [default: http:// and the bound
+    /// address].
+    #[arg(long, env = "AGENTRACK_ADVERTISE", value_name = "URL")]
+    advertise: Option<String>,
+    /// On a shared store: how long a shard lease lasts without renewal (e.g. 10s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    lease_ttl: Option<Duration>,
 }
 
 /// How to reach a server.

@@ -43,6 +43,12 @@ fn config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     if let Some(flush) = args.heartbeat_flush {
         config.heartbeat_flush = flush;
     }
+    if let Some(advertise) = args.advertise {
+        config.cluster.advertise = Some(advertise);
+    }
+    if let Some(ttl) = args.lease_ttl {
+        config.cluster.lease_ttl = ttl;
+    }
     Ok(config)
 }
 

@@ -7,7 +7,9 @@ use std::pin::Pin;
 use agentrack::{ExecutionId, ExecutionRecord};
 use chrono::{DateTime, Utc};
 
-use super::{Batch, Cutoff, EventQuery, ListQuery, Loaded, Page, Purged, StoreError, StoredEvent};
+use super::{
+    Batch, ClusterStore, Cutoff, EventQuery, ListQuery, Loaded, Page, Purged, ShardId, StoreError, StoredEvent,
+};
 use crate::auth::TokenGrant;
 
 /// A boxed future returned by [`Store`] methods.
@@ -15,13 +17,19 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 
 /// The read side of a store, plus start-up loading and opening the writer.
 pub trait Store: Send + Sync + 'static {
-    /// Loads what start-up needs: alive executions and those finished since `finished_since`,
-    /// counts of all, and the sequence high-water mark.
+    /// How many shards the store has (1 for a store made for one node); fixed when it was made.
+    fn shard_count(&self) -> u16;
+
+    /// The cluster operations, on a store several nodes can share.
+    fn cluster(&self) -> Option<&dyn ClusterStore>;
+
+    /// Loads what taking over `shard` needs: its alive executions and those finished since
+    /// `finished_since`, counts of all its executions, and its sequence high-water mark.
     ///
     /// # Errors
     ///
     /// A database or decoding error.
-    fn load(&self, finished_since: DateTime<Utc>) -> StoreFuture<'_, Loaded>;
+    fn load(&self, shard: ShardId, finished_since: DateTime<Utc>) -> StoreFuture<'_, Loaded>;
 
     /// Opens the single writer (one per store).
     ///
@@ -39,6 +47,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stored events after a global sequence number, oldest first.
     fn events(&self, query: EventQuery) -> StoreFuture<'_, Vec<StoredEvent>>;
 
+    /// Whether an admin token exists (an empty store gets its first one at start-up).
+    fn has_admin_token(&self) -> StoreFuture<'_, bool>;
+
     /// The token whose SHA-256 hash (lower-case hex) is `hash`.
     fn token(&self, hash: String) -> StoreFuture<'_, Option<TokenGrant>>;
 }
@@ -51,12 +62,13 @@ impl std::fmt::Debug for dyn Store {
 
 /// The write side, driven from one thread: every call blocks until the backend is done.
 pub trait StoreWriter: Send {
-    /// Writes a batch in one transaction.
+    /// Writes the batches (of different shards) in one transaction.
     ///
     /// # Errors
     ///
-    /// A database error; nothing of the batch is written then.
-    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError>;
+    /// [`StoreError::Fenced`] when a batch's fence no longer holds (another node took its shard);
+    /// a database error otherwise. Nothing of any batch is written then.
+    fn commit(&mut self, batches: &[Batch]) -> Result<(), StoreError>;
 
     /// Removes finished executions that completed before the cut-off, and the log's events older
     /// than its own.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use agentrack::{Event, ExecutionId, ExecutionRecord};
 
+use super::ShardId;
 use crate::serialized_event::SerializedEvent;
 
 /// What to do with one execution's materialised row.
@@ -21,10 +22,16 @@ pub enum RowUpdate {
     },
 }
 
-/// One transaction's worth of changes.
+/// One shard's share of a transaction; [`StoreWriter::commit`](super::StoreWriter::commit) writes
+/// several in one.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Events to append, in global order, each serialised once.
+    /// The shard written (0 on a store with one shard).
+    pub shard: ShardId,
+    /// The writer's fencing number for the shard (its lease's `range_id`): the transaction is
+    /// refused, whole, when the shard's number has moved on. `None` on a store nobody else shares.
+    pub fence: Option<i64>,
+    /// Events to append, in the shard's order, each serialised once.
     pub events: Vec<Arc<SerializedEvent>>,
     /// Materialised rows to write, at most one per execution.
     pub rows: Vec<RowUpdate>,

@@ -32,6 +32,10 @@ pub struct StoreConfig {
     /// (PostgreSQL only). Without it, TLS (`sslmode=prefer` or `require`) encrypts without
     /// verifying the server, as libpq does.
     pub ca_file: Option<PathBuf>,
+    /// How many shards a new shared store is made with (PostgreSQL only; fixed once the store
+    /// exists — a store that already holds data keeps its count). Each node of a cluster owns
+    /// some of them.
+    pub shards: u16,
 }
 
 impl Default for StoreConfig {
@@ -41,6 +45,7 @@ impl Default for StoreConfig {
             synchronous: Synchronous::default(),
             pool_size: 8,
             ca_file: None,
+            shards: 64,
         }
     }
 }

@@ -73,6 +73,8 @@ fn batch_of(tracker: &Tracker, changes: &[Change], reserved: u64) -> Batch {
         .map(|id| RowUpdate::Snapshot(Box::new(tracker.get(id).unwrap())))
         .collect();
     Batch {
+        shard: 0,
+        fence: None,
         events,
         rows,
         reserved: Some(reserved),
@@ -110,10 +112,14 @@ async fn writes_reads_purges_and_reloads(config: StoreConfig) {
     let moved = tracker.transition(a_id, Phase::WebsocketSetup, None).unwrap();
     let done = tracker.complete(b_id, None).unwrap();
     let batch = batch_of(&tracker, &[a, b, moved, done], 10_000);
-    on_writer(&mut writer, move |w| w.commit(&batch)).await.unwrap();
+    on_writer(&mut writer, move |w| w.commit(std::slice::from_ref(&batch)))
+        .await
+        .unwrap();
     // A batch retried after an unknown outcome writes nothing twice.
     let again = batch_of(&tracker, &[], 10_000);
-    on_writer(&mut writer, move |w| w.commit(&again)).await.unwrap();
+    on_writer(&mut writer, move |w| w.commit(std::slice::from_ref(&again)))
+        .await
+        .unwrap();
 
     let record = store.get(a_id).await.unwrap().unwrap();
     assert_eq!(record.current_phase, Phase::WebsocketSetup);
@@ -155,8 +161,11 @@ async fn writes_reads_purges_and_reloads(config: StoreConfig) {
     assert_eq!(next.next_cursor, None);
     let events = store
         .events(EventQuery {
-            after: 0,
-            up_to: u64::MAX >> 2,
+            ranges: vec![super::LogRange {
+                shard: 0,
+                after: 0,
+                up_to: u64::MAX >> 2,
+            }],
             execution_id: Some(a_id),
             limit: 10,
             ..EventQuery::default()
@@ -179,11 +188,11 @@ async fn writes_reads_purges_and_reloads(config: StoreConfig) {
     assert_eq!(store.token("nope".into()).await.unwrap(), None);
 
     // Reloading: the finished one only when recent enough; counts of all; the reservation.
-    let loaded = store.load(Utc::now() - chrono::Duration::hours(1)).await.unwrap();
+    let loaded = store.load(0, Utc::now() - chrono::Duration::hours(1)).await.unwrap();
     assert_eq!(loaded.records.len(), 2);
     assert_eq!(loaded.high_water, 10_000);
-    assert!(!loaded.has_admin_token);
-    let loaded = store.load(Utc::now() + chrono::Duration::hours(1)).await.unwrap();
+    assert!(!store.has_admin_token().await.unwrap());
+    let loaded = store.load(0, Utc::now() + chrono::Duration::hours(1)).await.unwrap();
     assert_eq!(loaded.records.len(), 1, "old finished executions stay in the store");
     assert_eq!(loaded.counts.iter().map(|c| c.count).sum::<u64>(), 2);
 
@@ -192,10 +201,14 @@ async fn writes_reads_purges_and_reloads(config: StoreConfig) {
     let c = tracker.create(NewExecution::new("c", "t3", "carol")).unwrap();
     let c_id = c.execution_id;
     let batch = batch_of(&tracker, &[c], 10_000);
-    on_writer(&mut writer, move |w| w.commit(&batch)).await.unwrap();
+    on_writer(&mut writer, move |w| w.commit(std::slice::from_ref(&batch)))
+        .await
+        .unwrap();
     let finished = tracker.fail(c_id, "gone").unwrap();
     let terminal = Arc::clone(finished.events.last().unwrap());
     let batch = Batch {
+        shard: 0,
+        fence: None,
         events: vec![Arc::new(SerializedEvent::new(Arc::clone(&terminal)))],
         rows: vec![RowUpdate::Finish {
             execution_id: c_id,
@@ -204,7 +217,9 @@ async fn writes_reads_purges_and_reloads(config: StoreConfig) {
         reserved: None,
         replay_from: 0,
     };
-    on_writer(&mut writer, move |w| w.commit(&batch)).await.unwrap();
+    on_writer(&mut writer, move |w| w.commit(std::slice::from_ref(&batch)))
+        .await
+        .unwrap();
     let stored = store.get(c_id).await.unwrap().unwrap();
     assert_eq!(stored.state, ExecutionState::Failed);
     assert_eq!(stored.error.as_deref(), Some("gone"));
@@ -279,7 +294,9 @@ async fn the_postgres_writer_reconnects_after_its_connection_is_killed() {
     let tracker = Tracker::new();
     let first = tracker.create(NewExecution::new("a", "t", "u")).unwrap();
     let batch = batch_of(&tracker, &[first], 10_000);
-    on_writer(&mut writer, move |w| w.commit(&batch)).await.unwrap();
+    on_writer(&mut writer, move |w| w.commit(std::slice::from_ref(&batch)))
+        .await
+        .unwrap();
     // Kill every other backend of this database: the writer's connection among them.
     admin()
         .await
@@ -296,7 +313,7 @@ async fn the_postgres_writer_reconnects_after_its_connection_is_killed() {
     let mut failures = 0;
     loop {
         let attempt = Arc::clone(&batch);
-        match on_writer(&mut writer, move |w| w.commit(&attempt)).await {
+        match on_writer(&mut writer, move |w| w.commit(std::slice::from_ref(&attempt))).await {
             Ok(()) => break,
             Err(error) => {
                 failures += 1;

@@ -38,6 +38,13 @@ pub enum StoreError {
         /// What is wrong and what is accepted.
         reason: String,
     },
+    /// The store refused a write because these shards' fences moved on: other nodes own them now.
+    /// Never retried: the writer drops the shards.
+    #[error("shards {shards:?} are owned by another node now")]
+    Fenced {
+        /// The shards lost.
+        shards: Vec<super::ShardId>,
+    },
     /// A blocking task or the writer thread could not run (the runtime is shutting down).
     #[error("store task failed: {0}")]
     Task(String),

@@ -14,8 +14,6 @@ pub struct Loaded {
     /// No global sequence number above this was ever published: the highest stored event or
     /// the latest reservation, whichever is higher. Numbering resumes after it.
     pub high_water: u64,
-    /// Whether an admin token exists.
-    pub has_admin_token: bool,
     /// The alive executions whose rows were behind their log and were caught up by replaying it:
     /// their rows are to be written again.
     pub replayed: Vec<ExecutionId>,

@@ -16,6 +16,7 @@
 mod backend;
 pub mod baseline;
 mod batch;
+mod cluster;
 mod config;
 mod error;
 mod loaded;
@@ -25,15 +26,18 @@ mod postgres;
 mod query;
 mod replay;
 mod row;
+mod shard;
 mod sqlite;
 
 pub use backend::{Store, StoreFuture, StoreWriter};
 pub use batch::{Batch, RowUpdate};
+pub use cluster::{ClusterStore, NodeRow, ShardMove, ShardRow, Taken};
 pub use config::{DEFAULT_SQLITE_FILE, StoreConfig, StoreUrl, Synchronous};
 pub use error::{BackendError, StoreError};
 pub use loaded::{Cutoff, Loaded, Purged, StateCount};
 pub use open::open;
-pub use query::{EventQuery, ListQuery, Page, StoredEvent};
+pub use query::{EventQuery, ListQuery, LogRange, Page, StoredEvent};
+pub use shard::{ShardId, shard_of, shard_of_name};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

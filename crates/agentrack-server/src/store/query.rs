@@ -2,6 +2,8 @@
 
 use agentrack::{ExecutionId, ExecutionRecord, ExecutionState};
 
+use super::ShardId;
+
 /// A page request for executions, newest first. Unset filters match everything.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ListQuery {
@@ -30,13 +32,22 @@ pub struct Page {
     pub next_cursor: Option<ExecutionId>,
 }
 
-/// A request for stored events, in global order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EventQuery {
-    /// Events strictly after this global sequence number.
+/// Which part of one shard's log to read: after one number, up to and including another.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogRange {
+    /// The shard.
+    pub shard: ShardId,
+    /// Events strictly after this number.
     pub after: u64,
     /// Events up to and including this one.
     pub up_to: u64,
+}
+
+/// A request for stored events: parts of shards' logs, each in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventQuery {
+    /// The parts of the log to read.
+    pub ranges: Vec<LogRange>,
     /// Only this tenant's executions.
     pub tenant: Option<String>,
     /// Only this user's executions.
@@ -52,7 +63,9 @@ pub struct EventQuery {
 /// An event read back from the log.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
-    /// Its global sequence number.
+    /// Its shard.
+    pub shard: ShardId,
+    /// Its number in the shard's log (its `global_seq`).
     pub global_seq: u64,
     /// Its JSON, as it was written.
     pub json: String,

@@ -17,8 +17,8 @@ use super::baseline::{RawInserts, RawRow};
 use super::replay;
 use super::row::{self, EventColumns, ExecutionColumns, from_millis, from_sql, millis, to_sql};
 use super::{
-    Batch, Cutoff, EventQuery, ListQuery, Loaded, Page, Purged, RowUpdate, StateCount, Store, StoreConfig, StoreError,
-    StoreFuture, StoreUrl, StoreWriter, StoredEvent, Synchronous,
+    Batch, ClusterStore, Cutoff, EventQuery, ListQuery, Loaded, Page, Purged, RowUpdate, ShardId, StateCount, Store,
+    StoreConfig, StoreError, StoreFuture, StoreUrl, StoreWriter, StoredEvent, Synchronous,
 };
 use crate::auth::{Role, TokenGrant};
 
@@ -294,10 +294,6 @@ fn load(conn: &Connection, finished_since: DateTime<Utc>) -> rusqlite::Result<Lo
     let meta: Option<i64> = conn
         .query_row("SELECT value FROM meta WHERE key = 'high_water'", [], |row| row.get(0))
         .optional()?;
-    let has_admin_token: bool =
-        conn.query_row("SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin')", [], |row| {
-            row.get(0)
-        })?;
     let mut statement = conn.prepare("SELECT tenant, user_id, state, COUNT(*) FROM executions GROUP BY 1, 2, 3")?;
     let counts = statement
         .query_map([], |row| {
@@ -320,15 +316,25 @@ fn load(conn: &Connection, finished_since: DateTime<Utc>) -> rusqlite::Result<Lo
         records,
         counts,
         high_water: from_sql(stored_max.max(meta.unwrap_or(0))),
-        has_admin_token,
         replayed,
     })
 }
 
 impl Store for SqliteStore {
-    fn load(&self, finished_since: DateTime<Utc>) -> StoreFuture<'_, Loaded> {
+    fn shard_count(&self) -> u16 {
+        1
+    }
+
+    fn cluster(&self) -> Option<&dyn ClusterStore> {
+        None
+    }
+
+    fn load(&self, shard: ShardId, finished_since: DateTime<Utc>) -> StoreFuture<'_, Loaded> {
         let store = self.clone();
         Box::pin(async move {
+            if shard != 0 {
+                return Err(StoreError::database(format!("the embedded store has no shard {shard}")));
+            }
             tokio::task::spawn_blocking(move || store.load_now(finished_since))
                 .await
                 .map_err(|error| StoreError::Task(error.to_string()))?
@@ -417,10 +423,14 @@ impl Store for SqliteStore {
 
     fn events(&self, query: EventQuery) -> StoreFuture<'_, Vec<StoredEvent>> {
         self.blocking(move |conn| {
+            // One shard: at most one range, of shard 0.
+            let Some(range) = query.ranges.iter().find(|range| range.shard == 0) else {
+                return Ok(Vec::new());
+            };
             let mut sql = String::from("SELECT global_seq, json FROM events WHERE global_seq > ? AND global_seq <= ?");
             let mut values: Vec<SqlValue> = vec![
-                SqlValue::Integer(to_sql(query.after)),
-                SqlValue::Integer(to_sql(query.up_to)),
+                SqlValue::Integer(to_sql(range.after)),
+                SqlValue::Integer(to_sql(range.up_to)),
             ];
             for (column, value) in [
                 ("tenant", query.tenant.clone()),
@@ -439,11 +449,20 @@ impl Store for SqliteStore {
             let rows = statement.query_map(params_from_iter(values), |row| {
                 let seq: i64 = row.get(0)?;
                 Ok(StoredEvent {
+                    shard: 0,
                     global_seq: from_sql(seq),
                     json: row.get(1)?,
                 })
             })?;
             rows.collect()
+        })
+    }
+
+    fn has_admin_token(&self) -> StoreFuture<'_, bool> {
+        self.blocking(|conn| {
+            conn.query_row("SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin')", [], |row| {
+                row.get(0)
+            })
         })
     }
 
@@ -502,6 +521,49 @@ const PURGE_EVENTS: &str = "DELETE FROM events WHERE global_seq <
     COALESCE((SELECT global_seq FROM events WHERE timestamp_ms >= ?1 ORDER BY global_seq LIMIT 1),
              (SELECT COALESCE(MAX(global_seq), 0) + 1 FROM events))";
 
+fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO events
+                    (global_seq, execution_id, seq, tenant, user_id, thread_id, type, timestamp_ms, json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .map_err(db_error)?;
+        for event in &batch.events {
+            let row = EventColumns::of(event);
+            insert
+                .execute(params![
+                    row.global_seq,
+                    row.execution_id,
+                    row.seq,
+                    row.tenant,
+                    row.user_id,
+                    row.thread_id,
+                    row.kind,
+                    row.timestamp_ms,
+                    row.json,
+                ])
+                .map_err(db_error)?;
+        }
+    }
+    for row in &batch.rows {
+        match row {
+            RowUpdate::Snapshot(record) => write_row(tx, record, batch.replay_from)?,
+            RowUpdate::Finish { execution_id, event } => finish_row(tx, *execution_id, event)?,
+        }
+    }
+    if let Some(reserved) = batch.reserved {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('high_water', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+            [to_sql(reserved)],
+        )
+        .map_err(db_error)?;
+    }
+    Ok(())
+}
+
 /// The single writing connection.
 #[derive(Debug)]
 struct SqliteWriter {
@@ -558,46 +620,16 @@ fn finish_row(tx: &rusqlite::Transaction<'_>, id: ExecutionId, event: &agentrack
 }
 
 impl StoreWriter for SqliteWriter {
-    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+    fn commit(&mut self, batches: &[Batch]) -> Result<(), StoreError> {
+        if let Some(other) = batches.iter().find(|batch| batch.shard != 0) {
+            return Err(StoreError::database(format!(
+                "the embedded store has one shard (0), not shard {}",
+                other.shard
+            )));
+        }
         let tx = self.conn.transaction().map_err(db_error)?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO events
-                        (global_seq, execution_id, seq, tenant, user_id, thread_id, type, timestamp_ms, json)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )
-                .map_err(db_error)?;
-            for event in &batch.events {
-                let row = EventColumns::of(event);
-                insert
-                    .execute(params![
-                        row.global_seq,
-                        row.execution_id,
-                        row.seq,
-                        row.tenant,
-                        row.user_id,
-                        row.thread_id,
-                        row.kind,
-                        row.timestamp_ms,
-                        row.json,
-                    ])
-                    .map_err(db_error)?;
-            }
-        }
-        for row in &batch.rows {
-            match row {
-                RowUpdate::Snapshot(record) => write_row(&tx, record, batch.replay_from)?,
-                RowUpdate::Finish { execution_id, event } => finish_row(&tx, *execution_id, event)?,
-            }
-        }
-        if let Some(reserved) = batch.reserved {
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('high_water', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-                [to_sql(reserved)],
-            )
-            .map_err(db_error)?;
+        for batch in batches {
+            write_batch(&tx, batch)?;
         }
         tx.commit().map_err(db_error)
     }

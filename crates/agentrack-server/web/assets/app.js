@@ -111,7 +111,7 @@ async function start(token) {
     .filter(Boolean)
     .join(" · ");
   showChrome(true);
-  startStream(overview.event_seq);
+  startStream(overview.event_cursor);
   route(overview);
 }
 

@@ -1,6 +1,7 @@
 // The live event stream: one WebSocket to /v1/events that reconnects by itself and resumes with
-// `since=` the last global sequence number it received, so nothing is missed while it was away
-// (the server replays stored events first, then goes live, without gaps or duplicates).
+// `since=` the cursor of the last event it received, so nothing is missed while it was away
+// (the server replays stored events first, then goes live, without gaps or duplicates — on any
+// node of a cluster).
 //
 // Browsers cannot set an Authorization header on a WebSocket, so the token goes in the query
 // (the dashboard's pages are served with Referrer-Policy: no-referrer, and the server logs paths
@@ -15,16 +16,16 @@ const MAX_DELAY_MS = 8000;
  * A resumable event stream.
  *
  * - `params`: extra query parameters (thread_id, execution_id).
- * - `since`: the global sequence number to resume after (from the overview's `event_seq`).
+ * - `since`: the cursor to resume after (from the overview's `event_cursor`).
  * - `onEvent(event)`: every event, in global order, once.
  * - `onStatus({state, retryInMs})`: "connecting", "live", "disconnected", "stopped".
  * - `onRefused()`: the connection failed before opening; the caller may check whether the token
  *   is still valid (a refused handshake looks the same as a network error to a browser).
  */
 export class EventStream {
-  constructor({ params = {}, since = 0, onEvent, onStatus = () => {}, onRefused = () => {} }) {
+  constructor({ params = {}, since = "0", onEvent, onStatus = () => {}, onRefused = () => {} }) {
     this.params = params;
-    this.lastSeq = since;
+    this.cursor = since;
     this.onEvent = onEvent;
     this.onStatus = onStatus;
     this.onRefused = onRefused;
@@ -37,7 +38,7 @@ export class EventStream {
 
   url() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const search = new URLSearchParams({ ...this.params, since: String(this.lastSeq), token: token() ?? "" });
+    const search = new URLSearchParams({ ...this.params, since: String(this.cursor), token: token() ?? "" });
     return `${scheme}//${location.host}/v1/events?${search}`;
   }
 
@@ -59,10 +60,8 @@ export class EventStream {
       } catch {
         return;
       }
-      const seq = event.global_seq;
-      if (typeof seq !== "number" || event.type === "snapshot") return;
-      if (seq <= this.lastSeq) return;
-      this.lastSeq = seq;
+      if (typeof event.cursor !== "string" || event.type === "snapshot") return;
+      this.cursor = event.cursor;
       this.onEvent(event);
     });
     socket.addEventListener("close", () => {

@@ -52,7 +52,9 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch};
 
-use super::{Purged, StoreError, StoreWriter};
+use dashmap::DashMap;
+
+use super::{Purged, ShardId, StoreError, StoreWriter};
 use crate::auth::TokenGrant;
 use crate::serialized_event::SerializedEvent;
 
@@ -128,9 +130,27 @@ impl Publisher for () {
     fn publish(&mut self, _events: &[Arc<SerializedEvent>]) {}
 }
 
+/// A shard joining the pipeline: its tracker (for snapshots), where its numbering stands, its
+/// fencing number, and the watermark to move.
+struct Attach {
+    shard: ShardId,
+    tracker: Tracker,
+    high_water: u64,
+    fence: Option<i64>,
+    committed: watch::Sender<u64>,
+}
+
 /// A request to the writer thread.
 enum Message {
-    Event(Arc<Event>),
+    Event(ShardId, Arc<Event>),
+    Attach(Box<Attach>),
+    /// The shard leaves: after writing what it defers when `flush` (a hand-over), or at once
+    /// (lost: nothing more of it may be written).
+    Detach {
+        shard: ShardId,
+        flush: bool,
+        reply: oneshot::Sender<()>,
+    },
     Token {
         hash: String,
         grant: TokenGrant,
@@ -140,8 +160,8 @@ enum Message {
         before: DateTime<Utc>,
         reply: oneshot::Sender<Result<Purged, StoreError>>,
     },
-    /// Rows to write at the next flush (rows caught up by a replay at start-up).
-    HoldRows(Vec<ExecutionId>),
+    /// Rows to write at the next flush (rows caught up by a replay when the shard was loaded).
+    HoldRows(ShardId, Vec<ExecutionId>),
     Flush(oneshot::Sender<()>),
     Shutdown,
 }
@@ -149,7 +169,7 @@ enum Message {
 /// The running pipeline; see the module documentation.
 pub struct Pipeline {
     sender: Mutex<Option<mpsc::Sender<Message>>>,
-    committed: watch::Receiver<u64>,
+    committed: DashMap<ShardId, watch::Receiver<u64>>,
     healthy: Arc<AtomicBool>,
     stats: Arc<PipelineStats>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -158,72 +178,105 @@ pub struct Pipeline {
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline")
-            .field("committed", &*self.committed.borrow())
+            .field("shards", &self.committed.len())
             .field("healthy", &self.healthy.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
 
 impl Pipeline {
-    /// Starts the writer thread and installs the tracker's sink. `high_water` is the sequence
-    /// number everything before start-up is covered by ([`Loaded::high_water`](super::Loaded)).
+    /// Starts the writer thread, with no shard yet ([`Pipeline::attach`] adds them). Shards the
+    /// store refuses a write of (their fence moved on) are sent to `lost`.
     ///
     /// # Errors
     ///
-    /// The thread could not be spawned, or the tracker already has a sink.
+    /// The thread could not be spawned.
     pub fn start(
         writer: Box<dyn StoreWriter>,
-        tracker: &Tracker,
-        high_water: u64,
         config: PipelineConfig,
         publisher: Box<dyn Publisher>,
+        lost: tokio::sync::mpsc::UnboundedSender<ShardId>,
     ) -> Result<Arc<Self>, StoreError> {
         let (sender, receiver) = mpsc::channel();
-        let (committed_tx, committed) = watch::channel(high_water);
         let healthy = Arc::new(AtomicBool::new(true));
         let stats = Arc::new(PipelineStats::default());
         let thread = writer_thread::WriterThread::new(
             writer,
-            tracker.clone(),
             receiver,
-            committed_tx,
             publisher,
             writer_thread::Health {
                 healthy: Arc::clone(&healthy),
                 stats: Arc::clone(&stats),
+                lost,
             },
-            high_water,
             config,
         );
         let thread = std::thread::Builder::new()
             .name("agentrack-store".into())
             .spawn(move || thread.run())
             .map_err(|error| StoreError::Task(error.to_string()))?;
-        let sink = sender.clone();
-        let installed = tracker.set_sink(move |event| {
-            // Fails only once the writer is gone (shutdown); the event is then lost with it.
-            let _ = sink.send(Message::Event(Arc::clone(event)));
-        });
-        if !installed {
-            return Err(StoreError::Task("the tracker already has an event sink".into()));
-        }
         Ok(Arc::new(Self {
             sender: Mutex::new(Some(sender)),
-            committed,
+            committed: DashMap::new(),
             healthy,
             stats,
             thread: Mutex::new(Some(thread)),
         }))
     }
 
-    /// The highest global sequence number known durable (or, for heartbeats, published).
-    pub fn committed(&self) -> u64 {
-        *self.committed.borrow()
+    /// Adds a shard: installs `tracker`'s sink, so that every event it makes goes through the
+    /// pipeline. `high_water` is the number everything before is covered by
+    /// ([`Loaded::high_water`](super::Loaded)); `fence` is the shard's fencing number on a store
+    /// others share.
+    ///
+    /// # Errors
+    ///
+    /// The tracker already has a sink, or the pipeline has stopped.
+    pub fn attach(
+        &self,
+        shard: ShardId,
+        tracker: &Tracker,
+        high_water: u64,
+        fence: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let (committed_tx, committed) = watch::channel(high_water);
+        self.send(Message::Attach(Box::new(Attach {
+            shard,
+            tracker: tracker.clone(),
+            high_water,
+            fence,
+            committed: committed_tx,
+        })))
+        .map_err(|error| StoreError::Task(error.to_string()))?;
+        self.committed.insert(shard, committed);
+        let sink = self.sender.lock().clone();
+        let installed = tracker.set_sink(move |event| {
+            // Fails only once the writer is gone (shutdown); the event is then lost with it.
+            if let Some(sink) = &sink {
+                let _ = sink.send(Message::Event(shard, Arc::clone(event)));
+            }
+        });
+        if installed {
+            Ok(())
+        } else {
+            Err(StoreError::Task("the tracker already has an event sink".into()))
+        }
     }
 
-    /// A receiver of the committed-sequence watermark.
-    pub fn watch(&self) -> watch::Receiver<u64> {
-        self.committed.clone()
+    /// Removes a shard. With `flush` (a hand-over) what it defers is written first; without
+    /// (the shard is lost), nothing more of it is. Waiters on it are told it stopped.
+    pub async fn detach(&self, shard: ShardId, flush: bool) {
+        let (reply, answer) = oneshot::channel();
+        if self.send(Message::Detach { shard, flush, reply }).is_ok() {
+            let _ = answer.await;
+        }
+        self.committed.remove(&shard);
+    }
+
+    /// The highest sequence number of `shard` known durable (or, for heartbeats, published);
+    /// `None` for a shard not in the pipeline.
+    pub fn committed(&self, shard: ShardId) -> Option<u64> {
+        self.committed.get(&shard).map(|watch| *watch.borrow())
     }
 
     /// Whether the latest commit succeeded.
@@ -236,16 +289,19 @@ impl Pipeline {
         &self.stats
     }
 
-    /// Waits until every event up to `seq` is committed.
+    /// Waits until every event of `shard` up to `seq` is committed.
     ///
     /// # Errors
     ///
-    /// [`CommitError::TimedOut`] after `timeout`, [`CommitError::Stopped`] if the writer ended.
-    pub async fn wait_committed(&self, seq: u64, timeout: Duration) -> Result<(), CommitError> {
-        if *self.committed.borrow() >= seq {
+    /// [`CommitError::TimedOut`] after `timeout`, [`CommitError::Stopped`] if the writer ended or
+    /// the shard left the pipeline (its events may never be written).
+    pub async fn wait_committed(&self, shard: ShardId, seq: u64, timeout: Duration) -> Result<(), CommitError> {
+        let Some(mut watch) = self.committed.get(&shard).map(|watch| watch.clone()) else {
+            return Err(CommitError::Stopped);
+        };
+        if *watch.borrow() >= seq {
             return Ok(());
         }
-        let mut watch = self.committed.clone();
         match tokio::time::timeout(timeout, watch.wait_for(|committed| *committed >= seq)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(CommitError::Stopped),
@@ -282,8 +338,8 @@ impl Pipeline {
         self.ask(|reply| Message::Token { hash, grant, reply }).await
     }
 
-    /// Removes finished executions that completed before `before` from the store, with their
-    /// events.
+    /// Removes finished executions that completed before `before` from the store, and the log's
+    /// events older than that (but never younger than [`LOG_KEPT_AT_LEAST`]).
     ///
     /// # Errors
     ///
@@ -292,15 +348,16 @@ impl Pipeline {
         self.ask(|reply| Message::Purge { before, reply }).await
     }
 
-    /// Has the rows of `ids` written again at the next flush: the alive rows a replay caught up
-    /// at start-up, so that the log they were rebuilt from can be purged.
-    pub fn hold_rows(&self, ids: Vec<ExecutionId>) {
+    /// Has the rows of `ids` (of `shard`) written again at the next flush: the alive rows a
+    /// replay caught up when the shard was loaded, so that the log they were rebuilt from can be
+    /// purged.
+    pub fn hold_rows(&self, shard: ShardId, ids: Vec<ExecutionId>) {
         if !ids.is_empty() {
-            let _ = self.send(Message::HoldRows(ids));
+            let _ = self.send(Message::HoldRows(shard, ids));
         }
     }
 
-    /// Writes every pending heartbeat now and waits for it.
+    /// Writes every pending heartbeat and row now and waits for it.
     ///
     /// # Errors
     ///

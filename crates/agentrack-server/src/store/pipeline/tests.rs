@@ -19,7 +19,8 @@ struct Recorder {
 }
 
 impl StoreWriter for Recorder {
-    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+    fn commit(&mut self, batches: &[Batch]) -> Result<(), StoreError> {
+        let batch = &batches[0];
         if self
             .failures_left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -58,15 +59,15 @@ fn start_publishing(recorder: &Recorder, flush: Duration, publisher: Box<dyn Pub
     let tracker = Tracker::new();
     let pipeline = Pipeline::start(
         Box::new(recorder.clone()),
-        &tracker,
-        0,
         PipelineConfig {
             heartbeat_flush: flush,
             ..PipelineConfig::default()
         },
         publisher,
+        tokio::sync::mpsc::unbounded_channel().0,
     )
     .unwrap();
+    pipeline.attach(0, &tracker, 0, None).unwrap();
     (tracker, pipeline)
 }
 
@@ -83,7 +84,7 @@ async fn every_event_is_written_in_order_with_a_row_at_least_as_new_as_its_last_
     let start_seq = started.events.last().unwrap().execution.as_ref().unwrap().seq;
     let change = tracker.transition(id, Phase::WebsocketSetup, None).unwrap();
     let last = change.events.last().unwrap().global_seq;
-    pipeline.wait_committed(last, Duration::from_secs(5)).await.unwrap();
+    pipeline.wait_committed(0, last, Duration::from_secs(5)).await.unwrap();
     let batches = recorder.batches.lock().clone();
     let seqs: Vec<u64> = batches
         .iter()
@@ -110,7 +111,7 @@ async fn a_transitions_row_waits_for_the_flush_but_its_event_does_not() {
         .sum::<usize>();
     let change = tracker.transition(id, Phase::WebsocketSetup, None).unwrap();
     let seq = change.events.last().unwrap().global_seq;
-    pipeline.wait_committed(seq, Duration::from_secs(5)).await.unwrap();
+    pipeline.wait_committed(0, seq, Duration::from_secs(5)).await.unwrap();
     {
         let batches = recorder.batches.lock();
         assert!(
@@ -144,7 +145,7 @@ async fn heartbeats_are_coalesced_to_the_latest_and_flushed_at_shutdown() {
     let first = tracker.heartbeat(id).unwrap();
     let first_heartbeat = first.events.last().unwrap().global_seq;
     pipeline
-        .wait_committed(first_heartbeat, Duration::from_secs(5))
+        .wait_committed(0, first_heartbeat, Duration::from_secs(5))
         .await
         .unwrap();
     let mut last = 0;
@@ -152,7 +153,7 @@ async fn heartbeats_are_coalesced_to_the_latest_and_flushed_at_shutdown() {
         last = tracker.heartbeat(id).unwrap().events.last().unwrap().global_seq;
     }
     // Published (nobody waits for heartbeats) but not yet written.
-    pipeline.wait_committed(last, Duration::from_secs(5)).await.unwrap();
+    pipeline.wait_committed(0, last, Duration::from_secs(5)).await.unwrap();
     let written = |recorder: &Recorder| {
         recorder
             .batches
@@ -181,10 +182,10 @@ async fn a_failing_store_holds_acknowledgements_until_it_recovers() {
     let change = tracker.create(NewExecution::new("a", "t", "u")).unwrap();
     let seq = change.events[0].global_seq;
     // The first attempts fail: nothing is confirmed, and the pipeline says it is unhealthy.
-    let early = pipeline.wait_committed(seq, Duration::from_millis(40)).await;
+    let early = pipeline.wait_committed(0, seq, Duration::from_millis(40)).await;
     assert_eq!(early, Err(CommitError::TimedOut(Duration::from_millis(40))));
     // Retries (50, 100, 200 ms) then succeed; the same batch goes in whole, once.
-    pipeline.wait_committed(seq, Duration::from_secs(5)).await.unwrap();
+    pipeline.wait_committed(0, seq, Duration::from_secs(5)).await.unwrap();
     assert!(pipeline.is_healthy());
     assert_eq!(pipeline.stats().commit_failures.load(Ordering::Relaxed), 3);
     assert_eq!(recorder.batches.lock().len(), 1);

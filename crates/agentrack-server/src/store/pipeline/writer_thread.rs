@@ -1,5 +1,9 @@
 //! The writer thread: gather what the channel holds, write it in one transaction, publish it,
 //! acknowledge it. See the [module documentation](super) for why each step is where it is.
+//!
+//! The thread serves every shard its node owns: each shard keeps its own numbering, deferred
+//! heartbeats and rows, and watermark, and one transaction carries the batches of all of them —
+//! unless the store refuses a shard's fence, which drops that shard and lets the others commit.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -11,10 +15,10 @@ use agentrack::{Event, EventKind, ExecutionId, ExecutionRecord, Tracker};
 use tokio::sync::{oneshot, watch};
 
 use super::deferred::Deferred;
-use super::{LOG_KEPT_AT_LEAST, Message, PipelineConfig, PipelineStats, Publisher, SEQUENCE_RESERVATION};
+use super::{Attach, LOG_KEPT_AT_LEAST, Message, PipelineConfig, PipelineStats, Publisher, SEQUENCE_RESERVATION};
 use crate::serialized_event::SerializedEvent;
 use crate::store::replay::row_can_wait;
-use crate::store::{Batch, Cutoff, RowUpdate, StoreWriter};
+use crate::store::{Batch, Cutoff, RowUpdate, ShardId, StoreError, StoreWriter};
 
 /// What the thread reports about itself to the [`Pipeline`](super::Pipeline) handle.
 pub(super) struct Health {
@@ -22,20 +26,31 @@ pub(super) struct Health {
     pub(super) healthy: Arc<AtomicBool>,
     /// The counters.
     pub(super) stats: Arc<PipelineStats>,
+    /// Told of every shard the store refused a write of (another node took it).
+    pub(super) lost: tokio::sync::mpsc::UnboundedSender<ShardId>,
 }
 
-pub(super) struct WriterThread {
-    writer: Box<dyn StoreWriter>,
+/// One shard's part of the pipeline.
+struct Shard {
     tracker: Tracker,
-    receiver: mpsc::Receiver<Message>,
-    committed: watch::Sender<u64>,
-    publisher: Box<dyn Publisher>,
-    health: Health,
-    deferred: Deferred,
+    /// Its fencing number, on a shared store.
+    fence: Option<i64>,
     /// The highest sequence number published so far.
     high_water: u64,
     /// The highest sequence number the store has reserved (see [`Batch::reserved`]).
     reserved: u64,
+    committed: watch::Sender<u64>,
+    deferred: Deferred,
+}
+
+pub(super) struct WriterThread {
+    writer: Box<dyn StoreWriter>,
+    receiver: mpsc::Receiver<Message>,
+    publisher: Box<dyn Publisher>,
+    health: Health,
+    shards: HashMap<ShardId, Shard>,
+    /// Messages drained after a cycle's snapshots that belong to the next cycle.
+    carried: Vec<Message>,
     config: PipelineConfig,
     /// When the store was last asked whether it answers (or last written to).
     last_check: Instant,
@@ -47,21 +62,24 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// What one cycle gathered from the channel.
 #[derive(Default)]
 struct Gathered {
-    events: Vec<Arc<Event>>,
+    events: Vec<(ShardId, Arc<Event>)>,
     /// Token inserts and purges: written on their own, not part of the event batch.
     requests: Vec<Message>,
+    /// Shards coming and going, applied before the cycle's events.
+    membership: Vec<Message>,
     flushes: Vec<oneshot::Sender<()>>,
-    hold_rows: Vec<ExecutionId>,
     stop: bool,
 }
 
 impl Gathered {
     fn push(&mut self, message: Message) {
         match message {
-            Message::Event(event) => self.events.push(event),
+            Message::Event(shard, event) => self.events.push((shard, event)),
             Message::Flush(reply) => self.flushes.push(reply),
             Message::Shutdown => self.stop = true,
-            Message::HoldRows(ids) => self.hold_rows.extend(ids),
+            membership @ (Message::Attach(_) | Message::Detach { .. } | Message::HoldRows(..)) => {
+                self.membership.push(membership);
+            }
             request @ (Message::Token { .. } | Message::Purge { .. }) => self.requests.push(request),
         }
     }
@@ -73,39 +91,43 @@ impl Gathered {
     }
 }
 
-/// The events of one cycle, sorted by what happens to them.
+/// The events of one shard in one cycle, sorted by what happens to them.
 #[derive(Default)]
 struct Sorted {
-    /// Every event, in global order: all are published.
+    /// Every event, in the shard's order: all are published.
     published: Vec<Arc<SerializedEvent>>,
     /// The events to write now (heartbeats only when due).
     written: Vec<Arc<SerializedEvent>>,
     /// Executions whose row is written in this batch.
     touched: HashSet<ExecutionId>,
+    snapshots: HashMap<ExecutionId, ExecutionRecord>,
+}
+
+/// A shard's share of one cycle, from sorting to acknowledging.
+struct Pass {
+    shard: ShardId,
+    sorted: Sorted,
+    high_water: u64,
+    /// The reservation the batch moves to, if it does.
+    reserved: Option<u64>,
+    batch: Batch,
 }
 
 impl WriterThread {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         writer: Box<dyn StoreWriter>,
-        tracker: Tracker,
         receiver: mpsc::Receiver<Message>,
-        committed: watch::Sender<u64>,
         publisher: Box<dyn Publisher>,
         health: Health,
-        high_water: u64,
         config: PipelineConfig,
     ) -> Self {
         Self {
             writer,
-            tracker,
             receiver,
-            committed,
             publisher,
             health,
-            deferred: Deferred::default(),
-            high_water,
-            reserved: high_water,
+            shards: HashMap::new(),
+            carried: Vec::new(),
             config,
             last_check: Instant::now(),
         }
@@ -114,14 +136,19 @@ impl WriterThread {
     pub(super) fn run(mut self) {
         loop {
             let mut gathered = Gathered::default();
-            match self.receiver.recv_timeout(self.next_wakeup()) {
-                Ok(message) => gathered.push(message),
-                Err(mpsc::RecvTimeoutError::Timeout) => self.check_when_idle(),
-                Err(mpsc::RecvTimeoutError::Disconnected) => gathered.stop = true,
+            for message in std::mem::take(&mut self.carried) {
+                gathered.push(message);
+            }
+            if gathered.events.is_empty() {
+                match self.receiver.recv_timeout(self.next_wakeup()) {
+                    Ok(message) => gathered.push(message),
+                    Err(mpsc::RecvTimeoutError::Timeout) => self.check_when_idle(),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => gathered.stop = true,
+                }
             }
             self.drain_into(&mut gathered);
             if self.cycle(gathered) {
-                if !self.deferred.is_empty() {
+                if self.shards.values().any(|shard| !shard.deferred.is_empty()) {
                     self.cycle(Gathered {
                         stop: true,
                         ..Gathered::default()
@@ -159,9 +186,12 @@ impl WriterThread {
 
     fn next_wakeup(&self) -> Duration {
         let idle = Duration::from_secs(1);
+        let flush = self.config.heartbeat_flush;
         let wait = self
-            .deferred
-            .until_due(self.config.heartbeat_flush)
+            .shards
+            .values()
+            .filter_map(|shard| shard.deferred.until_due(flush))
+            .min()
             .map_or(idle, |due| due.min(idle));
         wait.max(Duration::from_millis(1))
     }
@@ -177,170 +207,276 @@ impl WriterThread {
 
     /// Writes what was gathered; returns whether the pipeline was asked to stop.
     fn cycle(&mut self, mut gathered: Gathered) -> bool {
-        for id in gathered.hold_rows.drain(..) {
-            self.deferred.hold_row(id);
-        }
+        self.apply_membership(&mut gathered.membership);
         self.answer_requests(&mut gathered.requests);
-        let flush_all = gathered.stop || !gathered.flushes.is_empty() || self.deferred.due(self.config.heartbeat_flush);
-        if gathered.events.is_empty() && (!flush_all || self.deferred.is_empty()) {
+        let flush_all = gathered.stop || !gathered.flushes.is_empty();
+        let mut by_shard: HashMap<ShardId, Vec<Arc<Event>>> = HashMap::new();
+        for (shard, event) in gathered.events.drain(..) {
+            // Events of a shard no longer here were never acknowledged: they go with it.
+            if self.shards.contains_key(&shard) {
+                by_shard.entry(shard).or_default().push(event);
+            }
+        }
+        let flush = self.config.heartbeat_flush;
+        let due: Vec<ShardId> = self
+            .shards
+            .iter()
+            .filter(|(id, shard)| {
+                !shard.deferred.is_empty() && (flush_all || shard.deferred.due(flush)) || by_shard.contains_key(id)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if due.is_empty() {
             gathered.answer_flushes();
             return gathered.stop;
         }
 
-        let mut sorted = Sorted::default();
-        self.sort(&gathered.events, &mut sorted);
-        if flush_all {
-            sorted.touched.extend(self.deferred.ids());
+        let mut passes: Vec<Pass> = due
+            .into_iter()
+            .filter_map(|shard| {
+                let events = by_shard.remove(&shard).unwrap_or_default();
+                let flushing = flush_all || self.shards.get(&shard).is_some_and(|s| s.deferred.due(flush));
+                self.sort_shard(shard, &events, flushing)
+            })
+            .collect();
+        self.catch_up(&mut gathered, &mut passes);
+        for pass in &mut passes {
+            self.finish_pass(pass);
         }
-        let mut snapshots = self.snapshots(&sorted.touched);
-        self.catch_up(&mut gathered, &mut sorted, &mut snapshots);
-        self.take_heartbeats(&mut sorted);
-
-        let high_water = sorted
-            .published
-            .last()
-            .map_or(self.high_water, |e| e.event.global_seq)
-            .max(self.high_water);
-        let rows = rows(&sorted, snapshots);
-        let batch = Batch {
-            events: sorted.written,
-            rows,
-            reserved: self.reservation(high_water),
-            // Everything emitted after this cycle's snapshots is numbered above what earlier
-            // cycles published.
-            replay_from: self.high_water,
-        };
-        if !batch.is_empty() {
-            self.commit_with_retry(&batch, gathered.stop);
-        }
-        self.high_water = high_water;
-        if let Some(reserved) = batch.reserved {
-            self.reserved = reserved;
-        }
+        self.commit_passes(&mut passes, gathered.stop);
         self.answer_requests(&mut gathered.requests);
 
-        self.publisher.committed(&sorted.published);
-        let _ = self.committed.send(high_water);
-        self.publisher.publish(&sorted.published);
+        for pass in &passes {
+            self.publisher.committed(&pass.sorted.published);
+        }
+        for pass in &passes {
+            if let Some(shard) = self.shards.get(&pass.shard) {
+                let _ = shard.committed.send(pass.high_water);
+            }
+        }
+        for pass in &passes {
+            self.publisher.publish(&pass.sorted.published);
+        }
         gathered.answer_flushes();
         gathered.stop
     }
 
-    /// Serialises events. Heartbeats wait (only the latest is written); every other event is
-    /// written now, and so is its execution's row unless the event can be replayed onto it
-    /// ([`row_can_wait`]), in which case the row waits for the flush.
-    fn sort(&mut self, events: &[Arc<Event>], sorted: &mut Sorted) {
-        for event in events {
-            let serialized = Arc::new(SerializedEvent::new(Arc::clone(event)));
-            sorted.published.push(Arc::clone(&serialized));
-            let id = event.execution.as_ref().map(|scope| scope.execution_id);
-            match (&event.kind, id) {
-                (EventKind::Heartbeat { .. }, Some(id)) => {
-                    self.health.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
-                    self.deferred.hold_heartbeat(id, serialized);
+    /// Shards attached, detached, and rows to hold, in the order they were asked for.
+    fn apply_membership(&mut self, membership: &mut Vec<Message>) {
+        for message in membership.drain(..) {
+            match message {
+                Message::Attach(attach) => {
+                    let Attach {
+                        shard,
+                        tracker,
+                        high_water,
+                        fence,
+                        committed,
+                    } = *attach;
+                    self.shards.insert(
+                        shard,
+                        Shard {
+                            tracker,
+                            fence,
+                            high_water,
+                            reserved: high_water,
+                            committed,
+                            deferred: Deferred::default(),
+                        },
+                    );
                 }
-                (kind, Some(id)) if row_can_wait(kind) => {
-                    sorted.written.push(serialized);
-                    self.deferred.hold_row(id);
+                Message::Detach { shard, flush, reply } => {
+                    if flush {
+                        self.flush_shard(shard);
+                    }
+                    self.shards.remove(&shard);
+                    let _ = reply.send(());
                 }
-                (_, id) => {
-                    sorted.written.push(serialized);
-                    sorted.touched.extend(id);
+                Message::HoldRows(shard, ids) => {
+                    if let Some(shard) = self.shards.get_mut(&shard) {
+                        for id in ids {
+                            shard.deferred.hold_row(id);
+                        }
+                    }
                 }
+                _ => {}
             }
         }
     }
 
-    fn snapshots(&self, ids: &HashSet<ExecutionId>) -> HashMap<ExecutionId, ExecutionRecord> {
-        ids.iter()
-            .filter_map(|id| self.tracker.get(*id).ok().map(|record| (*id, record)))
-            .collect()
+    /// Writes a shard's queued events and everything it defers, before it is handed over.
+    fn flush_shard(&mut self, shard: ShardId) {
+        let mut events = Vec::new();
+        let mut others = Vec::new();
+        while let Ok(message) = self.receiver.try_recv() {
+            match message {
+                Message::Event(of, event) if of == shard => events.push(event),
+                other => others.push(other),
+            }
+        }
+        self.carried.extend(others);
+        let Some(mut pass) = self.sort_shard(shard, &events, true) else {
+            return;
+        };
+        self.finish_pass(&mut pass);
+        let mut passes = vec![pass];
+        self.commit_passes(&mut passes, true);
+        for pass in &passes {
+            self.publisher.committed(&pass.sorted.published);
+            if let Some(state) = self.shards.get(&pass.shard) {
+                let _ = state.committed.send(pass.high_water);
+            }
+            self.publisher.publish(&pass.sorted.published);
+        }
+    }
+
+    /// Sorts one shard's events and takes its snapshots; `None` for a shard no longer here.
+    fn sort_shard(&mut self, shard: ShardId, events: &[Arc<Event>], flushing: bool) -> Option<Pass> {
+        let state = self.shards.get_mut(&shard)?;
+        let mut sorted = Sorted::default();
+        sort(state, shard, events, &mut sorted, &self.health.stats);
+        if flushing {
+            sorted.touched.extend(state.deferred.ids());
+        }
+        sorted.snapshots = snapshots(&state.tracker, &sorted.touched);
+        Some(Pass {
+            shard,
+            sorted,
+            high_water: state.high_water,
+            reserved: None,
+            batch: Batch::default(),
+        })
     }
 
     /// Events queued while the snapshots were taken: take in the ones the snapshots already
-    /// reflect, so that a row and the log agree (see the module documentation).
-    fn catch_up(
-        &mut self,
-        gathered: &mut Gathered,
-        sorted: &mut Sorted,
-        snapshots: &mut HashMap<ExecutionId, ExecutionRecord>,
-    ) {
+    /// reflect, so that a row and the log agree (see the module documentation). Events of shards
+    /// without a pass in this cycle wait for the next one.
+    fn catch_up(&mut self, gathered: &mut Gathered, passes: &mut [Pass]) {
         let mut late = Gathered::default();
         self.drain_into(&mut late);
-        if late.events.is_empty() {
-            gathered.requests.append(&mut late.requests);
-            gathered.flushes.append(&mut late.flushes);
-            for id in late.hold_rows.drain(..) {
-                self.deferred.hold_row(id);
-            }
-            gathered.stop |= late.stop;
-            return;
-        }
-        let mut newly = Sorted::default();
-        self.sort(&late.events, &mut newly);
-        let stale: HashSet<ExecutionId> = newly
-            .touched
-            .into_iter()
-            .filter(|id| !snapshots.contains_key(id) || late.events.iter().any(|e| is_ahead(e, *id, snapshots)))
-            .collect();
-        snapshots.extend(self.snapshots(&stale));
-        sorted.touched.extend(stale);
-        sorted.published.append(&mut newly.published);
-        sorted.written.append(&mut newly.written);
         gathered.requests.append(&mut late.requests);
         gathered.flushes.append(&mut late.flushes);
-        for id in late.hold_rows.drain(..) {
-            self.deferred.hold_row(id);
-        }
         gathered.stop |= late.stop;
+        self.carried.append(&mut late.membership);
+        let mut by_shard: HashMap<ShardId, Vec<Arc<Event>>> = HashMap::new();
+        for (shard, event) in late.events {
+            if passes.iter().any(|pass| pass.shard == shard) {
+                by_shard.entry(shard).or_default().push(event);
+            } else {
+                self.carried.push(Message::Event(shard, event));
+            }
+        }
+        for pass in passes.iter_mut() {
+            let Some(events) = by_shard.remove(&pass.shard) else {
+                continue;
+            };
+            let Some(state) = self.shards.get_mut(&pass.shard) else {
+                continue;
+            };
+            let mut newly = Sorted::default();
+            sort(state, pass.shard, &events, &mut newly, &self.health.stats);
+            let sorted = &mut pass.sorted;
+            let stale: HashSet<ExecutionId> = newly
+                .touched
+                .into_iter()
+                .filter(|id| {
+                    !sorted.snapshots.contains_key(id) || events.iter().any(|e| is_ahead(e, *id, &sorted.snapshots))
+                })
+                .collect();
+            sorted.snapshots.extend(snapshots(&state.tracker, &stale));
+            sorted.touched.extend(stale);
+            sorted.published.append(&mut newly.published);
+            sorted.written.append(&mut newly.written);
+        }
     }
 
-    /// Every touched execution's waiting heartbeat goes in with its row, and its row stops waiting.
-    fn take_heartbeats(&mut self, sorted: &mut Sorted) {
+    /// Every touched execution's waiting heartbeat goes in with its row; the rows and the
+    /// reservation make the shard's batch.
+    fn finish_pass(&mut self, pass: &mut Pass) {
+        let Some(state) = self.shards.get_mut(&pass.shard) else {
+            return;
+        };
+        let sorted = &mut pass.sorted;
         for id in &sorted.touched {
-            if let Some(heartbeat) = self.deferred.take(*id) {
+            if let Some(heartbeat) = state.deferred.take(*id) {
                 sorted.written.push(heartbeat);
                 self.health.stats.heartbeats_written.fetch_add(1, Ordering::Relaxed);
             }
         }
         sorted.written.sort_by_key(|e| e.event.global_seq);
+        pass.high_water = sorted
+            .published
+            .last()
+            .map_or(state.high_water, |e| e.event.global_seq)
+            .max(state.high_water);
+        pass.reserved = (pass.high_water > state.reserved).then_some(pass.high_water + SEQUENCE_RESERVATION);
+        pass.batch = Batch {
+            shard: pass.shard,
+            fence: state.fence,
+            events: std::mem::take(&mut sorted.written),
+            rows: rows(sorted),
+            // Sequence numbers are reserved in blocks: a batch of bare heartbeats (published,
+            // not written) costs no transaction unless it runs past the reservation.
+            reserved: pass.reserved,
+            // Everything emitted after this cycle's snapshots is numbered above what earlier
+            // cycles published.
+            replay_from: state.high_water,
+        };
     }
 
-    /// Sequence numbers are reserved in blocks: a batch of bare heartbeats (published, not
-    /// written) costs no transaction unless it runs past the reservation.
-    fn reservation(&self, high_water: u64) -> Option<u64> {
-        (high_water > self.reserved).then_some(high_water + SEQUENCE_RESERVATION)
-    }
-
-    fn commit_with_retry(&mut self, batch: &Batch, stopping: bool) {
-        let stats = &self.health.stats;
+    /// Commits the passes' batches in one transaction, retrying until the store takes them;
+    /// a shard whose fence the store refuses is dropped (its pass too) and the rest retried.
+    fn commit_passes(&mut self, passes: &mut Vec<Pass>, stopping: bool) {
+        let stats = Arc::clone(&self.health.stats);
+        let mut batches: Vec<Batch> = passes
+            .iter_mut()
+            .map(|pass| std::mem::take(&mut pass.batch))
+            .filter(|batch| !batch.is_empty())
+            .collect();
         let mut delay = Duration::from_millis(50);
         let mut attempts = 0u32;
-        loop {
+        while !batches.is_empty() {
             let started = Instant::now();
-            match self.writer.commit(batch) {
+            match self.writer.commit(&batches) {
                 Ok(()) => {
                     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                     stats.last_commit_micros.store(micros, Ordering::Relaxed);
                     stats.batches.fetch_add(1, Ordering::Relaxed);
-                    stats
-                        .events_written
-                        .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                    let events: usize = batches.iter().map(|batch| batch.events.len()).sum();
+                    stats.events_written.fetch_add(events as u64, Ordering::Relaxed);
                     self.health.healthy.store(true, Ordering::Relaxed);
                     self.last_check = Instant::now();
-                    return;
+                    break;
+                }
+                Err(StoreError::Fenced { shards }) => {
+                    for shard in &shards {
+                        tracing::warn!(shard, "another node owns the shard now: dropping it");
+                        self.shards.remove(shard);
+                        let _ = self.health.lost.send(*shard);
+                    }
+                    passes.retain(|pass| !shards.contains(&pass.shard));
+                    batches.retain(|batch| !shards.contains(&batch.shard));
                 }
                 Err(error) => {
                     attempts += 1;
                     stats.commit_failures.fetch_add(1, Ordering::Relaxed);
                     self.health.healthy.store(false, Ordering::Relaxed);
-                    tracing::error!(%error, attempts, events = batch.events.len(), "store commit failed; retrying");
+                    let events: usize = batches.iter().map(|batch| batch.events.len()).sum();
+                    tracing::error!(%error, attempts, events, "store commit failed; retrying");
                     if stopping && attempts >= 5 {
                         tracing::error!("giving up on the last batch at shutdown");
-                        return;
+                        break;
                     }
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        for pass in passes.iter() {
+            if let Some(state) = self.shards.get_mut(&pass.shard) {
+                state.high_water = pass.high_water;
+                if let Some(reserved) = pass.reserved {
+                    state.reserved = reserved;
                 }
             }
         }
@@ -372,33 +508,64 @@ impl WriterThread {
                     }
                     let _ = reply.send(purged);
                 }
-                Message::Event(_) | Message::HoldRows(_) | Message::Flush(_) | Message::Shutdown => {}
+                _ => {}
             }
         }
     }
 }
 
+/// Serialises events. Heartbeats wait (only the latest is written); every other event is
+/// written now, and so is its execution's row unless the event can be replayed onto it
+/// ([`row_can_wait`]), in which case the row waits for the flush.
+fn sort(state: &mut Shard, shard: ShardId, events: &[Arc<Event>], sorted: &mut Sorted, stats: &PipelineStats) {
+    for event in events {
+        let serialized = Arc::new(SerializedEvent::of_shard(shard, Arc::clone(event)));
+        sorted.published.push(Arc::clone(&serialized));
+        let id = event.execution.as_ref().map(|scope| scope.execution_id);
+        match (&event.kind, id) {
+            (EventKind::Heartbeat { .. }, Some(id)) => {
+                stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                state.deferred.hold_heartbeat(id, serialized);
+            }
+            (kind, Some(id)) if row_can_wait(kind) => {
+                sorted.written.push(serialized);
+                state.deferred.hold_row(id);
+            }
+            (_, id) => {
+                sorted.written.push(serialized);
+                sorted.touched.extend(id);
+            }
+        }
+    }
+}
+
+fn snapshots(tracker: &Tracker, ids: &HashSet<ExecutionId>) -> HashMap<ExecutionId, ExecutionRecord> {
+    ids.iter()
+        .filter_map(|id| tracker.get(*id).ok().map(|record| (*id, record)))
+        .collect()
+}
+
 /// The rows of a batch: each touched execution's snapshot, or, for one that left memory before
 /// it could be snapshotted, its terminal event applied to the stored row.
-fn rows(sorted: &Sorted, mut snapshots: HashMap<ExecutionId, ExecutionRecord>) -> Vec<RowUpdate> {
-    sorted
-        .touched
-        .iter()
-        .filter_map(|id| match snapshots.remove(id) {
-            Some(record) => Some(RowUpdate::Snapshot(Box::new(record))),
-            None => sorted
-                .written
-                .iter()
-                .find(|e| {
-                    e.event.kind.finished().is_some()
-                        && e.event.execution.as_ref().is_some_and(|s| s.execution_id == *id)
-                })
-                .map(|terminal| RowUpdate::Finish {
-                    execution_id: *id,
-                    event: Arc::clone(&terminal.event),
-                }),
-        })
-        .collect()
+fn rows(sorted: &mut Sorted) -> Vec<RowUpdate> {
+    let mut snapshots = std::mem::take(&mut sorted.snapshots);
+    let mut rows = Vec::with_capacity(sorted.touched.len());
+    for id in &sorted.touched {
+        if let Some(record) = snapshots.remove(id) {
+            rows.push(RowUpdate::Snapshot(Box::new(record)));
+            continue;
+        }
+        let terminal = sorted.written.iter().chain(&sorted.published).find(|e| {
+            e.event.kind.finished().is_some() && e.event.execution.as_ref().is_some_and(|s| s.execution_id == *id)
+        });
+        if let Some(terminal) = terminal {
+            rows.push(RowUpdate::Finish {
+                execution_id: *id,
+                event: Arc::clone(&terminal.event),
+            });
+        }
+    }
+    rows
 }
 
 /// Whether `event` belongs to `id` and is newer than its snapshot.

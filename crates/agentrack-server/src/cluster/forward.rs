@@ -1,0 +1,157 @@
+//! Forwarding: a request about an execution (or a named breaker) whose shard another node owns
+//! is sent on to that node over a keep-alive connection pool and answered as the owner answers.
+//!
+//! The request goes as it came — method, path, query, headers (the caller's token included),
+//! body — so the owner checks access and validates exactly as if it had been asked directly. It
+//! carries `x-agentrack-forwarded-by`; an owner that does not own the shard either (it moved
+//! meanwhile) answers 503 with `Retry-After` instead of forwarding again, so a request never
+//! travels in circles.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, RawPathParams, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::Route;
+use crate::api::error::ApiError;
+use crate::app::AppState;
+use crate::auth::Scope;
+use crate::store::ShardId;
+
+/// Marks a forwarded request with the node that sent it.
+pub const FORWARDED_BY: HeaderName = HeaderName::from_static("x-agentrack-forwarded-by");
+
+/// The largest body forwarded (the API's own limit is below it).
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// How long the owner may take.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a route's requests are about, for routing them to the shard's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKey {
+    /// Served by any node.
+    Any,
+    /// The execution named by the `{id}` path parameter.
+    Execution,
+    /// The caller's named breaker `{name}`.
+    Breaker,
+}
+
+/// The HTTP client pool to the other nodes.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    client: Client<HttpConnector, Body>,
+}
+
+impl Default for Forwarder {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Self { client }
+    }
+}
+
+impl Forwarder {
+    /// Sends `request` to the node at `base` and returns its answer.
+    ///
+    /// # Errors
+    ///
+    /// 503 `shard_unavailable` when the owner cannot be reached (it may just have died: the
+    /// shard is taken over within a lease TTL).
+    pub async fn send(&self, base: &str, node_id: &str, request: Request) -> Result<Response, ApiError> {
+        let (mut parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri: Uri = format!("{base}{path}")
+            .parse()
+            .map_err(|_| ApiError::internal(format!("cannot forward to {base}{path}")))?;
+        parts.uri = uri;
+        parts.headers.remove(axum::http::header::HOST);
+        parts.headers.remove(axum::http::header::CONNECTION);
+        if let Ok(value) = HeaderValue::from_str(node_id) {
+            parts.headers.insert(FORWARDED_BY, value);
+        }
+        let body = http_body_util::Limited::new(body, MAX_BODY)
+            .collect()
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "body too large to forward",
+                )
+            })?
+            .to_bytes();
+        let forwarded = axum::http::Request::from_parts(parts, Body::from(body));
+        let answered = tokio::time::timeout(TIMEOUT, self.client.request(forwarded)).await;
+        match answered {
+            Ok(Ok(response)) => Ok(response.map(Body::new)),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, owner = %base, "forwarding failed");
+                Err(ApiError::owner_unreachable(base))
+            }
+            Err(_) => Err(ApiError::owner_unreachable(base)),
+        }
+    }
+}
+
+/// The middleware of keyed routes: answers here when this node serves the shard, forwards to the
+/// owner otherwise, 503 while the shard moves.
+pub async fn route(key: RouteKey, state: AppState, request: Request, next: Next) -> Response {
+    let Some(cluster) = state.cluster.clone() else {
+        return next.run(request).await;
+    };
+    let (mut parts, body) = request.into_parts();
+    let shard = shard_of(key, &state, &mut parts).await;
+    let request = Request::from_parts(parts, body);
+    let Some(shard) = shard else {
+        return next.run(request).await;
+    };
+    match state.shards.route_shard(shard) {
+        Route::Local(_) => next.run(request).await,
+        Route::Remote(url) if !request.headers().contains_key(FORWARDED_BY) => {
+            match cluster.forwarder.send(&url, &cluster.member.node_id, request).await {
+                Ok(response) => response,
+                Err(error) => error.into_response(),
+            }
+        }
+        Route::Remote(_) | Route::Unavailable => ApiError::shard_unavailable(shard).into_response(),
+    }
+}
+
+/// The shard a keyed request is about; `None` when the route is not keyed or its parameter is
+/// malformed (the handler then answers as for any bad request).
+async fn shard_of(key: RouteKey, state: &AppState, parts: &mut Parts) -> Option<ShardId> {
+    let params = RawPathParams::from_request_parts(parts, state).await.ok()?;
+    let param = |wanted: &str| {
+        params
+            .iter()
+            .find(|(name, _)| *name == wanted)
+            .map(|(_, value)| value.to_owned())
+    };
+    match key {
+        RouteKey::Any => None,
+        RouteKey::Execution => {
+            let id = param("id")?.parse().ok()?;
+            Some(state.shards.shard_of(id))
+        }
+        RouteKey::Breaker => {
+            let name = param("name")?;
+            let scope = parts.extensions.get::<Scope>()?;
+            Some(state.shards.shard_of_breaker(&scope.breaker_key(&name)))
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The schema and its migrations.
+
+use tokio_postgres::Client;
+
+use super::db_error;
+use crate::store::StoreError;
+
+/// The schema, one migration per version (version = index + 1); the same tables as SQLite's.
+const MIGRATIONS: &[&str] = &[
+    // 1: events, materialised executions, tokens, metadata.
+    "CREATE TABLE events (
+        global_seq   BIGINT PRIMARY KEY,
+        execution_id TEXT,
+        seq          BIGINT,
+        tenant       TEXT,
+        user_id      TEXT,
+        thread_id    TEXT,
+        type         TEXT NOT NULL,
+        timestamp_ms BIGINT NOT NULL,
+        json         TEXT NOT NULL
+    );
+    CREATE INDEX events_by_execution ON events (execution_id, global_seq);
+    CREATE INDEX events_by_tenant ON events (tenant, global_seq);
+    CREATE TABLE executions (
+        execution_id    TEXT PRIMARY KEY,
+        tenant          TEXT NOT NULL,
+        user_id         TEXT NOT NULL,
+        thread_id       TEXT NOT NULL,
+        agent_name      TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        started_at_ms   BIGINT NOT NULL,
+        completed_at_ms BIGINT,
+        record          TEXT NOT NULL
+    );
+    CREATE INDEX executions_by_tenant_user ON executions (tenant, user_id, execution_id);
+    CREATE INDEX executions_by_completion ON executions (completed_at_ms) WHERE completed_at_ms IS NOT NULL;
+    CREATE TABLE tokens (
+        token_hash    TEXT PRIMARY KEY,
+        role          TEXT NOT NULL,
+        tenant        TEXT NOT NULL,
+        user_id       TEXT,
+        label         TEXT,
+        created_at_ms BIGINT NOT NULL
+    );
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value BIGINT NOT NULL
+    );",
+    // 2: as SQLite's: rows say how far into their log they go and where a replay onto them starts;
+    // the log keeps no index but its key. Room on each page keeps row rewrites HOT.
+    "ALTER TABLE executions ADD COLUMN seq BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN replay_from BIGINT NOT NULL DEFAULT 0;
+    UPDATE executions SET seq = COALESCE((record::jsonb->>'seq')::bigint, 0),
+        replay_from = (SELECT COALESCE(MAX(global_seq), 0) FROM events);
+    DROP INDEX events_by_tenant;
+    DROP INDEX events_by_execution;
+    ALTER TABLE executions SET (fillfactor = 70);",
+    // 3: shards, for several nodes on one store. Each shard has its owner's lease and fencing
+    // number (range_id) and its own sequence numbering (events are keyed by shard and number;
+    // `reserved` replaces meta's high_water per shard). The rows themselves are made at open,
+    // once, for the shard count chosen then (see `create_shards`).
+    "CREATE TABLE shards (
+        shard_id       INT PRIMARY KEY,
+        owner          TEXT,
+        range_id       BIGINT NOT NULL DEFAULT 0,
+        lease_until_ms BIGINT NOT NULL DEFAULT 0,
+        reserved       BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE nodes (
+        node_id    TEXT PRIMARY KEY,
+        url        TEXT NOT NULL,
+        started_ms BIGINT NOT NULL,
+        seen_ms    BIGINT NOT NULL
+    );
+    CREATE TABLE shard_moves (
+        at_ms     BIGINT NOT NULL,
+        shard_id  INT NOT NULL,
+        from_node TEXT,
+        to_node   TEXT,
+        reason    TEXT NOT NULL
+    );
+    CREATE INDEX shard_moves_by_time ON shard_moves (at_ms);
+    ALTER TABLE events ADD COLUMN shard_id INT NOT NULL DEFAULT 0;
+    ALTER TABLE events DROP CONSTRAINT events_pkey;
+    ALTER TABLE events ADD PRIMARY KEY (shard_id, global_seq);
+    ALTER TABLE executions ADD COLUMN shard_id INT NOT NULL DEFAULT 0;",
+];
+
+/// Any number; it only has to be the same for every agentrack server on one database.
+const MIGRATION_LOCK: i64 = 0x6167_656e_7472_6b31;
+
+/// Applies the migrations a store lacks and, on a store without shards, makes them: `shards` of
+/// them on an empty store, one on a store that already holds data (it was made for one node).
+/// Returns the store's shard count.
+pub(super) async fn migrate(client: &mut Client, shards: u16) -> Result<u16, StoreError> {
+    let tx = client.transaction().await.map_err(db_error)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(db_error)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        .await
+        .map_err(db_error)?;
+    let current: i64 = tx
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
+        .await
+        .map_err(db_error)?
+        .get(0);
+    let supported = MIGRATIONS.len() as i64;
+    if current > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported,
+        });
+    }
+    for (index, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        let version = index as i64 + 1;
+        tx.batch_execute(sql).await.map_err(db_error)?;
+        tx.execute("DELETE FROM schema_version", &[]).await.map_err(db_error)?;
+        tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&version])
+            .await
+            .map_err(db_error)?;
+        tracing::info!(version, "applied store migration");
+    }
+    let count = create_shards(&tx, shards).await?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(count)
+}
+
+async fn create_shards(tx: &tokio_postgres::Transaction<'_>, wanted: u16) -> Result<u16, StoreError> {
+    let existing: i64 = tx
+        .query_one("SELECT COUNT(*) FROM shards", &[])
+        .await
+        .map_err(db_error)?
+        .get(0);
+    if existing > 0 {
+        return u16::try_from(existing).map_err(StoreError::corrupt);
+    }
+    let used: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM events) OR EXISTS (SELECT 1 FROM meta)",
+            &[],
+        )
+        .await
+        .map_err(db_error)?
+        .get(0);
+    let count = if used { 1 } else { wanted.max(1) };
+    tx.execute(
+        "INSERT INTO shards (shard_id, reserved)
+         SELECT n, CASE WHEN n = 0 THEN COALESCE((SELECT value FROM meta WHERE key = 'high_water'), 0) ELSE 0 END
+         FROM generate_series(0, $1 - 1) AS n",
+        &[&i32::from(count)],
+    )
+    .await
+    .map_err(db_error)?;
+    tracing::info!(shards = count, "made the store's shards");
+    Ok(count)
+}

@@ -1,0 +1,469 @@
+//! The single writer: one connection, one transaction per group commit.
+
+use std::borrow::Cow;
+
+use agentrack::ExecutionRecord;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
+
+use super::{Target, db_error};
+use crate::auth::TokenGrant;
+use crate::store::row::{self, EventColumns, ExecutionColumns, millis, to_sql};
+use crate::store::{Batch, Cutoff, Purged, RowUpdate, StoreError, StoreWriter};
+
+/// The writer's connection and its prepared statements.
+pub(super) struct Connection {
+    client: Client,
+    fence: Statement,
+    insert_events: Statement,
+    upsert_executions: Statement,
+    reserve: Statement,
+    notify: Statement,
+}
+
+/// The channel on which a commit tells the other nodes which shards' logs grew
+/// (`SHARD:SEQ,…`); delivered by PostgreSQL when the transaction commits, never before.
+pub(crate) const EVENTS_CHANNEL: &str = "agentrack_events";
+
+/// Tells [`EVENTS_CHANNEL`] at commit.
+const NOTIFY: &str = "SELECT pg_notify('agentrack_events', $1)";
+
+impl Connection {
+    pub(super) async fn open(target: &Target) -> Result<Self, StoreError> {
+        let client = target.connect().await?;
+        let (fence, insert_events, upsert_executions, reserve, notify) = tokio::try_join!(
+            // Locks the shards' rows for the transaction: a node taking one over waits for this
+            // commit, and a write after a takeover matches no row.
+            client.prepare(
+                "UPDATE shards AS s SET range_id = s.range_id
+                 FROM UNNEST($1::int[], $2::bigint[]) AS f(shard_id, range_id)
+                 WHERE s.shard_id = f.shard_id AND s.range_id = f.range_id",
+            ),
+            client.prepare(
+                "INSERT INTO events
+                    (shard_id, global_seq, execution_id, seq, tenant, user_id, thread_id, type, timestamp_ms, json)
+                 SELECT * FROM UNNEST($1::int[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                                      $7::text[], $8::text[], $9::bigint[], $10::text[])
+                 ON CONFLICT (shard_id, global_seq) DO NOTHING",
+            ),
+            client.prepare(
+                "INSERT INTO executions
+                    (shard_id, execution_id, tenant, user_id, thread_id, agent_name, state, started_at_ms,
+                     completed_at_ms, seq, replay_from, record)
+                 SELECT * FROM UNNEST($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                      $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[])
+                 ON CONFLICT (execution_id) DO UPDATE SET
+                    state = excluded.state, completed_at_ms = excluded.completed_at_ms, seq = excluded.seq,
+                    replay_from = excluded.replay_from, record = excluded.record",
+            ),
+            client.prepare(
+                "UPDATE shards AS s SET reserved = GREATEST(s.reserved, r.reserved)
+                 FROM UNNEST($1::int[], $2::bigint[]) AS r(shard_id, reserved)
+                 WHERE s.shard_id = r.shard_id",
+            ),
+            client.prepare(NOTIFY),
+        )
+        .map_err(db_error)?;
+        Ok(Self {
+            client,
+            fence,
+            insert_events,
+            upsert_executions,
+            reserve,
+            notify,
+        })
+    }
+
+    async fn commit(&mut self, batches: &[Batch]) -> Result<(), StoreError> {
+        let records = self.rows(batches).await?;
+        let rows: Vec<ExecutionColumns<'_>> = records
+            .iter()
+            .map(|(_, record, replay_from)| ExecutionColumns::of(record, *replay_from))
+            .collect::<Result<_, _>>()?;
+        let row_shards: Vec<i32> = records.iter().map(|(shard, _, _)| i32::from(*shard)).collect();
+        let events: Vec<(i32, EventColumns<'_>)> = batches
+            .iter()
+            .flat_map(|batch| {
+                batch
+                    .events
+                    .iter()
+                    .map(|event| (i32::from(batch.shard), EventColumns::of(event)))
+            })
+            .collect();
+        let events = EventArrays::of(&events);
+        let executions = ExecutionArrays::of(&row_shards, &rows);
+        let fenced: Vec<&Batch> = batches.iter().filter(|batch| batch.fence.is_some()).collect();
+        let fence_shards: Vec<i32> = fenced.iter().map(|batch| i32::from(batch.shard)).collect();
+        let fence_ranges: Vec<i64> = fenced.iter().filter_map(|batch| batch.fence).collect();
+        let reserving: Vec<&Batch> = batches.iter().filter(|batch| batch.reserved.is_some()).collect();
+        let reserve_shards: Vec<i32> = reserving.iter().map(|batch| i32::from(batch.shard)).collect();
+        let reserve_values: Vec<i64> = reserving
+            .iter()
+            .filter_map(|batch| batch.reserved.map(to_sql))
+            .collect();
+        let grown: String = batches
+            .iter()
+            .filter_map(|batch| {
+                batch
+                    .events
+                    .last()
+                    .map(|last| format!("{}:{}", batch.shard, last.event.global_seq))
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let (event_params, row_params) = (events.params(), executions.params());
+        let fence_params: [&(dyn ToSql + Sync); 2] = [&fence_shards, &fence_ranges];
+        let reserve_params: [&(dyn ToSql + Sync); 2] = [&reserve_shards, &reserve_values];
+        let tx = self.client.transaction().await.map_err(db_error)?;
+        // Pipelined: the statements go out together (a future sends its statement when first
+        // polled, and join! polls in order: the fence first) and are answered together; one with
+        // nothing to write is not sent. The first error in order is the cause; the ones after it
+        // only say the transaction was aborted.
+        let (fence, events, executions, reserved, notified) = tokio::join!(
+            async {
+                if fence_shards.is_empty() {
+                    Ok(0)
+                } else {
+                    tx.execute(&self.fence, &fence_params).await
+                }
+            },
+            async {
+                if events.is_empty() {
+                    Ok(0)
+                } else {
+                    tx.execute(&self.insert_events, &event_params).await
+                }
+            },
+            async {
+                if rows.is_empty() {
+                    Ok(0)
+                } else {
+                    tx.execute(&self.upsert_executions, &row_params).await
+                }
+            },
+            async {
+                if reserve_shards.is_empty() {
+                    Ok(0)
+                } else {
+                    tx.execute(&self.reserve, &reserve_params).await
+                }
+            },
+            async {
+                if grown.is_empty() {
+                    Ok(0)
+                } else {
+                    tx.execute(&self.notify, &[&grown]).await
+                }
+            },
+        );
+        let fence = fence.map_err(db_error)?;
+        events.and(executions).and(reserved).and(notified).map_err(db_error)?;
+        if fence != fence_shards.len() as u64 {
+            let lost = lost_shards(&tx, &fence_params).await?;
+            tx.rollback().await.map_err(db_error)?;
+            return Err(StoreError::Fenced { shards: lost });
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    /// The records to write, with their shard and where a replay onto each starts: every
+    /// snapshot, and for each execution that left memory, its stored record with the terminal
+    /// event applied (nothing is ever replayed onto it).
+    async fn rows<'a>(&self, batches: &'a [Batch]) -> Result<Vec<(u16, Cow<'a, ExecutionRecord>, u64)>, StoreError> {
+        let mut rows = Vec::new();
+        let mut finishing = Vec::new();
+        for batch in batches {
+            for update in &batch.rows {
+                match update {
+                    RowUpdate::Snapshot(record) => {
+                        rows.push((batch.shard, Cow::Borrowed(&**record), batch.replay_from))
+                    }
+                    RowUpdate::Finish { execution_id, event } => {
+                        finishing.push((batch.shard, execution_id.to_string(), event));
+                    }
+                }
+            }
+        }
+        if finishing.is_empty() {
+            return Ok(rows);
+        }
+        let ids: Vec<&str> = finishing.iter().map(|(_, id, _)| id.as_str()).collect();
+        let stored = self
+            .client
+            .query(
+                "SELECT execution_id, record FROM executions WHERE execution_id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(db_error)?;
+        for found in stored {
+            let id: &str = found.get(0);
+            let Some((shard, _, event)) = finishing.iter().find(|(_, wanted, _)| wanted == id) else {
+                continue;
+            };
+            if let Some(record) = row::finished(row::decode(found.get(1))?, event) {
+                rows.push((*shard, Cow::Owned(record), 0));
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// The shards among `fences` whose fencing number moved on.
+async fn lost_shards(
+    tx: &tokio_postgres::Transaction<'_>,
+    fences: &[&(dyn ToSql + Sync); 2],
+) -> Result<Vec<u16>, StoreError> {
+    let rows = tx
+        .query(
+            "SELECT f.shard_id FROM UNNEST($1::int[], $2::bigint[]) AS f(shard_id, range_id)
+             LEFT JOIN shards AS s ON s.shard_id = f.shard_id
+             WHERE s.range_id IS DISTINCT FROM f.range_id",
+            fences,
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| u16::try_from(row.get::<_, i32>(0)).ok())
+        .collect())
+}
+
+/// A batch's events as the column arrays `UNNEST` takes.
+struct EventArrays<'a> {
+    shard_id: Vec<i32>,
+    global_seq: Vec<i64>,
+    execution_id: Vec<Option<&'a str>>,
+    seq: Vec<Option<i64>>,
+    tenant: Vec<Option<&'a str>>,
+    user_id: Vec<Option<&'a str>>,
+    thread_id: Vec<Option<&'a str>>,
+    kind: Vec<&'a str>,
+    timestamp_ms: Vec<i64>,
+    json: Vec<&'a str>,
+}
+
+impl<'a> EventArrays<'a> {
+    fn of(events: &'a [(i32, EventColumns<'a>)]) -> Self {
+        Self {
+            shard_id: events.iter().map(|(shard, _)| *shard).collect(),
+            global_seq: events.iter().map(|(_, e)| e.global_seq).collect(),
+            execution_id: events.iter().map(|(_, e)| e.execution_id.as_deref()).collect(),
+            seq: events.iter().map(|(_, e)| e.seq).collect(),
+            tenant: events.iter().map(|(_, e)| e.tenant).collect(),
+            user_id: events.iter().map(|(_, e)| e.user_id).collect(),
+            thread_id: events.iter().map(|(_, e)| e.thread_id).collect(),
+            kind: events.iter().map(|(_, e)| e.kind).collect(),
+            timestamp_ms: events.iter().map(|(_, e)| e.timestamp_ms).collect(),
+            json: events.iter().map(|(_, e)| e.json).collect(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.global_seq.is_empty()
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+        [
+            &self.shard_id,
+            &self.global_seq,
+            &self.execution_id,
+            &self.seq,
+            &self.tenant,
+            &self.user_id,
+            &self.thread_id,
+            &self.kind,
+            &self.timestamp_ms,
+            &self.json,
+        ]
+    }
+}
+
+/// A batch's execution rows as the column arrays `UNNEST` takes.
+struct ExecutionArrays<'a> {
+    shard_id: &'a [i32],
+    execution_id: Vec<&'a str>,
+    tenant: Vec<&'a str>,
+    user_id: Vec<&'a str>,
+    thread_id: Vec<&'a str>,
+    agent_name: Vec<&'a str>,
+    state: Vec<&'a str>,
+    started_at_ms: Vec<i64>,
+    completed_at_ms: Vec<Option<i64>>,
+    seq: Vec<i64>,
+    replay_from: Vec<i64>,
+    record: Vec<&'a str>,
+}
+
+impl<'a> ExecutionArrays<'a> {
+    fn of(shard_id: &'a [i32], rows: &'a [ExecutionColumns<'a>]) -> Self {
+        Self {
+            shard_id,
+            execution_id: rows.iter().map(|r| r.execution_id.as_str()).collect(),
+            tenant: rows.iter().map(|r| r.tenant).collect(),
+            user_id: rows.iter().map(|r| r.user_id).collect(),
+            thread_id: rows.iter().map(|r| r.thread_id).collect(),
+            agent_name: rows.iter().map(|r| r.agent_name).collect(),
+            state: rows.iter().map(|r| r.state).collect(),
+            started_at_ms: rows.iter().map(|r| r.started_at_ms).collect(),
+            completed_at_ms: rows.iter().map(|r| r.completed_at_ms).collect(),
+            seq: rows.iter().map(|r| r.seq).collect(),
+            replay_from: rows.iter().map(|r| r.replay_from).collect(),
+            record: rows.iter().map(|r| r.record.as_str()).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 12] {
+        [
+            &self.shard_id,
+            &self.execution_id,
+            &self.tenant,
+            &self.user_id,
+            &self.thread_id,
+            &self.agent_name,
+            &self.state,
+            &self.started_at_ms,
+            &self.completed_at_ms,
+            &self.seq,
+            &self.replay_from,
+            &self.record,
+        ]
+    }
+}
+
+/// The single writer: runs on the pipeline's thread and drives its connection on a runtime of
+/// its own, in that thread — a round trip then costs no hop between threads, which at one
+/// commit per call is most of the commit's time. A failed connection is dropped and made anew
+/// on the next call.
+pub(super) struct PgWriter {
+    runtime: Option<tokio::runtime::Runtime>,
+    target: Target,
+    connection: Option<Connection>,
+}
+
+impl PgWriter {
+    /// Connects (blocking).
+    pub(super) fn open(target: Target) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| StoreError::Task(error.to_string()))?;
+        let connection = runtime.block_on(Connection::open(&target))?;
+        Ok(Self {
+            runtime: Some(runtime),
+            target,
+            connection: Some(connection),
+        })
+    }
+}
+
+impl Drop for PgWriter {
+    fn drop(&mut self) {
+        self.connection = None;
+        // Without blocking: the writer may be dropped where blocking is not allowed.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl PgWriter {
+    /// Runs `work` on a live connection; on failure the connection is dropped, so that the next
+    /// call (the pipeline retries) reconnects.
+    fn with<T>(&mut self, work: impl AsyncFnOnce(&mut Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let Some(runtime) = &self.runtime else {
+            return Err(StoreError::Task("the store writer was closed".into()));
+        };
+        let (target, slot) = (&self.target, &mut self.connection);
+        runtime.block_on(async move {
+            if slot.as_ref().is_none_or(|connection| connection.client.is_closed()) {
+                *slot = None;
+                *slot = Some(Connection::open(target).await?);
+            }
+            let Some(connection) = slot.as_mut() else {
+                return Err(StoreError::Task("no connection".into()));
+            };
+            let result = work(connection).await;
+            // A fenced write is a valid answer on a healthy connection; anything else may have
+            // left the connection in doubt.
+            if result
+                .as_ref()
+                .is_err_and(|error| !matches!(error, StoreError::Fenced { .. }))
+            {
+                *slot = None;
+            }
+            result
+        })
+    }
+}
+
+impl StoreWriter for PgWriter {
+    fn commit(&mut self, batches: &[Batch]) -> Result<(), StoreError> {
+        self.with(async |connection| connection.commit(batches).await)
+    }
+
+    fn purge(&mut self, cutoff: &Cutoff) -> Result<Purged, StoreError> {
+        let (events_before, finished_before) = (millis(cutoff.events_before), millis(cutoff.finished_before));
+        self.with(async move |connection| {
+            let tx = connection.client.transaction().await.map_err(db_error)?;
+            // Retention of the log: events older than the cut-off, found by walking the log from its
+            // start (no index on time is needed).
+            let events = tx
+                .execute(
+                    "DELETE FROM events WHERE global_seq <
+                        COALESCE((SELECT global_seq FROM events WHERE timestamp_ms >= $1 ORDER BY global_seq LIMIT 1),
+                                 (SELECT COALESCE(MAX(global_seq), 0) + 1 FROM events))",
+                    &[&events_before],
+                )
+                .await
+                .map_err(db_error)?;
+            let executions = tx
+                .execute(
+                    "DELETE FROM executions WHERE completed_at_ms IS NOT NULL AND completed_at_ms < $1",
+                    &[&finished_before],
+                )
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(Purged { executions, events })
+        })
+    }
+
+    fn insert_token(&mut self, hash: &str, grant: &TokenGrant) -> Result<(), StoreError> {
+        self.with(async |connection| {
+            connection
+                .client
+                .execute(
+                    "INSERT INTO tokens (token_hash, role, tenant, user_id, label, created_at_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        &hash,
+                        &grant.role.as_str(),
+                        &grant.tenant,
+                        &grant.user_id,
+                        &grant.label,
+                        &millis(grant.created_at),
+                    ],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(())
+        })
+    }
+
+    fn check(&mut self) -> Result<(), StoreError> {
+        self.with(async |connection| {
+            connection
+                .client
+                .simple_query("SELECT 1")
+                .await
+                .map(drop)
+                .map_err(db_error)
+        })
+    }
+
+    fn close(&mut self) -> Result<(), StoreError> {
+        self.connection = None;
+        Ok(())
+    }
+}
