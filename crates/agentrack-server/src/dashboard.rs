@@ -87,7 +87,7 @@ static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
 pub fn router() -> Router<AppState> {
     let mut router = Router::new();
     for (index, asset) in ASSETS.iter().enumerate() {
-        router = router.route(asset.path, get(move |headers: HeaderMap| serve(index, headers)));
+        router = router.route(asset.path, get(move |headers: HeaderMap| async move { serve(index, &headers) }));
     }
     router
 }
@@ -107,7 +107,7 @@ fn security_headers(headers: &mut HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 }
 
-async fn serve(index: usize, request: HeaderMap) -> Response {
+fn serve(index: usize, request: &HeaderMap) -> Response {
     let (Some(asset), Some(etag)) = (ASSETS.get(index), ETAGS.get(index)) else {
         return StatusCode::NOT_FOUND.into_response();
     };

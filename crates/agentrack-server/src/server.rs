@@ -171,7 +171,7 @@ async fn restore(
     tracing::info!(
         restored,
         high_water = loaded.high_water,
-        millis = started.elapsed().as_millis() as u64,
+        millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "rebuilt the tracker from the store"
     );
     Ok((loaded, restored))

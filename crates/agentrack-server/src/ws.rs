@@ -198,7 +198,7 @@ impl Stream {
         match self.push(message, seq) {
             Push::Queued => ControlFlow::Continue(()),
             Push::Full => {
-                self.close_slow(state, "too many events waiting to be sent".into());
+                self.close_slow(state, "too many events waiting to be sent");
                 ControlFlow::Break(())
             }
             Push::Gone => ControlFlow::Break(()),
@@ -206,7 +206,7 @@ impl Stream {
     }
 
     /// Closes a client that fell `behind`, with the sequence number it can resume from.
-    fn close_slow(&mut self, state: &AppState, behind: String) {
+    fn close_slow(&mut self, state: &AppState, behind: &str) {
         state.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
         let last = self.sent.load(Ordering::Relaxed);
         let reason = format!("slow consumer: {behind}; reconnect with since={last}");
@@ -389,7 +389,7 @@ async fn forward_live(
             received = live.events.recv() => match received {
                 Ok(published) => forward(&mut stream, state, &live, &published.event, &published.json),
                 Err(RecvError::Lagged(missed)) => {
-                    stream.close_slow(state, format!("fell {missed} events behind"));
+                    stream.close_slow(state, &format!("fell {missed} events behind"));
                     ControlFlow::Break(())
                 }
                 Err(RecvError::Closed) => {

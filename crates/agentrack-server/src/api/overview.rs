@@ -112,7 +112,7 @@ impl Incidents {
         // The window ends at the end of the current minute, so the last bucket is "now".
         let end = now.duration_trunc(minute).unwrap_or(now) + minute;
         Self {
-            start: end - Span::minutes(INCIDENT_MINUTES as i64),
+            start: end - Span::minutes(i64::try_from(INCIDENT_MINUTES).unwrap_or(i64::MAX)),
             dead: [0; INCIDENT_MINUTES],
             timeout: [0; INCIDENT_MINUTES],
         }
@@ -211,7 +211,9 @@ impl Summary {
     }
 }
 
-fn share(part: u64, whole: u64) -> f64 {
+/// `part / whole`, or 0 when there is no whole.
+#[allow(clippy::cast_precision_loss, reason = "a share of two counts is a float; counts past 2^53 only lose their lowest digits")]
+pub(super) fn share(part: u64, whole: u64) -> f64 {
     if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
 }
 

@@ -29,7 +29,9 @@ pub fn exact(properties: Value) -> Value {
 /// An object with exactly these properties, of which those in `required` are always present.
 fn partial<S: AsRef<str>>(required: &[S], properties: Value) -> Value {
     let required: Vec<&str> = required.iter().map(AsRef::as_ref).collect();
-    json!({"type": "object", "required": required, "properties": properties, "additionalProperties": false})
+    let mut schema = json!({"type": "object", "required": required, "additionalProperties": false});
+    schema["properties"] = properties;
+    schema
 }
 
 /// The properties of a `json!` object literal.
@@ -42,7 +44,8 @@ fn fields(properties: Value) -> Map<String, Value> {
 
 /// `schema`, or `null`.
 fn nullable(schema: Value) -> Value {
-    json!({"anyOf": [schema, {"type": "null"}]})
+    let alternatives = Value::Array(vec![schema, json!({"type": "null"})]);
+    Value::Object(Map::from_iter([("anyOf".to_owned(), alternatives)]))
 }
 
 fn string() -> Value {

@@ -52,7 +52,7 @@ fn config(url: String) -> StoreConfig {
     }
 }
 
-async fn sqlite(dir: &tempfile::TempDir) -> StoreConfig {
+fn sqlite(dir: &tempfile::TempDir) -> StoreConfig {
     config(format!(
         "sqlite://{}",
         dir.path().join("nested").join("agentrack.db").display()
@@ -249,7 +249,7 @@ async fn writes_reads_purges_and_reloads(config: StoreConfig) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_writes_reads_purges_and_reloads() {
     let dir = tempfile::tempdir().unwrap();
-    writes_reads_purges_and_reloads(sqlite(&dir).await).await;
+    writes_reads_purges_and_reloads(sqlite(&dir)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

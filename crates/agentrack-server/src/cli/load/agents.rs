@@ -58,6 +58,7 @@ pub(super) struct Agents {
 }
 
 /// How agents behave.
+#[derive(Clone, Copy)]
 pub(super) struct Behaviour {
     /// Users the executions are spread over (`load-user-0` ...).
     pub(super) users: usize,
