@@ -398,7 +398,7 @@ async fn forward_live(
                 }
             },
             message = incoming.next() => match message {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => ControlFlow::Break(()),
+                None | Some(Err(_) | Ok(Message::Close(_))) => ControlFlow::Break(()),
                 Some(Ok(Message::Text(text))) => {
                     let reply = answer(state, scope, &text).await;
                     stream.queue_wait(Message::Text(reply.to_string().into()), 0).await

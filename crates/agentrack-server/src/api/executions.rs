@@ -27,6 +27,14 @@ const ID_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 422, 503];
 
 /// The routes of this resource.
 pub fn routes() -> Vec<Route> {
+    [record_routes(), change_routes(), breaker_routes()]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Creating, listing and reading executions.
+fn record_routes() -> Vec<Route> {
     vec![
         Route {
             doc: RouteDoc {
@@ -73,6 +81,12 @@ pub fn routes() -> Vec<Route> {
             },
             handler: get(read),
         },
+    ]
+}
+
+/// Moving an execution along: start, heartbeats, state and phase.
+fn change_routes() -> Vec<Route> {
+    vec![
         Route {
             doc: RouteDoc {
                 method: "POST",
@@ -148,6 +162,12 @@ pub fn routes() -> Vec<Route> {
             },
             handler: post(transition),
         },
+    ]
+}
+
+/// The execution's own circuit breaker.
+fn breaker_routes() -> Vec<Route> {
+    vec![
         Route {
             doc: RouteDoc {
                 method: "GET",
@@ -331,30 +351,29 @@ async fn breaker(
     Path(id): Path<String>,
 ) -> Result<Json<BreakerStatus>, ApiError> {
     let record = visible(&state, &scope, &id).await?;
-    let status = match state.tracker.breaker_status(record.execution_id) {
-        Ok(status) => status,
+    let status = if let Ok(status) = state.tracker.breaker_status(record.execution_id) {
+        status
+    } else {
         // Finished and out of memory: what the stored record says about its breaker, with the
         // settings it ran under.
-        Err(_) => {
-            let config = agentrack::BreakerConfig::from(
-                record
-                    .timeout_config
-                    .as_deref()
-                    .unwrap_or(&state.tracker.config().timeout_config),
-            );
-            BreakerStatus {
-                name: format!("execution:{}", record.execution_id),
-                state: record.circuit_breaker_state,
-                failure_count: record.circuit_breaker_failures,
-                failure_threshold: config.failure_threshold,
-                // Trials are not stored; a finished execution makes none.
-                success_count: 0,
-                last_failure_time: record.last_failure_time,
-                next_attempt_time: record.next_attempt_time,
-                is_open: record.circuit_breaker_state == agentrack::BreakerState::Open,
-                can_retry: false,
-                recovery_timeout: config.recovery_timeout.as_secs_f64(),
-            }
+        let config = agentrack::BreakerConfig::from(
+            record
+                .timeout_config
+                .as_deref()
+                .unwrap_or(&state.tracker.config().timeout_config),
+        );
+        BreakerStatus {
+            name: format!("execution:{}", record.execution_id),
+            state: record.circuit_breaker_state,
+            failure_count: record.circuit_breaker_failures,
+            failure_threshold: config.failure_threshold,
+            // Trials are not stored; a finished execution makes none.
+            success_count: 0,
+            last_failure_time: record.last_failure_time,
+            next_attempt_time: record.next_attempt_time,
+            is_open: record.circuit_breaker_state == agentrack::BreakerState::Open,
+            can_retry: false,
+            recovery_timeout: config.recovery_timeout.as_secs_f64(),
         }
     };
     Ok(Json(status))

@@ -212,7 +212,10 @@ impl Summary {
 }
 
 /// `part / whole`, or 0 when there is no whole.
-#[allow(clippy::cast_precision_loss, reason = "a share of two counts is a float; counts past 2^53 only lose their lowest digits")]
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "a share of two counts is a float; counts past 2^53 only lose their lowest digits"
+)]
 pub(super) fn share(part: u64, whole: u64) -> f64 {
     if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
 }
@@ -227,27 +230,26 @@ async fn overview(State(state): State<AppState>, scope: Scope) -> Result<Json<Va
 
     let heartbeat_timeout = state.tracker.config().heartbeat_timeout;
     let mut summary = Summary::new(now, heartbeat_timeout);
-    let samples = match user {
+    let samples = if let Some(user) = user {
         // A viewer's own executions are few: copied, for their phase samples too.
-        Some(user) => {
-            let records: Vec<ExecutionRecord> = state
-                .tracker
-                .by_user(user)
-                .into_iter()
-                .filter(|record| scope.sees(record))
-                .collect();
-            records.iter().for_each(|record| summary.add(record));
-            samples_of(&records)
+        let records: Vec<ExecutionRecord> = state
+            .tracker
+            .by_user(user)
+            .into_iter()
+            .filter(|record| scope.sees(record))
+            .collect();
+        for record in &records {
+            summary.add(record);
         }
+        samples_of(&records)
+    } else {
         // Everything in memory (up to the finished cap): visited in place, never copied.
-        None => {
-            state.tracker.visit(|record| {
-                if scope.sees(record) {
-                    summary.add(record);
-                }
-            });
-            state.metrics.phase_samples(tenant)
-        }
+        state.tracker.visit(|record| {
+            if scope.sees(record) {
+                summary.add(record);
+            }
+        });
+        state.metrics.phase_samples(tenant)
     };
     let stuck = summary.stuck();
     let Summary {

@@ -84,6 +84,14 @@ pub fn components() -> Map<String, Value> {
     let mut add = |name: &str, schema: Value| {
         schemas.insert(name.to_owned(), schema);
     };
+    execution_schemas(&mut add);
+    service_schemas(&mut add);
+    stream_schemas(&mut add);
+    schemas
+}
+
+/// Executions, their changes and heartbeats.
+fn execution_schemas(add: &mut impl FnMut(&str, Value)) {
     add("Error", error());
     add(
         "ExecutionState",
@@ -132,6 +140,10 @@ pub fn components() -> Map<String, Value> {
             "maxItems": super::heartbeats::MAX_BATCH, "items": string()}})),
     );
     add("HeartbeatBatchReport", exact(Value::Object(batch_report())));
+}
+
+/// Breakers, permits, tokens, metrics and health.
+fn service_schemas(add: &mut impl FnMut(&str, Value)) {
     add("BreakerStatus", exact(Value::Object(breaker_status())));
     let mut named = breaker_status();
     named.insert(
@@ -189,6 +201,11 @@ pub fn components() -> Map<String, Value> {
             "committed_seq": integer(),
         })),
     );
+    add("OpenApi", object());
+}
+
+/// Events and the messages of the event stream.
+fn stream_schemas(add: &mut impl FnMut(&str, Value)) {
     for (kind, schema) in event_schemas() {
         add(&event_schema_name(kind), schema);
     }
@@ -209,8 +226,6 @@ pub fn components() -> Map<String, Value> {
             original `type` and `global_seq`. Clients may send \
             {\"type\": \"heartbeat\", \"execution_ids\": [...]} (admin and agent tokens)."}),
     );
-    add("OpenApi", object());
-    schemas
 }
 
 fn error() -> Value {

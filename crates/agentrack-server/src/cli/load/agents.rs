@@ -183,10 +183,10 @@ impl Agents {
         let started = Instant::now();
         let outcome = match request.send().await {
             Ok(response) => {
-                let status = response.status();
+                let http_status = response.status();
                 match response.bytes().await {
-                    Ok(bytes) if status.is_success() => Ok(bytes),
-                    Ok(_) => Err(format!("http_{}", status.as_u16())),
+                    Ok(bytes) if http_status.is_success() => Ok(bytes),
+                    Ok(_) => Err(format!("http_{}", http_status.as_u16())),
                     Err(error) => Err(error_kind(&error).to_owned()),
                 }
             }
