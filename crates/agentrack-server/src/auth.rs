@@ -427,7 +427,6 @@ impl OwnerBounds for EventQuery {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -138,7 +138,6 @@ fn serve(index: usize, request: &HeaderMap) -> Response {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -290,7 +290,6 @@ async fn overview(State(state): State<AppState>, scope: Scope) -> Result<Json<Va
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

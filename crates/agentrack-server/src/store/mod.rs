@@ -36,5 +36,4 @@ pub use open::open;
 pub use query::{EventQuery, ListQuery, Page, StoredEvent};
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod conformance;

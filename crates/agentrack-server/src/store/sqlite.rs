@@ -649,7 +649,6 @@ impl StoreWriter for SqliteWriter {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -443,7 +443,6 @@ fn error_kind(error: &reqwest::Error) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

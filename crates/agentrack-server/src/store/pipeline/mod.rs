@@ -323,5 +323,4 @@ impl Pipeline {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests;
