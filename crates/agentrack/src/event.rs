@@ -408,7 +408,6 @@ impl std::fmt::Debug for EventStream {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -2,6 +2,8 @@
 //! exactly consistent — no lost update, no index entry left behind, no phantom record, every
 //! counter exact, per-execution event numbering gap-free.
 
+#![allow(clippy::expect_used)]
+
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use agentrack::{
     Event, EventFilter, EventKind, ExecutionId, ExecutionRecord, ExecutionState, ManualClock, Metrics, NewExecution,
-    Phase, Tracker, TrackerConfig, TrackerError,
+    Phase, StateUpdate, Tracker, TrackerConfig, TrackerError,
 };
 
 use common::{GOLDEN_PATH, drain};
@@ -106,7 +108,7 @@ impl Plan {
         }
         if self.through_completing_state {
             tracker
-                .set_state(id, ExecutionState::Completing, Default::default())
+                .set_state(id, ExecutionState::Completing, StateUpdate::default())
                 .expect("running → completing");
         }
         match self.ending {
@@ -444,7 +446,7 @@ fn eight_threads_heartbeating_one_execution_lose_no_update_and_number_events_wit
 
     // What each caller was told: its own counts and seqs increase, and together they are every
     // count exactly once.
-    let mut counts = Vec::with_capacity(total as usize);
+    let mut counts = Vec::with_capacity(usize::try_from(total).unwrap());
     for seen in &per_thread {
         assert!(seen.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
         assert!(seen.iter().all(|(count, seq)| *seq == count + 3));

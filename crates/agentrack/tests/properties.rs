@@ -8,6 +8,8 @@
 //! - the active set is exactly the alive records, the counters add up, the indexes agree;
 //! - every event reaches a subscriber, numbered without gaps, globally and per execution.
 
+#![allow(clippy::expect_used)]
+
 mod common;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -244,12 +246,12 @@ impl Harness {
         }
     }
 
-    fn wall(&self, mono: Duration) -> DateTime<Utc> {
+    fn wall(mono: Duration) -> DateTime<Utc> {
         wall_origin() + mono
     }
 
     /// The id an operation targets: one ever created (alive, finished or gone), or an unknown one.
-    fn target(&self, index: &usize) -> ExecutionId {
+    fn target(&self, index: usize) -> ExecutionId {
         if self.ids.is_empty() {
             ExecutionId::new()
         } else {
@@ -330,7 +332,7 @@ impl Harness {
     }
 
     /// Checks what an accepted call returned and what the subscriber got: the same events.
-    fn accepted(&mut self, events: Vec<Arc<Event>>, drained: &[Arc<Event>], id: ExecutionId) {
+    fn accepted(events: &[Arc<Event>], drained: &[Arc<Event>], id: ExecutionId) {
         assert_eq!(events.len(), drained.len(), "events returned vs. events broadcast");
         for (returned, broadcast) in events.iter().zip(drained) {
             assert_eq!(returned, broadcast);
@@ -380,7 +382,7 @@ impl Harness {
                 (Ok(()), Ok(change.events))
             }
             Op::Start(index) => {
-                let id = self.target(index);
+                let id = self.target(*index);
                 let expected = self.alive(id).and_then(|m| {
                     if m.state == ExecutionState::Pending {
                         Ok(())
@@ -394,7 +396,7 @@ impl Harness {
                 (expected, self.tracker.start(id).map(|c| c.events))
             }
             Op::Heartbeat(index) => {
-                let id = self.target(index);
+                let id = self.target(*index);
                 let expected = self.alive(id).map(|_| ());
                 if expected.is_ok() {
                     let now = self.now;
@@ -410,7 +412,7 @@ impl Harness {
                 (expected, self.tracker.heartbeat(id).map(|c| c.events))
             }
             Op::SetState(index, state) => {
-                let id = self.target(index);
+                let id = self.target(*index);
                 let expected = self.alive(id).and_then(|m| {
                     if strict_lifecycle && !m.state.can_become(*state) {
                         Err(Refusal::InvalidLifecycle)
@@ -429,7 +431,7 @@ impl Harness {
                 )
             }
             Op::Complete(index) | Op::Fail(index) | Op::Cancel(index) => {
-                let id = self.target(index);
+                let id = self.target(*index);
                 let expected = self.alive(id).map(|_| ());
                 let step = self.step;
                 let (state, error, result) = match op {
@@ -452,7 +454,7 @@ impl Harness {
                 (expected, actual.map(|c| c.events))
             }
             Op::Transition(index, _) | Op::NextPhase(index, _) => {
-                let id = self.target(index);
+                let id = self.target(*index);
                 let phase = match op {
                     Op::Transition(_, phase) => *phase,
                     Op::NextPhase(_, pick) => {
@@ -504,7 +506,7 @@ impl Harness {
                 (expected, actual)
             }
             Op::Cleanup(index) => {
-                let id = self.target(index);
+                let id = self.target(*index);
                 let expected = self.present(id).and_then(|m| {
                     if m.state.is_alive() {
                         Err(Refusal::StillAlive)
@@ -524,7 +526,7 @@ impl Harness {
                 (expected, actual.map(|_| Vec::new()))
             }
             Op::EditState(index, state) => {
-                let id = self.target(index);
+                let id = self.target(*index);
                 let expected = self.present(id).and_then(|m| {
                     if m.state.is_terminal() && m.state != *state {
                         Err(Refusal::StateIsFinal)
@@ -587,7 +589,7 @@ impl Harness {
                     "executions timed out at {now:?}"
                 );
                 for record in sweep.dead.iter().chain(&sweep.timed_out) {
-                    assert_eq!(record.completed_at, Some(self.wall(now)));
+                    assert_eq!(record.completed_at, Some(Self::wall(now)));
                 }
                 for (id, state) in &expiring {
                     let prefix = match state {
@@ -634,7 +636,7 @@ impl Harness {
                         .and_then(|e| e.execution.as_ref())
                         .map(|s| s.execution_id);
                     if let Some(id) = id {
-                        self.accepted(events, &drained, id);
+                        Self::accepted(&events, &drained, id);
                     } else {
                         assert!(drained.is_empty(), "{op:?} emitted {drained:?}");
                     }
@@ -714,17 +716,13 @@ impl Harness {
             assert_eq!(record.seq, self.last_seq[id], "the subscriber saw every event of {id}");
             assert_eq!(record.timeout, model.timeout);
             assert_eq!(record.user_id, USERS[model.user]);
-            assert_eq!(record.started_at, self.wall(model.created));
+            assert_eq!(record.started_at, Self::wall(model.created));
             assert_eq!(
                 record.last_heartbeat,
-                self.wall(model.last_heartbeat),
+                Self::wall(model.last_heartbeat),
                 "last heartbeat of {id}"
             );
-            assert_eq!(
-                record.completed_at,
-                model.completed.map(|at| self.wall(at)),
-                "end of {id}"
-            );
+            assert_eq!(record.completed_at, model.completed.map(Self::wall), "end of {id}");
             assert_eq!(record.result, model.result, "result of {id}");
             match (&record.error, &model.error) {
                 (Some(actual), Some(expected)) => assert!(actual.starts_with(expected.as_str()), "{actual}"),

@@ -1,8 +1,6 @@
 //! The original tracker's known weaknesses (SPEC.md, "Known weaknesses to do better on"), one
 //! test per behaviour that agentrack does better.
 
-#![allow(clippy::unwrap_used)]
-
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -555,7 +553,13 @@ async fn retries_use_backoff_and_stop_at_max_retries() {
     let result = tracker
         .execute_with_retry(id, "llm", || {
             let n = runs.fetch_add(1, Ordering::SeqCst);
-            async move { if n < 2 { Err("503") } else { Ok(n as u32) } }
+            async move {
+                if n < 2 {
+                    Err("503")
+                } else {
+                    Ok(u32::try_from(n).unwrap())
+                }
+            }
         })
         .await;
     assert_eq!(result.unwrap(), 2);
@@ -1032,7 +1036,7 @@ fn exactly_one_terminal_event_per_execution() {
         .collect();
     clock.advance(secs(6));
     std::thread::scope(|scope| {
-        let completer = scope.spawn(|| {
+        let finisher = scope.spawn(|| {
             overdue
                 .iter()
                 .rev()
@@ -1040,7 +1044,7 @@ fn exactly_one_terminal_event_per_execution() {
                 .count()
         });
         let sweeper = scope.spawn(|| tracker.sweep().timed_out.len());
-        let won = completer.join().unwrap() + sweeper.join().unwrap();
+        let won = finisher.join().unwrap() + sweeper.join().unwrap();
         assert_eq!(won, 200);
     });
     let all = drain(&mut events);
