@@ -1,6 +1,7 @@
 //! The 26 integration scenarios of the original tracker's suite (SPEC.md), one test each, in
 //! the Rust API's terms.
 
+#![allow(clippy::unwrap_used)]
 #![allow(
     clippy::float_cmp,
     reason = "figures come from a manual clock and exact counts, so they compare exactly: an epsilon would hide a change"
@@ -14,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentrack::{
-    AgentStateUpdate, BreakerChange, BreakerState, CallError, Clock, EventFilter, EventKind, ExecutionId,
+    AgentStateUpdate, BreakerChange, BreakerState, CallError, Clock, Event, EventFilter, EventKind, ExecutionId,
     ExecutionState, NewExecution, Phase, StateUpdate, TimeoutConfig, TokioClock, Tracker, TrackerConfig, TrackerError,
     Validation,
 };
@@ -386,73 +387,10 @@ fn phase_transition_validation_from_consolidated_state_tracker() {
 
 #[tokio::test]
 async fn websocket_event_emission_during_phase_transitions() {
-    type Step = (Phase, Option<serde_json::Map<String, serde_json::Value>>, Option<Note>);
     let (tracker, clock) = manual(TrackerConfig::default());
     let recorder = Recorder::default();
     let id = tracker.create(new("ws-agent", "thread-ws", "user-ws")).unwrap().id();
-    let steps: Vec<Step> = vec![
-        (Phase::WebsocketSetup, None, None),
-        (Phase::ContextValidation, None, None),
-        (
-            Phase::Starting,
-            meta(json!({"request": "hi"})),
-            Some(Note::Started {
-                run_id: "thread-ws".into(),
-                agent: "ws-agent".into(),
-                context: json!({"request": "hi"}),
-            }),
-        ),
-        (
-            Phase::Thinking,
-            meta(json!({"reasoning": "plan"})),
-            Some(Note::Thinking {
-                run_id: "thread-ws".into(),
-                agent: "ws-agent".into(),
-                reasoning: "plan".into(),
-                step: 4,
-            }),
-        ),
-        (
-            Phase::ToolPreparation,
-            None,
-            Some(Note::Thinking {
-                run_id: "thread-ws".into(),
-                agent: "ws-agent".into(),
-                reasoning: "Agent is in phase tool_preparation".into(),
-                step: 5,
-            }),
-        ),
-        (
-            Phase::ToolExecution,
-            meta(json!({"tool_name": "search", "parameters": {"q": "rust"}})),
-            Some(Note::Tool {
-                run_id: "thread-ws".into(),
-                agent: "ws-agent".into(),
-                tool: "search".into(),
-                parameters: json!({"q": "rust"}),
-            }),
-        ),
-        (
-            Phase::LlmInteraction,
-            None,
-            Some(Note::Thinking {
-                run_id: "thread-ws".into(),
-                agent: "ws-agent".into(),
-                reasoning: "Agent is in phase llm_interaction".into(),
-                step: 7,
-            }),
-        ),
-        (
-            Phase::CircuitBreakerOpen,
-            meta(json!({"error": "provider down"})),
-            Some(Note::Error {
-                run_id: "thread-ws".into(),
-                agent: "ws-agent".into(),
-                error: "provider down".into(),
-                context: json!({"error": "provider down"}),
-            }),
-        ),
-    ];
+    let steps = notifying_steps();
     let mut expected_notes = Vec::new();
     for (phase, metadata, note) in steps {
         let transition = tracker.transition_notify(id, phase, metadata, &recorder).await.unwrap();
@@ -546,6 +484,77 @@ async fn websocket_event_emission_during_phase_transitions() {
     assert_eq!(record.current_phase, Phase::Starting);
     assert_eq!(record.phase_history.len(), 3);
     assert!(!record.phase_history[2].websocket_event_sent);
+}
+
+/// A phase, its metadata, and the notification entering it should send.
+type Step = (Phase, Option<serde_json::Map<String, serde_json::Value>>, Option<Note>);
+
+/// The phases `websocket_event_emission_during_phase_transitions` walks, each with what it
+/// should notify.
+fn notifying_steps() -> Vec<Step> {
+    vec![
+        (Phase::WebsocketSetup, None, None),
+        (Phase::ContextValidation, None, None),
+        (
+            Phase::Starting,
+            meta(json!({"request": "hi"})),
+            Some(Note::Started {
+                run_id: "thread-ws".into(),
+                agent: "ws-agent".into(),
+                context: json!({"request": "hi"}),
+            }),
+        ),
+        (
+            Phase::Thinking,
+            meta(json!({"reasoning": "plan"})),
+            Some(Note::Thinking {
+                run_id: "thread-ws".into(),
+                agent: "ws-agent".into(),
+                reasoning: "plan".into(),
+                step: 4,
+            }),
+        ),
+        (
+            Phase::ToolPreparation,
+            None,
+            Some(Note::Thinking {
+                run_id: "thread-ws".into(),
+                agent: "ws-agent".into(),
+                reasoning: "Agent is in phase tool_preparation".into(),
+                step: 5,
+            }),
+        ),
+        (
+            Phase::ToolExecution,
+            meta(json!({"tool_name": "search", "parameters": {"q": "rust"}})),
+            Some(Note::Tool {
+                run_id: "thread-ws".into(),
+                agent: "ws-agent".into(),
+                tool: "search".into(),
+                parameters: json!({"q": "rust"}),
+            }),
+        ),
+        (
+            Phase::LlmInteraction,
+            None,
+            Some(Note::Thinking {
+                run_id: "thread-ws".into(),
+                agent: "ws-agent".into(),
+                reasoning: "Agent is in phase llm_interaction".into(),
+                step: 7,
+            }),
+        ),
+        (
+            Phase::CircuitBreakerOpen,
+            meta(json!({"error": "provider down"})),
+            Some(Note::Error {
+                run_id: "thread-ws".into(),
+                agent: "ws-agent".into(),
+                error: "provider down".into(),
+                context: json!({"error": "provider down"}),
+            }),
+        ),
+    ]
 }
 
 #[test]
@@ -1344,6 +1353,11 @@ fn multi_user_execution_isolation_and_safety() {
     assert!(drain(&mut nobody).is_empty());
 
     // Many users at once: each one's reads hold exactly its own executions.
+    many_users_at_once_read_only_their_own();
+}
+
+/// Many users at once: each one's reads hold exactly its own executions.
+fn many_users_at_once_read_only_their_own() {
     let tracker = Tracker::new();
     std::thread::scope(|scope| {
         for user in 0..8 {
@@ -1472,6 +1486,11 @@ fn concurrent_execution_state_updates_safety() {
     );
 
     // Racing phase transitions under strict validation: one applies, the rest are refused.
+    racing_transitions_apply_once(&tracker);
+}
+
+/// Racing phase transitions under strict validation: one applies, the rest are refused.
+fn racing_transitions_apply_once(tracker: &Tracker) {
     let id = tracker.create(new("agent", "thread", "user")).unwrap().id();
     let ok = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8)
@@ -1737,7 +1756,17 @@ async fn golden_path_chat_functionality_support() {
     assert_eq!(sent, [false, false, true, true, true, true, true, true, true]);
 
     // (a) The browser, through the Notifier, in order with the right arguments.
-    let notes = browser.notes();
+    check_browser_notes(&browser.notes());
+
+    // (b) The user's event stream: every change, in order, numbered without gaps.
+    check_user_stream(&drain(&mut stream), id, other);
+    let metrics = tracker.metrics();
+    assert_eq!((metrics.successful_executions, metrics.active_executions), (1, 1));
+}
+
+/// What `golden_path_chat_functionality_support`'s browser was told, through the Notifier: in
+/// order, with the right arguments.
+fn check_browser_notes(notes: &[Note]) {
     let thinking = |reasoning: &str, step| Note::Thinking {
         run_id: "thread-42".into(),
         agent: "supervisor".into(),
@@ -1782,11 +1811,13 @@ async fn golden_path_chat_functionality_support() {
             "agent_completed"
         ]
     );
+}
 
-    // (b) The user's event stream: every change, in order, numbered without gaps.
-    let events = drain(&mut stream);
+/// The event stream of `golden_path_chat_functionality_support`'s user: every change of `id`, in
+/// order, numbered without gaps, and nothing of `other`.
+fn check_user_stream(events: &[Arc<Event>], id: ExecutionId, other: ExecutionId) {
     assert_eq!(
-        names(&events),
+        names(events),
         [
             "execution_created",
             "state_changed",
@@ -1832,8 +1863,6 @@ async fn golden_path_chat_functionality_support() {
         }
         other => panic!("expected execution_completed, got {other:?}"),
     }
-    let metrics = tracker.metrics();
-    assert_eq!((metrics.successful_executions, metrics.active_executions), (1, 1));
 }
 
 #[test]
