@@ -37,6 +37,10 @@ use crate::convert::json_to_py;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+#[allow(
+    clippy::expect_used,
+    reason = "not input-derived: a current-thread runtime with only a timer fails to build only if the OS refuses the process a resource, and then nothing could run"
+)]
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {

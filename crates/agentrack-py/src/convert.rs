@@ -170,12 +170,21 @@ pub(crate) fn json_map_to_py<'py>(py: Python<'py>, map: &Map<String, Value>) -> 
 }
 
 /// A duration in seconds: an `int` when whole (as the original's defaults were), else a `float`.
-pub(crate) fn secs_obj<'py>(py: Python<'py>, duration: Duration) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn secs_obj(py: Python<'_>, duration: Duration) -> PyResult<Bound<'_, PyAny>> {
     if duration.subsec_nanos() == 0 {
         duration.as_secs().into_bound_py_any(py)
     } else {
         duration.as_secs_f64().into_bound_py_any(py)
     }
+}
+
+/// Milliseconds as the float the original reported.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "Python floats: durations past 2^53 ms only lose their lowest digits"
+)]
+pub(crate) fn float_ms(ms: u64) -> f64 {
+    ms as f64
 }
 
 /// A duration in seconds as a float.
@@ -184,6 +193,10 @@ pub(crate) fn secs(duration: Duration) -> f64 {
 }
 
 /// Milliseconds between two times, as a float with microsecond precision (never negative).
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "Python floats: durations past 2^53 µs only lose their lowest digits"
+)]
 pub(crate) fn millis_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     let delta = to - from;
     let micros = delta.num_microseconds().unwrap_or(i64::MAX);
@@ -191,6 +204,10 @@ pub(crate) fn millis_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
 }
 
 /// A time as POSIX seconds (the original kept breaker times as `time.time()` floats; 0.0 = never).
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "Python floats: times past 2^53 µs only lose their lowest digits"
+)]
 pub(crate) fn epoch_secs(time: Option<DateTime<Utc>>) -> f64 {
     time.map_or(0.0, |t| t.timestamp_micros() as f64 / 1_000_000.0)
 }

@@ -145,6 +145,11 @@ fn timeout_seconds(value: &Bound<'_, PyAny>) -> PyResult<Duration> {
 
 /// A breaker time: POSIX seconds as the original kept them (`0` or `None` = none), or a
 /// `datetime`.
+#[allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    reason = "POSIX seconds as a float: the microseconds are range-checked before the conversion"
+)]
 fn epoch(field: &str, value: &Bound<'_, PyAny>) -> PyResult<Option<DateTime<Utc>>> {
     const EXPECTED: &str = "POSIX seconds (a float, as time.time() gives), a datetime or None";
     if value.is_none() {
@@ -188,6 +193,11 @@ fn phase_history(types: &Types, value: &Bound<'_, PyAny>) -> PyResult<Vec<Transi
 }
 
 /// A `PhaseTransition` as the core's transition (a missing `from_phase` counts as `CREATED`).
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a finite, non-negative float rounded to whole milliseconds; past u64::MAX it saturates"
+)]
 fn transition(types: &Types, item: &Bound<'_, PyAny>) -> PyResult<Transition> {
     let from = item.getattr("from_phase")?;
     let from_phase = if from.is_none() {
@@ -241,18 +251,7 @@ pub(crate) fn parse(types: &Types, field: &str, value: &Bound<'_, PyAny>) -> PyR
             Box::new(move |r| r.user_id = v)
         }
         "state" => {
-            let state = types.as_state(value).ok_or_else(|| {
-                if value.is_instance_of::<PyDict>() {
-                    PyTypeError::new_err(format!(
-                        "state must be an ExecutionState, not dict: a dict is not a state (this was the \
-                         original's \"'dict' object has no attribute 'value'\" bug); assign a member such \
-                         as ExecutionState.COMPLETED. Valid ExecutionState values: {}",
-                        agentrack::ExecutionState::VALUES.join(", ")
-                    ))
-                } else {
-                    wrong_type(field, "an ExecutionState", value)
-                }
-            })?;
+            let state = state(types, value)?;
             Box::new(move |r| r.state = state)
         }
         "started_at" => {
@@ -268,11 +267,7 @@ pub(crate) fn parse(types: &Types, field: &str, value: &Bound<'_, PyAny>) -> PyR
             Box::new(move |r| r.updated_at = v)
         }
         "completed_at" => {
-            let v = if value.is_none() {
-                None
-            } else {
-                Some(datetime(field, "a datetime or None", value)?)
-            };
+            let v = optional_datetime(field, value)?;
             Box::new(move |r| r.completed_at = v)
         }
         "error" => {
@@ -280,11 +275,7 @@ pub(crate) fn parse(types: &Types, field: &str, value: &Bound<'_, PyAny>) -> PyR
             Box::new(move |r| r.error = v)
         }
         "result" => {
-            let v = if value.is_none() {
-                None
-            } else {
-                Some(py_to_json(value)?)
-            };
+            let v = optional_json(value)?;
             Box::new(move |r| r.result = v)
         }
         "heartbeat_count" => {
@@ -296,10 +287,7 @@ pub(crate) fn parse(types: &Types, field: &str, value: &Bound<'_, PyAny>) -> PyR
             Box::new(move |r| r.timeout = v)
         }
         "metadata" => {
-            let Ok(dict) = value.cast::<PyDict>() else {
-                return Err(wrong_type(field, "a dict", value));
-            };
-            let v = py_to_map(Some(dict.as_any()), field)?;
+            let v = metadata(value)?;
             Box::new(move |r| r.metadata = v)
         }
         "current_phase" => {
@@ -348,6 +336,48 @@ pub(crate) fn parse(types: &Types, field: &str, value: &Bound<'_, PyAny>) -> PyR
             )));
         }
     })
+}
+
+/// An `ExecutionState` for the `state` field; a dict (the original's production bug) is named as such.
+fn state(types: &Types, value: &Bound<'_, PyAny>) -> PyResult<agentrack::ExecutionState> {
+    types.as_state(value).ok_or_else(|| {
+        if value.is_instance_of::<PyDict>() {
+            PyTypeError::new_err(format!(
+                "state must be an ExecutionState, not dict: a dict is not a state (this was the \
+                 original's \"'dict' object has no attribute 'value'\" bug); assign a member such \
+                 as ExecutionState.COMPLETED. Valid ExecutionState values: {}",
+                agentrack::ExecutionState::VALUES.join(", ")
+            ))
+        } else {
+            wrong_type("state", "an ExecutionState", value)
+        }
+    })
+}
+
+/// A dict for the `metadata` field.
+fn metadata(value: &Bound<'_, PyAny>) -> PyResult<serde_json::Map<String, Value>> {
+    let Ok(dict) = value.cast::<PyDict>() else {
+        return Err(wrong_type("metadata", "a dict", value));
+    };
+    py_to_map(Some(dict.as_any()), "metadata")
+}
+
+/// A datetime or `None`.
+fn optional_datetime(field: &str, value: &Bound<'_, PyAny>) -> PyResult<Option<DateTime<Utc>>> {
+    if value.is_none() {
+        Ok(None)
+    } else {
+        datetime(field, "a datetime or None", value).map(Some)
+    }
+}
+
+/// Any JSON-able value, or `None`.
+fn optional_json(value: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
+    if value.is_none() {
+        Ok(None)
+    } else {
+        py_to_json(value).map(Some)
+    }
 }
 
 /// A `TimeoutConfig` or `None` for the `timeout_config` field.

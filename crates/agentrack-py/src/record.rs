@@ -31,7 +31,7 @@ use pyo3::exceptions::{PyAttributeError, PyLookupError, PyTypeError, PyValueErro
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
-use crate::convert::{epoch_secs, json_map_to_py, json_to_py, millis_between, secs_obj};
+use crate::convert::{epoch_secs, float_ms, json_map_to_py, json_to_py, millis_between, secs_obj};
 use crate::fields::{self, DEFAULT_TIMEOUT_SECONDS, FIELDS, REQUIRED, non_negative, wrong_type};
 use crate::types::{Types, duration_arg, repr, types};
 
@@ -67,16 +67,15 @@ impl Live {
         if self.gone.load(Ordering::Acquire) {
             return self.last();
         }
-        let found = match self.tracker.get(self.id) {
-            Ok(record) => Some(record),
-            Err(_) => {
-                self.gone.store(true, Ordering::Release);
-                self.tracker
-                    .completed_history()
-                    .into_iter()
-                    .rev()
-                    .find(|record| record.execution_id == self.id)
-            }
+        let found = if let Ok(record) = self.tracker.get(self.id) {
+            Some(record)
+        } else {
+            self.gone.store(true, Ordering::Release);
+            self.tracker
+                .completed_history()
+                .into_iter()
+                .rev()
+                .find(|record| record.execution_id == self.id)
         };
         match found {
             Some(record) => {
@@ -343,8 +342,8 @@ impl RecordView {
     /// stored. A value of the wrong type is a `TypeError` naming the expected one.
     fn __setattr__(&self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         if !FIELDS.contains(&name) {
-            let slf = value.py().get_type::<RecordView>();
-            return Err(if slf.hasattr(name)? {
+            let class = value.py().get_type::<RecordView>();
+            return Err(if class.hasattr(name)? {
                 PyAttributeError::new_err(format!(
                     "'ExecutionRecord' attribute '{name}' is read-only (it is computed from the record)"
                 ))
@@ -362,6 +361,7 @@ impl RecordView {
         }
     }
 
+    #[allow(clippy::unused_self, reason = "a Python method: Python calls it on the instance")]
     fn __delattr__(&self, name: &str) -> PyResult<()> {
         Err(PyAttributeError::new_err(format!(
             "cannot delete attribute '{name}' of 'ExecutionRecord'"
@@ -612,7 +612,7 @@ impl RecordView {
         } else {
             0.0
         };
-        Ok(past as f64 + current)
+        Ok(float_ms(past) + current)
     }
 
     /// Milliseconds since the current phase was entered.
@@ -694,6 +694,10 @@ impl RecordView {
         }
     }
 
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "folds the 128-bit id into a 64-bit hash: dropping the high bits is the point"
+    )]
     fn __hash__(&self) -> PyResult<u64> {
         match &self.backing {
             Backing::Live(live) => {

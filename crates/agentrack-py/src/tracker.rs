@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 
 use crate::calls::{Admission, TransitionStep, begin_call, begin_transition};
 use crate::clock::PyManualClock;
-use crate::convert::{epoch_secs, json_map_to_py, millis_between, py_to_json, py_to_map, secs_obj};
+use crate::convert::{epoch_secs, float_ms, json_map_to_py, millis_between, py_to_json, py_to_map, secs_obj};
 use crate::record::RecordView;
 use crate::types::{duration_arg, extract_timeout_config, repr, type_name, types};
 
@@ -51,7 +51,7 @@ fn some<'a, 'py>(obj: Option<&'a Bound<'py, PyAny>>) -> Option<&'a Bound<'py, Py
     obj.filter(|obj| !obj.is_none())
 }
 
-fn isoformat<'py>(py: Python<'py>, time: DateTime<Utc>) -> PyResult<Bound<'py, PyAny>> {
+fn isoformat(py: Python<'_>, time: DateTime<Utc>) -> PyResult<Bound<'_, PyAny>> {
     time.into_bound_py_any(py)?.call_method0("isoformat")
 }
 
@@ -61,6 +61,10 @@ fn valid_states() -> String {
 }
 
 /// An invalid argument as a Python error; any other refusal is reported as `False`/`None`.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "a `map_err` adapter: it takes the error the way `map_err` hands it over"
+)]
 fn input_error(error: TrackerError) -> PyErr {
     PyValueError::new_err(error.to_string())
 }
@@ -167,6 +171,7 @@ impl TrackerCore {
 
     /// A fresh execution id (no record is created).
     #[pyo3(signature = (agent_name = None, context = None))]
+    #[allow(clippy::unused_self, reason = "a Python method: Python calls it on the instance")]
     fn create_execution_id(&self, agent_name: Option<&Bound<'_, PyAny>>, context: Option<&Bound<'_, PyAny>>) -> String {
         let _ = (agent_name, context);
         ExecutionId::new().to_string()
@@ -371,6 +376,7 @@ impl TrackerCore {
     // ---------------------------------------------------------------- phases
 
     /// Whether the phase rules allow `current_phase → new_phase` (`None` → only `CREATED`).
+    #[allow(clippy::unused_self, reason = "a Python method: Python calls it on the instance")]
     fn validate_state_transition(
         &self,
         py: Python<'_>,
@@ -402,7 +408,7 @@ impl TrackerCore {
                 dict.set_item("from_phase", t.from_phase.as_str())?;
                 dict.set_item("to_phase", t.to_phase.as_str())?;
                 dict.set_item("timestamp", isoformat(py, t.timestamp)?)?;
-                dict.set_item("duration_ms", t.duration_ms as f64)?;
+                dict.set_item("duration_ms", float_ms(t.duration_ms))?;
                 dict.set_item("metadata", json_map_to_py(py, &t.metadata)?)?;
                 dict.set_item("websocket_event_sent", t.websocket_event_sent)?;
                 dict.set_item("valid", t.valid)?;
@@ -435,7 +441,7 @@ impl TrackerCore {
             "total_duration_ms",
             millis_between(state.started_at, tracker.clock().now()),
         )?;
-        dict.set_item("current_phase_duration_ms", state.current_phase_duration_ms as f64)?;
+        dict.set_item("current_phase_duration_ms", float_ms(state.current_phase_duration_ms))?;
         dict.set_item("phase_count", state.phase_count)?;
         dict.set_item("warning_count", state.warning_count)?;
         dict.set_item("error_count", state.error_count)?;

@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
 
-use crate::convert::{json_map_to_py, secs};
+use crate::convert::{float_ms, json_map_to_py, secs};
 
 /// The registered Python classes and enum members.
 pub(crate) struct Types {
@@ -164,7 +164,7 @@ impl Types {
         kwargs.set_item("from_phase", self.phase(py, transition.from_phase))?;
         kwargs.set_item("to_phase", self.phase(py, transition.to_phase))?;
         kwargs.set_item("timestamp", transition.timestamp)?;
-        kwargs.set_item("duration_ms", transition.duration_ms as f64)?;
+        kwargs.set_item("duration_ms", float_ms(transition.duration_ms))?;
         kwargs.set_item("metadata", json_map_to_py(py, &transition.metadata)?)?;
         kwargs.set_item("websocket_event_sent", transition.websocket_event_sent)?;
         kwargs.set_item("valid", transition.valid)?;
@@ -229,13 +229,11 @@ pub(crate) fn duration_arg(name: &str, seconds: f64) -> PyResult<Duration> {
 pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
         .name()
-        .map(|name| name.to_string())
-        .unwrap_or_else(|_| "object".to_owned())
+        .map_or_else(|_| "object".to_owned(), |name| name.to_string())
 }
 
 /// `repr(obj)`.
 pub(crate) fn repr(obj: &Bound<'_, PyAny>) -> String {
     obj.repr()
-        .map(|text| text.to_string())
-        .unwrap_or_else(|_| "<unrepresentable>".to_owned())
+        .map_or_else(|_| "<unrepresentable>".to_owned(), |text| text.to_string())
 }

@@ -25,7 +25,7 @@
 //!    per commit the pipeline achieved in step 1 of the same round (a fractional B alternates
 //!    ⌊B⌋ and ⌈B⌉ to keep the average). B = 1 and B = 1000 are measured for reference.
 //!
-//! 3. **store commit() alone** (a diagnostic): the store's own `StoreWriter::commit` on a third
+//! 3. **store `commit()` alone** (a diagnostic): the store's own `StoreWriter::commit` on a third
 //!    file, fed batches shaped like the pipeline's at that B (B events of executions moving in
 //!    lockstep through the same life, plus a snapshot row of each), prepared outside the timing;
 //!    rows/s = events ÷ time inside `commit`. It separates what the store's schema and
@@ -239,6 +239,10 @@ impl Agentrack {
     }
 
     /// Runs `concurrency` agents for `warm_up`, then measures `window`, then stops them.
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "throughput figures are floats: counts past 2^53 only lose their lowest digits"
+    )]
     async fn run(&self, concurrency: usize, warm_up: Duration, window: Duration) -> AgentrackWindow {
         let stop = Arc::new(AtomicBool::new(false));
         let agents: Vec<_> = (0..concurrency)
@@ -357,6 +361,12 @@ impl Raw {
     }
 
     /// Inserts rows in transactions averaging `batch` rows for `window`.
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "throughput figures are floats, and a batch size is a small positive float rounded back to a count"
+    )]
     fn run(&mut self, batch: f64, window: Duration) -> RawWindow {
         let batch = batch.max(1.0);
         let start = Instant::now();
@@ -368,7 +378,7 @@ impl Raw {
             pending.clear();
             for _ in 0..size {
                 self.seq += 1;
-                let (id, kind, json) = &self.rows[self.seq as usize % self.rows.len()];
+                let (id, kind, json) = &self.rows[usize::try_from(self.seq).unwrap() % self.rows.len()];
                 pending.push(RawRow {
                     seq: self.seq,
                     execution_id: id.clone(),
@@ -464,6 +474,12 @@ impl WriterAlone {
     }
 
     /// Commits batches of `batch` executions until `window` was spent inside `commit`.
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "throughput figures are floats, and a batch size is a small positive float rounded back to a count"
+    )]
     fn run(&mut self, batch: f64, window: Duration) -> RawWindow {
         let n = (batch.round() as usize).max(1);
         let (mut inside, mut rows, mut commits) = (Duration::ZERO, 0u64, 0u64);
@@ -503,7 +519,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     if n % 2 == 1 {
         values[n / 2]
     } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
+        f64::midpoint(values[n / 2 - 1], values[n / 2])
     }
 }
 
@@ -661,23 +677,34 @@ fn run_backend(backend: &Backend, settings: &Settings, runtime: &tokio::runtime:
     }
 
     let mut reference = Raw::open(&backend.store(settings, runtime, "raw-reference"));
-    let references: Vec<(usize, Vec<RawWindow>)> = [1usize, 1000]
+    let references: Vec<(usize, Vec<RawWindow>)> = [1u16, 1000]
         .into_iter()
         .map(|batch| {
             let windows = (0..settings.rounds)
-                .map(|_| reference.run(batch as f64, settings.window))
+                .map(|_| reference.run(f64::from(batch), settings.window))
                 .collect();
-            (batch, windows)
+            (usize::from(batch), windows)
         })
         .collect();
 
+    print_summary(backend, settings, &results, &references);
+}
+
+/// The table of one backend's rounds and references, and what its columns measure.
+fn print_summary(
+    backend: &Backend,
+    settings: &Settings,
+    results: &[(usize, Vec<Round>)],
+    references: &[(usize, Vec<RawWindow>)],
+) {
+    let name = backend.name();
     println!(
         "\n| concurrency | agentrack transitions/s | avg batch (events/commit) | agentrack commits/s | \
          writer in commit(): share of window (per commit) | raw {name} rows/s at that batch | raw commits/s | \
          ratio: median (min–max) | store commit() alone: events/s (per commit) |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (concurrency, rounds) in &results {
+    for (concurrency, rounds) in results {
         let ratios: Vec<f64> = rounds.iter().map(Round::ratio).collect();
         let (min, max) = range(&ratios);
         println!(
@@ -697,7 +724,7 @@ fn run_backend(backend: &Backend, settings: &Settings, runtime: &tokio::runtime:
             med(rounds, |r| 1e6 / r.alone.commits_per_sec),
         );
     }
-    for (batch, windows) in &references {
+    for (batch, windows) in references {
         let rows: Vec<f64> = windows.iter().map(|w| w.rows_per_sec).collect();
         let commits: Vec<f64> = windows.iter().map(|w| w.commits_per_sec).collect();
         println!(

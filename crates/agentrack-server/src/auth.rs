@@ -197,13 +197,10 @@ pub struct Scope {
 
 fn bearer(headers: &HeaderMap) -> Option<Result<String, ApiError>> {
     let header = headers.get(axum::http::header::AUTHORIZATION)?;
-    let value = match header.to_str() {
-        Ok(value) => value,
-        Err(_) => {
-            return Some(Err(ApiError::unauthorized(
-                "the Authorization header is not valid text",
-            )));
-        }
+    let Ok(value) = header.to_str() else {
+        return Some(Err(ApiError::unauthorized(
+            "the Authorization header is not valid text",
+        )));
     };
     let token = value
         .strip_prefix("Bearer ")
@@ -430,7 +427,6 @@ impl OwnerBounds for EventQuery {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -14,6 +14,7 @@
 //! `Cache-Control: no-cache`, so a browser revalidates cheaply and never runs stale assets
 //! after an upgrade.
 
+use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use axum::Router;
@@ -77,7 +78,10 @@ static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
         .iter()
         .map(|asset| {
             let digest = Sha256::digest(asset.body);
-            let hex: String = digest[..12].iter().map(|byte| format!("{byte:02x}")).collect();
+            let hex = digest[..12].iter().fold(String::new(), |mut hex, byte| {
+                let _ = write!(hex, "{byte:02x}");
+                hex
+            });
             HeaderValue::from_str(&format!("\"{hex}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
         })
         .collect()
@@ -87,7 +91,10 @@ static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
 pub fn router() -> Router<AppState> {
     let mut router = Router::new();
     for (index, asset) in ASSETS.iter().enumerate() {
-        router = router.route(asset.path, get(move |headers: HeaderMap| serve(index, headers)));
+        router = router.route(
+            asset.path,
+            get(move |headers: HeaderMap| async move { serve(index, &headers) }),
+        );
     }
     router
 }
@@ -107,7 +114,7 @@ fn security_headers(headers: &mut HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 }
 
-async fn serve(index: usize, request: HeaderMap) -> Response {
+fn serve(index: usize, request: &HeaderMap) -> Response {
     let (Some(asset), Some(etag)) = (ASSETS.get(index), ETAGS.get(index)) else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -131,7 +138,6 @@ async fn serve(index: usize, request: HeaderMap) -> Response {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -32,8 +32,6 @@
 //! # }
 //! ```
 
-#![recursion_limit = "512"]
-
 pub mod agui;
 pub mod api;
 pub mod app;

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -124,7 +125,15 @@ pub fn counted(kind: &EventKind) -> Option<Counted<'_>> {
 }
 
 /// Percentiles per phase from raw samples.
-pub fn phase_stats(samples: HashMap<Phase, Vec<u64>>) -> std::collections::BTreeMap<&'static str, PhaseStats> {
+#[allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "nearest-rank quantile: the product lies in 0..=len-1, so rounding it back to an index is exact enough and in range"
+)]
+pub fn phase_stats<S: BuildHasher>(
+    samples: HashMap<Phase, Vec<u64>, S>,
+) -> std::collections::BTreeMap<&'static str, PhaseStats> {
     samples
         .into_iter()
         .filter(|(_, values)| !values.is_empty())
@@ -292,6 +301,10 @@ impl ServerMetrics {
     }
 
     /// Executions by outcome, in memory, and the latest sequence number.
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "Prometheus samples are floats: counts past 2^53 only lose their lowest digits"
+    )]
     fn render_executions(&self, out: &mut Exposition, trackers: &[Tracker]) {
         // The server's counts include executions that finished before a restart.
         let counts = self.counts(None, None);
@@ -361,6 +374,10 @@ impl ServerMetrics {
     }
 
     /// Phase-duration quantiles over recent transitions of every tenant.
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "Prometheus samples are floats: counts past 2^53 only lose their lowest digits"
+    )]
     fn render_phases(&self, out: &mut Exposition) {
         let mut phases = Vec::new();
         for (phase, stats) in phase_stats(self.phase_samples(None)) {
@@ -399,11 +416,19 @@ impl Exposition {
     }
 }
 
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "Prometheus samples are floats: counts past 2^53 only lose their lowest digits"
+)]
 fn load(counter: &AtomicU64) -> f64 {
     counter.load(Ordering::Relaxed) as f64
 }
 
 /// The store pipeline's progress, throughput and health.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "Prometheus samples are floats: counts past 2^53 only lose their lowest digits"
+)]
 fn render_store(out: &mut Exposition, pipeline: &Pipeline, shards: &[Arc<LocalShard>]) {
     let stats = pipeline.stats();
     out.one(

@@ -180,6 +180,30 @@ async fn bootstrap_admin(pipeline: &Pipeline, tokens: &TokenCache, data: &Path) 
     Ok(token)
 }
 
+/// Starts serving shards: a store made for one node has one, always here; on a shared store the
+/// node joins the cluster, and runs its first round before serving (a node alone takes every
+/// shard, one joining learns who serves what).
+async fn serve_shards(
+    loader: &Loader,
+    config: &ServerConfig,
+    local: SocketAddr,
+    view: &parking_lot::RwLock<View>,
+) -> Result<Option<Member>, ServerError> {
+    let Some(cluster) = loader.store.cluster() else {
+        loader.take(0, None).await?;
+        return Ok(None);
+    };
+    let member = Member::of_data_dir(
+        &config.data,
+        advertised(config.cluster.advertise.as_deref(), local),
+        config.cluster.lease_ttl,
+    )
+    .map_err(|error| ServerError::Io(format!("cannot keep the node id in {}: {error}", config.data.display())))?;
+    tracing::info!(node = %member.node_id, url = %member.url, shards = loader.shards.count(), "joining the cluster");
+    membership::round(&member, cluster, loader, view).await?;
+    Ok(Some(member))
+}
+
 impl Server {
     /// Opens the store, rebuilds the tracker, starts the pipeline and the monitor, and binds.
     ///
@@ -224,28 +248,7 @@ impl Server {
             .local_addr()
             .map_err(|error| ServerError::Io(error.to_string()))?;
         let view = Arc::new(parking_lot::RwLock::new(View::default()));
-        let member = match store.cluster() {
-            // One node, one shard, always here.
-            None => {
-                loader.take(0, None).await?;
-                None
-            }
-            Some(cluster) => {
-                let member = Member::of_data_dir(
-                    &config.data,
-                    advertised(config.cluster.advertise.as_deref(), local),
-                    config.cluster.lease_ttl,
-                )
-                .map_err(|error| {
-                    ServerError::Io(format!("cannot keep the node id in {}: {error}", config.data.display()))
-                })?;
-                tracing::info!(node = %member.node_id, url = %member.url, shards = shards.count(), "joining the cluster");
-                // The first round before serving: a node alone takes every shard, and one joining
-                // learns who serves what.
-                membership::round(&member, cluster, &loader, &view).await?;
-                Some(member)
-            }
-        };
+        let member = serve_shards(&loader, &config, local, &view).await?;
         let restored = shards.trackers().iter().map(agentrack::Tracker::len).sum();
         let tokens = TokenCache::default();
         let admin_token = if store.has_admin_token().await? {

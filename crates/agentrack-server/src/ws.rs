@@ -220,7 +220,7 @@ impl Stream {
         match self.push(message, cursor) {
             Push::Queued => ControlFlow::Continue(()),
             Push::Full => {
-                self.close_slow(state, "too many events waiting to be sent".into());
+                self.close_slow(state, "too many events waiting to be sent");
                 ControlFlow::Break(())
             }
             Push::Gone => ControlFlow::Break(()),
@@ -228,7 +228,7 @@ impl Stream {
     }
 
     /// Closes a client that fell `behind`, with the sequence number it can resume from.
-    fn close_slow(&mut self, state: &AppState, behind: String) {
+    fn close_slow(&mut self, state: &AppState, behind: &str) {
         state.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
         let last = self.sent.lock().clone();
         // A close frame's reason holds at most 123 bytes; a long cursor is in every event sent.
@@ -444,7 +444,7 @@ async fn forward_live(
             received = live.events.recv() => match received {
                 Ok(published) => forward(&mut stream, state, &live, &published),
                 Err(RecvError::Lagged(missed)) => {
-                    stream.close_slow(state, format!("fell {missed} events behind"));
+                    stream.close_slow(state, &format!("fell {missed} events behind"));
                     ControlFlow::Break(())
                 }
                 Err(RecvError::Closed) => {
@@ -453,7 +453,7 @@ async fn forward_live(
                 }
             },
             message = incoming.next() => match message {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => ControlFlow::Break(()),
+                None | Some(Err(_) | Ok(Message::Close(_))) => ControlFlow::Break(()),
                 Some(Ok(Message::Text(text))) => {
                     let reply = answer(state, scope, &text).await;
                     stream.queue_wait(Message::Text(reply.to_string().into()), None).await

@@ -1,8 +1,6 @@
 //! Every route refuses a token below its documented access level: the route table's `access` is
 //! what is enforced, for every route it lists, against the real server.
 
-#![allow(clippy::unwrap_used)]
-
 mod common;
 
 use agentrack_server::api::{Access, RouteDoc, route_docs};

@@ -94,20 +94,13 @@ async fn creating_with_bad_input_is_refused_and_creates_nothing(backend: Backend
     assert_eq!(metrics["total_executions"], 0);
 }
 
-async fn bad_states_phases_and_lifecycle_moves_change_nothing(backend: Backend) {
-    let server = TestServer::start_on(backend, &[]).await;
-    let agent = server.token("agent", "t1", None).await;
-    let id = server.create_started(&agent, "researcher", "thread", "alice").await;
-    let record = format!("/v1/executions/{id}");
-    let before = server.get(&record, &agent).await.1;
-    let state = format!("{record}/state");
-    let phase = format!("{record}/phase");
-
+/// Bodies of `POST {record}/state` that are refused, each with its error.
+async fn refuses_bad_states(server: &TestServer, agent: &str, state: &str) {
     // The original's production bug: a dict where a state belongs.
     let error = expect(
-        &server,
-        &agent,
-        &state,
+        server,
+        agent,
+        state,
         &json!({"state": {"success": true, "completed": true}}).to_string(),
         422,
         "invalid_state",
@@ -125,48 +118,51 @@ async fn bad_states_phases_and_lifecycle_moves_change_nothing(backend: Backend) 
         json!({}),
         json!({"state": "COMPLETED"}),
     ] {
-        let error = expect(&server, &agent, &state, &body.to_string(), 422, "invalid_state").await;
+        let error = expect(server, agent, state, &body.to_string(), 422, "invalid_state").await;
         assert_eq!(error["error"]["valid_values"], json!(STATES));
     }
-    expect(&server, &agent, &state, "{\"state\": ", 400, "malformed_json").await;
+    expect(server, agent, state, "{\"state\": ", 400, "malformed_json").await;
     expect(
-        &server,
-        &agent,
-        &state,
+        server,
+        agent,
+        state,
         &json!({"state": "failed", "error": 5}).to_string(),
         422,
         "invalid_field",
     )
     .await;
     expect(
-        &server,
-        &agent,
-        &state,
+        server,
+        agent,
+        state,
         &json!({"state": "failed", "reason": "x"}).to_string(),
         422,
         "unknown_field",
     )
     .await;
-    expect(&server, &agent, &state, &big_body(), 413, "payload_too_large").await;
+    expect(server, agent, state, &big_body(), 413, "payload_too_large").await;
     // starting → pending is not a lifecycle move.
     let error = expect(
-        &server,
-        &agent,
-        &state,
+        server,
+        agent,
+        state,
         &json!({"state": "pending"}).to_string(),
         409,
         "invalid_lifecycle",
     )
     .await;
     assert_eq!(error["error"]["from"], "starting");
+}
 
+/// Bodies of `POST {record}/phase` that are refused, each with its error.
+async fn refuses_bad_phases(server: &TestServer, agent: &str, phase: &str) {
     for body in [
         json!({"phase": "flying"}),
         json!({"phase": {"name": "thinking"}}),
         json!({"phase": 4}),
         json!({"metadata": {}}),
     ] {
-        let error = expect(&server, &agent, &phase, &body.to_string(), 422, "invalid_phase").await;
+        let error = expect(server, agent, phase, &body.to_string(), 422, "invalid_phase").await;
         assert!(
             error["error"]["valid_values"]
                 .as_array()
@@ -175,41 +171,44 @@ async fn bad_states_phases_and_lifecycle_moves_change_nothing(backend: Backend) 
         );
     }
     expect(
-        &server,
-        &agent,
-        &phase,
+        server,
+        agent,
+        phase,
         &json!({"phase": "thinking", "metadata": [1]}).to_string(),
         422,
         "invalid_field",
     )
     .await;
-    expect(&server, &agent, &phase, "{{", 400, "malformed_json").await;
-    expect(&server, &agent, &phase, &big_body(), 413, "payload_too_large").await;
+    expect(server, agent, phase, "{{", 400, "malformed_json").await;
+    expect(server, agent, phase, &big_body(), 413, "payload_too_large").await;
     let error = expect(
-        &server,
-        &agent,
-        &phase,
+        server,
+        agent,
+        phase,
         &json!({"phase": "completed"}).to_string(),
         409,
         "invalid_transition",
     )
     .await;
     assert_eq!(error["error"]["allowed"], json!(["websocket_setup", "failed"]));
+}
 
+/// Start, heartbeat and breaker-reset calls on a started execution that are refused.
+async fn refuses_bad_lifecycle_moves(server: &TestServer, agent: &str, record: &str) {
     // Start again: only a pending execution starts.
     expect(
-        &server,
-        &agent,
+        server,
+        agent,
         &format!("{record}/start"),
         "{}",
         409,
         "invalid_lifecycle",
     )
     .await;
-    expect(&server, &agent, &format!("{record}/start"), "{", 400, "malformed_json").await;
+    expect(server, agent, &format!("{record}/start"), "{", 400, "malformed_json").await;
     expect(
-        &server,
-        &agent,
+        server,
+        agent,
         &format!("{record}/heartbeat"),
         "[",
         400,
@@ -217,8 +216,8 @@ async fn bad_states_phases_and_lifecycle_moves_change_nothing(backend: Backend) 
     )
     .await;
     expect(
-        &server,
-        &agent,
+        server,
+        agent,
         &format!("{record}/heartbeat"),
         &json!({"beat": 1}).to_string(),
         422,
@@ -226,14 +225,28 @@ async fn bad_states_phases_and_lifecycle_moves_change_nothing(backend: Backend) 
     )
     .await;
     expect(
-        &server,
-        &agent,
+        server,
+        agent,
         &format!("{record}/breaker/reset"),
         "nope",
         400,
         "malformed_json",
     )
     .await;
+}
+
+async fn bad_states_phases_and_lifecycle_moves_change_nothing(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
+    let agent = server.token("agent", "t1", None).await;
+    let id = server.create_started(&agent, "researcher", "thread", "alice").await;
+    let record = format!("/v1/executions/{id}");
+    let before = server.get(&record, &agent).await.1;
+    let state = format!("{record}/state");
+    let phase = format!("{record}/phase");
+
+    refuses_bad_states(&server, &agent, &state).await;
+    refuses_bad_phases(&server, &agent, &phase).await;
+    refuses_bad_lifecycle_moves(&server, &agent, &record).await;
 
     assert_eq!(
         server.get(&record, &agent).await.1,
@@ -290,6 +303,40 @@ async fn unknown_ids_are_404_on_every_execution_route(backend: Backend) {
     }
 }
 
+/// Bodies of `POST /v1/tokens` that are refused, each with its error.
+async fn refuses_bad_token_requests(server: &TestServer, admin: &str) {
+    let error = expect(
+        server,
+        admin,
+        "/v1/tokens",
+        &json!({"role": "root", "tenant": "t"}).to_string(),
+        422,
+        "invalid_role",
+    )
+    .await;
+    assert_eq!(error["error"]["valid_values"], json!(["admin", "agent", "viewer"]));
+    expect(
+        server,
+        admin,
+        "/v1/tokens",
+        &json!({"role": "viewer", "tenant": "t"}).to_string(),
+        422,
+        "invalid_field",
+    )
+    .await;
+    expect(
+        server,
+        admin,
+        "/v1/tokens",
+        &json!({"role": "agent"}).to_string(),
+        422,
+        "missing_field",
+    )
+    .await;
+    expect(server, admin, "/v1/tokens", "{", 400, "malformed_json").await;
+    expect(server, admin, "/v1/tokens", &big_body(), 413, "payload_too_large").await;
+}
+
 async fn bad_queries_tokens_and_breaker_calls_are_refused(backend: Backend) {
     let server = TestServer::start_on(backend, &[]).await;
     let admin = server.admin.clone();
@@ -308,36 +355,7 @@ async fn bad_queries_tokens_and_breaker_calls_are_refused(backend: Backend) {
     assert_eq!(server.ws_refused("?since=yesterday", Some(&admin)).await, 400);
     assert_eq!(server.ws_refused("?protocol=sse", Some(&admin)).await, 422);
 
-    let error = expect(
-        &server,
-        &admin,
-        "/v1/tokens",
-        &json!({"role": "root", "tenant": "t"}).to_string(),
-        422,
-        "invalid_role",
-    )
-    .await;
-    assert_eq!(error["error"]["valid_values"], json!(["admin", "agent", "viewer"]));
-    expect(
-        &server,
-        &admin,
-        "/v1/tokens",
-        &json!({"role": "viewer", "tenant": "t"}).to_string(),
-        422,
-        "invalid_field",
-    )
-    .await;
-    expect(
-        &server,
-        &admin,
-        "/v1/tokens",
-        &json!({"role": "agent"}).to_string(),
-        422,
-        "missing_field",
-    )
-    .await;
-    expect(&server, &admin, "/v1/tokens", "{", 400, "malformed_json").await;
-    expect(&server, &admin, "/v1/tokens", &big_body(), 413, "payload_too_large").await;
+    refuses_bad_token_requests(&server, &admin).await;
 
     let agent = server.token("agent", "t1", None).await;
     let permit = server.ok("/v1/breakers/openai/acquire", &agent, json!({})).await;

@@ -16,8 +16,7 @@ fn metric(text: &Value, name: &str) -> u64 {
         .unwrap()
         .lines()
         .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
+        .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 

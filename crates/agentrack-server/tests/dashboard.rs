@@ -143,7 +143,10 @@ async fn the_overview_counts_the_callers_tenant_by_state_with_rates_and_phase_pe
     assert_eq!(overview["incidents"]["bucket_seconds"], 60);
     assert!(overview["stuck"].as_array().unwrap().is_empty());
     let cursor = overview["event_cursor"].as_str().unwrap();
-    assert!(!cursor.is_empty() && cursor != "0", "the read's position in the log: {cursor}");
+    assert!(
+        !cursor.is_empty() && cursor != "0",
+        "the read's position in the log: {cursor}"
+    );
     assert!(overview["heartbeat_timeout_seconds"].as_f64().unwrap() > 0.0);
 }
 

@@ -7,7 +7,7 @@
 //! tests do, from one real event of every kind in [`EventKind::NAMES`] (which the core checks
 //! against the type itself).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::expect_used)]
 
 mod common;
 mod openapi;

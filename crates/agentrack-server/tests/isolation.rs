@@ -37,7 +37,7 @@ async fn a_viewer_sees_only_its_own_users_executions_and_events(backend: Backend
     assert_eq!(server.get(&format!("/v1/executions/{c}"), &alice).await.0, 404);
     assert_eq!(server.get(&format!("/v1/executions/{b}/breaker"), &alice).await.0, 404);
     let (_, page) = server.get("/v1/executions", &alice).await;
-    assert_eq!(ids(&page), vec![a.to_string()]);
+    assert_eq!(ids(&page), vec![a.clone()]);
     let (_, page) = server.get("/v1/executions?user_id=bob", &alice).await;
     assert!(ids(&page).is_empty());
     let (_, metrics) = server.get("/v1/metrics", &alice).await;

@@ -1,7 +1,7 @@
 //! `agentrack load` against the local server it starts itself: the report is complete, every
 //! count is non-zero and nothing failed. Timings are never asserted: this machine is shared.
 
-#![allow(missing_docs, clippy::unwrap_used)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -113,78 +113,8 @@ async fn every_response_matches_its_documented_schema() {
         .unwrap()
         .to_owned();
 
-    // Executions, driven through every route that changes them.
-    let new = |agent_name: &str| {
-        json!({"agent_name": agent_name, "thread_id": "thread-1", "user_id": "alice",
-            "timeout_seconds": 300, "metadata": {"source": "test"}})
-    };
-    let golden = client
-        .ok("POST", "/v1/executions", &agent, Some(new("researcher")))
-        .await;
-    let golden = golden["execution_id"].as_str().unwrap().to_owned();
-    let failing = client.ok("POST", "/v1/executions", &agent, Some(new("failing"))).await;
-    let failing = failing["execution_id"].as_str().unwrap().to_owned();
-    let exec = |id: &str, tail: &str| format!("/v1/executions/{id}{tail}");
-    client.ok("POST", &exec(&golden, "/start"), &agent, None).await;
-    client.ok("POST", &exec(&golden, "/heartbeat"), &agent, None).await;
-    client
-        .ok(
-            "POST",
-            "/v1/heartbeats",
-            &agent,
-            Some(json!({"execution_ids": [golden, failing, "not-an-id"]})),
-        )
-        .await;
-    for (phase, metadata) in common::golden_phases() {
-        client
-            .ok(
-                "POST",
-                &exec(&golden, "/phase"),
-                &agent,
-                Some(json!({"phase": phase, "metadata": metadata})),
-            )
-            .await;
-    }
-    client.ok("GET", &exec(&golden, "/breaker"), &agent, None).await;
-    client.ok("POST", &exec(&golden, "/breaker/reset"), &agent, None).await;
-    client
-        .ok(
-            "POST",
-            &exec(&golden, "/state"),
-            &agent,
-            Some(json!({"state": "completed", "result": {"answer": "sunny"}})),
-        )
-        .await;
-    client
-        .ok(
-            "POST",
-            &exec(&failing, "/state"),
-            &agent,
-            Some(json!({"state": "failed", "error": "no context"})),
-        )
-        .await;
-    client.ok("GET", &exec(&golden, ""), &viewer, None).await;
-    client.ok("GET", "/v1/executions?limit=1", &agent, None).await;
-    client.ok("GET", "/v1/executions?active=false", &viewer, None).await;
-
-    // Named breakers: permits until it opens.
-    for _ in 0..3 {
-        let grant = client.ok("POST", "/v1/breakers/openai/acquire", &agent, None).await;
-        client
-            .ok(
-                "POST",
-                "/v1/breakers/openai/record",
-                &agent,
-                Some(json!({"permit": grant["permit"], "outcome": "failure"})),
-            )
-            .await;
-    }
-    let (status, _) = client
-        .call("POST", "/v1/breakers/openai/acquire", Some(&agent), None)
-        .await;
-    assert_eq!(status, 503, "the breaker is open");
-    client.ok("GET", "/v1/breakers", &agent, None).await;
-    client.ok("GET", "/v1/breakers", &admin, None).await;
+    let (golden, failing) = drive_executions(&mut client, &agent, &viewer).await;
+    open_a_breaker(&mut client, &admin, &agent).await;
 
     // What the dashboard and monitoring read, for each role.
     for token in [&admin, &agent, &viewer] {
@@ -198,34 +128,142 @@ async fn every_response_matches_its_documented_schema() {
         client.call("GET", path, None, None).await;
     }
 
-    // Errors, each body checked against `Error`.
+    refused_calls_are_errors(&mut client, [&admin, &agent, &viewer], &golden, &failing).await;
+    stream_messages_match(&server, &mut client, &agent).await;
+
+    let undone: Vec<&str> = client
+        .docs
+        .iter()
+        .map(|doc| doc.operation_id)
+        .filter(|operation| !client.succeeded.contains(operation))
+        .collect();
+    assert!(
+        undone.is_empty(),
+        "no successful response of {undone:?} was checked: add a call to this test"
+    );
+}
+
+/// A new execution's body.
+fn new_execution(agent_name: &str) -> Value {
+    json!({"agent_name": agent_name, "thread_id": "thread-1", "user_id": "alice",
+        "timeout_seconds": 300, "metadata": {"source": "test"}})
+}
+
+/// The path of execution `id`'s route ending in `tail`.
+fn exec(id: &str, tail: &str) -> String {
+    format!("/v1/executions/{id}{tail}")
+}
+
+/// Two executions driven through every route that changes them; their ids (one completed, one
+/// failed).
+async fn drive_executions(client: &mut Client<'_>, agent: &str, viewer: &str) -> (String, String) {
+    let golden = client
+        .ok("POST", "/v1/executions", agent, Some(new_execution("researcher")))
+        .await;
+    let golden = golden["execution_id"].as_str().unwrap().to_owned();
+    let failing = client
+        .ok("POST", "/v1/executions", agent, Some(new_execution("failing")))
+        .await;
+    let failing = failing["execution_id"].as_str().unwrap().to_owned();
+    client.ok("POST", &exec(&golden, "/start"), agent, None).await;
+    client.ok("POST", &exec(&golden, "/heartbeat"), agent, None).await;
+    client
+        .ok(
+            "POST",
+            "/v1/heartbeats",
+            agent,
+            Some(json!({"execution_ids": [golden, failing, "not-an-id"]})),
+        )
+        .await;
+    for (phase, metadata) in common::golden_phases() {
+        client
+            .ok(
+                "POST",
+                &exec(&golden, "/phase"),
+                agent,
+                Some(json!({"phase": phase, "metadata": metadata})),
+            )
+            .await;
+    }
+    client.ok("GET", &exec(&golden, "/breaker"), agent, None).await;
+    client.ok("POST", &exec(&golden, "/breaker/reset"), agent, None).await;
+    client
+        .ok(
+            "POST",
+            &exec(&golden, "/state"),
+            agent,
+            Some(json!({"state": "completed", "result": {"answer": "sunny"}})),
+        )
+        .await;
+    client
+        .ok(
+            "POST",
+            &exec(&failing, "/state"),
+            agent,
+            Some(json!({"state": "failed", "error": "no context"})),
+        )
+        .await;
+    client.ok("GET", &exec(&golden, ""), viewer, None).await;
+    client.ok("GET", "/v1/executions?limit=1", agent, None).await;
+    client.ok("GET", "/v1/executions?active=false", viewer, None).await;
+    (golden, failing)
+}
+
+/// A named breaker: permits until it opens.
+async fn open_a_breaker(client: &mut Client<'_>, admin: &str, agent: &str) {
+    for _ in 0..3 {
+        let grant = client.ok("POST", "/v1/breakers/openai/acquire", agent, None).await;
+        client
+            .ok(
+                "POST",
+                "/v1/breakers/openai/record",
+                agent,
+                Some(json!({"permit": grant["permit"], "outcome": "failure"})),
+            )
+            .await;
+    }
+    let (status, _) = client
+        .call("POST", "/v1/breakers/openai/acquire", Some(agent), None)
+        .await;
+    assert_eq!(status, 503, "the breaker is open");
+    client.ok("GET", "/v1/breakers", agent, None).await;
+    client.ok("GET", "/v1/breakers", admin, None).await;
+}
+
+/// Refused calls, each body checked against `Error`.
+async fn refused_calls_are_errors(
+    client: &mut Client<'_>,
+    [admin, agent, viewer]: [&str; 3],
+    golden: &str,
+    failing: &str,
+) {
     let refused: [(&str, String, Option<&str>, Option<Value>); 8] = [
         ("GET", "/v1/executions".into(), None, None),
-        ("GET", "/v1/breakers".into(), Some(&viewer), None),
-        ("GET", "/v1/executions?colour=red".into(), Some(&agent), None),
+        ("GET", "/v1/breakers".into(), Some(viewer), None),
+        ("GET", "/v1/executions?colour=red".into(), Some(agent), None),
         (
             "GET",
             exec("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", ""),
-            Some(&agent),
+            Some(agent),
             None,
         ),
-        ("POST", exec(&golden, "/start"), Some(&agent), None),
+        ("POST", exec(golden, "/start"), Some(agent), None),
         (
             "POST",
-            exec(&failing, "/phase"),
-            Some(&agent),
+            exec(failing, "/phase"),
+            Some(agent),
             Some(json!({"phase": "done"})),
         ),
         (
             "POST",
             "/v1/executions".into(),
-            Some(&agent),
+            Some(agent),
             Some(json!({"agent_name": 1})),
         ),
         (
             "POST",
             "/v1/tokens".into(),
-            Some(&admin),
+            Some(admin),
             Some(json!({"role": "viewer", "tenant": "acme"})),
         ),
     ];
@@ -247,11 +285,15 @@ async fn every_response_matches_its_documented_schema() {
             client.errors
         );
     }
+}
 
-    // The event stream: a snapshot, the replayed events, a heartbeat's acknowledgement, an error.
-    let still_alive = client.ok("POST", "/v1/executions", &agent, Some(new("alive"))).await;
+/// The event stream: a snapshot, the replayed events, a heartbeat's acknowledgement, an error.
+async fn stream_messages_match(server: &TestServer, client: &mut Client<'_>, agent: &str) {
+    let still_alive = client
+        .ok("POST", "/v1/executions", agent, Some(new_execution("alive")))
+        .await;
     let still_alive = still_alive["execution_id"].as_str().unwrap().to_owned();
-    let mut stream = server.ws("?since=0&snapshot=true", Some(&agent)).await;
+    let mut stream = server.ws("?since=0&snapshot=true", Some(agent)).await;
     let mut messages = stream
         .until(5 * SECOND, |message| {
             message["type"] == "execution_created" && message["execution_id"] == still_alive.as_str()
@@ -295,17 +337,6 @@ async fn every_response_matches_its_documented_schema() {
             .assert_matches("StreamMessage", message, "a stream message");
     }
     client.succeeded.insert("events");
-
-    let undone: Vec<&str> = client
-        .docs
-        .iter()
-        .map(|doc| doc.operation_id)
-        .filter(|operation| !client.succeeded.contains(operation))
-        .collect();
-    assert!(
-        undone.is_empty(),
-        "no successful response of {undone:?} was checked: add a call to this test"
-    );
 }
 
 #[tokio::test]

@@ -1,7 +1,5 @@
 //! `--store URL` picks where the store lives; a URL no backend takes is refused at start-up.
 
-#![allow(clippy::unwrap_used)]
-
 mod common;
 
 use std::process::Command;

@@ -22,8 +22,8 @@ fn config(dir: &std::path::Path, text: &str) -> String {
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
 }
 
 async fn a_client_that_stops_reading_is_closed_with_the_sequence_to_resume_from(backend: Backend) {
@@ -85,17 +85,14 @@ async fn a_client_that_stops_reading_is_closed_with_the_sequence_to_resume_from(
     };
     assert_eq!(code, 1008);
     assert!(reason.starts_with("slow consumer"), "{reason}");
-    let last = last.expect("events before the close");
+    let last = last.unwrap();
     // The reason names the cursor of the last event the client got, when it fits a close frame.
-    let since = match reason.split_once("since=") {
-        Some((_, since)) => {
-            assert_eq!(since, last["cursor"], "{reason}");
-            since.to_owned()
-        }
-        None => {
-            assert!(reason.ends_with("the cursor of the last event"), "{reason}");
-            last["cursor"].as_str().unwrap().to_owned()
-        }
+    let since = if let Some((_, since)) = reason.split_once("since=") {
+        assert_eq!(since, last["cursor"], "{reason}");
+        since.to_owned()
+    } else {
+        assert!(reason.ends_with("the cursor of the last event"), "{reason}");
+        last["cursor"].as_str().unwrap().to_owned()
     };
 
     // Resuming from there loses nothing and repeats nothing: exactly the events the client did

@@ -9,13 +9,13 @@
 //!   remove.
 //! - `heartbeat_100k`: a heartbeat on one of 100,000 alive records, round robin, vs a `HashMap`
 //!   field update with the same access pattern.
-//! - `phase_transition_with_subscriber`: thinking ↔ llm_interaction with and without one
+//! - `phase_transition_with_subscriber`: thinking ↔ `llm_interaction` with and without one
 //!   subscriber attached.
 //! - `monitor_tick_1m` and `monitor_scaling`: the deadline-driven `sweep` vs the full scan
 //!   (`detect_dead`, the original's algorithm) on populations where exactly `due` records have
 //!   passed their heartbeat deadline.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -94,6 +94,10 @@ const CHUNK: Duration = Duration::from_millis(20);
 
 /// Runs `run(is_subject, iters)` (which returns the time to count for `iters` iterations)
 /// alternately for both sides, `rounds` times.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "time per iteration is a float figure: counts past 2^53 only lose their lowest digits"
+)]
 fn pair(
     results: &mut Vec<Paired>,
     subject: &str,
@@ -424,7 +428,7 @@ fn bench_heartbeat(c: &mut Criterion, paired: &mut Vec<Paired>) {
 // ---------------------------------------------------------------------------------------------
 // 3. phase_transition_with_subscriber
 
-/// Executions parked in `thinking`, each flipped thinking ↔ llm_interaction in turn.
+/// Executions parked in `thinking`, each flipped thinking ↔ `llm_interaction` in turn.
 struct Phaser {
     tracker: Tracker,
     ids: Vec<ExecutionId>,
@@ -840,7 +844,7 @@ fn print_summary(since: SystemTime, paired: &[Paired]) {
                 let median = if r.len() % 2 == 1 {
                     r[r.len() / 2]
                 } else {
-                    (r[r.len() / 2 - 1] + r[r.len() / 2]) / 2.0
+                    f64::midpoint(r[r.len() / 2 - 1], r[r.len() / 2])
                 };
                 format!("{median:.4}× ({:.4}–{:.4}, {})", r[0], r[r.len() - 1], r.len())
             }

@@ -10,7 +10,10 @@ use agentrack::{CallError, EventFilter, NewExecution, Phase, Tracker, TrackerCon
 use serde_json::{Map, Value, json};
 
 fn meta(value: Value) -> Option<Map<String, Value>> {
-    value.as_object().cloned()
+    match value {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
 }
 
 #[tokio::main]

@@ -200,7 +200,7 @@ impl BreakerCore {
         let mut entered = None;
         if self.state == BreakerState::Open {
             if mono < self.open_until {
-                return Err(self.open_until - mono);
+                return Err(self.open_until.saturating_sub(mono));
             }
             self.set_state(BreakerState::HalfOpen);
             entered = Some(BreakerState::HalfOpen);
@@ -238,8 +238,8 @@ impl BreakerCore {
         }
         match outcome {
             Outcome::Ignored => None,
-            Outcome::Success => match self.state {
-                BreakerState::HalfOpen => {
+            Outcome::Success => {
+                if self.state == BreakerState::HalfOpen {
                     self.successes += 1;
                     if self.successes >= self.config.success_threshold {
                         self.set_state(BreakerState::Closed);
@@ -248,12 +248,11 @@ impl BreakerCore {
                         return Some(BreakerState::Closed);
                     }
                     None
-                }
-                _ => {
+                } else {
                     self.failures = 0;
                     None
                 }
-            },
+            }
             Outcome::Failure | Outcome::Timeout => {
                 self.failures += 1;
                 self.last_failure_time = Some(wall);

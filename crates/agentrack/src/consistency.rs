@@ -37,7 +37,7 @@ impl Tracker {
                 match by_id.get(&id) {
                     None => problems.push(format!("{name} index entry {k} → {id} has no record")),
                     Some(record) if key(record) != k => {
-                        problems.push(format!("{name} index entry {k} → {id} has the wrong key"))
+                        problems.push(format!("{name} index entry {k} → {id} has the wrong key"));
                     }
                     Some(_) => {}
                 }

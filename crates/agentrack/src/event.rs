@@ -99,8 +99,8 @@ pub enum EventKind {
         /// The merged metadata.
         metadata: Map<String, Value>,
     },
-    /// A phase change that the original did not notify (created, websocket_setup,
-    /// context_validation).
+    /// A phase change that the original did not notify (`created`, `websocket_setup`,
+    /// `context_validation`).
     PhaseChanged {
         /// The transition.
         transition: Transition,
@@ -140,7 +140,7 @@ pub enum EventKind {
         /// Milliseconds since the execution was created.
         execution_time_ms: u64,
     },
-    /// The agent hit an error (phases failed, timeout, circuit_breaker_open).
+    /// The agent hit an error (phases `failed`, `timeout`, `circuit_breaker_open`).
     AgentError {
         /// The transition.
         transition: Transition,
@@ -408,7 +408,6 @@ impl std::fmt::Debug for EventStream {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -80,6 +80,10 @@ impl Counters {
         self.finished(state);
     }
 
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "rates are floats: counts past 2^53 only lose their lowest digits"
+    )]
     pub(crate) fn snapshot(&self) -> Metrics {
         let total = self.total.load(Ordering::Relaxed);
         let successful = self.completed.load(Ordering::Relaxed);

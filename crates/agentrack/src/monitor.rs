@@ -55,7 +55,10 @@ impl Tracker {
                 ),
                 Expiry::Dead => (
                     ExecutionState::Dead,
-                    format!("No heartbeat for {:.1} s", (mono - slot.heartbeat_mono).as_secs_f64()),
+                    format!(
+                        "No heartbeat for {:.1} s",
+                        mono.saturating_sub(slot.heartbeat_mono).as_secs_f64()
+                    ),
                 ),
             };
             slot.record.error = Some(error);

@@ -46,6 +46,7 @@ mod opt_secs {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
+    #[allow(clippy::ref_option, reason = "the signature serde's `with` attribute calls")]
     pub(super) fn serialize<S: Serializer>(value: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
         match value {
             Some(d) => serializer.serialize_some(&d.as_secs_f64()),
@@ -72,24 +73,28 @@ impl NewExecution {
     }
 
     /// Sets the execution timeout.
+    #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
     /// Sets the metadata.
+    #[must_use]
     pub fn metadata(mut self, metadata: Map<String, Value>) -> Self {
         self.metadata = metadata;
         self
     }
 
     /// Sets the tenant.
+    #[must_use]
     pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
         self.tenant = Some(tenant.into());
         self
     }
 
     /// Sets per-execution timeouts and breaker settings.
+    #[must_use]
     pub fn timeout_config(mut self, config: TimeoutConfig) -> Self {
         self.timeout_config = Some(config);
         self

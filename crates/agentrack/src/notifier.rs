@@ -17,7 +17,7 @@ pub trait Notifier: Send + Sync {
         agent_name: &str,
         context: &Value,
     ) -> impl Future<Output = Result<(), NotifyError>> + Send;
-    /// Phases thinking, tool_preparation, llm_interaction, result_processing, completing.
+    /// Phases `thinking`, `tool_preparation`, `llm_interaction`, `result_processing`, `completing`.
     fn agent_thinking(
         &self,
         run_id: &str,
@@ -41,7 +41,7 @@ pub trait Notifier: Send + Sync {
         result: &Value,
         execution_time_ms: u64,
     ) -> impl Future<Output = Result<(), NotifyError>> + Send;
-    /// Phases failed, timeout, circuit_breaker_open.
+    /// Phases `failed`, `timeout`, `circuit_breaker_open`.
     fn agent_error(
         &self,
         run_id: &str,

@@ -51,7 +51,10 @@ value_enum! {
 impl Phase {
     /// The phases this one may move to, as the original's rules state them.
     pub const fn allowed_next(self) -> &'static [Phase] {
-        use Phase::*;
+        use Phase::{
+            CircuitBreakerOpen, Completed, Completing, ContextValidation, Created, Failed, LlmInteraction,
+            ResultProcessing, Starting, Thinking, Timeout, ToolExecution, ToolPreparation, WebsocketSetup,
+        };
         match self {
             Created => &[WebsocketSetup, Failed],
             WebsocketSetup => &[ContextValidation, Failed],
@@ -81,7 +84,10 @@ impl Phase {
 
     /// The notification the original sent to the user's browser on entering this phase, if any.
     pub const fn notification_kind(self) -> Option<NotificationKind> {
-        use Phase::*;
+        use Phase::{
+            CircuitBreakerOpen, Completed, Completing, ContextValidation, Created, Failed, LlmInteraction,
+            ResultProcessing, Starting, Thinking, Timeout, ToolExecution, ToolPreparation, WebsocketSetup,
+        };
         match self {
             Created | WebsocketSetup | ContextValidation => None,
             Starting => Some(NotificationKind::AgentStarted),

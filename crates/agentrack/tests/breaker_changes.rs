@@ -1,7 +1,7 @@
 //! Breaker writes return the change they made — the events a store must persist before the
 //! write is acknowledged — exactly as subscribers see them, and nothing when nothing changed.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::expect_used)]
 
 mod common;
 
@@ -11,7 +11,7 @@ use agentrack::{Event, EventFilter, EventKind, NewExecution, Outcome, TrackerCon
 use common::{drain, manual, names, secs};
 
 /// `event`'s name, after checking that it is the one event the subscriber got meanwhile.
-fn only_broadcast(event: Option<Arc<Event>>, broadcast: Vec<Arc<Event>>) -> &'static str {
+fn only_broadcast(event: Option<Arc<Event>>, broadcast: &[Arc<Event>]) -> &'static str {
     let event = event.expect("a change was returned");
     assert_eq!(broadcast, [Arc::clone(&event)], "returned vs. broadcast");
     event.kind.name()
@@ -29,7 +29,7 @@ fn a_shared_breaker_returns_each_state_change_it_makes() {
     }
     assert!(drain(&mut events).is_empty());
     let opened = breaker.acquire().unwrap().record(Outcome::Failure);
-    assert_eq!(only_broadcast(opened.clone(), drain(&mut events)), "breaker_opened");
+    assert_eq!(only_broadcast(opened.clone(), &drain(&mut events)), "breaker_opened");
     let opened = opened.unwrap();
     assert!(
         opened.execution.is_none(),
@@ -41,20 +41,20 @@ fn a_shared_breaker_returns_each_state_change_it_makes() {
     clock.advance(secs(31));
     let trial = breaker.acquire().unwrap();
     let half_open = trial.admission_event().cloned();
-    assert_eq!(only_broadcast(half_open, drain(&mut events)), "breaker_half_open");
+    assert_eq!(only_broadcast(half_open, &drain(&mut events)), "breaker_half_open");
     // Two successful trials close it; the first changes nothing yet.
     assert_eq!(trial.record(Outcome::Success), None);
     let second = breaker.acquire().unwrap();
     assert!(second.admission_event().is_none(), "already half-open");
     let closed = second.record(Outcome::Success);
-    assert_eq!(only_broadcast(closed, drain(&mut events)), "breaker_closed");
+    assert_eq!(only_broadcast(closed, &drain(&mut events)), "breaker_closed");
 
     // A reset of an open breaker closes it; of a closed one, changes nothing.
     for _ in 0..3 {
         let _ = breaker.acquire().unwrap().record(Outcome::Timeout);
     }
     drain(&mut events);
-    assert_eq!(only_broadcast(breaker.reset(), drain(&mut events)), "breaker_closed");
+    assert_eq!(only_broadcast(breaker.reset(), &drain(&mut events)), "breaker_closed");
     assert_eq!(breaker.reset(), None);
     // Ignored outcomes, and permits dropped unreported, change nothing either.
     assert_eq!(breaker.acquire().unwrap().record(Outcome::Ignored), None);

@@ -2,6 +2,8 @@
 //! exactly consistent — no lost update, no index entry left behind, no phantom record, every
 //! counter exact, per-execution event numbering gap-free.
 
+#![allow(clippy::expect_used)]
+
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use agentrack::{
     Event, EventFilter, EventKind, ExecutionId, ExecutionRecord, ExecutionState, ManualClock, Metrics, NewExecution,
-    Phase, Tracker, TrackerConfig, TrackerError,
+    Phase, StateUpdate, Tracker, TrackerConfig, TrackerError,
 };
 
 use common::{GOLDEN_PATH, drain};
@@ -106,7 +108,7 @@ impl Plan {
         }
         if self.through_completing_state {
             tracker
-                .set_state(id, ExecutionState::Completing, Default::default())
+                .set_state(id, ExecutionState::Completing, StateUpdate::default())
                 .expect("running → completing");
         }
         match self.ending {
@@ -200,54 +202,9 @@ fn eight_threads_times_ten_thousand_full_lifecycles_stay_consistent() {
 
     let results: Vec<Vec<(usize, ExecutionId)>> = std::thread::scope(|scope| {
         // Reader 1: metrics and the active set while writers run.
-        scope.spawn(|| {
-            let mut previous = tracker.metrics();
-            while !done.load(Ordering::Acquire) {
-                let metrics = tracker.metrics();
-                check_metrics_progress(&previous, &metrics);
-                previous = metrics;
-                let active = tracker.active();
-                assert!(active.len() <= THREADS, "{} alive executions listed", active.len());
-                for record in &active {
-                    if let Ok(again) = tracker.get(record.execution_id) {
-                        assert_eq!(again.execution_id, record.execution_id);
-                        assert!(
-                            again.heartbeat_count >= record.heartbeat_count,
-                            "heartbeats went backwards"
-                        );
-                        assert!(again.seq >= record.seq, "seq went backwards");
-                    }
-                }
-                reads.fetch_add(1, Ordering::Relaxed);
-                pause_reader();
-            }
-        });
+        scope.spawn(|| watch_metrics_and_active(&tracker, &done, &reads));
         // Reader 2: the indexes while writers run.
-        scope.spawn(|| {
-            let mut round = 0usize;
-            while !done.load(Ordering::Acquire) {
-                let thread = format!("thread-{}", round % THREAD_IDS);
-                for record in tracker.by_thread(&thread) {
-                    assert_eq!(record.thread_id, thread, "by_thread returned another thread's record");
-                    match tracker.get(record.execution_id) {
-                        Ok(again) => assert_eq!(again.thread_id, thread),
-                        Err(error) => assert!(matches!(error, TrackerError::NotFound { .. }), "{error}"),
-                    }
-                }
-                // Whole-user and whole-agent listings copy thousands of records: only now and then.
-                if round % 64 == 0 {
-                    let user = format!("user-{}", round % USERS);
-                    assert!(tracker.by_user(&user).iter().all(|r| r.user_id == user));
-                }
-                if round % 512 == 0 {
-                    let agent = AGENTS[round / 512 % AGENTS.len()];
-                    assert!(tracker.by_agent(agent).iter().all(|r| r.agent_name == agent));
-                }
-                round += 1;
-                reads.fetch_add(1, Ordering::Relaxed);
-                pause_reader();
-            }
-        });
+        scope.spawn(|| watch_indexes(&tracker, &done, &reads));
         let _done_on_exit = RaiseOnDrop(&done);
         let writers: Vec<_> = (0..THREADS)
             .map(|t| {
@@ -279,22 +236,7 @@ fn eight_threads_times_ten_thousand_full_lifecycles_stay_consistent() {
     let unique: HashSet<ExecutionId> = plans.iter().map(|(_, id, _)| *id).collect();
     assert_eq!(unique.len(), THREADS * PER_THREAD, "execution ids collided");
 
-    let count = |ending: Ending| plans.iter().filter(|(_, _, p)| p.ending == ending).count() as u64;
-    let (completed, failed, cancelled) = (count(Ending::Complete), count(Ending::Fail), count(Ending::Cancel));
-    assert_eq!((completed, failed, cancelled), (56_000, 16_000, 8_000));
-    let metrics = tracker.metrics();
-    assert_eq!(metrics.total_executions, 80_000);
-    assert_eq!(metrics.active_executions, 0);
-    assert_eq!(metrics.successful_executions, completed);
-    assert_eq!(metrics.failed_executions, failed);
-    assert_eq!(metrics.cancelled_executions, cancelled);
-    assert_eq!(metrics.timeout_executions, 0);
-    assert_eq!(metrics.dead_executions, 0);
-    assert!(
-        (metrics.success_rate - 0.7).abs() < 1e-9,
-        "success rate {}",
-        metrics.success_rate
-    );
+    check_final_metrics(&tracker, &plans);
 
     assert_eq!(tracker.active_count(), 0);
     assert!(tracker.active().is_empty());
@@ -335,54 +277,15 @@ fn eight_threads_times_ten_thousand_full_lifecycles_stay_consistent() {
             .chunks(user_names.len() / 2 + 1)
             .map(|chunk| {
                 let (tracker, by_id, users) = (&tracker, &by_id, &users);
-                scope.spawn(move || {
-                    let mut seen = Vec::new();
-                    for user in chunk {
-                        let listed = tracker.by_user(user);
-                        assert_eq!(listed.len(), users[user], "by_user({user})");
-                        for record in &listed {
-                            assert_eq!(record.user_id, *user);
-                            let (k, plan) = by_id[&record.execution_id];
-                            assert!(!plan.cleaned_up, "{} was cleaned up", record.execution_id);
-                            plan.check(record, k);
-                            seen.push(record.execution_id);
-                        }
-                    }
-                    seen
-                })
+                scope.spawn(move || check_user_listings(tracker, chunk, users, by_id))
             })
             .collect();
 
         // Cleaned-up records are gone, and the completed history holds exactly them, intact.
-        scope.spawn(|| {
-            for id in &cleaned {
-                assert_eq!(tracker.get(*id), Err(TrackerError::NotFound { execution_id: *id }));
-            }
-            assert!(tracker.by_user(&format!("user-{}", USERS - 1)).is_empty());
-            let history = tracker.completed_history();
-            assert_eq!(history.len(), cleaned.len());
-            for record in &history {
-                let (k, plan) = by_id[&record.execution_id];
-                assert!(plan.cleaned_up, "{} was never cleaned up", record.execution_id);
-                plan.check(record, k);
-            }
-            let history_ids: HashSet<ExecutionId> = history.iter().map(|r| r.execution_id).collect();
-            assert_eq!(history_ids, cleaned);
-        });
+        scope.spawn(|| check_cleaned_up(&tracker, &cleaned, &by_id));
 
         // The thread and agent indexes list exactly the remaining records under each key.
-        scope.spawn(|| {
-            for (thread, expected) in &threads {
-                let listed = tracker.by_thread(thread);
-                assert_eq!(listed.len(), *expected, "by_thread({thread})");
-                assert!(listed.iter().all(|r| r.thread_id == *thread));
-            }
-            for agent in AGENTS {
-                let listed = tracker.by_agent(agent);
-                assert_eq!(listed.len(), agents[agent], "by_agent({agent})");
-                assert!(listed.iter().all(|r| r.agent_name == agent));
-            }
-        });
+        scope.spawn(|| check_thread_and_agent_indexes(&tracker, &threads, &agents));
 
         let seen: HashSet<ExecutionId> = listed
             .into_iter()
@@ -444,7 +347,7 @@ fn eight_threads_heartbeating_one_execution_lose_no_update_and_number_events_wit
 
     // What each caller was told: its own counts and seqs increase, and together they are every
     // count exactly once.
-    let mut counts = Vec::with_capacity(total as usize);
+    let mut counts = Vec::with_capacity(usize::try_from(total).unwrap());
     for seen in &per_thread {
         assert!(seen.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
         assert!(seen.iter().all(|(count, seq)| *seq == count + 3));
@@ -529,53 +432,12 @@ fn racing_finishers_sweeper_and_cleanups_end_each_execution_exactly_once() {
 
     let done = AtomicBool::new(false);
     let (finished_by_threads, dead_by_sweeps, cleaned_by_threads) = std::thread::scope(|scope| {
-        let sweeper = scope.spawn(|| {
-            let mut dead = Vec::new();
-            while !done.load(Ordering::Acquire) {
-                clock.advance(Duration::from_millis(700));
-                let sweep = tracker.sweep();
-                assert!(sweep.timed_out.is_empty());
-                assert_eq!(sweep.purged, 0);
-                dead.extend(sweep.dead.into_iter().map(|r| r.execution_id));
-                std::thread::yield_now();
-            }
-            dead
-        });
+        let sweeper = scope.spawn(|| sweep_until_done(&tracker, &clock, &done));
         let _done_on_exit = RaiseOnDrop(&done);
         let racers: Vec<_> = (0..THREADS)
             .map(|t| {
                 let (tracker, ids) = (&tracker, &ids);
-                scope.spawn(move || {
-                    let mut finished = Vec::new();
-                    let mut cleaned = Vec::new();
-                    // Each thread walks the executions from a different starting point.
-                    for i in 0..EXECUTIONS {
-                        let id = ids[(i + t * EXECUTIONS / THREADS) % EXECUTIONS];
-                        let outcome = match t % 3 {
-                            0 => tracker.complete(id, None),
-                            1 => tracker.fail(id, "racer failed"),
-                            _ => tracker.cancel(id, "racer cancelled"),
-                        };
-                        match outcome {
-                            Ok(change) => {
-                                assert_eq!(change.events.len(), 1);
-                                assert!(change.events[0].kind.finished().is_some());
-                                finished.push((id, t % 3));
-                            }
-                            Err(TrackerError::Terminal { .. } | TrackerError::NotFound { .. }) => {}
-                            Err(other) => panic!("unexpected error finishing {id}: {other}"),
-                        }
-                        match tracker.cleanup(id) {
-                            Ok(record) => {
-                                assert!(record.is_terminal());
-                                cleaned.push(id);
-                            }
-                            Err(TrackerError::NotFound { .. }) => {}
-                            Err(other) => panic!("cleanup after a finish attempt: {other}"),
-                        }
-                    }
-                    (finished, cleaned)
-                })
+                scope.spawn(move || race(tracker, ids, t))
             })
             .collect();
         let mut finished = Vec::new();
@@ -623,19 +485,174 @@ fn racing_finishers_sweeper_and_cleanups_end_each_execution_exactly_once() {
     assert_eq!(metrics.timeout_executions, 0);
 
     // One terminal event per execution, the last of its events, matching the stored record.
+    check_terminal_events(&tracker, drain(&mut events), EXECUTIONS);
+}
+
+/// Reader 1: metrics and the active set while the writers run, until `done`.
+fn watch_metrics_and_active(tracker: &Tracker, done: &AtomicBool, reads: &AtomicU64) {
+    let mut previous = tracker.metrics();
+    while !done.load(Ordering::Acquire) {
+        let metrics = tracker.metrics();
+        check_metrics_progress(&previous, &metrics);
+        previous = metrics;
+        let active = tracker.active();
+        assert!(active.len() <= THREADS, "{} alive executions listed", active.len());
+        for record in &active {
+            if let Ok(again) = tracker.get(record.execution_id) {
+                assert_eq!(again.execution_id, record.execution_id);
+                assert!(
+                    again.heartbeat_count >= record.heartbeat_count,
+                    "heartbeats went backwards"
+                );
+                assert!(again.seq >= record.seq, "seq went backwards");
+            }
+        }
+        reads.fetch_add(1, Ordering::Relaxed);
+        pause_reader();
+    }
+}
+
+/// Reader 2: the indexes while the writers run, until `done`.
+fn watch_indexes(tracker: &Tracker, done: &AtomicBool, reads: &AtomicU64) {
+    let mut round = 0usize;
+    while !done.load(Ordering::Acquire) {
+        let thread = format!("thread-{}", round % THREAD_IDS);
+        for record in tracker.by_thread(&thread) {
+            assert_eq!(record.thread_id, thread, "by_thread returned another thread's record");
+            match tracker.get(record.execution_id) {
+                Ok(again) => assert_eq!(again.thread_id, thread),
+                Err(error) => assert!(matches!(error, TrackerError::NotFound { .. }), "{error}"),
+            }
+        }
+        // Whole-user and whole-agent listings copy thousands of records: only now and then.
+        if round % 64 == 0 {
+            let user = format!("user-{}", round % USERS);
+            assert!(tracker.by_user(&user).iter().all(|r| r.user_id == user));
+        }
+        if round % 512 == 0 {
+            let agent = AGENTS[round / 512 % AGENTS.len()];
+            assert!(tracker.by_agent(agent).iter().all(|r| r.agent_name == agent));
+        }
+        round += 1;
+        reads.fetch_add(1, Ordering::Relaxed);
+        pause_reader();
+    }
+}
+
+/// The metrics once every plan ran: the counts each ending should leave.
+fn check_final_metrics(tracker: &Tracker, plans: &[(usize, ExecutionId, Plan)]) {
+    let count = |ending: Ending| plans.iter().filter(|(_, _, p)| p.ending == ending).count() as u64;
+    let (completed, failed, cancelled) = (count(Ending::Complete), count(Ending::Fail), count(Ending::Cancel));
+    assert_eq!((completed, failed, cancelled), (56_000, 16_000, 8_000));
+    let metrics = tracker.metrics();
+    assert_eq!(metrics.total_executions, 80_000);
+    assert_eq!(metrics.active_executions, 0);
+    assert_eq!(metrics.successful_executions, completed);
+    assert_eq!(metrics.failed_executions, failed);
+    assert_eq!(metrics.cancelled_executions, cancelled);
+    assert_eq!(metrics.timeout_executions, 0);
+    assert_eq!(metrics.dead_executions, 0);
+    assert!(
+        (metrics.success_rate - 0.7).abs() < 1e-9,
+        "success rate {}",
+        metrics.success_rate
+    );
+}
+
+/// Cleaned-up records are gone, and the completed history holds exactly them, intact.
+fn check_cleaned_up(tracker: &Tracker, cleaned: &HashSet<ExecutionId>, by_id: &HashMap<ExecutionId, (usize, &Plan)>) {
+    for id in cleaned {
+        assert_eq!(tracker.get(*id), Err(TrackerError::NotFound { execution_id: *id }));
+    }
+    assert!(tracker.by_user(&format!("user-{}", USERS - 1)).is_empty());
+    let history = tracker.completed_history();
+    assert_eq!(history.len(), cleaned.len());
+    for record in &history {
+        let (k, plan) = by_id[&record.execution_id];
+        assert!(plan.cleaned_up, "{} was never cleaned up", record.execution_id);
+        plan.check(record, k);
+    }
+    let history_ids: HashSet<ExecutionId> = history.iter().map(|r| r.execution_id).collect();
+    assert_eq!(&history_ids, cleaned);
+}
+
+/// The thread and agent indexes list exactly the remaining records under each key.
+fn check_thread_and_agent_indexes(tracker: &Tracker, threads: &HashMap<&str, usize>, agents: &HashMap<&str, usize>) {
+    for (thread, expected) in threads {
+        let listed = tracker.by_thread(thread);
+        assert_eq!(listed.len(), *expected, "by_thread({thread})");
+        assert!(listed.iter().all(|r| r.thread_id == *thread));
+    }
+    for agent in AGENTS {
+        let listed = tracker.by_agent(agent);
+        assert_eq!(listed.len(), agents[agent], "by_agent({agent})");
+        assert!(listed.iter().all(|r| r.agent_name == agent));
+    }
+}
+
+/// Moves the clock and sweeps until `done`; the executions the sweeps found dead.
+fn sweep_until_done(tracker: &Tracker, clock: &ManualClock, done: &AtomicBool) -> Vec<ExecutionId> {
+    let mut dead = Vec::new();
+    while !done.load(Ordering::Acquire) {
+        clock.advance(Duration::from_millis(700));
+        let sweep = tracker.sweep();
+        assert!(sweep.timed_out.is_empty());
+        assert_eq!(sweep.purged, 0);
+        dead.extend(sweep.dead.into_iter().map(|r| r.execution_id));
+        std::thread::yield_now();
+    }
+    dead
+}
+
+/// Racer `t`: finishes (by `t % 3`: completes, fails, cancels) then cleans up every execution,
+/// from its own starting point; what it finished (with how) and what it cleaned up.
+fn race(tracker: &Tracker, ids: &[ExecutionId], t: usize) -> (Vec<(ExecutionId, usize)>, Vec<ExecutionId>) {
+    let executions = ids.len();
+    let mut finished = Vec::new();
+    let mut cleaned = Vec::new();
+    // Each thread walks the executions from a different starting point.
+    for i in 0..executions {
+        let id = ids[(i + t * executions / THREADS) % executions];
+        let outcome = match t % 3 {
+            0 => tracker.complete(id, None),
+            1 => tracker.fail(id, "racer failed"),
+            _ => tracker.cancel(id, "racer cancelled"),
+        };
+        match outcome {
+            Ok(change) => {
+                assert_eq!(change.events.len(), 1);
+                assert!(change.events[0].kind.finished().is_some());
+                finished.push((id, t % 3));
+            }
+            Err(TrackerError::Terminal { .. } | TrackerError::NotFound { .. }) => {}
+            Err(other) => panic!("unexpected error finishing {id}: {other}"),
+        }
+        match tracker.cleanup(id) {
+            Ok(record) => {
+                assert!(record.is_terminal());
+                cleaned.push(id);
+            }
+            Err(TrackerError::NotFound { .. }) => {}
+            Err(other) => panic!("cleanup after a finish attempt: {other}"),
+        }
+    }
+    (finished, cleaned)
+}
+
+/// One terminal event per execution, the last of its events, matching the stored record.
+fn check_terminal_events(tracker: &Tracker, events: Vec<Arc<Event>>, executions: usize) {
     let history: HashMap<ExecutionId, ExecutionRecord> = tracker
         .completed_history()
         .into_iter()
         .map(|r| (r.execution_id, r))
         .collect();
     let mut per_execution: HashMap<ExecutionId, Vec<Arc<Event>>> = HashMap::new();
-    let events = drain(&mut events);
     assert!(events.windows(2).all(|w| w[0].global_seq + 1 == w[1].global_seq));
     for event in events {
         let scope = event.execution.as_ref().expect("execution event");
         per_execution.entry(scope.execution_id).or_default().push(event);
     }
-    assert_eq!(per_execution.len(), EXECUTIONS);
+    assert_eq!(per_execution.len(), executions);
     for (id, events) in &per_execution {
         let seqs: Vec<u64> = events
             .iter()
@@ -655,4 +672,27 @@ fn racing_finishers_sweeper_and_cleanups_end_each_execution_exactly_once() {
         assert_eq!(terminal[0].state, record.state);
         assert_eq!(record.seq, events.len() as u64);
     }
+}
+
+/// The listings of the users in `chunk`: exactly each user's remaining records, every one as its
+/// thread left it; the ids listed.
+fn check_user_listings(
+    tracker: &Tracker,
+    chunk: &[&str],
+    users: &HashMap<&str, usize>,
+    by_id: &HashMap<ExecutionId, (usize, &Plan)>,
+) -> Vec<ExecutionId> {
+    let mut seen = Vec::new();
+    for user in chunk {
+        let listed = tracker.by_user(user);
+        assert_eq!(listed.len(), users[user], "by_user({user})");
+        for record in &listed {
+            assert_eq!(record.user_id, *user);
+            let (k, plan) = by_id[&record.execution_id];
+            assert!(!plan.cleaned_up, "{} was cleaned up", record.execution_id);
+            plan.check(record, k);
+            seen.push(record.execution_id);
+        }
+    }
+    seen
 }

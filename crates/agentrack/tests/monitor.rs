@@ -7,6 +7,8 @@
 //! to completion before the test looks. Checks sit half-way between ticks (which fall on whole
 //! seconds after the monitor starts), so no check races a tick.
 
+#![allow(clippy::expect_used)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -250,9 +252,7 @@ async fn failing_and_panicking_callbacks_do_not_stop_the_monitor_or_the_other_ca
     tracker.on_dead(move |record| {
         calls.fetch_add(1, Ordering::SeqCst);
         async move {
-            if record.is_terminal() {
-                panic!("a dead-callback panicking on purpose");
-            }
+            assert!(!record.is_terminal(), "a dead-callback panicking on purpose");
             Ok(())
         }
     });
@@ -263,9 +263,7 @@ async fn failing_and_panicking_callbacks_do_not_stop_the_monitor_or_the_other_ca
     tracker.on_timeout(move |record| {
         calls.fetch_add(1, Ordering::SeqCst);
         async move {
-            if record.is_terminal() {
-                panic!("a timeout-callback panicking on purpose");
-            }
+            assert!(!record.is_terminal(), "a timeout-callback panicking on purpose");
             Ok(())
         }
     });
@@ -352,7 +350,7 @@ where
 
 #[tokio::test(start_paused = true)]
 async fn stopping_the_monitor_ends_detection() {
-    detection_ends_after(|monitor| monitor.stop()).await;
+    detection_ends_after(agentrack::MonitorHandle::stop).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -561,9 +559,10 @@ async fn callback_panicking_before_returning_its_future_does_not_stop_the_monito
     let calls = Arc::clone(&panics);
     tracker.on_dead(move |record: ExecutionRecord| {
         calls.fetch_add(1, Ordering::SeqCst);
-        if record.is_terminal() {
-            panic!("a dead-callback panicking synchronously on purpose");
-        }
+        assert!(
+            !record.is_terminal(),
+            "a dead-callback panicking synchronously on purpose"
+        );
         std::future::ready(Ok(()))
     });
     let (dead_seen, on_dead) = recorder();

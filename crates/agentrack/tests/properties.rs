@@ -8,6 +8,8 @@
 //! - the active set is exactly the alive records, the counters add up, the indexes agree;
 //! - every event reaches a subscriber, numbered without gaps, globally and per execution.
 
+#![allow(clippy::expect_used)]
+
 mod common;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -244,12 +246,12 @@ impl Harness {
         }
     }
 
-    fn wall(&self, mono: Duration) -> DateTime<Utc> {
+    fn wall(mono: Duration) -> DateTime<Utc> {
         wall_origin() + mono
     }
 
     /// The id an operation targets: one ever created (alive, finished or gone), or an unknown one.
-    fn target(&self, index: &usize) -> ExecutionId {
+    fn target(&self, index: usize) -> ExecutionId {
         if self.ids.is_empty() {
             ExecutionId::new()
         } else {
@@ -330,7 +332,7 @@ impl Harness {
     }
 
     /// Checks what an accepted call returned and what the subscriber got: the same events.
-    fn accepted(&mut self, events: Vec<Arc<Event>>, drained: &[Arc<Event>], id: ExecutionId) {
+    fn accepted(events: &[Arc<Event>], drained: &[Arc<Event>], id: ExecutionId) {
         assert_eq!(events.len(), drained.len(), "events returned vs. events broadcast");
         for (returned, broadcast) in events.iter().zip(drained) {
             assert_eq!(returned, broadcast);
@@ -338,49 +340,13 @@ impl Harness {
         }
     }
 
-    fn run(&mut self, op: &Op) {
-        self.step += 1;
-        let before_all = self.tracker.all();
-        let before_metrics = self.tracker.metrics();
-        let before_last_seq = self.tracker.last_seq();
-        let before_history = self.tracker.completed_history();
-        let strict_phases = self.phase_validation == Validation::Strict;
+    /// The model's prediction for `op`, then the tracker's answer.
+    fn apply(&mut self, op: &Op, before_all: &[ExecutionRecord]) -> (Prediction, Answer) {
         let strict_lifecycle = self.lifecycle_validation == Validation::Strict;
-
-        // The model's prediction, then the tracker's answer.
-        let (expected, actual): (Prediction, Answer) = match op {
-            Op::Create { timeout_secs, user } => {
-                let mut new = NewExecution::new("agent", format!("thread-{}", self.step % 4), USERS[*user]);
-                if let Some(secs) = timeout_secs {
-                    new = new.timeout(Duration::from_secs(*secs));
-                }
-                let change = self.tracker.create(new).expect("create");
-                let id = change.id();
-                self.ids.push(id);
-                self.models.insert(
-                    id,
-                    Model {
-                        state: ExecutionState::Pending,
-                        phase: Phase::Created,
-                        heartbeats: 0,
-                        transitions: 0,
-                        created: self.now,
-                        last_heartbeat: self.now,
-                        timeout: timeout_secs.map_or(EXECUTION_TIMEOUT, Duration::from_secs),
-                        seq: 1,
-                        completed: None,
-                        error: None,
-                        result: None,
-                        present: true,
-                        user: *user,
-                    },
-                );
-                self.metrics.total_executions += 1;
-                self.metrics.active_executions += 1;
-                (Ok(()), Ok(change.events))
-            }
+        match op {
+            Op::Create { timeout_secs, user } => self.create(*timeout_secs, *user),
             Op::Start(index) => {
-                let id = self.target(index);
+                let id = self.target(*index);
                 let expected = self.alive(id).and_then(|m| {
                     if m.state == ExecutionState::Pending {
                         Ok(())
@@ -394,7 +360,7 @@ impl Harness {
                 (expected, self.tracker.start(id).map(|c| c.events))
             }
             Op::Heartbeat(index) => {
-                let id = self.target(index);
+                let id = self.target(*index);
                 let expected = self.alive(id).map(|_| ());
                 if expected.is_ok() {
                     let now = self.now;
@@ -410,7 +376,7 @@ impl Harness {
                 (expected, self.tracker.heartbeat(id).map(|c| c.events))
             }
             Op::SetState(index, state) => {
-                let id = self.target(index);
+                let id = self.target(*index);
                 let expected = self.alive(id).and_then(|m| {
                     if strict_lifecycle && !m.state.can_become(*state) {
                         Err(Refusal::InvalidLifecycle)
@@ -428,83 +394,10 @@ impl Harness {
                         .map(|c| c.events),
                 )
             }
-            Op::Complete(index) | Op::Fail(index) | Op::Cancel(index) => {
-                let id = self.target(index);
-                let expected = self.alive(id).map(|_| ());
-                let step = self.step;
-                let (state, error, result) = match op {
-                    Op::Complete(_) => (ExecutionState::Completed, None, Some(json!({ "step": step }))),
-                    Op::Fail(_) => (ExecutionState::Failed, Some(format!("failed at step {step}")), None),
-                    _ => (
-                        ExecutionState::Cancelled,
-                        Some(format!("cancelled at step {step}")),
-                        None,
-                    ),
-                };
-                if expected.is_ok() {
-                    self.model_set_state(id, state, error.clone(), result.clone());
-                }
-                let actual = match op {
-                    Op::Complete(_) => self.tracker.complete(id, result),
-                    Op::Fail(_) => self.tracker.fail(id, error.unwrap_or_default()),
-                    _ => self.tracker.cancel(id, error.unwrap_or_default()),
-                };
-                (expected, actual.map(|c| c.events))
-            }
-            Op::Transition(index, _) | Op::NextPhase(index, _) => {
-                let id = self.target(index);
-                let phase = match op {
-                    Op::Transition(_, phase) => *phase,
-                    Op::NextPhase(_, pick) => {
-                        let current = self.present(id).map_or(Phase::Created, |m| m.phase);
-                        let allowed = current.allowed_next();
-                        if allowed.is_empty() {
-                            Phase::ALL[pick % Phase::ALL.len()]
-                        } else {
-                            allowed[pick % allowed.len()]
-                        }
-                    }
-                    _ => unreachable!(),
-                };
-                let expected = self.present(id).and_then(|m| {
-                    if strict_phases && m.state.is_terminal() {
-                        Err(Refusal::Terminal)
-                    } else if strict_phases && !m.phase.can_transition_to(phase) {
-                        Err(Refusal::InvalidTransition)
-                    } else {
-                        Ok(())
-                    }
-                });
-                // The rules allow it, and the execution is still alive (`Tracker::transition` documents
-                // that one on a finished execution is flagged invalid).
-                let valid = self
-                    .present(id)
-                    .map(|m| m.phase.can_transition_to(phase) && m.state.is_alive());
-                if expected.is_ok() {
-                    let now = self.now;
-                    let model = self.model(id);
-                    model.phase = phase;
-                    model.transitions += 1;
-                    model.seq += 1;
-                    if model.state.is_alive() {
-                        model.last_heartbeat = now;
-                    }
-                }
-                let actual = self.tracker.transition(id, phase, None).map(|c| c.events);
-                if let (Ok(events), Ok(valid)) = (&actual, valid) {
-                    let transition = events[0].kind.transition().expect("a phase event");
-                    assert_eq!((transition.to_phase, transition.valid), (phase, valid));
-                    let stored = self.tracker.get(id).ok().and_then(|r| r.phase_history.last().cloned());
-                    assert_eq!(
-                        stored.as_ref(),
-                        Some(transition),
-                        "the stored transition is the event's"
-                    );
-                }
-                (expected, actual)
-            }
+            Op::Complete(index) | Op::Fail(index) | Op::Cancel(index) => self.finish(op, *index),
+            Op::Transition(index, _) | Op::NextPhase(index, _) => self.transition(op, *index),
             Op::Cleanup(index) => {
-                let id = self.target(index);
+                let id = self.target(*index);
                 let expected = self.present(id).and_then(|m| {
                     if m.state.is_alive() {
                         Err(Refusal::StillAlive)
@@ -523,100 +416,229 @@ impl Harness {
                 }
                 (expected, actual.map(|_| Vec::new()))
             }
-            Op::EditState(index, state) => {
-                let id = self.target(index);
-                let expected = self.present(id).and_then(|m| {
-                    if m.state.is_terminal() && m.state != *state {
-                        Err(Refusal::StateIsFinal)
-                    } else {
-                        Ok(())
-                    }
-                });
-                let changes = self.present(id).is_ok_and(|m| m.state != *state);
-                if expected.is_ok() && changes {
-                    let now = self.now;
-                    let model = self.model(id);
-                    // `record_edited`, then for an end its one terminal event.
-                    model.seq += 1;
-                    model.state = *state;
-                    if state.is_terminal() {
-                        model.seq += 1;
-                        model.completed = Some(now);
-                        self.count_finished(*state);
-                        self.enforce_cap();
-                    }
-                }
-                let actual = self.tracker.edit(id, |r| r.state = *state).map(|c| c.events);
-                (expected, actual)
-            }
+            Op::EditState(index, state) => self.edit_state(*index, *state),
             Op::Advance(ms) => {
                 let by = Duration::from_millis(*ms);
                 self.clock.advance(by);
                 self.now += by;
                 (Ok(()), Ok(Vec::new()))
             }
-            Op::Sweep => {
-                let now = self.now;
-                let mut expiring: Vec<(ExecutionId, ExecutionState)> = self
-                    .models
-                    .iter()
-                    .filter(|(_, m)| m.present)
-                    .filter_map(|(id, m)| m.expiry(now).map(|state| (*id, state)))
-                    .collect();
-                expiring.sort();
-                let sweep = self.tracker.sweep();
-                let mut dead: Vec<ExecutionId> = sweep.dead.iter().map(|r| r.execution_id).collect();
-                let mut timed_out: Vec<ExecutionId> = sweep.timed_out.iter().map(|r| r.execution_id).collect();
-                dead.sort();
-                timed_out.sort();
-                let expect = |state| {
-                    expiring
-                        .iter()
-                        .filter(|(_, s)| *s == state)
-                        .map(|(id, _)| *id)
-                        .collect::<Vec<_>>()
-                };
-                assert_eq!(
-                    dead,
-                    expect(ExecutionState::Dead),
-                    "executions declared dead at {now:?}"
-                );
-                assert_eq!(
-                    timed_out,
-                    expect(ExecutionState::Timeout),
-                    "executions timed out at {now:?}"
-                );
-                for record in sweep.dead.iter().chain(&sweep.timed_out) {
-                    assert_eq!(record.completed_at, Some(self.wall(now)));
+            Op::Sweep => self.sweep(),
+        }
+    }
+
+    /// `Op::Create`.
+    fn create(&mut self, timeout_secs: Option<u64>, user: usize) -> (Prediction, Answer) {
+        let mut new = NewExecution::new("agent", format!("thread-{}", self.step % 4), USERS[user]);
+        if let Some(secs) = timeout_secs {
+            new = new.timeout(Duration::from_secs(secs));
+        }
+        let change = self.tracker.create(new).expect("create");
+        let id = change.id();
+        self.ids.push(id);
+        self.models.insert(
+            id,
+            Model {
+                state: ExecutionState::Pending,
+                phase: Phase::Created,
+                heartbeats: 0,
+                transitions: 0,
+                created: self.now,
+                last_heartbeat: self.now,
+                timeout: timeout_secs.map_or(EXECUTION_TIMEOUT, Duration::from_secs),
+                seq: 1,
+                completed: None,
+                error: None,
+                result: None,
+                present: true,
+                user,
+            },
+        );
+        self.metrics.total_executions += 1;
+        self.metrics.active_executions += 1;
+        (Ok(()), Ok(change.events))
+    }
+
+    /// `Op::Transition` and `Op::NextPhase` (the phase it picks among the allowed ones).
+    fn transition(&mut self, op: &Op, index: usize) -> (Prediction, Answer) {
+        let strict_phases = self.phase_validation == Validation::Strict;
+        let id = self.target(index);
+        let phase = match op {
+            Op::Transition(_, phase) => *phase,
+            Op::NextPhase(_, pick) => {
+                let current = self.present(id).map_or(Phase::Created, |m| m.phase);
+                let allowed = current.allowed_next();
+                if allowed.is_empty() {
+                    Phase::ALL[pick % Phase::ALL.len()]
+                } else {
+                    allowed[pick % allowed.len()]
                 }
-                for (id, state) in &expiring {
-                    let prefix = match state {
-                        ExecutionState::Dead => "No heartbeat for",
-                        _ => "Execution exceeded",
-                    };
-                    let model = self.model(*id);
-                    model.state = *state;
-                    model.completed = Some(now);
-                    model.error = Some(prefix.to_owned());
-                    model.seq += 1;
-                    self.count_finished(*state);
-                }
-                // Then finished records older than the cleanup age go, then the cap applies.
-                let mut purged = 0;
-                if let Some(cutoff) = now.checked_sub(CLEANUP_AGE) {
-                    for model in self.models.values_mut() {
-                        if model.present && model.completed.is_some_and(|at| at <= cutoff) {
-                            model.present = false;
-                            purged += 1;
-                        }
-                    }
-                }
-                assert_eq!(sweep.purged, purged, "records purged at {now:?}");
-                self.swept = expiring.len();
-                self.enforce_cap();
-                (Ok(()), Ok(Vec::new()))
             }
+            _ => unreachable!(),
         };
+        let expected = self.present(id).and_then(|m| {
+            if strict_phases && m.state.is_terminal() {
+                Err(Refusal::Terminal)
+            } else if strict_phases && !m.phase.can_transition_to(phase) {
+                Err(Refusal::InvalidTransition)
+            } else {
+                Ok(())
+            }
+        });
+        // The rules allow it, and the execution is still alive (`Tracker::transition` documents
+        // that one on a finished execution is flagged invalid).
+        let valid = self
+            .present(id)
+            .map(|m| m.phase.can_transition_to(phase) && m.state.is_alive());
+        if expected.is_ok() {
+            let now = self.now;
+            let model = self.model(id);
+            model.phase = phase;
+            model.transitions += 1;
+            model.seq += 1;
+            if model.state.is_alive() {
+                model.last_heartbeat = now;
+            }
+        }
+        let actual = self.tracker.transition(id, phase, None).map(|c| c.events);
+        if let (Ok(events), Ok(valid)) = (&actual, valid) {
+            let transition = events[0].kind.transition().expect("a phase event");
+            assert_eq!((transition.to_phase, transition.valid), (phase, valid));
+            let stored = self.tracker.get(id).ok().and_then(|r| r.phase_history.last().cloned());
+            assert_eq!(
+                stored.as_ref(),
+                Some(transition),
+                "the stored transition is the event's"
+            );
+        }
+        (expected, actual)
+    }
+
+    /// `Op::Sweep`.
+    fn sweep(&mut self) -> (Prediction, Answer) {
+        let now = self.now;
+        let mut expiring: Vec<(ExecutionId, ExecutionState)> = self
+            .models
+            .iter()
+            .filter(|(_, m)| m.present)
+            .filter_map(|(id, m)| m.expiry(now).map(|state| (*id, state)))
+            .collect();
+        expiring.sort();
+        let sweep = self.tracker.sweep();
+        let mut dead: Vec<ExecutionId> = sweep.dead.iter().map(|r| r.execution_id).collect();
+        let mut timed_out: Vec<ExecutionId> = sweep.timed_out.iter().map(|r| r.execution_id).collect();
+        dead.sort();
+        timed_out.sort();
+        let expect = |state| {
+            expiring
+                .iter()
+                .filter(|(_, s)| *s == state)
+                .map(|(id, _)| *id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            dead,
+            expect(ExecutionState::Dead),
+            "executions declared dead at {now:?}"
+        );
+        assert_eq!(
+            timed_out,
+            expect(ExecutionState::Timeout),
+            "executions timed out at {now:?}"
+        );
+        for record in sweep.dead.iter().chain(&sweep.timed_out) {
+            assert_eq!(record.completed_at, Some(Self::wall(now)));
+        }
+        for (id, state) in &expiring {
+            let prefix = match state {
+                ExecutionState::Dead => "No heartbeat for",
+                _ => "Execution exceeded",
+            };
+            let model = self.model(*id);
+            model.state = *state;
+            model.completed = Some(now);
+            model.error = Some(prefix.to_owned());
+            model.seq += 1;
+            self.count_finished(*state);
+        }
+        // Then finished records older than the cleanup age go, then the cap applies.
+        let mut purged = 0;
+        if let Some(cutoff) = now.checked_sub(CLEANUP_AGE) {
+            for model in self.models.values_mut() {
+                if model.present && model.completed.is_some_and(|at| at <= cutoff) {
+                    model.present = false;
+                    purged += 1;
+                }
+            }
+        }
+        assert_eq!(sweep.purged, purged, "records purged at {now:?}");
+        self.swept = expiring.len();
+        self.enforce_cap();
+        (Ok(()), Ok(Vec::new()))
+    }
+
+    /// `Op::Complete`, `Op::Fail` and `Op::Cancel`.
+    fn finish(&mut self, op: &Op, index: usize) -> (Prediction, Answer) {
+        let id = self.target(index);
+        let expected = self.alive(id).map(|_| ());
+        let step = self.step;
+        let (state, error, result) = match op {
+            Op::Complete(_) => (ExecutionState::Completed, None, Some(json!({ "step": step }))),
+            Op::Fail(_) => (ExecutionState::Failed, Some(format!("failed at step {step}")), None),
+            _ => (
+                ExecutionState::Cancelled,
+                Some(format!("cancelled at step {step}")),
+                None,
+            ),
+        };
+        if expected.is_ok() {
+            self.model_set_state(id, state, error.clone(), result.clone());
+        }
+        let actual = match op {
+            Op::Complete(_) => self.tracker.complete(id, result),
+            Op::Fail(_) => self.tracker.fail(id, error.unwrap_or_default()),
+            _ => self.tracker.cancel(id, error.unwrap_or_default()),
+        };
+        (expected, actual.map(|c| c.events))
+    }
+
+    /// `Op::EditState`.
+    fn edit_state(&mut self, index: usize, state: ExecutionState) -> (Prediction, Answer) {
+        let id = self.target(index);
+        let expected = self.present(id).and_then(|m| {
+            if m.state.is_terminal() && m.state != state {
+                Err(Refusal::StateIsFinal)
+            } else {
+                Ok(())
+            }
+        });
+        let changes = self.present(id).is_ok_and(|m| m.state != state);
+        if expected.is_ok() && changes {
+            let now = self.now;
+            let model = self.model(id);
+            // `record_edited`, then for an end its one terminal event.
+            model.seq += 1;
+            model.state = state;
+            if state.is_terminal() {
+                model.seq += 1;
+                model.completed = Some(now);
+                self.count_finished(state);
+                self.enforce_cap();
+            }
+        }
+        let actual = self.tracker.edit(id, |r| r.state = state).map(|c| c.events);
+        (expected, actual)
+    }
+
+    fn run(&mut self, op: &Op) {
+        self.step += 1;
+        let before_all = self.tracker.all();
+        let before_metrics = self.tracker.metrics();
+        let before_last_seq = self.tracker.last_seq();
+        let before_history = self.tracker.completed_history();
+
+        // The model's prediction, then the tracker's answer.
+        let (expected, actual): (Prediction, Answer) = self.apply(op, &before_all);
 
         let swept = self.swept;
         let drained = drain(&mut self.events);
@@ -634,7 +656,7 @@ impl Harness {
                         .and_then(|e| e.execution.as_ref())
                         .map(|s| s.execution_id);
                     if let Some(id) = id {
-                        self.accepted(events, &drained, id);
+                        Self::accepted(&events, &drained, id);
                     } else {
                         assert!(drained.is_empty(), "{op:?} emitted {drained:?}");
                     }
@@ -691,75 +713,8 @@ impl Harness {
         assert_eq!(self.tracker.last_seq(), self.last_global);
     }
 
-    fn check_invariants(&mut self) {
-        let records = self.tracker.all();
-        let by_id: HashMap<ExecutionId, &ExecutionRecord> = records.iter().map(|r| (r.execution_id, r)).collect();
-
-        // Records agree with the model.
-        let present: Vec<ExecutionId> = self.ids.iter().copied().filter(|id| self.models[id].present).collect();
-        assert_eq!(records.len(), present.len(), "records in memory");
-        for id in &self.ids {
-            let model = &self.models[id];
-            let Some(record) = by_id.get(id) else {
-                assert!(!model.present, "{id} vanished");
-                assert_eq!(self.tracker.get(*id), Err(TrackerError::NotFound { execution_id: *id }));
-                continue;
-            };
-            assert!(model.present, "{id} should be gone");
-            assert_eq!(record.state, model.state, "state of {id}");
-            assert_eq!(record.current_phase, model.phase, "phase of {id}");
-            assert_eq!(record.heartbeat_count, model.heartbeats, "heartbeats of {id}");
-            assert_eq!(record.phase_history.len(), model.transitions, "transitions of {id}");
-            assert_eq!(record.seq, model.seq, "seq of {id}");
-            assert_eq!(record.seq, self.last_seq[id], "the subscriber saw every event of {id}");
-            assert_eq!(record.timeout, model.timeout);
-            assert_eq!(record.user_id, USERS[model.user]);
-            assert_eq!(record.started_at, self.wall(model.created));
-            assert_eq!(
-                record.last_heartbeat,
-                self.wall(model.last_heartbeat),
-                "last heartbeat of {id}"
-            );
-            assert_eq!(
-                record.completed_at,
-                model.completed.map(|at| self.wall(at)),
-                "end of {id}"
-            );
-            assert_eq!(record.result, model.result, "result of {id}");
-            match (&record.error, &model.error) {
-                (Some(actual), Some(expected)) => assert!(actual.starts_with(expected.as_str()), "{actual}"),
-                (actual, expected) => assert_eq!(actual, expected, "error of {id}"),
-            }
-            assert_eq!(record.is_terminal(), self.terminal_event_seen.contains(id));
-
-            // Terminal is final.
-            if record.is_terminal() {
-                let frozen = Frozen::of(record);
-                let first = self.frozen.entry(*id).or_insert_with(|| frozen.clone());
-                assert_eq!(*first, frozen, "finished {id} changed");
-            }
-        }
-
-        // The active set is exactly the alive records, oldest first.
-        let alive: Vec<ExecutionId> = records
-            .iter()
-            .filter(|r| r.is_alive())
-            .map(|r| r.execution_id)
-            .collect();
-        let active: Vec<ExecutionId> = self.tracker.active().iter().map(|r| r.execution_id).collect();
-        assert_eq!(active, alive, "active set vs. alive records");
-        assert_eq!(self.tracker.active_count(), alive.len());
-
-        // The monitor's report: exactly those whose deadline has passed.
-        let overdue: Vec<ExecutionId> = alive
-            .iter()
-            .copied()
-            .filter(|id| self.models[id].deadline() < self.now)
-            .collect();
-        let reported: Vec<ExecutionId> = self.tracker.detect_dead().iter().map(|r| r.execution_id).collect();
-        assert_eq!(reported, overdue, "detect_dead at {:?}", self.now);
-
-        // Counters survive cleanup and purging, and add up.
+    /// The tracker's counters: as the model counted, adding up, `alive` of them active.
+    fn check_counters(&self, alive: u64) {
         let metrics = self.tracker.metrics();
         let Metrics {
             total_executions,
@@ -801,8 +756,76 @@ impl Harness {
                 + dead_executions
                 + cancelled_executions
         );
-        assert_eq!(active_executions, alive.len() as u64);
+        assert_eq!(active_executions, alive);
         assert_eq!(total_executions, self.ids.len() as u64);
+    }
+
+    fn check_invariants(&mut self) {
+        let records = self.tracker.all();
+        let by_id: HashMap<ExecutionId, &ExecutionRecord> = records.iter().map(|r| (r.execution_id, r)).collect();
+
+        // Records agree with the model.
+        let present: Vec<ExecutionId> = self.ids.iter().copied().filter(|id| self.models[id].present).collect();
+        assert_eq!(records.len(), present.len(), "records in memory");
+        for id in &self.ids {
+            let model = &self.models[id];
+            let Some(record) = by_id.get(id) else {
+                assert!(!model.present, "{id} vanished");
+                assert_eq!(self.tracker.get(*id), Err(TrackerError::NotFound { execution_id: *id }));
+                continue;
+            };
+            assert!(model.present, "{id} should be gone");
+            assert_eq!(record.state, model.state, "state of {id}");
+            assert_eq!(record.current_phase, model.phase, "phase of {id}");
+            assert_eq!(record.heartbeat_count, model.heartbeats, "heartbeats of {id}");
+            assert_eq!(record.phase_history.len(), model.transitions, "transitions of {id}");
+            assert_eq!(record.seq, model.seq, "seq of {id}");
+            assert_eq!(record.seq, self.last_seq[id], "the subscriber saw every event of {id}");
+            assert_eq!(record.timeout, model.timeout);
+            assert_eq!(record.user_id, USERS[model.user]);
+            assert_eq!(record.started_at, Self::wall(model.created));
+            assert_eq!(
+                record.last_heartbeat,
+                Self::wall(model.last_heartbeat),
+                "last heartbeat of {id}"
+            );
+            assert_eq!(record.completed_at, model.completed.map(Self::wall), "end of {id}");
+            assert_eq!(record.result, model.result, "result of {id}");
+            match (&record.error, &model.error) {
+                (Some(actual), Some(expected)) => assert!(actual.starts_with(expected.as_str()), "{actual}"),
+                (actual, expected) => assert_eq!(actual, expected, "error of {id}"),
+            }
+            assert_eq!(record.is_terminal(), self.terminal_event_seen.contains(id));
+
+            // Terminal is final.
+            if record.is_terminal() {
+                let frozen = Frozen::of(record);
+                let first = self.frozen.entry(*id).or_insert_with(|| frozen.clone());
+                assert_eq!(*first, frozen, "finished {id} changed");
+            }
+        }
+
+        // The active set is exactly the alive records, oldest first.
+        let alive: Vec<ExecutionId> = records
+            .iter()
+            .filter(|r| r.is_alive())
+            .map(|r| r.execution_id)
+            .collect();
+        let active: Vec<ExecutionId> = self.tracker.active().iter().map(|r| r.execution_id).collect();
+        assert_eq!(active, alive, "active set vs. alive records");
+        assert_eq!(self.tracker.active_count(), alive.len());
+
+        // The monitor's report: exactly those whose deadline has passed.
+        let overdue: Vec<ExecutionId> = alive
+            .iter()
+            .copied()
+            .filter(|id| self.models[id].deadline() < self.now)
+            .collect();
+        let reported: Vec<ExecutionId> = self.tracker.detect_dead().iter().map(|r| r.execution_id).collect();
+        assert_eq!(reported, overdue, "detect_dead at {:?}", self.now);
+
+        // Counters survive cleanup and purging, and add up.
+        self.check_counters(alive.len() as u64);
         assert_eq!(self.tracker.check_consistency(), Vec::<String>::new());
         assert_eq!(self.tracker.completed_history().len(), self.cleaned_up);
         let finished_in_memory = records.iter().filter(|r| r.is_terminal()).count();

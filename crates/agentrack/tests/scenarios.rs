@@ -2,6 +2,10 @@
 //! the Rust API's terms.
 
 #![allow(clippy::unwrap_used)]
+#![allow(
+    clippy::float_cmp,
+    reason = "figures come from a manual clock and exact counts, so they compare exactly: an epsilon would hide a change"
+)]
 
 mod common;
 
@@ -11,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentrack::{
-    AgentStateUpdate, BreakerChange, BreakerState, CallError, Clock, EventFilter, EventKind, ExecutionId,
+    AgentStateUpdate, BreakerChange, BreakerState, CallError, Clock, Event, EventFilter, EventKind, ExecutionId,
     ExecutionState, NewExecution, Phase, StateUpdate, TimeoutConfig, TokioClock, Tracker, TrackerConfig, TrackerError,
     Validation,
 };
@@ -386,70 +390,7 @@ async fn websocket_event_emission_during_phase_transitions() {
     let (tracker, clock) = manual(TrackerConfig::default());
     let recorder = Recorder::default();
     let id = tracker.create(new("ws-agent", "thread-ws", "user-ws")).unwrap().id();
-    type Step = (Phase, Option<serde_json::Map<String, serde_json::Value>>, Option<Note>);
-    let steps: Vec<Step> = vec![
-        (Phase::WebsocketSetup, None, None),
-        (Phase::ContextValidation, None, None),
-        (
-            Phase::Starting,
-            meta(json!({"request": "hi"})),
-            Some(Note::Started {
-                run_id: "thread-ws".into(),
-                agent: "ws-agent".into(),
-                context: json!({"request": "hi"}),
-            }),
-        ),
-        (
-            Phase::Thinking,
-            meta(json!({"reasoning": "plan"})),
-            Some(Note::Thinking {
-                run_id: "thread-ws".into(),
-                agent: "ws-agent".into(),
-                reasoning: "plan".into(),
-                step: 4,
-            }),
-        ),
-        (
-            Phase::ToolPreparation,
-            None,
-            Some(Note::Thinking {
-                run_id: "thread-ws".into(),
-                agent: "ws-agent".into(),
-                reasoning: "Agent is in phase tool_preparation".into(),
-                step: 5,
-            }),
-        ),
-        (
-            Phase::ToolExecution,
-            meta(json!({"tool_name": "search", "parameters": {"q": "rust"}})),
-            Some(Note::Tool {
-                run_id: "thread-ws".into(),
-                agent: "ws-agent".into(),
-                tool: "search".into(),
-                parameters: json!({"q": "rust"}),
-            }),
-        ),
-        (
-            Phase::LlmInteraction,
-            None,
-            Some(Note::Thinking {
-                run_id: "thread-ws".into(),
-                agent: "ws-agent".into(),
-                reasoning: "Agent is in phase llm_interaction".into(),
-                step: 7,
-            }),
-        ),
-        (
-            Phase::CircuitBreakerOpen,
-            meta(json!({"error": "provider down"})),
-            Some(Note::Error {
-                run_id: "thread-ws".into(),
-                agent: "ws-agent".into(),
-                error: "provider down".into(),
-                context: json!({"error": "provider down"}),
-            }),
-        ),
-    ];
+    let steps = notifying_steps();
     let mut expected_notes = Vec::new();
     for (phase, metadata, note) in steps {
         let transition = tracker.transition_notify(id, phase, metadata, &recorder).await.unwrap();
@@ -543,6 +484,77 @@ async fn websocket_event_emission_during_phase_transitions() {
     assert_eq!(record.current_phase, Phase::Starting);
     assert_eq!(record.phase_history.len(), 3);
     assert!(!record.phase_history[2].websocket_event_sent);
+}
+
+/// A phase, its metadata, and the notification entering it should send.
+type Step = (Phase, Option<serde_json::Map<String, serde_json::Value>>, Option<Note>);
+
+/// The phases `websocket_event_emission_during_phase_transitions` walks, each with what it
+/// should notify.
+fn notifying_steps() -> Vec<Step> {
+    vec![
+        (Phase::WebsocketSetup, None, None),
+        (Phase::ContextValidation, None, None),
+        (
+            Phase::Starting,
+            meta(json!({"request": "hi"})),
+            Some(Note::Started {
+                run_id: "thread-ws".into(),
+                agent: "ws-agent".into(),
+                context: json!({"request": "hi"}),
+            }),
+        ),
+        (
+            Phase::Thinking,
+            meta(json!({"reasoning": "plan"})),
+            Some(Note::Thinking {
+                run_id: "thread-ws".into(),
+                agent: "ws-agent".into(),
+                reasoning: "plan".into(),
+                step: 4,
+            }),
+        ),
+        (
+            Phase::ToolPreparation,
+            None,
+            Some(Note::Thinking {
+                run_id: "thread-ws".into(),
+                agent: "ws-agent".into(),
+                reasoning: "Agent is in phase tool_preparation".into(),
+                step: 5,
+            }),
+        ),
+        (
+            Phase::ToolExecution,
+            meta(json!({"tool_name": "search", "parameters": {"q": "rust"}})),
+            Some(Note::Tool {
+                run_id: "thread-ws".into(),
+                agent: "ws-agent".into(),
+                tool: "search".into(),
+                parameters: json!({"q": "rust"}),
+            }),
+        ),
+        (
+            Phase::LlmInteraction,
+            None,
+            Some(Note::Thinking {
+                run_id: "thread-ws".into(),
+                agent: "ws-agent".into(),
+                reasoning: "Agent is in phase llm_interaction".into(),
+                step: 7,
+            }),
+        ),
+        (
+            Phase::CircuitBreakerOpen,
+            meta(json!({"error": "provider down"})),
+            Some(Note::Error {
+                run_id: "thread-ws".into(),
+                agent: "ws-agent".into(),
+                error: "provider down".into(),
+                context: json!({"error": "provider down"}),
+            }),
+        ),
+    ]
 }
 
 #[test]
@@ -982,7 +994,7 @@ async fn execute_with_circuit_breaker_protection() {
         .unwrap_err();
     match error {
         CallError::Operation(error) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset),
-        other => panic!("expected the call's error, got {other:?}"),
+        other @ CallError::Tracker(_) => panic!("expected the call's error, got {other:?}"),
     }
     assert_eq!(tracker.breaker_status(id).unwrap().failure_count, 1);
 
@@ -1098,6 +1110,7 @@ fn heartbeat_monitoring_and_death_detection() {
 
 #[tokio::test(start_paused = true)]
 async fn background_monitoring_task_functionality() {
+    type Seen = Vec<(ExecutionId, ExecutionState, Option<String>)>;
     let tracker = Tracker::with_clock(
         TrackerConfig {
             heartbeat_timeout: secs(10),
@@ -1108,7 +1121,6 @@ async fn background_monitoring_task_functionality() {
         },
         Arc::new(TokioClock::new()),
     );
-    type Seen = Vec<(ExecutionId, ExecutionState, Option<String>)>;
     let seen: Arc<Mutex<Seen>> = Arc::default();
     // A failing callback is logged and does not stop the next one.
     tracker.on_dead(|_record| async { Err::<(), agentrack::NotifyError>("callback failure".into()) });
@@ -1341,6 +1353,11 @@ fn multi_user_execution_isolation_and_safety() {
     assert!(drain(&mut nobody).is_empty());
 
     // Many users at once: each one's reads hold exactly its own executions.
+    many_users_at_once_read_only_their_own();
+}
+
+/// Many users at once: each one's reads hold exactly its own executions.
+fn many_users_at_once_read_only_their_own() {
     let tracker = Tracker::new();
     std::thread::scope(|scope| {
         for user in 0..8 {
@@ -1469,6 +1486,11 @@ fn concurrent_execution_state_updates_safety() {
     );
 
     // Racing phase transitions under strict validation: one applies, the rest are refused.
+    racing_transitions_apply_once(&tracker);
+}
+
+/// Racing phase transitions under strict validation: one applies, the rest are refused.
+fn racing_transitions_apply_once(tracker: &Tracker) {
     let id = tracker.create(new("agent", "thread", "user")).unwrap().id();
     let ok = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8)
@@ -1516,7 +1538,7 @@ fn unified_id_manager_integration_for_execution_ids() {
     assert_eq!(id.as_uuid().get_version_num(), 7);
     // Time-ordered: the embedded timestamp is now.
     let (seconds, _) = id.as_uuid().get_timestamp().unwrap().to_unix();
-    let now = chrono::Utc::now().timestamp() as u64;
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap();
     assert!(now.abs_diff(seconds) <= 5, "{seconds} vs {now}");
     // JSON: a plain string.
     assert_eq!(serde_json::to_value(id).unwrap(), json!(text));
@@ -1734,7 +1756,17 @@ async fn golden_path_chat_functionality_support() {
     assert_eq!(sent, [false, false, true, true, true, true, true, true, true]);
 
     // (a) The browser, through the Notifier, in order with the right arguments.
-    let notes = browser.notes();
+    check_browser_notes(&browser.notes());
+
+    // (b) The user's event stream: every change, in order, numbered without gaps.
+    check_user_stream(&drain(&mut stream), id, other);
+    let metrics = tracker.metrics();
+    assert_eq!((metrics.successful_executions, metrics.active_executions), (1, 1));
+}
+
+/// What `golden_path_chat_functionality_support`'s browser was told, through the Notifier: in
+/// order, with the right arguments.
+fn check_browser_notes(notes: &[Note]) {
     let thinking = |reasoning: &str, step| Note::Thinking {
         run_id: "thread-42".into(),
         agent: "supervisor".into(),
@@ -1779,11 +1811,13 @@ async fn golden_path_chat_functionality_support() {
             "agent_completed"
         ]
     );
+}
 
-    // (b) The user's event stream: every change, in order, numbered without gaps.
-    let events = drain(&mut stream);
+/// The event stream of `golden_path_chat_functionality_support`'s user: every change of `id`, in
+/// order, numbered without gaps, and nothing of `other`.
+fn check_user_stream(events: &[Arc<Event>], id: ExecutionId, other: ExecutionId) {
     assert_eq!(
-        names(&events),
+        names(events),
         [
             "execution_created",
             "state_changed",
@@ -1829,8 +1863,6 @@ async fn golden_path_chat_functionality_support() {
         }
         other => panic!("expected execution_completed, got {other:?}"),
     }
-    let metrics = tracker.metrics();
-    assert_eq!((metrics.successful_executions, metrics.active_executions), (1, 1));
 }
 
 #[test]

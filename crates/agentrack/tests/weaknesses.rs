@@ -14,8 +14,9 @@ use std::task::{Context, Waker};
 use std::time::Duration;
 
 use agentrack::{
-    BreakerConfig, BreakerState, CallError, Clock, EventFilter, EventKind, ExecutionId, ExecutionState, Outcome, Phase,
-    RetryPolicy, StateUpdate, Sweep, TimeoutConfig, TokioClock, Tracker, TrackerConfig, TrackerError, Validation,
+    BreakerConfig, BreakerState, CallError, Clock, EventFilter, EventKind, EventStream, ExecutionId, ExecutionState,
+    ManualClock, Outcome, Phase, RetryPolicy, StateUpdate, Sweep, TimeoutConfig, TokioClock, Tracker, TrackerConfig,
+    TrackerError, Validation,
 };
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -555,7 +556,13 @@ async fn retries_use_backoff_and_stop_at_max_retries() {
     let result = tracker
         .execute_with_retry(id, "llm", || {
             let n = runs.fetch_add(1, Ordering::SeqCst);
-            async move { if n < 2 { Err("503") } else { Ok(n as u32) } }
+            async move {
+                if n < 2 {
+                    Err("503")
+                } else {
+                    Ok(u32::try_from(n).unwrap())
+                }
+            }
         })
         .await;
     assert_eq!(result.unwrap(), 2);
@@ -1027,12 +1034,19 @@ fn exactly_one_terminal_event_per_execution() {
     }
 
     // Racing the monitor: each overdue execution ends exactly once, by whoever comes first.
+    race_the_monitor(&tracker, &clock, &mut events);
+    let metrics = tracker.metrics();
+    assert_eq!(metrics.successful_executions + metrics.timeout_executions, 1 + 1 + 200);
+}
+
+/// Racing the monitor: each of 200 overdue executions ends exactly once, by whoever comes first.
+fn race_the_monitor(tracker: &Tracker, clock: &ManualClock, events: &mut EventStream) {
     let overdue: Vec<ExecutionId> = (0..200)
         .map(|_| tracker.create(new("agent", "race", "u").timeout(secs(5))).unwrap().id())
         .collect();
     clock.advance(secs(6));
     std::thread::scope(|scope| {
-        let completer = scope.spawn(|| {
+        let finisher = scope.spawn(|| {
             overdue
                 .iter()
                 .rev()
@@ -1040,10 +1054,10 @@ fn exactly_one_terminal_event_per_execution() {
                 .count()
         });
         let sweeper = scope.spawn(|| tracker.sweep().timed_out.len());
-        let won = completer.join().unwrap() + sweeper.join().unwrap();
+        let won = finisher.join().unwrap() + sweeper.join().unwrap();
         assert_eq!(won, 200);
     });
-    let all = drain(&mut events);
+    let all = drain(events);
     let mut terminal_events: HashMap<ExecutionId, usize> = HashMap::new();
     for event in all.iter().filter(|e| e.kind.finished().is_some()) {
         *terminal_events
@@ -1052,8 +1066,6 @@ fn exactly_one_terminal_event_per_execution() {
     }
     assert_eq!(terminal_events.len(), 200);
     assert!(terminal_events.values().all(|n| *n == 1));
-    let metrics = tracker.metrics();
-    assert_eq!(metrics.successful_executions + metrics.timeout_executions, 1 + 1 + 200);
 }
 
 #[tokio::test]

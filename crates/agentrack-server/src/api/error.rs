@@ -43,12 +43,14 @@ impl ApiError {
     }
 
     /// Adds a detail field to the body.
+    #[must_use]
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.details.insert(key.to_owned(), value.into());
         self
     }
 
     /// Adds a response header.
+    #[must_use]
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
         self
@@ -100,6 +102,10 @@ impl ApiError {
 
     /// 400: the query string does not decode into the route's parameters (a parameter given
     /// twice, say).
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "a `map_err` adapter: it takes the error the way `map_err` hands it over"
+    )]
     pub fn unreadable_query(rejection: QueryRejection) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
@@ -188,12 +194,20 @@ impl ApiError {
     }
 
     /// 503: the store cannot answer.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "a `map_err` adapter: it takes the error the way `map_err` hands it over"
+    )]
     pub fn store(error: StoreError) -> Self {
         tracing::error!(%error, "store error");
         Self::unavailable(format!("the store is unavailable: {error}"))
     }
 
     /// 503: a write was applied but could not be confirmed durable.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "a `map_err` adapter: it takes the error the way `map_err` hands it over"
+    )]
     pub fn commit(error: CommitError) -> Self {
         tracing::error!(%error, "write not confirmed");
         Self::unavailable(format!("the change could not be confirmed durable: {error}"))

@@ -30,6 +30,14 @@ const ID_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 422, 503];
 
 /// The routes of this resource.
 pub fn routes() -> Vec<Route> {
+    [record_routes(), change_routes(), breaker_routes()]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Creating, listing and reading executions.
+fn record_routes() -> Vec<Route> {
     vec![
         Route {
             doc: RouteDoc {
@@ -76,6 +84,12 @@ pub fn routes() -> Vec<Route> {
             },
             handler: get(read),
         },
+    ]
+}
+
+/// Moving an execution along: start, heartbeats, state and phase.
+fn change_routes() -> Vec<Route> {
+    vec![
         Route {
             doc: RouteDoc {
                 method: "POST",
@@ -151,6 +165,12 @@ pub fn routes() -> Vec<Route> {
             },
             handler: post(transition),
         },
+    ]
+}
+
+/// The execution's own circuit breaker.
+fn breaker_routes() -> Vec<Route> {
+    vec![
         Route {
             doc: RouteDoc {
                 method: "GET",
@@ -192,14 +212,12 @@ fn parse_id(text: &str) -> Result<ExecutionId, ApiError> {
 /// records that finished and left memory, from the store; and whether it is in memory.
 async fn locate(state: &AppState, scope: &Scope, text: &str) -> Result<(ExecutionRecord, bool), ApiError> {
     let id = parse_id(text)?;
-    match state.shards.get(id) {
-        Some(record) => Ok((scope.visible(record)?, true)),
-        None => {
-            let stored = state.store.get(id).await.map_err(ApiError::store)?;
-            let record = stored.ok_or_else(|| ApiError::not_found(id))?;
-            Ok((scope.visible(record)?, false))
-        }
+    if let Some(record) = state.shards.get(id) {
+        return Ok((scope.visible(record)?, true));
     }
+    let stored = state.store.get(id).await.map_err(ApiError::store)?;
+    let record = stored.ok_or_else(|| ApiError::not_found(id))?;
+    Ok((scope.visible(record)?, false))
 }
 
 /// The shard serving execution `id` here (the forwarding layer sends requests about the others
@@ -354,30 +372,29 @@ async fn breaker(
         .shards
         .local(record.execution_id)
         .and_then(|shard| shard.tracker.breaker_status(record.execution_id).ok());
-    let status = match in_memory {
-        Some(status) => status,
+    let status = if let Some(status) = in_memory {
+        status
+    } else {
         // Finished and out of memory: what the stored record says about its breaker, with the
         // settings it ran under.
-        None => {
-            let config = agentrack::BreakerConfig::from(
-                record
-                    .timeout_config
-                    .as_deref()
-                    .unwrap_or(&state.shards.config().timeout_config),
-            );
-            BreakerStatus {
-                name: format!("execution:{}", record.execution_id),
-                state: record.circuit_breaker_state,
-                failure_count: record.circuit_breaker_failures,
-                failure_threshold: config.failure_threshold,
-                // Trials are not stored; a finished execution makes none.
-                success_count: 0,
-                last_failure_time: record.last_failure_time,
-                next_attempt_time: record.next_attempt_time,
-                is_open: record.circuit_breaker_state == agentrack::BreakerState::Open,
-                can_retry: false,
-                recovery_timeout: config.recovery_timeout.as_secs_f64(),
-            }
+        let config = agentrack::BreakerConfig::from(
+            record
+                .timeout_config
+                .as_deref()
+                .unwrap_or(&state.shards.config().timeout_config),
+        );
+        BreakerStatus {
+            name: format!("execution:{}", record.execution_id),
+            state: record.circuit_breaker_state,
+            failure_count: record.circuit_breaker_failures,
+            failure_threshold: config.failure_threshold,
+            // Trials are not stored; a finished execution makes none.
+            success_count: 0,
+            last_failure_time: record.last_failure_time,
+            next_attempt_time: record.next_attempt_time,
+            is_open: record.circuit_breaker_state == agentrack::BreakerState::Open,
+            can_retry: false,
+            recovery_timeout: config.recovery_timeout.as_secs_f64(),
         }
     };
     Ok(Json(status))
@@ -528,7 +545,6 @@ async fn list(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -135,6 +135,11 @@ async fn beat_all(state: &AppState, scope: &Scope, ids: &[String]) -> Result<Bat
 }
 
 /// `POST /v1/executions/{id}/heartbeat`.
+///
+/// # Errors
+///
+/// 400 for a body with fields, 404 for a malformed, unknown or foreign id, 409 for a finished
+/// one, 503 when the store does not confirm a state change.
 pub async fn single(
     State(state): State<AppState>,
     scope: Scope,
@@ -150,6 +155,11 @@ pub async fn single(
 }
 
 /// `POST /v1/heartbeats` with `{"execution_ids": [...]}`.
+///
+/// # Errors
+///
+/// Only what fails the whole batch: 400 for a body that is not a list of at most [`MAX_BATCH`]
+/// ids, 503 when the store does not confirm.
 pub async fn batch(State(state): State<AppState>, scope: Scope, body: JsonBody) -> Result<Json<BatchReport>, ApiError> {
     let fields = Fields::new(body, &["execution_ids"])?;
     let ids = fields.string_list("execution_ids", MAX_BATCH)?;

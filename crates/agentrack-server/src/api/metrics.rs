@@ -8,6 +8,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::overview::share;
 use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
 use crate::auth::Scope;
@@ -67,13 +68,7 @@ async fn scoped(State(state): State<AppState>, scope: Scope) -> Result<Json<Valu
         }
         None => state.metrics.phase_samples(tenant),
     };
-    let rate = |n: u64| {
-        if counts.total == 0 {
-            0.0
-        } else {
-            n as f64 / counts.total as f64
-        }
-    };
+    let rate = |n: u64| share(n, counts.total);
     Ok(Json(json!({
         "total_executions": counts.total,
         "active_executions": counts.active,

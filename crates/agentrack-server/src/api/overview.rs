@@ -114,7 +114,7 @@ impl Incidents {
         // The window ends at the end of the current minute, so the last bucket is "now".
         let end = now.duration_trunc(minute).unwrap_or(now) + minute;
         Self {
-            start: end - Span::minutes(INCIDENT_MINUTES as i64),
+            start: end - Span::minutes(i64::try_from(INCIDENT_MINUTES).unwrap_or(i64::MAX)),
             dead: [0; INCIDENT_MINUTES],
             timeout: [0; INCIDENT_MINUTES],
         }
@@ -213,7 +213,12 @@ impl Summary {
     }
 }
 
-fn share(part: u64, whole: u64) -> f64 {
+/// `part / whole`, or 0 when there is no whole.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "a share of two counts is a float; counts past 2^53 only lose their lowest digits"
+)]
+pub(super) fn share(part: u64, whole: u64) -> f64 {
     if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
 }
 
@@ -229,30 +234,29 @@ async fn overview(State(state): State<AppState>, scope: Scope) -> Result<Json<Va
 
     let heartbeat_timeout = state.shards.config().heartbeat_timeout;
     let mut summary = Summary::new(now, heartbeat_timeout);
-    let samples = match user {
+    let samples = if let Some(user) = user {
         // A viewer's own executions are few: copied, for their phase samples too.
-        Some(user) => {
-            let records: Vec<ExecutionRecord> = state
-                .shards
-                .trackers()
-                .iter()
-                .flat_map(|tracker| tracker.by_user(user))
-                .filter(|record| scope.sees(record))
-                .collect();
-            records.iter().for_each(|record| summary.add(record));
-            samples_of(&records)
+        let records: Vec<ExecutionRecord> = state
+            .shards
+            .trackers()
+            .iter()
+            .flat_map(|tracker| tracker.by_user(user))
+            .filter(|record| scope.sees(record))
+            .collect();
+        for record in &records {
+            summary.add(record);
         }
+        samples_of(&records)
+    } else {
         // Everything in memory (up to the finished cap): visited in place, never copied.
-        None => {
-            for tracker in state.shards.trackers() {
-                tracker.visit(|record| {
-                    if scope.sees(record) {
-                        summary.add(record);
-                    }
-                });
-            }
-            state.metrics.phase_samples(tenant)
+        for tracker in state.shards.trackers() {
+            tracker.visit(|record| {
+                if scope.sees(record) {
+                    summary.add(record);
+                }
+            });
         }
+        state.metrics.phase_samples(tenant)
     };
     let stuck = summary.stuck();
     let Summary {
@@ -294,7 +298,6 @@ async fn overview(State(state): State<AppState>, scope: Scope) -> Result<Json<Va
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -29,7 +29,9 @@ pub fn exact(properties: Value) -> Value {
 /// An object with exactly these properties, of which those in `required` are always present.
 fn partial<S: AsRef<str>>(required: &[S], properties: Value) -> Value {
     let required: Vec<&str> = required.iter().map(AsRef::as_ref).collect();
-    json!({"type": "object", "required": required, "properties": properties, "additionalProperties": false})
+    let mut schema = json!({"type": "object", "required": required, "additionalProperties": false});
+    schema["properties"] = properties;
+    schema
 }
 
 /// The properties of a `json!` object literal.
@@ -42,7 +44,8 @@ fn fields(properties: Value) -> Map<String, Value> {
 
 /// `schema`, or `null`.
 fn nullable(schema: Value) -> Value {
-    json!({"anyOf": [schema, {"type": "null"}]})
+    let alternatives = Value::Array(vec![schema, json!({"type": "null"})]);
+    Value::Object(Map::from_iter([("anyOf".to_owned(), alternatives)]))
 }
 
 fn string() -> Value {
@@ -81,6 +84,14 @@ pub fn components() -> Map<String, Value> {
     let mut add = |name: &str, schema: Value| {
         schemas.insert(name.to_owned(), schema);
     };
+    execution_schemas(&mut add);
+    service_schemas(&mut add);
+    stream_schemas(&mut add);
+    schemas
+}
+
+/// Executions, their changes and heartbeats.
+fn execution_schemas(add: &mut impl FnMut(&str, Value)) {
     add("Error", error());
     add(
         "ExecutionState",
@@ -129,6 +140,10 @@ pub fn components() -> Map<String, Value> {
             "maxItems": super::heartbeats::MAX_BATCH, "items": string()}})),
     );
     add("HeartbeatBatchReport", exact(Value::Object(batch_report())));
+}
+
+/// Breakers, permits, tokens, metrics and health.
+fn service_schemas(add: &mut impl FnMut(&str, Value)) {
     add("BreakerStatus", exact(Value::Object(breaker_status())));
     let mut named = breaker_status();
     named.insert(
@@ -188,6 +203,11 @@ pub fn components() -> Map<String, Value> {
             "shards_served": integer(),
         })),
     );
+    add("OpenApi", object());
+}
+
+/// Events and the messages of the event stream.
+fn stream_schemas(add: &mut impl FnMut(&str, Value)) {
     for (kind, schema) in event_schemas() {
         add(&event_schema_name(kind), schema);
     }
@@ -208,8 +228,6 @@ pub fn components() -> Map<String, Value> {
             original `type` and `global_seq`. Clients may send \
             {\"type\": \"heartbeat\", \"execution_ids\": [...]} (admin and agent tokens)."}),
     );
-    add("OpenApi", object());
-    schemas
 }
 
 fn error() -> Value {

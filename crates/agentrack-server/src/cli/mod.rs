@@ -41,6 +41,10 @@ enum Command {
 }
 
 /// Options of `serve`. Flags override the environment, which overrides the config file.
+#[allow(
+    clippy::doc_markdown,
+    reason = "these doc comments are the `--help` text, not rustdoc"
+)]
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// Data directory: the admin token, and the store unless --store names another [default:
@@ -156,6 +160,10 @@ enum TokenCommand {
     Create(TokenCreateArgs),
 }
 
+#[allow(
+    clippy::doc_markdown,
+    reason = "these doc comments are the `--help` text, not rustdoc"
+)]
 #[derive(Debug, Args)]
 struct TokenCreateArgs {
     /// admin, agent or viewer.

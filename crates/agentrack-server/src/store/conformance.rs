@@ -52,7 +52,7 @@ fn config(url: String) -> StoreConfig {
     }
 }
 
-async fn sqlite(dir: &tempfile::TempDir) -> StoreConfig {
+fn sqlite(dir: &tempfile::TempDir) -> StoreConfig {
     config(format!(
         "sqlite://{}",
         dir.path().join("nested").join("agentrack.db").display()
@@ -99,28 +99,9 @@ async fn on_writer<T: Send + 'static>(
     result
 }
 
-async fn writes_reads_purges_and_reloads(config: StoreConfig) {
-    let store = open(&config, std::path::Path::new(".")).await.unwrap();
-    let mut writer = Some(store.writer().await.unwrap());
-
-    let tracker = Tracker::new();
-    let a = tracker
-        .create(NewExecution::new("a", "t1", "alice").tenant("x"))
-        .unwrap();
-    let b = tracker.create(NewExecution::new("b", "t2", "bob").tenant("y")).unwrap();
-    let (a_id, b_id) = (a.execution_id, b.execution_id);
-    let moved = tracker.transition(a_id, Phase::WebsocketSetup, None).unwrap();
-    let done = tracker.complete(b_id, None).unwrap();
-    let batch = batch_of(&tracker, &[a, b, moved, done], 10_000);
-    on_writer(&mut writer, move |w| w.commit(std::slice::from_ref(&batch)))
-        .await
-        .unwrap();
-    // A batch retried after an unknown outcome writes nothing twice.
-    let again = batch_of(&tracker, &[], 10_000);
-    on_writer(&mut writer, move |w| w.commit(std::slice::from_ref(&again)))
-        .await
-        .unwrap();
-
+/// Reads of `a` (moved to `websocket_setup`, tenant x) and `b` (completed, newer, tenant y):
+/// by id, filtered, a page at a time, and `a`'s events.
+async fn reads_filter_and_page(store: &dyn Store, a_id: ExecutionId, b_id: ExecutionId) {
     let record = store.get(a_id).await.unwrap().unwrap();
     assert_eq!(record.current_phase, Phase::WebsocketSetup);
     let page = store
@@ -177,6 +158,31 @@ async fn writes_reads_purges_and_reloads(config: StoreConfig) {
         .map(|e| serde_json::from_str::<serde_json::Value>(&e.json).unwrap()["type"].to_string())
         .collect();
     assert_eq!(kinds, ["\"execution_created\"", "\"phase_changed\""]);
+}
+
+async fn writes_reads_purges_and_reloads(config: StoreConfig) {
+    let store = open(&config, std::path::Path::new(".")).await.unwrap();
+    let mut writer = Some(store.writer().await.unwrap());
+
+    let tracker = Tracker::new();
+    let a = tracker
+        .create(NewExecution::new("a", "t1", "alice").tenant("x"))
+        .unwrap();
+    let b = tracker.create(NewExecution::new("b", "t2", "bob").tenant("y")).unwrap();
+    let (a_id, b_id) = (a.execution_id, b.execution_id);
+    let moved = tracker.transition(a_id, Phase::WebsocketSetup, None).unwrap();
+    let done = tracker.complete(b_id, None).unwrap();
+    let batch = batch_of(&tracker, &[a, b, moved, done], 10_000);
+    on_writer(&mut writer, move |w| w.commit(std::slice::from_ref(&batch)))
+        .await
+        .unwrap();
+    // A batch retried after an unknown outcome writes nothing twice.
+    let again = batch_of(&tracker, &[], 10_000);
+    on_writer(&mut writer, move |w| w.commit(std::slice::from_ref(&again)))
+        .await
+        .unwrap();
+
+    reads_filter_and_page(store.as_ref(), a_id, b_id).await;
 
     let grant = TokenGrant::new(Role::Viewer, "x".into(), Some("alice".into()), None).unwrap();
     let stored = grant.clone();
@@ -264,7 +270,7 @@ async fn writes_reads_purges_and_reloads(config: StoreConfig) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_writes_reads_purges_and_reloads() {
     let dir = tempfile::tempdir().unwrap();
-    writes_reads_purges_and_reloads(sqlite(&dir).await).await;
+    writes_reads_purges_and_reloads(sqlite(&dir)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,5 +40,4 @@ pub use query::{EventQuery, ListQuery, LogRange, Page, StoredEvent};
 pub use shard::{ShardId, shard_of, shard_of_name};
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod conformance;

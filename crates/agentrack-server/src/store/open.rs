@@ -73,7 +73,6 @@ pub async fn open(config: &StoreConfig, data: &Path) -> Result<Arc<dyn Store>, S
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

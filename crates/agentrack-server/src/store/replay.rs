@@ -94,7 +94,6 @@ pub(crate) fn apply(record: &mut ExecutionRecord, event: &Event) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use agentrack::{AgentStateUpdate, NewExecution, Phase, Tracker};
     use serde_json::json;

@@ -1,7 +1,7 @@
 //! Shared fixture: the real `agentrack` binary on a random loopback port with a temp data dir,
 //! plus small HTTP and WebSocket helpers.
 
-#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -392,13 +392,12 @@ impl Ws {
         loop {
             match tokio::time::timeout(wait, self.socket.next()).await {
                 Err(_) => return Frame::Timeout,
-                Ok(None) => return Frame::Closed(None),
-                Ok(Some(Err(_))) => return Frame::Closed(None),
+                Ok(None | Some(Err(_))) => return Frame::Closed(None),
                 Ok(Some(Ok(Message::Text(text)))) => return Frame::Event(serde_json::from_str(&text).unwrap()),
                 Ok(Some(Ok(Message::Close(frame)))) => {
                     return Frame::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string())));
                 }
-                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Ok(_))) => {}
             }
         }
     }

@@ -1,8 +1,9 @@
 //! Helpers shared by the integration tests: clocks, metadata, the golden path, protected calls
 //! and tripped breakers, event draining and a recording notifier.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::future::{Ready, ready};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -26,13 +27,20 @@ pub(crate) fn ms(n: u64) -> Duration {
 }
 
 /// A JSON object literal as transition metadata.
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "transition metadata is an Option: this is its literal"
+)]
 pub(crate) fn meta(value: Value) -> Option<Map<String, Value>> {
     Some(obj(value))
 }
 
 /// A JSON object literal as a map.
 pub(crate) fn obj(value: Value) -> Map<String, Value> {
-    value.as_object().cloned().expect("a JSON object")
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not a JSON object: {other}"),
+    }
 }
 
 /// The golden path's phases after `created`, in order.
@@ -54,13 +62,13 @@ pub(crate) fn new(agent: &str, thread: &str, user: &str) -> NewExecution {
 }
 
 /// A protected call that fails, like an overloaded provider.
-pub(crate) async fn fail_call() -> Result<u32, &'static str> {
-    Err("503")
+pub(crate) fn fail_call() -> Ready<Result<u32, &'static str>> {
+    ready(Err("503"))
 }
 
 /// A protected call that succeeds with `value`.
-pub(crate) async fn ok_call(value: u32) -> Result<u32, &'static str> {
-    Ok(value)
+pub(crate) fn ok_call(value: u32) -> Ready<Result<u32, &'static str>> {
+    ready(Ok(value))
 }
 
 /// A new execution whose own breaker three failed protected calls opened (the default

@@ -58,6 +58,7 @@ pub(super) struct Agents {
 }
 
 /// How agents behave.
+#[derive(Clone, Copy)]
 pub(super) struct Behaviour {
     /// Users the executions are spread over (`load-user-0` ...).
     pub(super) users: usize,
@@ -182,10 +183,10 @@ impl Agents {
         let started = Instant::now();
         let outcome = match request.send().await {
             Ok(response) => {
-                let status = response.status();
+                let http_status = response.status();
                 match response.bytes().await {
-                    Ok(bytes) if status.is_success() => Ok(bytes),
-                    Ok(_) => Err(format!("http_{}", status.as_u16())),
+                    Ok(bytes) if http_status.is_success() => Ok(bytes),
+                    Ok(_) => Err(format!("http_{}", http_status.as_u16())),
                     Err(error) => Err(error_kind(&error).to_owned()),
                 }
             }
@@ -442,7 +443,6 @@ fn error_kind(error: &reqwest::Error) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

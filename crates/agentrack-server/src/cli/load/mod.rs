@@ -178,29 +178,28 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         });
     }
     let open_files_limit = raise_open_files_limit(&args);
-    let target = match &args.url {
-        Some(url) => Target {
+    let target = if let Some(url) = &args.url {
+        Target {
             url: url.trim_end_matches('/').to_owned(),
             token: args
                 .token
                 .clone()
                 .context("--url needs --token (or AGENTRACK_TOKEN): an admin token of that server")?,
             local: None,
-        },
-        None => {
-            if !args.json {
-                eprintln!("starting a local server…");
-            }
-            let mut server_args = args.server_args.clone();
-            if let Some(store) = &args.store {
-                server_args.extend(["--store".to_owned(), store.clone()]);
-            }
-            let server = LocalServer::start(&server_args).await?;
-            Target {
-                url: server.url.clone(),
-                token: server.admin_token.clone(),
-                local: Some(server),
-            }
+        }
+    } else {
+        if !args.json {
+            eprintln!("starting a local server…");
+        }
+        let mut server_args = args.server_args.clone();
+        if let Some(store) = &args.store {
+            server_args.extend(["--store".to_owned(), store.clone()]);
+        }
+        let server = LocalServer::start(&server_args).await?;
+        Target {
+            url: server.url.clone(),
+            token: server.admin_token.clone(),
+            local: Some(server),
         }
     };
     let mut target = target;
@@ -273,6 +272,10 @@ fn validate(args: &LoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "a figure in the report: counts past 2^53 only lose their lowest digits"
+)]
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }

@@ -119,6 +119,10 @@ pub(super) struct Percentiles {
 }
 
 impl Percentiles {
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "a figure in the report: counts past 2^53 only lose their lowest digits"
+    )]
     fn of(histogram: &Histogram<u64>) -> Option<Self> {
         if histogram.is_empty() {
             return None;
@@ -245,6 +249,10 @@ pub(super) struct SetupReport {
 }
 
 /// `count` over `seconds`, 0 for an empty window.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "a figure in the report: counts past 2^53 only lose their lowest digits"
+)]
 pub(super) fn rate(count: u64, seconds: f64) -> f64 {
     if seconds > 0.0 { count as f64 / seconds } else { 0.0 }
 }

@@ -67,12 +67,9 @@ impl LocalServer {
         let stdout = child.stdout.take().context("no pipe to the local server")?;
         let mut lines = BufReader::new(stdout).lines();
         let first = tokio::time::timeout(START_TIMEOUT, lines.next_line()).await;
-        let line = match first {
-            Ok(Ok(Some(line))) => line,
-            _ => {
-                let _ = child.kill().await;
-                bail!("the local server did not start; its log:\n{}", tail(&log_path, 40));
-            }
+        let Ok(Ok(Some(line))) = first else {
+            let _ = child.kill().await;
+            bail!("the local server did not start; its log:\n{}", tail(&log_path, 40));
         };
         // Keep draining so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });

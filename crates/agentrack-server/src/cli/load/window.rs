@@ -9,6 +9,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::LoadArgs;
+use super::report::rate;
 use super::stats::{Live, Stats};
 
 /// A progress bar on stderr, or a hidden one.
@@ -82,8 +83,8 @@ pub(super) async fn window(
                 bar.set_position(position.min(length));
                 bar.set_message(format!(
                     "{:.0} req/s  {:.0} events/s  {} errors  {} subscribers",
-                    requests as f64 / seconds,
-                    events as f64 / seconds,
+                    rate(requests, seconds),
+                    rate(events, seconds),
                     Live::read(&live.errors),
                     Live::read(&live.subscribers),
                 ));

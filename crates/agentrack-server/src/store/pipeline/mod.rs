@@ -380,5 +380,4 @@ impl Pipeline {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests;

@@ -8,7 +8,7 @@ use tokio::sync::mpsc as channel;
 use super::*;
 use crate::store::{Batch, RowUpdate};
 
-/// One committed batch: (global_seq, type) of its events, (id, seq) of its rows.
+/// One committed batch: (`global_seq`, type) of its events, (id, seq) of its rows.
 type Written = (Vec<(u64, &'static str)>, Vec<(ExecutionId, u64)>);
 
 /// A writer that remembers what it was given and fails while told to.

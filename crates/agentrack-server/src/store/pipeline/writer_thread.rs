@@ -370,11 +370,11 @@ impl WriterThread {
             let Some(events) = by_shard.remove(&pass.shard) else {
                 continue;
             };
-            let Some(state) = self.shards.get_mut(&pass.shard) else {
+            let Some(shard) = self.shards.get_mut(&pass.shard) else {
                 continue;
             };
             let mut newly = Sorted::default();
-            sort(state, pass.shard, &events, &mut newly, &self.health.stats);
+            sort(shard, pass.shard, &events, &mut newly, &self.health.stats);
             let sorted = &mut pass.sorted;
             let stale: HashSet<ExecutionId> = newly
                 .touched
@@ -383,7 +383,7 @@ impl WriterThread {
                     !sorted.snapshots.contains_key(id) || events.iter().any(|e| is_ahead(e, *id, &sorted.snapshots))
                 })
                 .collect();
-            sorted.snapshots.extend(snapshots(&state.tracker, &stale));
+            sorted.snapshots.extend(snapshots(&shard.tracker, &stale));
             sorted.touched.extend(stale);
             sorted.published.append(&mut newly.published);
             sorted.written.append(&mut newly.written);
@@ -517,19 +517,19 @@ impl WriterThread {
 /// Serialises events. Heartbeats wait (only the latest is written); every other event is
 /// written now, and so is its execution's row unless the event can be replayed onto it
 /// ([`row_can_wait`]), in which case the row waits for the flush.
-fn sort(state: &mut Shard, shard: ShardId, events: &[Arc<Event>], sorted: &mut Sorted, stats: &PipelineStats) {
+fn sort(pipe: &mut Shard, shard: ShardId, events: &[Arc<Event>], sorted: &mut Sorted, counters: &PipelineStats) {
     for event in events {
         let serialized = Arc::new(SerializedEvent::of_shard(shard, Arc::clone(event)));
         sorted.published.push(Arc::clone(&serialized));
         let id = event.execution.as_ref().map(|scope| scope.execution_id);
         match (&event.kind, id) {
             (EventKind::Heartbeat { .. }, Some(id)) => {
-                stats.heartbeats.fetch_add(1, Ordering::Relaxed);
-                state.deferred.hold_heartbeat(id, serialized);
+                counters.heartbeats.fetch_add(1, Ordering::Relaxed);
+                pipe.deferred.hold_heartbeat(id, serialized);
             }
             (kind, Some(id)) if row_can_wait(kind) => {
                 sorted.written.push(serialized);
-                state.deferred.hold_row(id);
+                pipe.deferred.hold_row(id);
             }
             (_, id) => {
                 sorted.written.push(serialized);

@@ -105,19 +105,17 @@ pub(super) async fn migrate(client: &mut Client, shards: u16) -> Result<u16, Sto
         .await
         .map_err(db_error)?
         .get(0);
-    let supported = MIGRATIONS.len() as i64;
+    let supported = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     if current > supported {
         return Err(StoreError::SchemaTooNew {
             found: current,
             supported,
         });
     }
-    for (index, sql) in MIGRATIONS
-        .iter()
-        .enumerate()
+    for (version, sql) in (1_i64..)
+        .zip(MIGRATIONS.iter())
         .skip(usize::try_from(current).unwrap_or(0))
     {
-        let version = index as i64 + 1;
         tx.batch_execute(sql).await.map_err(db_error)?;
         tx.execute("DELETE FROM schema_version", &[]).await.map_err(db_error)?;
         tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&version])

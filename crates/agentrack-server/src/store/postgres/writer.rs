@@ -176,7 +176,7 @@ impl Connection {
             for update in &batch.rows {
                 match update {
                     RowUpdate::Snapshot(record) => {
-                        rows.push((batch.shard, Cow::Borrowed(&**record), batch.replay_from))
+                        rows.push((batch.shard, Cow::Borrowed(&**record), batch.replay_from));
                     }
                     RowUpdate::Finish { execution_id, event } => {
                         finishing.push((batch.shard, execution_id.to_string(), event));
