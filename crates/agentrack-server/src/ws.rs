@@ -241,8 +241,27 @@ impl Stream {
     }
 }
 
+/// Steps 1 and 2 of the module documentation, taken before the handshake is answered: once a
+/// client sees the upgrade go through, every event published after it reaches the stream.
+pub struct Subscribed {
+    live: crate::hub::Receiver,
+    horizon: Positions,
+}
+
+/// Subscribes `subscription` to the fan-out and reads the horizon.
+pub fn subscribe(state: &AppState, subscription: &Subscription) -> Subscribed {
+    let filter = subscription
+        .scope
+        .event_filter(subscription.thread_id.clone(), subscription.execution_id);
+    let live = state.hub.subscribe(filter.tenant.as_deref(), filter.user_id.as_deref());
+    Subscribed {
+        live,
+        horizon: state.hub.positions(),
+    }
+}
+
 /// Runs one subscriber's stream until either side ends it.
-pub async fn serve(socket: WebSocket, state: AppState, subscription: Subscription) {
+pub async fn serve(socket: WebSocket, state: AppState, subscription: Subscription, subscribed: Subscribed) {
     state.metrics.websockets.fetch_add(1, Ordering::Relaxed);
     let buffer = state.settings.subscriber_queue.max(1);
     let (sink, incoming) = socket.split();
@@ -260,7 +279,7 @@ pub async fn serve(socket: WebSocket, state: AppState, subscription: Subscriptio
         positions,
         shards,
     };
-    run(stream, incoming, &state, subscription).await;
+    run(stream, incoming, &state, subscription, subscribed).await;
     let _ = writer.await;
     state.metrics.websockets.fetch_sub(1, Ordering::Relaxed);
 }
@@ -300,12 +319,11 @@ async fn run(
     incoming: futures_util::stream::SplitStream<WebSocket>,
     state: &AppState,
     subscription: Subscription,
+    Subscribed { live, horizon }: Subscribed,
 ) {
     let filter: EventFilter = subscription
         .scope
         .event_filter(subscription.thread_id.clone(), subscription.execution_id);
-    let live = state.hub.subscribe(filter.tenant.as_deref(), filter.user_id.as_deref());
-    let horizon = state.hub.positions();
     if replay(&mut stream, state, &subscription, &horizon).await.is_break() {
         return;
     }

@@ -93,10 +93,11 @@ async fn subscribe(
     // ids fit in a message), so reads need no more than a small buffer. tungstenite's default
     // read buffer is 128 KiB per connection, allocated up front: 1.5 GiB at 10,000 subscribers
     // (see BENCHMARKS.md).
+    let subscribed = crate::ws::subscribe(&state, &subscription);
     Ok(upgrade
         .max_message_size(64 * 1024)
         .read_buffer_size(4 * 1024)
-        .on_upgrade(move |socket| crate::ws::serve(socket, state, subscription)))
+        .on_upgrade(move |socket| crate::ws::serve(socket, state, subscription, subscribed)))
 }
 
 /// What the parameters subscribe to.
