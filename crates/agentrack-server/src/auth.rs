@@ -190,9 +190,21 @@ impl TokenCache {
 
 /// What the caller may see and do: the grant of the request's token, resolved once per request
 /// by the route's access guard.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Scope {
     grant: Arc<TokenGrant>,
+    /// The token as presented, to act for the caller on the node that owns a shard (a batch of
+    /// heartbeats spanning nodes); `None` for in-process callers.
+    token: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Scope {
+    // The token stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope")
+            .field("grant", &self.grant)
+            .finish_non_exhaustive()
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<Result<String, ApiError>> {
@@ -268,12 +280,23 @@ impl Scope {
             .resolve(state.store.as_ref(), &token)
             .await?
             .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
-        Ok(Self { grant })
+        Ok(Self {
+            grant,
+            token: Some(token.into()),
+        })
     }
 
     /// A scope for a grant (for tests and in-process callers).
     pub fn new(grant: TokenGrant) -> Self {
-        Self { grant: Arc::new(grant) }
+        Self {
+            grant: Arc::new(grant),
+            token: None,
+        }
+    }
+
+    /// The token the caller presented, if it came over the network.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     /// The caller's grant.

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -21,6 +22,8 @@ use super::error::ApiError;
 use super::executions::changeable;
 use crate::app::AppState;
 use crate::auth::Scope;
+use crate::cluster::Route;
+use crate::cluster::forward::FORWARDED_BY;
 use crate::store::ShardId;
 
 /// Who may send heartbeats: the level of both heartbeat routes and of the event stream's
@@ -101,37 +104,97 @@ async fn beat(state: &AppState, scope: &Scope, text: &str) -> Result<(HeartbeatA
 /// Only what fails the whole batch: 403 for a viewer, or 503 when the store does not confirm.
 pub async fn beat_many(state: &AppState, scope: &Scope, ids: &[String]) -> Result<BatchReport, ApiError> {
     SEND_HEARTBEATS.check(scope)?;
-    beat_all(state, scope, ids).await
+    beat_all(state, scope, ids, false).await
 }
 
-/// Heartbeats for many executions, on behalf of `scope`, which meets [`SEND_HEARTBEATS`]. Waits
-/// once for the state changes among them to be durable.
-async fn beat_all(state: &AppState, scope: &Scope, ids: &[String]) -> Result<BatchReport, ApiError> {
-    let mut report = BatchReport {
-        results: Vec::with_capacity(ids.len()),
-        ..BatchReport::default()
-    };
+/// Heartbeats for many executions, on behalf of `scope`, which meets [`SEND_HEARTBEATS`]. Ids on
+/// shards another node owns go to that node in one request per node (unless this batch was
+/// itself forwarded: then they are refused as moving, so a batch never travels in circles).
+/// Waits once per shard for the state changes among them to be durable.
+async fn beat_all(state: &AppState, scope: &Scope, ids: &[String], forwarded: bool) -> Result<BatchReport, ApiError> {
+    let mut results: Vec<Value> = vec![Value::Null; ids.len()];
+    let mut elsewhere: HashMap<String, Vec<usize>> = HashMap::new();
     let mut wait_for: HashMap<ShardId, u64> = HashMap::new();
-    for text in ids {
-        match beat(state, scope, text).await {
+    for (index, text) in ids.iter().enumerate() {
+        if let Some(url) = owner_elsewhere(state, scope, text, forwarded) {
+            elsewhere.entry(url).or_default().push(index);
+            continue;
+        }
+        results[index] = match beat(state, scope, text).await {
             Ok((ack, state_change)) => {
                 if let Some((shard, seq)) = state_change {
                     let latest = wait_for.entry(shard).or_default();
                     *latest = (*latest).max(seq);
                 }
-                report.accepted += 1;
-                report.results.push(serde_json::json!({ "ok": ack }));
+                serde_json::json!({ "ok": ack })
             }
-            Err(error) => {
-                report.rejected += 1;
-                report.results.push(error.body());
-            }
+            Err(error) => error.body(),
+        };
+    }
+    let answers = futures_util::future::join_all(
+        elsewhere
+            .into_iter()
+            .map(|(url, indexes)| beat_elsewhere(state, scope, url, ids, indexes)),
+    )
+    .await;
+    for (indexes, answered) in answers {
+        for (index, result) in indexes.into_iter().zip(answered) {
+            results[index] = result;
         }
     }
     for (shard, seq) in wait_for {
         state.durable_up_to(shard, seq).await?;
     }
-    Ok(report)
+    let accepted = results.iter().filter(|result| result.get("ok").is_some()).count();
+    Ok(BatchReport {
+        accepted,
+        rejected: results.len() - accepted,
+        results,
+    })
+}
+
+/// The URL of the node that owns `text`'s shard, when it is another node and the batch may go
+/// there.
+fn owner_elsewhere(state: &AppState, scope: &Scope, text: &str, forwarded: bool) -> Option<String> {
+    if forwarded || state.cluster.is_none() || scope.token().is_none() {
+        return None;
+    }
+    match state.shards.route(text.parse().ok()?) {
+        Route::Remote(url) => Some(url),
+        Route::Local(_) | Route::Unavailable => None,
+    }
+}
+
+/// The heartbeats of `indexes` (into `ids`) sent to the node at `url`: one result per index, as
+/// that node answered, or its failure for each.
+async fn beat_elsewhere(
+    state: &AppState,
+    scope: &Scope,
+    url: String,
+    ids: &[String],
+    indexes: Vec<usize>,
+) -> (Vec<usize>, Vec<Value>) {
+    let (Some(cluster), Some(token)) = (state.cluster.as_ref(), scope.token()) else {
+        return (indexes, Vec::new());
+    };
+    let batch: Vec<&str> = indexes.iter().map(|&index| ids[index].as_str()).collect();
+    let body = serde_json::json!({ "execution_ids": batch });
+    let answer = cluster
+        .forwarder
+        .post_json(&url, &cluster.member.node_id, "/v1/heartbeats", token, &body)
+        .await;
+    let failed = |error: Value| vec![error; indexes.len()];
+    let results = match answer {
+        Ok((status, mut answer)) if status.is_success() => match answer.get_mut("results").map(Value::take) {
+            Some(Value::Array(results)) if results.len() == indexes.len() => results,
+            _ => failed(ApiError::owner_unreachable(&url).body()),
+        },
+        // The whole batch failed there (a store outage, a revoked token): as it said, per id.
+        Ok((_, answer)) if answer.get("error").is_some() => failed(answer),
+        Ok(_) => failed(ApiError::owner_unreachable(&url).body()),
+        Err(error) => failed(error.body()),
+    };
+    (indexes, results)
 }
 
 /// `POST /v1/executions/{id}/heartbeat`.
@@ -160,8 +223,14 @@ pub async fn single(
 ///
 /// Only what fails the whole batch: 400 for a body that is not a list of at most [`MAX_BATCH`]
 /// ids, 503 when the store does not confirm.
-pub async fn batch(State(state): State<AppState>, scope: Scope, body: JsonBody) -> Result<Json<BatchReport>, ApiError> {
+pub async fn batch(
+    State(state): State<AppState>,
+    scope: Scope,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Json<BatchReport>, ApiError> {
     let fields = Fields::new(body, &["execution_ids"])?;
     let ids = fields.string_list("execution_ids", MAX_BATCH)?;
-    Ok(Json(beat_all(&state, &scope, &ids).await?))
+    let forwarded = headers.contains_key(FORWARDED_BY);
+    Ok(Json(beat_all(&state, &scope, &ids, forwarded).await?))
 }

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod body;
 pub mod breakers;
+pub mod cluster;
 pub mod error;
 pub mod events;
 pub mod executions;
@@ -100,6 +101,7 @@ pub fn routes() -> Vec<Route> {
     all.extend(events::routes());
     all.extend(metrics::routes());
     all.extend(overview::routes());
+    all.extend(cluster::routes());
     all.extend(health::routes());
     all.extend(openapi::routes());
     all

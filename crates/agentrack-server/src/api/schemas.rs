@@ -191,6 +191,7 @@ fn service_schemas(add: &mut impl FnMut(&str, Value)) {
     );
     add("Metrics", metrics());
     add("Overview", super::overview::schema());
+    add("ClusterStatus", super::cluster::schema());
     add("Health", exact(json!({"status": {"const": "ok"}})));
     add(
         "Readiness",

@@ -106,6 +106,48 @@ impl Forwarder {
             Err(_) => Err(ApiError::owner_unreachable(base)),
         }
     }
+
+    /// Posts `body` to `path` on the node at `base` for the caller holding `token`, and returns
+    /// the owner's status and JSON answer (for requests this node splits by owner, such as a
+    /// batch of heartbeats).
+    ///
+    /// # Errors
+    ///
+    /// 503 `shard_unavailable` when the owner cannot be reached or does not answer JSON.
+    pub async fn post_json(
+        &self,
+        base: &str,
+        node_id: &str,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> Result<(axum::http::StatusCode, serde_json::Value), ApiError> {
+        let unreachable = || ApiError::owner_unreachable(base);
+        let mut request = axum::http::Request::post(format!("{base}{path}"))
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .header(FORWARDED_BY, HeaderValue::from_str(node_id).map_err(|_| unreachable())?);
+        if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
+            request = request.header(axum::http::header::AUTHORIZATION, value);
+        }
+        let request = request
+            .body(Body::from(body.to_string()))
+            .map_err(|error| ApiError::internal(format!("cannot forward to {base}{path}: {error}")))?;
+        let response = tokio::time::timeout(TIMEOUT, self.client.request(request))
+            .await
+            .map_err(|_| unreachable())?
+            .map_err(|error| {
+                tracing::warn!(%error, owner = %base, "forwarding failed");
+                unreachable()
+            })?;
+        let status = response.status();
+        let bytes = http_body_util::Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|_| unreachable())?
+            .to_bytes();
+        let answer = serde_json::from_slice(&bytes).map_err(|_| unreachable())?;
+        Ok((status, answer))
+    }
 }
 
 /// The middleware of keyed routes: answers here when this node serves the shard, forwards to the

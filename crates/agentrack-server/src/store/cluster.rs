@@ -46,7 +46,9 @@ pub struct ShardMove {
     pub from_node: Option<String>,
     /// The node that took it.
     pub to_node: Option<String>,
-    /// Why: `expired` (its owner stopped renewing), `released` (handed over), `free`.
+    /// Why: `free` (taken while nobody held it, e.g. after a hand-over), `released` (handed
+    /// over), `expired` (its owner stopped renewing), `restarted` (its owner took it back after a
+    /// restart, before the lease ran out).
     pub reason: String,
 }
 

@@ -145,7 +145,11 @@ impl ClusterStore for PgStore {
                 .await
                 .map_err(db_error)?
                 .get(0);
-            let reason = if owner.is_some() { "expired" } else { "free" };
+            let reason = match &owner {
+                None => "free",
+                Some(owner) if owner == &node_id && !expired => "restarted",
+                Some(_) => "expired",
+            };
             tx.execute(
                 &format!(
                     "INSERT INTO shard_moves (at_ms, shard_id, from_node, to_node, reason)
