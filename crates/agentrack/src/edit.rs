@@ -32,7 +32,7 @@ use crate::id::ExecutionId;
 use crate::record::ExecutionRecord;
 use crate::slot::Slot;
 use crate::state::ExecutionState;
-use crate::tracker::{Change, Tracker};
+use crate::tracker::{Change, Tracker, Want};
 
 /// Whether an edit must leave a finished execution's state alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,11 +212,11 @@ impl Tracker {
             // the completion time the edit gave, if it gave one.
             slot.record.state = was;
             let completed_at = slot.record.completed_at.filter(|_| edited_completion);
-            let event = self.finish(slot, is, time.wall, time.mono);
+            let event = self.finish(slot, is, time.wall, time.mono, Want::Events);
             if let Some(completed_at) = completed_at {
                 self.set_completed_at(slot, completed_at, time.at(completed_at));
             }
-            return Some(event);
+            return event;
         }
         if was.is_terminal() && is.is_alive() {
             // Only `legacy_edit` gets here: `check_edit` refuses it otherwise.

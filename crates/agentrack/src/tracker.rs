@@ -52,6 +52,15 @@ impl Change {
     }
 }
 
+/// Whether a call's caller wants the events of its change back, or only their effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// Build every event and return it in the [`Change`].
+    Events,
+    /// Build events only for a sink or subscribers; the [`Change`] may come back without them.
+    IfObserved,
+}
+
 /// Optional error and result for [`Tracker::set_state`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StateUpdate {
@@ -205,6 +214,24 @@ impl Tracker {
         self.inner.bus.emit(Some(scope), now, kind)
     }
 
+    /// Emits the event `kind` builds, or with [`Want::IfObserved`] and nobody to receive it
+    /// (no sink, no subscriber) only numbers it: the sequence numbers move on exactly as if it
+    /// had been built, so a later subscriber or store sees the same numbering.
+    pub(crate) fn emit_when(
+        &self,
+        slot: &mut Slot,
+        now: DateTime<Utc>,
+        want: Want,
+        kind: impl FnOnce(&Slot) -> EventKind,
+    ) -> Option<Arc<Event>> {
+        if want == Want::IfObserved && !self.inner.bus.observed() && self.inner.bus.skip() {
+            slot.record.seq += 1;
+            return None;
+        }
+        let kind = kind(slot);
+        Some(self.emit(slot, now, kind))
+    }
+
     /// Creates an execution in state `Pending` (or `initial_state`) and phase `Created`.
     ///
     /// # Errors
@@ -235,6 +262,10 @@ impl Tracker {
     /// # Ok::<(), agentrack::TrackerError>(())
     /// ```
     pub fn create_as(&self, id: ExecutionId, new: NewExecution) -> Result<Change, TrackerError> {
+        self.create_with(id, new, Want::Events)
+    }
+
+    pub(crate) fn create_with(&self, id: ExecutionId, new: NewExecution, want: Want) -> Result<Change, TrackerError> {
         if self.inner.records.contains_key(&id) {
             return Err(TrackerError::InvalidInput {
                 field: "execution_id",
@@ -247,10 +278,10 @@ impl Tracker {
         let breaker = BreakerCore::new(self.breaker_config(new.timeout_config.as_ref()));
         let (record, owner) = new.into_record(id, state, timeout, now);
         let slot = Slot::created(record, owner, breaker, mono, &self.inner.config);
-        let event = self.publish(slot, now);
+        let events = self.publish(slot, now, want).into_iter().collect();
         Ok(Change {
             execution_id: id,
-            events: vec![event],
+            events,
         })
     }
 
@@ -265,7 +296,7 @@ impl Tracker {
 
     /// Makes a new execution's slot visible — indexes, active set, counters, deadline — and
     /// emits its creation event.
-    fn publish(&self, slot: Slot, now: DateTime<Utc>) -> Arc<Event> {
+    fn publish(&self, slot: Slot, now: DateTime<Utc>, want: Want) -> Option<Arc<Event>> {
         let id = slot.record.execution_id;
         let owner = Arc::clone(&slot.owner);
         let due = slot.armed_at;
@@ -283,11 +314,10 @@ impl Tracker {
         if let Some(due) = due {
             self.inner.deadlines.arm(id, due);
         }
-        let kind = EventKind::ExecutionCreated {
-            timeout_seconds: guard.record.timeout.as_secs_f64(),
-            metadata: guard.record.metadata.clone(),
-        };
-        self.emit(&mut guard, now, kind)
+        self.emit_when(&mut guard, now, want, |slot| EventKind::ExecutionCreated {
+            timeout_seconds: slot.record.timeout.as_secs_f64(),
+            metadata: slot.record.metadata.clone(),
+        })
     }
 
     /// Moves a `Pending` execution to `Starting`.
@@ -296,6 +326,10 @@ impl Tracker {
     ///
     /// `NotFound`, `Terminal`, or `InvalidLifecycle` from any state but `Pending`.
     pub fn start(&self, id: ExecutionId) -> Result<Change, TrackerError> {
+        self.start_with(id, Want::Events)
+    }
+
+    pub(crate) fn start_with(&self, id: ExecutionId, want: Want) -> Result<Change, TrackerError> {
         let slot = self.slot(id)?;
         let mut slot = slot.lock();
         let from = ensure_alive(&slot)?;
@@ -311,17 +345,13 @@ impl Tracker {
         let mono = self.mono();
         slot.record.state = ExecutionState::Starting;
         touch(&mut slot, now, mono);
-        let event = self.emit(
-            &mut slot,
-            now,
-            EventKind::StateChanged {
-                from,
-                to: ExecutionState::Starting,
-            },
-        );
+        let event = self.emit_when(&mut slot, now, want, |_| EventKind::StateChanged {
+            from,
+            to: ExecutionState::Starting,
+        });
         Ok(Change {
             execution_id: id,
-            events: vec![event],
+            events: event.into_iter().collect(),
         })
     }
 
@@ -331,6 +361,10 @@ impl Tracker {
     ///
     /// `NotFound` or `Terminal`.
     pub fn heartbeat(&self, id: ExecutionId) -> Result<Change, TrackerError> {
+        self.heartbeat_with(id, Want::Events)
+    }
+
+    pub(crate) fn heartbeat_with(&self, id: ExecutionId, want: Want) -> Result<Change, TrackerError> {
         let slot = self.slot(id)?;
         let mut slot = slot.lock();
         let from = ensure_alive(&slot)?;
@@ -338,20 +372,17 @@ impl Tracker {
         let mono = self.mono();
         touch(&mut slot, now, mono);
         slot.record.heartbeat_count += 1;
-        let mut events = Vec::with_capacity(2);
+        let mut events = Vec::new();
         if from == ExecutionState::Starting {
             slot.record.state = ExecutionState::Running;
-            events.push(self.emit(
-                &mut slot,
-                now,
-                EventKind::StateChanged {
-                    from,
-                    to: ExecutionState::Running,
-                },
-            ));
+            events.extend(self.emit_when(&mut slot, now, want, |_| EventKind::StateChanged {
+                from,
+                to: ExecutionState::Running,
+            }));
         }
-        let heartbeat_count = slot.record.heartbeat_count;
-        events.push(self.emit(&mut slot, now, EventKind::Heartbeat { heartbeat_count }));
+        events.extend(self.emit_when(&mut slot, now, want, |slot| EventKind::Heartbeat {
+            heartbeat_count: slot.record.heartbeat_count,
+        }));
         Ok(Change {
             execution_id: id,
             events,
@@ -372,6 +403,16 @@ impl Tracker {
         id: ExecutionId,
         state: ExecutionState,
         update: StateUpdate,
+    ) -> Result<Change, TrackerError> {
+        self.set_state_with(id, state, update, Want::Events)
+    }
+
+    pub(crate) fn set_state_with(
+        &self,
+        id: ExecutionId,
+        state: ExecutionState,
+        update: StateUpdate,
+        want: Want,
     ) -> Result<Change, TrackerError> {
         let change = {
             let slot = self.slot(id)?;
@@ -395,14 +436,14 @@ impl Tracker {
                 slot.record.result = Some(result);
             }
             let event = if state.is_terminal() {
-                self.finish(&mut slot, state, now, mono)
+                self.finish(&mut slot, state, now, mono, want)
             } else {
                 slot.record.state = state;
-                self.emit(&mut slot, now, EventKind::StateChanged { from, to: state })
+                self.emit_when(&mut slot, now, want, |_| EventKind::StateChanged { from, to: state })
             };
             Change {
                 execution_id: id,
-                events: vec![event],
+                events: event.into_iter().collect(),
             }
         };
         self.enforce_finished_cap();
@@ -457,7 +498,8 @@ impl Tracker {
         state: ExecutionState,
         now: DateTime<Utc>,
         mono: Duration,
-    ) -> Arc<Event> {
+        want: Want,
+    ) -> Option<Arc<Event>> {
         let from = slot.record.state;
         let id = slot.record.execution_id;
         slot.record.state = state;
@@ -472,22 +514,23 @@ impl Tracker {
         self.inner.counters.finished(state);
         self.inner.finished_count.fetch_add(1, Ordering::Relaxed);
         self.inner.finished.arm(id, mono);
-        let finished = Finished {
-            from,
-            state,
-            error: slot.record.error.clone(),
-            result: slot.record.result.clone(),
-            last_heartbeat: slot.record.last_heartbeat,
-            duration_ms: millis(now - slot.record.started_at),
-        };
-        let kind = match state {
-            ExecutionState::Completed => EventKind::ExecutionCompleted(finished),
-            ExecutionState::Timeout => EventKind::TimedOut(finished),
-            ExecutionState::Dead => EventKind::Dead(finished),
-            ExecutionState::Cancelled => EventKind::ExecutionCancelled(finished),
-            _ => EventKind::ExecutionFailed(finished),
-        };
-        self.emit(slot, now, kind)
+        self.emit_when(slot, now, want, |slot| {
+            let finished = Finished {
+                from,
+                state,
+                error: slot.record.error.clone(),
+                result: slot.record.result.clone(),
+                last_heartbeat: slot.record.last_heartbeat,
+                duration_ms: millis(now - slot.record.started_at),
+            };
+            match state {
+                ExecutionState::Completed => EventKind::ExecutionCompleted(finished),
+                ExecutionState::Timeout => EventKind::TimedOut(finished),
+                ExecutionState::Dead => EventKind::Dead(finished),
+                ExecutionState::Cancelled => EventKind::ExecutionCancelled(finished),
+                _ => EventKind::ExecutionFailed(finished),
+            }
+        })
     }
 
     /// A snapshot of one execution.
