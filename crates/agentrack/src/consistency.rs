@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
+use crate::event::Owner;
 use crate::id::ExecutionId;
 use crate::record::ExecutionRecord;
 use crate::tracker::Tracker;
@@ -68,6 +69,28 @@ impl Tracker {
             problems.push(format!(
                 "finished counter {} for {finished} finished records",
                 self.inner.finished_count.load(Ordering::Relaxed)
+            ));
+        }
+        let mut owners: HashMap<Owner, usize> = HashMap::new();
+        for record in &records {
+            let owner = Owner {
+                tenant: record.tenant.clone(),
+                user_id: record.user_id.clone(),
+                thread_id: record.thread_id.clone(),
+                agent_name: record.agent_name.clone(),
+            };
+            *owners.entry(owner).or_default() += 1;
+        }
+        let interned = self.inner.owners.counts();
+        if interned.len() != owners.len()
+            || interned
+                .iter()
+                .any(|(owner, count)| owners.get(owner.as_ref()) != Some(count))
+        {
+            problems.push(format!(
+                "{} interned owners for the {} distinct owners of the records",
+                interned.len(),
+                owners.len()
             ));
         }
         let sum = metrics.active_executions

@@ -254,7 +254,8 @@ impl Tracker {
         self.inner.by_thread.remove(&old.thread_id, id);
         self.inner.by_user.remove(&old.user_id, id);
         let record = &slot.record;
-        let owner = Arc::new(Owner {
+        self.inner.owners.release(&old);
+        let owner = self.inner.owners.acquire(Owner {
             tenant: record.tenant.clone(),
             user_id: record.user_id.clone(),
             thread_id: record.thread_id.clone(),

@@ -97,6 +97,7 @@ mod metrics;
 mod monitor;
 mod new_execution;
 mod notifier;
+mod owners;
 mod parse;
 mod phase;
 mod protect;

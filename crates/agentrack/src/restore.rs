@@ -59,7 +59,7 @@ impl Tracker {
             mono,
             now,
         );
-        let owner = Arc::new(Owner {
+        let owner = self.inner.owners.acquire(Owner {
             tenant: record.tenant.clone(),
             user_id: record.user_id.clone(),
             thread_id: record.thread_id.clone(),

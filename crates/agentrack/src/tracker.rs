@@ -25,6 +25,7 @@ use crate::index::Index;
 use crate::metrics::{Counters, Metrics};
 use crate::new_execution::NewExecution;
 use crate::notifier::NotifyError;
+use crate::owners::Owners;
 use crate::phase::{Phase, Validation};
 use crate::record::{ExecutionRecord, Transition, millis};
 use crate::slot::Slot;
@@ -91,6 +92,7 @@ pub(crate) struct Inner {
     pub(crate) by_agent: Index,
     pub(crate) by_thread: Index,
     pub(crate) by_user: Index,
+    pub(crate) owners: Owners,
     pub(crate) active: DashMap<ExecutionId, ()>,
     pub(crate) deadlines: DeadlineQueue,
     /// Finished records by completion time, for purging by age or over the cap.
@@ -166,6 +168,7 @@ impl Tracker {
                 by_agent: Index::default(),
                 by_thread: Index::default(),
                 by_user: Index::default(),
+                owners: Owners::default(),
                 active: DashMap::new(),
                 deadlines: DeadlineQueue::new(),
                 finished: DeadlineQueue::new(),
@@ -276,7 +279,7 @@ impl Tracker {
         let now = self.inner.clock.now();
         let mono = self.mono();
         let breaker = BreakerCore::new(self.breaker_config(new.timeout_config.as_ref()));
-        let (record, owner) = new.into_record(id, state, timeout, now);
+        let (record, owner) = new.into_record(id, state, timeout, now, &self.inner.owners);
         let slot = Slot::created(record, owner, breaker, mono, &self.inner.config);
         let events = self.publish(slot, now, want).into_iter().collect();
         Ok(Change {
