@@ -20,7 +20,7 @@ use crate::config::{TimeoutConfig, TrackerConfig};
 use crate::deadlines::DeadlineQueue;
 use crate::error::TrackerError;
 use crate::event::{Event, EventFilter, EventKind, EventStream, Finished, Owner};
-use crate::id::ExecutionId;
+use crate::id::{ExecutionId, IdHash};
 use crate::index::Index;
 use crate::metrics::{Counters, Metrics};
 use crate::new_execution::NewExecution;
@@ -88,12 +88,12 @@ pub(crate) struct Inner {
     /// The breaker settings of executions without their own, shared rather than copied.
     pub(crate) default_breaker: Arc<BreakerConfig>,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) records: DashMap<ExecutionId, Arc<Mutex<Slot>>>,
+    pub(crate) records: DashMap<ExecutionId, Arc<Mutex<Slot>>, IdHash>,
     pub(crate) by_agent: Index,
     pub(crate) by_thread: Index,
     pub(crate) by_user: Index,
     pub(crate) owners: Owners,
-    pub(crate) active: DashMap<ExecutionId, ()>,
+    pub(crate) active: DashMap<ExecutionId, (), IdHash>,
     pub(crate) deadlines: DeadlineQueue,
     /// Finished records by completion time, for purging by age or over the cap.
     pub(crate) finished: DeadlineQueue,
@@ -164,12 +164,12 @@ impl Tracker {
                 default_breaker: Arc::new(BreakerConfig::from(&config.timeout_config)),
                 config,
                 clock,
-                records: DashMap::new(),
+                records: DashMap::default(),
                 by_agent: Index::default(),
                 by_thread: Index::default(),
                 by_user: Index::default(),
                 owners: Owners::default(),
-                active: DashMap::new(),
+                active: DashMap::default(),
                 deadlines: DeadlineQueue::new(),
                 finished: DeadlineQueue::new(),
                 finished_count: AtomicUsize::new(0),
