@@ -1,4 +1,4 @@
-//! A self-check of the indexes, active set and counters against the records.
+//! A self-check of the indexes, interned owners and counters against the records.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -9,7 +9,7 @@ use crate::record::ExecutionRecord;
 use crate::tracker::Tracker;
 
 impl Tracker {
-    /// Checks the indexes, active set and counters against the records; returns what is wrong.
+    /// Checks the indexes, interned owners and counters against the records; returns what is wrong.
     /// For tests and debugging: it walks everything.
     pub fn check_consistency(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -49,13 +49,6 @@ impl Tracker {
             .filter(|r| r.is_alive())
             .map(|r| r.execution_id)
             .collect();
-        if alive.len() != self.inner.active.len() || alive.iter().any(|id| !self.inner.active.contains_key(id)) {
-            problems.push(format!(
-                "active set has {} ids for {} alive records",
-                self.inner.active.len(),
-                alive.len()
-            ));
-        }
         let metrics = self.metrics();
         if metrics.active_executions != alive.len() as u64 {
             problems.push(format!(

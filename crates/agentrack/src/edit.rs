@@ -167,7 +167,10 @@ impl Tracker {
             slot.execution_due = time.at(after.started_at) + after.timeout;
         }
         if after.timeout_config != before.timeout_config {
-            slot.breaker.config = self.breaker_config(after.timeout_config.as_deref());
+            let config = self.breaker_config(after.timeout_config.as_deref());
+            if let Some(calls) = slot.calls.as_deref_mut() {
+                calls.breaker.config = config;
+            }
         }
         if after.last_heartbeat != before.last_heartbeat {
             slot.heartbeat_mono = time.at(after.last_heartbeat);
@@ -192,7 +195,7 @@ impl Tracker {
         );
         if breaker != was {
             let (state, failures, last, next) = breaker;
-            slot.breaker.force(state, failures, last, next, time.mono, time.wall);
+            self.calls(slot).breaker.force(state, failures, last, next, time.mono, time.wall);
         }
     }
 
@@ -242,7 +245,6 @@ impl Tracker {
         slot.completed_mono = None;
         // The old token was cancelled when the execution ended; a new one is made on request.
         slot.cancel = None;
-        self.inner.active.insert(slot.record.execution_id, ());
         self.inner.finished_count.fetch_sub(1, Ordering::Relaxed);
     }
 

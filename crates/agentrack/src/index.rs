@@ -32,10 +32,18 @@ impl Index {
     }
 
     pub(crate) fn remove(&self, key: &str, id: ExecutionId) {
-        if let Some(mut ids) = self.map.get_mut(key) {
-            ids.remove(&id);
+        let emptied = match self.map.get_mut(key) {
+            Some(mut ids) => {
+                ids.remove(&id);
+                ids.is_empty()
+            }
+            None => false,
+        };
+        // Looked up again only for the last id of a key; rechecked under the lock, since a
+        // create may have added one in between.
+        if emptied {
+            self.map.remove_if(key, |_, ids| ids.is_empty());
         }
-        self.map.remove_if(key, |_, ids| ids.is_empty());
     }
 
     /// The ids under `key`, in creation order.

@@ -28,7 +28,7 @@ use crate::notifier::NotifyError;
 use crate::owners::Owners;
 use crate::phase::{Phase, Validation};
 use crate::record::{ExecutionRecord, Transition, millis};
-use crate::slot::Slot;
+use crate::slot::{Calls, Slot};
 use crate::state::ExecutionState;
 
 /// What a mutating call changed: the execution and the events that describe the change, in
@@ -93,7 +93,6 @@ pub(crate) struct Inner {
     pub(crate) by_thread: Index,
     pub(crate) by_user: Index,
     pub(crate) owners: Owners,
-    pub(crate) active: DashMap<ExecutionId, (), IdHash>,
     pub(crate) deadlines: DeadlineQueue,
     /// Finished records by completion time, for purging by age or over the cap.
     pub(crate) finished: DeadlineQueue,
@@ -169,7 +168,6 @@ impl Tracker {
                 by_thread: Index::default(),
                 by_user: Index::default(),
                 owners: Owners::default(),
-                active: DashMap::default(),
                 deadlines: DeadlineQueue::new(),
                 finished: DeadlineQueue::new(),
                 finished_count: AtomicUsize::new(0),
@@ -278,9 +276,8 @@ impl Tracker {
         let (state, timeout) = new.checked(self.inner.config.execution_timeout)?;
         let now = self.inner.clock.now();
         let mono = self.mono();
-        let breaker = BreakerCore::new(self.breaker_config(new.timeout_config.as_ref()));
         let (record, owner) = new.into_record(id, state, timeout, now, &self.inner.owners);
-        let slot = Slot::created(record, owner, breaker, mono, &self.inner.config);
+        let slot = Slot::created(record, owner, mono, &self.inner.config);
         let events = self.publish(slot, now, want).into_iter().collect();
         Ok(Change {
             execution_id: id,
@@ -297,7 +294,27 @@ impl Tracker {
         }
     }
 
-    /// Makes a new execution's slot visible — indexes, active set, counters, deadline — and
+    /// The slot's protected calls, made with a closed breaker under the settings its record
+    /// names if it has none yet.
+    pub(crate) fn calls<'s>(&self, slot: &'s mut Slot) -> &'s mut Calls {
+        let Slot { calls, record, .. } = slot;
+        calls.get_or_insert_with(|| {
+            Box::new(Calls::new(BreakerCore::new(
+                self.breaker_config(record.timeout_config.as_deref()),
+            )))
+        })
+    }
+
+    /// The slot's breaker status (a closed breaker's, if no call made one yet).
+    pub(crate) fn breaker_status_of(&self, slot: &Slot, mono: Duration) -> crate::breaker::BreakerStatus {
+        let name = breaker_name(slot.record.execution_id);
+        match &slot.calls {
+            Some(calls) => calls.breaker.status(name, mono),
+            None => BreakerCore::new(self.breaker_config(slot.record.timeout_config.as_deref())).status(name, mono),
+        }
+    }
+
+    /// Makes a new execution's slot visible — indexes, counters, deadline — and
     /// emits its creation event.
     fn publish(&self, slot: Slot, now: DateTime<Utc>, want: Want) -> Option<Arc<Event>> {
         let id = slot.record.execution_id;
@@ -309,7 +326,6 @@ impl Tracker {
         self.inner.by_agent.insert(&owner.agent_name, id);
         self.inner.by_thread.insert(&owner.thread_id, id);
         self.inner.by_user.insert(&owner.user_id, id);
-        self.inner.active.insert(id, ());
         self.inner.counters.created();
         // Hold the record's lock while publishing it, so its creation event is its first.
         let mut guard = slot.lock();
@@ -513,7 +529,6 @@ impl Tracker {
         if let Some(token) = &slot.cancel {
             token.cancel();
         }
-        self.inner.active.remove(&id);
         self.inner.counters.finished(state);
         self.inner.finished_count.fetch_add(1, Ordering::Relaxed);
         self.inner.finished.arm(id, mono);
@@ -590,18 +605,33 @@ impl Tracker {
 
     /// Alive executions, oldest first.
     pub fn active(&self) -> Vec<ExecutionRecord> {
-        let mut ids: Vec<ExecutionId> = self.inner.active.iter().map(|entry| *entry.key()).collect();
-        ids.sort_unstable();
-        // An execution may finish between reading the set and reading its record.
-        self.snapshots(ids)
-            .into_iter()
-            .filter(ExecutionRecord::is_alive)
+        let mut alive: Vec<ExecutionRecord> = self
+            .handles()
+            .iter()
+            .filter_map(|slot| {
+                let slot = slot.lock();
+                slot.record.is_alive().then(|| slot.record.clone())
+            })
+            .collect();
+        alive.sort_unstable_by_key(|record| record.execution_id);
+        alive
+    }
+
+    /// Every record's handle, taken first so that no map shard stays locked while the records
+    /// are read. Listing the alive ones this way needs no set of alive ids kept on every create
+    /// and finish: a scan reads each record once, where the set cost an insert and a removal per
+    /// execution and a hash lookup per listed record.
+    fn handles(&self) -> Vec<Arc<Mutex<Slot>>> {
+        self.inner
+            .records
+            .iter()
+            .map(|entry| Arc::clone(entry.value()))
             .collect()
     }
 
     /// How many executions are alive.
     pub fn active_count(&self) -> usize {
-        self.inner.active.len()
+        self.inner.counters.alive()
     }
 
     /// How many records (alive and finished) are in memory.
@@ -639,13 +669,7 @@ impl Tracker {
     /// ```
     pub fn visit(&self, mut f: impl FnMut(&ExecutionRecord)) {
         // Handles first, so no map shard stays locked while `f` runs.
-        let slots: Vec<Arc<Mutex<Slot>>> = self
-            .inner
-            .records
-            .iter()
-            .map(|entry| Arc::clone(entry.value()))
-            .collect();
-        for slot in slots {
+        for slot in self.handles() {
             f(&slot.lock().record);
         }
     }
@@ -669,15 +693,16 @@ impl Tracker {
     /// has not yet marked. Reports only; changes nothing.
     pub fn detect_dead(&self) -> Vec<ExecutionRecord> {
         let mono = self.mono();
-        let mut ids: Vec<ExecutionId> = self.inner.active.iter().map(|entry| *entry.key()).collect();
-        ids.sort_unstable();
-        ids.into_iter()
-            .filter_map(|id| {
-                let slot = self.slot(id).ok()?;
+        let mut expired: Vec<ExecutionRecord> = self
+            .handles()
+            .iter()
+            .filter_map(|slot| {
                 let slot = slot.lock();
                 slot.expiry(&self.inner.config, mono).map(|_| slot.record.clone())
             })
-            .collect()
+            .collect();
+        expired.sort_unstable_by_key(|record| record.execution_id);
+        expired
     }
 
     /// The counters.

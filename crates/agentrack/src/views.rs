@@ -14,7 +14,7 @@ use crate::phase::Phase;
 use crate::record::ExecutionRecord;
 use crate::slot::Slot;
 use crate::state::{BreakerState, ExecutionState};
-use crate::tracker::{Change, Tracker, Want, breaker_name, ensure_alive};
+use crate::tracker::{Change, Tracker, Want, ensure_alive};
 
 /// The agent-state view of an execution (the original's `get_agent_state`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,7 +163,9 @@ impl Tracker {
         ensure_alive(&slot)?;
         slot.record.timeout_config = Some(Box::new(config));
         slot.set_timeout(config.agent_execution_timeout);
-        slot.breaker.config = Arc::new(BreakerConfig::from(&config));
+        if let Some(calls) = slot.calls.as_deref_mut() {
+            calls.breaker.config = Arc::new(BreakerConfig::from(&config));
+        }
         self.rearm(&mut slot);
         Ok(())
     }
@@ -200,7 +202,7 @@ impl Tracker {
         Ok(ExecutionContext {
             state_info: agent_state_of(&record, now),
             timeout_status: timeout_status_of(&record, now),
-            circuit_breaker_status: slot.breaker.status(breaker_name(id), mono),
+            circuit_breaker_status: self.breaker_status_of(&slot, mono),
             record,
         })
     }
