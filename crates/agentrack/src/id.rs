@@ -49,7 +49,7 @@ impl std::hash::Hash for ExecutionId {
     }
 }
 
-/// The hasher of the tracker's maps and sets keyed by execution id.
+/// The hasher of the tracker's maps and sets keyed by execution id (or by a hash already).
 ///
 /// An id's low 64 bits are random (a v7 UUID's `rand_b`), so one multiply of the id's two
 /// halves folded together spreads it over the table: a few instructions instead of SipHash's
@@ -67,6 +67,10 @@ impl std::hash::Hasher for IdHasher {
         for byte in bytes {
             self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(FIBONACCI);
         }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0 ^ value).wrapping_mul(FIBONACCI);
     }
 
     fn write_u128(&mut self, value: u128) {

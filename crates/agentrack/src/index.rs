@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use dashmap::DashMap;
+use foldhash::fast::RandomState;
 
 use crate::id::ExecutionId;
 
@@ -16,7 +17,7 @@ use crate::id::ExecutionId;
 /// out in creation order without sorting.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    map: DashMap<String, BTreeSet<ExecutionId>>,
+    map: DashMap<String, BTreeSet<ExecutionId>, RandomState>,
 }
 
 impl Index {

@@ -5,13 +5,14 @@
 //! distinct owner, counted by the executions that use it and dropped with the last of them.
 //! Events hold their own reference and outlive the count without harm.
 
-use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use foldhash::fast::RandomState;
 
 use crate::event::Owner;
+use crate::id::IdHash;
 
 /// One interned owner and how many executions use it.
 #[derive(Debug)]
@@ -25,7 +26,8 @@ struct Interned {
 /// several threads at once stays exact.
 #[derive(Debug, Default)]
 pub(crate) struct Owners {
-    by_hash: DashMap<u64, Vec<Interned>>,
+    /// Keyed by a hash already: the map only needs to spread it.
+    by_hash: DashMap<u64, Vec<Interned>, IdHash>,
     hasher: RandomState,
 }
 

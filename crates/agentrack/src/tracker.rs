@@ -17,7 +17,7 @@ use crate::breaker::{Breaker, BreakerConfig, BreakerCore};
 use crate::bus::EventBus;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{TimeoutConfig, TrackerConfig};
-use crate::deadlines::DeadlineQueue;
+use crate::deadlines::{DeadlineQueue, Ordered};
 use crate::error::TrackerError;
 use crate::event::{Event, EventFilter, EventKind, EventStream, Finished, Owner};
 use crate::id::{ExecutionId, IdHash};
@@ -95,7 +95,7 @@ pub(crate) struct Inner {
     pub(crate) owners: Owners,
     pub(crate) deadlines: DeadlineQueue,
     /// Finished records by completion time, for purging by age or over the cap.
-    pub(crate) finished: DeadlineQueue,
+    pub(crate) finished: DeadlineQueue<Ordered>,
     pub(crate) finished_count: AtomicUsize,
     pub(crate) history: Mutex<VecDeque<ExecutionRecord>>,
     pub(crate) breakers: DashMap<String, Breaker>,
