@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use std::hint::black_box;
 
 use agentrack::{ExecutionId, ExecutionState, NewExecution, Tracker, TrackerConfig};
-use serde_json::json;
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
@@ -89,7 +89,9 @@ fn finished_with(n: usize) -> Tracker {
         let id = tracker.create(new).unwrap().id();
         tracker.start(id).unwrap();
         tracker.heartbeat(id).unwrap();
-        tracker.complete(id, Some(json!({"answer": format!("answer {i}")}))).unwrap();
+        tracker
+            .complete(id, Some(json!({"answer": format!("answer {i}")})))
+            .unwrap();
     }
     tracker
 }

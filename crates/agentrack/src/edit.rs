@@ -195,7 +195,9 @@ impl Tracker {
         );
         if breaker != was {
             let (state, failures, last, next) = breaker;
-            self.calls(slot).breaker.force(state, failures, last, next, time.mono, time.wall);
+            self.calls(slot)
+                .breaker
+                .force(state, failures, last, next, time.mono, time.wall);
         }
     }
 

@@ -33,7 +33,8 @@ pub(crate) struct Owners {
 
 impl Owners {
     fn hash(&self, owner: &Owner) -> u64 {
-        self.hasher.hash_one((&owner.tenant, &owner.user_id, &owner.thread_id, &owner.agent_name))
+        self.hasher
+            .hash_one((&owner.tenant, &owner.user_id, &owner.thread_id, &owner.agent_name))
     }
 
     /// The shared `Owner` equal to `owner`, counting one more execution for it.

@@ -225,14 +225,14 @@ impl Tracker {
             let mut locked = slot.lock();
             ensure_alive(&locked)?;
             let mono = self.mono();
-            let (ticket, entered) =
-                self.calls(&mut locked)
-                    .breaker
-                    .try_acquire(mono)
-                    .map_err(|retry_after| TrackerError::CircuitOpen {
-                        breaker: breaker_name(id),
-                        retry_after,
-                    })?;
+            let (ticket, entered) = self
+                .calls(&mut locked)
+                .breaker
+                .try_acquire(mono)
+                .map_err(|retry_after| TrackerError::CircuitOpen {
+                    breaker: breaker_name(id),
+                    retry_after,
+                })?;
             self.sync_breaker(&mut locked, entered);
             let timeout = self.calls(&mut locked).breaker.config.call_timeout;
             self.mark_call(&mut locked, timeout);

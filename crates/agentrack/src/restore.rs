@@ -7,12 +7,12 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
 use crate::breaker::BreakerCore;
-use crate::slot::Calls;
-use crate::state::BreakerState;
 use crate::error::TrackerError;
 use crate::event::{Event, Owner};
 use crate::record::ExecutionRecord;
+use crate::slot::Calls;
 use crate::slot::Slot;
+use crate::state::BreakerState;
 use crate::tracker::{TIMELINE_ORIGIN, Tracker};
 
 impl Tracker {

@@ -58,12 +58,7 @@ pub(crate) enum Expiry {
 
 impl Slot {
     /// The slot of a just-created execution (`record`), its deadline computed from `mono`, now.
-    pub(crate) fn created(
-        record: ExecutionRecord,
-        owner: Arc<Owner>,
-        mono: Duration,
-        config: &TrackerConfig,
-    ) -> Self {
+    pub(crate) fn created(record: ExecutionRecord, owner: Arc<Owner>, mono: Duration, config: &TrackerConfig) -> Self {
         let mut slot = Self {
             execution_due: mono + record.timeout,
             record,

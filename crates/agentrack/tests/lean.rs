@@ -2,6 +2,8 @@
 //! Subscribers and sinks must see exactly what the full calls would have shown them, and the
 //! numbering must not depend on whether anyone listened.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::{Arc, Mutex};
@@ -17,7 +19,10 @@ fn golden_path_lean(tracker: &Tracker) -> agentrack::ExecutionId {
     lean.start(id).unwrap();
     lean.heartbeat(id).unwrap();
     for phase in GOLDEN_PATH {
-        assert!(lean.transition(id, phase, meta(json!({"step": phase.as_str()}))).unwrap());
+        assert!(
+            lean.transition(id, phase, meta(json!({"step": phase.as_str()})))
+                .unwrap()
+        );
     }
     lean.update_agent_state(
         id,
@@ -37,7 +42,9 @@ fn golden_path_full(tracker: &Tracker) -> agentrack::ExecutionId {
     tracker.start(id).unwrap();
     tracker.heartbeat(id).unwrap();
     for phase in GOLDEN_PATH {
-        tracker.transition(id, phase, meta(json!({"step": phase.as_str()}))).unwrap();
+        tracker
+            .transition(id, phase, meta(json!({"step": phase.as_str()})))
+            .unwrap();
     }
     tracker
         .update_agent_state(
@@ -112,10 +119,14 @@ async fn a_late_subscriber_gets_every_event_numbered_after_it_subscribed() {
     let mut events = tracker.subscribe(EventFilter::all());
     lean.heartbeat(id).unwrap();
     lean.transition(id, Phase::WebsocketSetup, None).unwrap();
-    lean.set_state(id, ExecutionState::Failed, StateUpdate::default()).unwrap();
+    lean.set_state(id, ExecutionState::Failed, StateUpdate::default())
+        .unwrap();
 
     let events = drain(&mut events);
-    assert_eq!(names(&events), ["state_changed", "heartbeat", "phase_changed", "execution_failed"]);
+    assert_eq!(
+        names(&events),
+        ["state_changed", "heartbeat", "phase_changed", "execution_failed"]
+    );
     let seqs: Vec<u64> = events.iter().map(|e| e.global_seq).collect();
     assert_eq!(seqs, (before + 1..=before + 4).collect::<Vec<_>>());
     let own: Vec<u64> = events.iter().map(|e| e.execution.as_ref().unwrap().seq).collect();
@@ -144,10 +155,16 @@ fn lean_calls_refuse_what_the_full_calls_refuse() {
     let lean = tracker.lean();
     let id = lean.create(new("researcher", "thread-1", "user-1")).unwrap();
     lean.complete(id, None).unwrap();
-    assert!(matches!(lean.heartbeat(id), Err(agentrack::TrackerError::Terminal { .. })));
+    assert!(matches!(
+        lean.heartbeat(id),
+        Err(agentrack::TrackerError::Terminal { .. })
+    ));
     assert!(matches!(
         lean.create(new(" ", "thread-1", "user-1")),
-        Err(agentrack::TrackerError::InvalidInput { field: "agent_name", .. })
+        Err(agentrack::TrackerError::InvalidInput {
+            field: "agent_name",
+            ..
+        })
     ));
     let before = tracker.last_seq();
     assert!(lean.start(id).is_err());
