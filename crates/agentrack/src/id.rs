@@ -53,8 +53,9 @@ impl std::hash::Hash for ExecutionId {
 ///
 /// An id's low 64 bits are random (a v7 UUID's `rand_b`), so one multiply of the id's two
 /// halves folded together spreads it over the table: a few instructions instead of SipHash's
-/// rounds on every lookup. The ids in these maps are the tracker's own (made by
-/// [`ExecutionId::new`] or restored from its store), so no caller chooses where they land.
+/// rounds on every lookup. The ids in these maps are made by [`ExecutionId::new`], or chosen by
+/// the store that runs the tracker (`Tracker::create_as`, `Tracker::restore`), never by the
+/// clients of a server, so no one who could aim for collisions chooses where they land.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct IdHasher(u64);
 

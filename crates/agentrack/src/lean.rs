@@ -17,7 +17,7 @@ use crate::id::ExecutionId;
 use crate::new_execution::NewExecution;
 use crate::phase::Phase;
 use crate::state::ExecutionState;
-use crate::tracker::{StateUpdate, Tracker, Want};
+use crate::tracker::{NewId, StateUpdate, Tracker, Want};
 use crate::views::AgentStateUpdate;
 
 /// The tracker's mutating calls without their [`Change`](crate::Change): see
@@ -62,7 +62,7 @@ impl Lean<'_> {
     pub fn create(&self, new: NewExecution) -> Result<ExecutionId, TrackerError> {
         Ok(self
             .tracker
-            .create_with(ExecutionId::new(), new, Want::IfObserved)?
+            .create_with(NewId::Fresh, new, Want::IfObserved)?
             .execution_id)
     }
 

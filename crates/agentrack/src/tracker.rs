@@ -62,6 +62,15 @@ pub(crate) enum Want {
     IfObserved,
 }
 
+/// The id of an execution to create.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum NewId {
+    /// A new one, made by [`ExecutionId::new`].
+    Fresh,
+    /// One the caller chose ([`Tracker::create_as`]).
+    Chosen(ExecutionId),
+}
+
 /// Optional error and result for [`Tracker::set_state`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StateUpdate {
@@ -240,7 +249,7 @@ impl Tracker {
     /// [`TrackerError::InvalidInput`] for an empty agent name, a zero timeout or a terminal
     /// initial state.
     pub fn create(&self, new: NewExecution) -> Result<Change, TrackerError> {
-        self.create_as(ExecutionId::new(), new)
+        self.create_with(NewId::Fresh, new, Want::Events)
     }
 
     /// Like [`Tracker::create`], under an id the caller chose — a store that spreads executions
@@ -263,16 +272,21 @@ impl Tracker {
     /// # Ok::<(), agentrack::TrackerError>(())
     /// ```
     pub fn create_as(&self, id: ExecutionId, new: NewExecution) -> Result<Change, TrackerError> {
-        self.create_with(id, new, Want::Events)
+        self.create_with(NewId::Chosen(id), new, Want::Events)
     }
 
-    pub(crate) fn create_with(&self, id: ExecutionId, new: NewExecution, want: Want) -> Result<Change, TrackerError> {
-        if self.inner.records.contains_key(&id) {
-            return Err(TrackerError::InvalidInput {
-                field: "execution_id",
-                reason: format!("{id} already exists"),
-            });
-        }
+    pub(crate) fn create_with(&self, id: NewId, new: NewExecution, want: Want) -> Result<Change, TrackerError> {
+        let id = match id {
+            // A fresh v7 id cannot be held already: no lookup on the common path.
+            NewId::Fresh => ExecutionId::new(),
+            NewId::Chosen(id) if self.inner.records.contains_key(&id) => {
+                return Err(TrackerError::InvalidInput {
+                    field: "execution_id",
+                    reason: format!("{id} already exists"),
+                });
+            }
+            NewId::Chosen(id) => id,
+        };
         let (state, timeout) = new.checked(self.inner.config.execution_timeout)?;
         let now = self.inner.clock.now();
         let mono = self.mono();
