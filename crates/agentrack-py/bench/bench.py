@@ -1,22 +1,33 @@
-"""Benchmark: the same workload through agentrack and through a plain-Python tracker.
+"""Benchmark: the drop-in side by side with the original ``AgentExecutionTracker``.
 
-The plain-Python side does the original tracker's bookkeeping the way the original did it — a
-dataclass record per execution, dicts and sets for the indexes, ``datetime.now(timezone.utc)`` for
-every timestamp, and a scan of every active record to find dead ones — so the ratios show what
-swapping the import buys.
-
-Workloads (sizes scale with ``--scale``):
-
-1. lifecycle: create, start, heartbeat and complete 100,000 executions;
-2. heartbeats: 1,000,000 heartbeats spread over 10,000 active executions;
-3. dead detection: one pass over 100,000 active executions (none dead) — the original's
-   ``detect_dead_executions`` scan against agentrack's ``detect_dead_executions`` (also a scan, it
-   reports) and its monitor pass (deadline-driven: it touches only executions whose deadline came).
-
-Run it against an optimised build::
+The original is public (``netra-systems/zen``, ``netra_backend/app/core/agent_execution_tracker.py``,
+removed later: take the last version from the history, commit ``386846b``). It is not part of this
+repository; pass the path of a copy::
 
     pip install ./crates/agentrack-py        # or: maturin develop --release
-    python crates/agentrack-py/bench/bench.py [--scale 0.1] [--repeat 3]
+    python crates/agentrack-py/bench/bench.py --original /path/to/agent_execution_tracker.py
+
+The original imports two small modules of its code base, its logger and its id generator; the
+bench puts stand-ins for them in ``sys.modules`` before loading it: ``get_logger`` is
+``logging.getLogger`` (logging left at its default level, WARNING, for both sides), and
+``UnifiedIDManager.generate_id`` builds the original's id format (``exec_execution_1_`` + 8 hex
+digits of a ``uuid4``) without the real manager's registry, lock and debug log — so the original's
+figures here are, if anything, a little faster than in its own code base.
+
+Workloads, with N = 100,000 (``--scale`` multiplies every size):
+
+1. lifecycle: create, start, 5 heartbeats and complete N executions (a fresh tracker each round);
+2. golden path: N/10 executions, created and started outside the timed region, each moved through
+   the 9 phases of the golden path with ``await transition_state(...)`` (no WebSocket manager);
+3. heartbeats: 10·N heartbeats over N/10 active executions, round robin;
+4. dead detection: one ``detect_dead_executions()`` pass over N active executions (none dead).
+
+Both sides run in this process, in alternating order, for ``--rounds`` rounds; the table gives each
+side's median and the median (and range) of the per-round ratios, so both columns of a row come
+from the same minutes of machine load. Peak RSS is measured per side in a fresh process of its own
+(its ``VmHWM``) that runs all four workloads once, as one application would, and per
+workload. The "Python call floor" rows time calls that do no work, to show how much of a
+drop-in call is the interpreter's own cost of calling anything.
 """
 
 from __future__ import annotations
@@ -24,221 +35,334 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.util
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
 import time
+import types
 import uuid
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-import agentrack
+N = 100_000
+WORKLOADS = ("lifecycle", "golden_path", "heartbeats", "dead_detection")
+GOLDEN_PATH = (
+    "websocket_setup",
+    "context_validation",
+    "starting",
+    "thinking",
+    "llm_interaction",
+    "tool_execution",
+    "result_processing",
+    "completing",
+    "completed",
+)
 
-# --------------------------------------------------------------------------- plain-Python reference
-
-
-class State(Enum):
-    PENDING = "pending"
-    STARTING = "starting"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    DEAD = "dead"
-    TIMEOUT = "timeout"
-
-
-TERMINAL = {State.COMPLETED, State.DEAD, State.TIMEOUT}
-
-
-@dataclass
-class Record:
-    execution_id: str
-    agent_name: str
-    thread_id: str
-    user_id: str
-    state: State
-    started_at: datetime
-    last_heartbeat: datetime
-    updated_at: datetime
-    completed_at: datetime | None = None
-    result: Any = None
-    heartbeat_count: int = 0
-    timeout_seconds: float = 15
-    metadata: dict[str, Any] = field(default_factory=dict)
+# --------------------------------------------------------------------------- the two sides
 
 
-class DictTracker:
-    """The original's bookkeeping in plain Python: dicts, sets and datetimes, no locking."""
+def _install_original_stubs() -> None:
+    """Stand-ins for the two modules the original imports from its code base."""
 
-    def __init__(self, heartbeat_timeout: float = 10, execution_timeout: float = 15) -> None:
-        self.heartbeat_timeout = heartbeat_timeout
-        self.execution_timeout = execution_timeout
-        self.executions: dict[str, Record] = {}
-        self.active: set[str] = set()
-        self.by_agent: dict[str, set[str]] = defaultdict(set)
-        self.by_thread: dict[str, set[str]] = defaultdict(set)
-        self.total = 0
-        self.successful = 0
+    def package(name: str) -> types.ModuleType:
+        module = types.ModuleType(name)
+        module.__path__ = []
+        sys.modules.setdefault(name, module)
+        return sys.modules[name]
 
-    def create_execution(self, agent_name: str, thread_id: str, user_id: str) -> str:
-        execution_id = f"exec_{uuid.uuid4().hex}"
-        now = datetime.now(timezone.utc)
-        self.executions[execution_id] = Record(
-            execution_id,
-            agent_name,
-            thread_id,
-            user_id,
-            State.PENDING,
-            now,
-            now,
-            now,
-            timeout_seconds=self.execution_timeout,
-        )
-        self.active.add(execution_id)
-        self.by_agent[agent_name].add(execution_id)
-        self.by_thread[thread_id].add(execution_id)
-        self.total += 1
-        return execution_id
+    for name in ("shared", "shared.logging", "netra_backend", "netra_backend.app", "netra_backend.app.core"):
+        package(name)
 
-    def start_execution(self, execution_id: str) -> bool:
-        record = self.executions.get(execution_id)
-        if not record or record.state is not State.PENDING:
-            return False
-        now = datetime.now(timezone.utc)
-        record.state = State.STARTING
-        record.updated_at = now
-        record.last_heartbeat = now
-        return True
+    ssot = types.ModuleType("shared.logging.unified_logging_ssot")
+    ssot.get_logger = logging.getLogger  # type: ignore[attr-defined]
+    sys.modules["shared.logging.unified_logging_ssot"] = ssot
 
-    def heartbeat(self, execution_id: str) -> bool:
-        record = self.executions.get(execution_id)
-        if not record or record.state in TERMINAL:
-            return False
-        record.last_heartbeat = datetime.now(timezone.utc)
-        record.heartbeat_count += 1
-        if record.state is State.STARTING:
-            record.state = State.RUNNING
-            record.updated_at = datetime.now(timezone.utc)
-        return True
+    class IDType(Enum):
+        EXECUTION = "execution"
 
-    def complete_execution(self, execution_id: str, result: Any = None) -> bool:
-        record = self.executions.get(execution_id)
-        if not record or record.state in TERMINAL:
-            return False
-        now = datetime.now(timezone.utc)
-        record.state = State.COMPLETED
-        record.updated_at = record.last_heartbeat = record.completed_at = now
-        if result is not None:
-            record.result = result
-        self.active.discard(execution_id)
-        self.successful += 1
-        return True
+    class UnifiedIDManager:
+        """The id format of the original's manager (a fresh manager per id, so the counter is 1)."""
 
-    def detect_dead_executions(self) -> list[Record]:
-        now = datetime.now(timezone.utc)
-        dead = []
-        for execution_id in list(self.active):
-            record = self.executions.get(execution_id)
-            if record is None:
-                continue
-            if (now - record.last_heartbeat).total_seconds() > self.heartbeat_timeout or (
-                now - record.started_at
-            ).total_seconds() > record.timeout_seconds:
-                dead.append(record)
-        return dead
+        def __init__(self) -> None:
+            self._counter = 0
+
+        def generate_id(self, id_type: IDType, prefix: str | None = None, context: Any = None) -> str:
+            self._counter += 1
+            return f"{prefix}_{id_type.value}_{self._counter}_{str(uuid.uuid4())[:8]}"
+
+    ids = types.ModuleType("netra_backend.app.core.unified_id_manager")
+    ids.IDType = IDType  # type: ignore[attr-defined]
+    ids.UnifiedIDManager = UnifiedIDManager  # type: ignore[attr-defined]
+    sys.modules["netra_backend.app.core.unified_id_manager"] = ids
+
+
+def load_original(path: str) -> types.ModuleType:
+    """The original module from its file, with its imports stubbed."""
+    _install_original_stubs()
+    spec = importlib.util.spec_from_file_location("original_agent_execution_tracker", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--original {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_side(side: str, original: str | None) -> types.ModuleType:
+    if side == "original":
+        if original is None:
+            raise SystemExit("--original PATH is required for the original's side")
+        return load_original(original)
+    import agentrack
+
+    return agentrack
+
+
+def make_tracker(module: types.ModuleType) -> Any:
+    # Long timeouts: nothing is dead or timed out during a workload.
+    return module.AgentExecutionTracker(heartbeat_timeout=600, execution_timeout=600)
 
 
 # --------------------------------------------------------------------------- workloads
+#
+# Each returns the seconds of its timed region; setup (and the tracker's destruction) is outside.
 
 
-def timed(fn: Callable[[], Any], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
+def lifecycle(module: types.ModuleType, n: int) -> float:
+    tracker = make_tracker(module)
+    create, start, heartbeat, complete = (
+        tracker.create_execution,
+        tracker.start_execution,
+        tracker.heartbeat,
+        tracker.complete_execution,
+    )
+    result = {"ok": True}
+    started = time.perf_counter()
+    for i in range(n):
+        execution_id = create("agent", f"thread-{i % 1000}", f"user-{i % 100}")
+        start(execution_id)
+        heartbeat(execution_id)
+        heartbeat(execution_id)
+        heartbeat(execution_id)
+        heartbeat(execution_id)
+        heartbeat(execution_id)
+        complete(execution_id, result=result)
+    elapsed = time.perf_counter() - started
+    assert len(tracker.get_active_executions()) == 0
+    return elapsed
+
+
+def golden_path(module: types.ModuleType, n: int) -> float:
+    tracker = make_tracker(module)
+    phases = [module.AgentExecutionPhase(value) for value in GOLDEN_PATH]
+    ids = []
+    for i in range(n):
+        execution_id = tracker.create_execution("agent", f"thread-{i % 1000}", f"user-{i % 100}")
+        tracker.start_execution(execution_id)
+        ids.append(execution_id)
+    transition = tracker.transition_state
+
+    async def run() -> float:
+        started = time.perf_counter()
+        for execution_id in ids:
+            for phase in phases:
+                await transition(execution_id, phase)
+        return time.perf_counter() - started
+
+    elapsed = asyncio.run(run())
+    assert tracker.get_execution(ids[-1]).current_phase is phases[-1]
+    return elapsed
+
+
+def heartbeats(module: types.ModuleType, active: int, beats: int) -> float:
+    tracker = make_tracker(module)
+    ids = [tracker.create_execution("agent", f"thread-{i % 1000}", f"user-{i % 100}") for i in range(active)]
+    heartbeat = tracker.heartbeat
+    rounds, rest = divmod(beats, active)
+    started = time.perf_counter()
+    for _ in range(rounds):
+        for execution_id in ids:
+            heartbeat(execution_id)
+    for execution_id in ids[:rest]:
+        heartbeat(execution_id)
+    return time.perf_counter() - started
+
+
+def dead_detection(module: types.ModuleType, active: int) -> float:
+    tracker = make_tracker(module)
+    for i in range(active):
+        tracker.create_execution("agent", f"thread-{i % 1000}", f"user-{i % 100}")
+    started = time.perf_counter()
+    dead = tracker.detect_dead_executions()
+    elapsed = time.perf_counter() - started
+    assert dead == []
+    return elapsed
+
+
+def sizes(scale: float) -> dict[str, int]:
+    n = max(int(N * scale), 10)
+    return {"n": n, "tenth": max(n // 10, 1), "beats": 10 * n}
+
+
+def run_workload(name: str, module: types.ModuleType, size: dict[str, int]) -> float:
+    gc.collect()
+    if name == "lifecycle":
+        return lifecycle(module, size["n"])
+    if name == "golden_path":
+        return golden_path(module, size["tenth"])
+    if name == "heartbeats":
+        return heartbeats(module, size["tenth"], size["beats"])
+    if name == "dead_detection":
+        return dead_detection(module, size["n"])
+    raise ValueError(f"unknown workload {name!r}; valid: {', '.join(WORKLOADS)}")
+
+
+# --------------------------------------------------------------------------- the Python call floor
+
+
+class _PlainPython:
+    def heartbeat(self, execution_id: str) -> bool:
+        return False
+
+
+def call_floor(module: types.ModuleType, calls: int = 1_000_000) -> dict[str, float]:
+    """Nanoseconds per call of a method that does no work: a plain Python method, and a drop-in
+    method refusing a malformed id (the Python → Rust crossing and argument check, nothing else)."""
+    tracker = make_tracker(module)
+
+    def per_call(fn: Callable[[str], Any]) -> float:
         gc.collect()
         started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return best
+        for _ in range(calls):
+            fn("x")
+        return (time.perf_counter() - started) / calls * 1e9
+
+    return {
+        "python_method": min(per_call(_PlainPython().heartbeat) for _ in range(3)),
+        "drop_in_method": min(per_call(tracker.heartbeat) for _ in range(3)),
+    }
 
 
-def lifecycle(make: Callable[[], Any], n: int) -> Callable[[], None]:
-    def run() -> None:
-        tracker = make()
-        for i in range(n):
-            execution_id = tracker.create_execution("agent", f"thread-{i % 1000}", f"user-{i % 100}")
-            tracker.start_execution(execution_id)
-            tracker.heartbeat(execution_id)
-            tracker.complete_execution(execution_id, result={"ok": True})
-
-    return run
+# --------------------------------------------------------------------------- peak RSS, one process per side
 
 
-def heartbeats(make: Callable[[], Any], active: int, beats: int) -> Callable[[], None]:
-    tracker = make()
-    ids = [tracker.create_execution("agent", f"thread-{i}", "user") for i in range(active)]
-
-    def run() -> None:
-        heartbeat = tracker.heartbeat
-        for i in range(beats):
-            heartbeat(ids[i % active])
-
-    return run
-
-
-def detection(make: Callable[[], Any], active: int) -> tuple:
-    tracker = make()
-    for i in range(active):
-        tracker.create_execution("agent", f"thread-{i}", "user")
-
-    def scan() -> None:
-        assert tracker.detect_dead_executions() == []
-
-    def monitor_pass() -> None:
-        result = asyncio.run(tracker.run_monitor_pass())
-        assert result["dead"] == [] and result["timed_out"] == []
-
-    return scan, monitor_pass
+def _high_water_kb() -> int:
+    """This process's peak RSS in KiB. Linux's VmHWM belongs to the address space, which a new
+    program gets at exec; ``getrusage``'s ``ru_maxrss`` would carry the forking parent's peak."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def agentrack_tracker() -> agentrack.AgentExecutionTracker:
-    return agentrack.AgentExecutionTracker(heartbeat_timeout=600, execution_timeout=600)
+def _child(side: str, workload: str, original: str | None, scale: float) -> None:
+    module = load_side(side, original)
+    size = sizes(scale)
+    base = _high_water_kb()
+    for name in WORKLOADS if workload == "all" else (workload,):
+        run_workload(name, module, size)
+    print(json.dumps({"base_kb": base, "peak_kb": _high_water_kb()}))
 
 
-def dict_tracker() -> DictTracker:
-    return DictTracker(heartbeat_timeout=600, execution_timeout=600)
+def peak_rss(side: str, workload: str, original: str | None, scale: float) -> dict[str, int]:
+    command = [sys.executable, os.path.abspath(__file__), "--child", side, workload, "--scale", str(scale)]
+    if original is not None:
+        command += ["--original", original]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    result: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+# --------------------------------------------------------------------------- the table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--original", help="path of the original agent_execution_tracker.py")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every workload size by this")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (the best is kept)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per workload")
+    parser.add_argument("--json", help="also write the raw figures to this file")
+    parser.add_argument("--child", nargs=2, metavar=("SIDE", "WORKLOAD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        _child(args.child[0], args.child[1], args.original, args.scale)
+        return
 
-    n = int(100_000 * args.scale)
-    active = int(10_000 * args.scale) or 1
-    beats = int(1_000_000 * args.scale)
-    big = int(100_000 * args.scale)
+    import agentrack
 
-    rows = []
-    plain = timed(lifecycle(dict_tracker, n), args.repeat)
-    ours = timed(lifecycle(agentrack_tracker, n), args.repeat)
-    rows.append((f"lifecycle of {n:,} executions", plain, ours))
+    sides = ["agentrack"] + (["original"] if args.original else [])
+    modules = {side: load_side(side, args.original) for side in sides}
+    size = sizes(args.scale)
+    load = os.getloadavg()
+    print(
+        f"agentrack {agentrack.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; N = {size['n']:,}, {args.rounds} rounds"
+    )
 
-    plain = timed(heartbeats(dict_tracker, active, beats), args.repeat)
-    ours = timed(heartbeats(agentrack_tracker, active, beats), args.repeat)
-    rows.append((f"{beats:,} heartbeats over {active:,} active", plain, ours))
+    times: dict[str, dict[str, list[float]]] = {name: {side: [] for side in sides} for name in WORKLOADS}
+    for round_number in range(args.rounds):
+        order = sides if round_number % 2 == 0 else sides[::-1]
+        for name in WORKLOADS:
+            for side in order:
+                times[name][side].append(run_workload(name, modules[side], size))
 
-    plain_scan, _ = detection(dict_tracker, big)
-    our_scan, our_monitor = detection(agentrack_tracker, big)
-    plain = timed(plain_scan, args.repeat)
-    rows.append((f"dead-detection scan over {big:,} active", plain, timed(our_scan, args.repeat)))
-    rows.append((f"monitor pass over {big:,} active (vs the scan)", plain, timed(our_monitor, args.repeat)))
+    floor = call_floor(modules["agentrack"])
+    rss = {side: {w: peak_rss(side, w, args.original, args.scale) for w in ("all", *WORKLOADS)} for side in sides}
+    load_after = os.getloadavg()
 
-    width = max(len(name) for name, _, _ in rows)
-    print(f"agentrack {agentrack.__version__}; best of {args.repeat}")
-    print(f"{'workload':<{width}}  {'plain Python':>12}  {'agentrack':>10}  {'speed-up':>8}")
-    for name, plain, ours in rows:
-        print(f"{name:<{width}}  {plain:>11.3f}s  {ours:>9.3f}s  {plain / ours:>7.1f}x")
+    labels = {
+        "lifecycle": f"lifecycle: create, start, 5 heartbeats, complete; {size['n']:,} executions",
+        "golden_path": f"golden path: {size['tenth']:,} executions x 9 transition_state (no manager)",
+        "heartbeats": f"heartbeats: {size['beats']:,} over {size['tenth']:,} active",
+        "dead_detection": f"one dead-detection pass over {size['n']:,} active",
+    }
+    print()
+    print("| workload | original | drop-in | ratio: median (min-max) |")
+    print("|---|---:|---:|---:|")
+    for name in WORKLOADS:
+        ours = statistics.median(times[name]["agentrack"])
+        if "original" not in sides:
+            print(f"| {labels[name]} | | {ours:.3f} s | |")
+            continue
+        theirs = statistics.median(times[name]["original"])
+        ratios = [o / a for o, a in zip(times[name]["original"], times[name]["agentrack"], strict=True)]
+        if name == "heartbeats":
+            cells = f"{size['beats'] / theirs / 1e6:.2f} M/s | {size['beats'] / ours / 1e6:.2f} M/s"
+        else:
+            cells = f"{theirs:.3f} s | {ours:.3f} s"
+        print(
+            f"| {labels[name]} | {cells} | **{statistics.median(ratios):.1f}x faster** "
+            f"({min(ratios):.1f}-{max(ratios):.1f}) |"
+        )
+    for workload in ("all", *WORKLOADS):
+        label = "peak RSS, all four workloads in one process" if workload == "all" else f"peak RSS, {workload}"
+        ours_mb = rss["agentrack"][workload]["peak_kb"] / 1024
+        if "original" not in sides:
+            print(f"| {label} | | {ours_mb:.0f} MB | |")
+            continue
+        theirs_mb = rss["original"][workload]["peak_kb"] / 1024
+        print(f"| {label} | {theirs_mb:.0f} MB | {ours_mb:.0f} MB | **{ours_mb / theirs_mb:.2f}x** the original's |")
+    base = {side: rss[side]["all"]["base_kb"] / 1024 for side in sides}
+    print()
+    print("RSS after import, before any workload: " + ", ".join(f"{side} {mb:.0f} MB" for side, mb in base.items()))
+    print(
+        f"Python call floor: a plain Python method {floor['python_method']:.0f} ns/call; "
+        f"a drop-in method refusing a malformed id {floor['drop_in_method']:.0f} ns/call"
+    )
+    print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"sizes": size, "times": times, "rss": rss, "floor": floor, "load": [load, load_after]}, out)
 
 
 if __name__ == "__main__":

@@ -165,8 +165,8 @@ impl TrackerCore {
         if let Some(seconds) = timeout_seconds.filter(|s| *s != 0.0) {
             new = new.timeout(duration_arg("timeout_seconds", seconds)?);
         }
-        let change = self.t()?.create(new).map_err(input_error)?;
-        Ok(change.id().to_string())
+        let id = self.t()?.lean().create(new).map_err(input_error)?;
+        Ok(id.to_string())
     }
 
     /// A fresh execution id (no record is created).
@@ -185,13 +185,13 @@ impl TrackerCore {
     /// `PENDING → STARTING`; `False` for an unknown execution or any other state.
     fn start_execution(&self, execution_id: &Bound<'_, PyAny>) -> PyResult<bool> {
         let tracker = self.t()?;
-        Ok(id_of(execution_id).is_some_and(|id| tracker.start(id).is_ok()))
+        Ok(id_of(execution_id).is_some_and(|id| tracker.lean().start(id).is_ok()))
     }
 
     /// Records a heartbeat (`STARTING → RUNNING`); `False` for an unknown or finished execution.
     fn heartbeat(&self, execution_id: &Bound<'_, PyAny>) -> PyResult<bool> {
         let tracker = self.t()?;
-        Ok(id_of(execution_id).is_some_and(|id| tracker.heartbeat(id).is_ok()))
+        Ok(id_of(execution_id).is_some_and(|id| tracker.lean().heartbeat(id).is_ok()))
     }
 
     /// Sets the state (an `ExecutionState` member), with an optional error and result.
@@ -232,7 +232,7 @@ impl TrackerCore {
             error: some(error).map(text).transpose()?,
             result: some(result).map(py_to_json).transpose()?,
         };
-        Ok(self.t()?.set_state(id, new_state, update).is_ok())
+        Ok(self.t()?.lean().set_state(id, new_state, update).is_ok())
     }
 
     /// Completes an execution; `execution_time_ms` goes into its metadata. `False` for an unknown
@@ -255,12 +255,12 @@ impl TrackerCore {
                 metadata: Some(metadata),
                 ..AgentStateUpdate::default()
             };
-            if tracker.update_agent_state(id, update).is_err() {
+            if tracker.lean().update_agent_state(id, update).is_err() {
                 return Ok(false);
             }
         }
         let result = some(result).map(py_to_json).transpose()?;
-        Ok(tracker.complete(id, result).is_ok())
+        Ok(tracker.lean().complete(id, result).is_ok())
     }
 
     /// Fails an execution with `error`; `error_context` goes into its metadata. `False` for an
@@ -283,18 +283,18 @@ impl TrackerCore {
                 metadata: Some(metadata),
                 ..AgentStateUpdate::default()
             };
-            if tracker.update_agent_state(id, update).is_err() {
+            if tracker.lean().update_agent_state(id, update).is_err() {
                 return Ok(false);
             }
         }
-        Ok(tracker.fail(id, text(error)?).is_ok())
+        Ok(tracker.lean().fail(id, text(error)?).is_ok())
     }
 
     /// Cancels an execution (state `CANCELLED`); `False` for an unknown or finished execution.
     #[pyo3(signature = (execution_id, reason = "cancelled"))]
     fn cancel_execution(&self, execution_id: &Bound<'_, PyAny>, reason: &str) -> PyResult<bool> {
         let tracker = self.t()?;
-        Ok(id_of(execution_id).is_some_and(|id| tracker.cancel(id, reason).is_ok()))
+        Ok(id_of(execution_id).is_some_and(|id| tracker.lean().cancel(id, reason).is_ok()))
     }
 
     // ---------------------------------------------------------------- queries
@@ -476,7 +476,7 @@ impl TrackerCore {
                 _ => None,
             },
         };
-        Ok(tracker.update_agent_state(id, update).is_ok())
+        Ok(tracker.lean().update_agent_state(id, update).is_ok())
     }
 
     /// Records a phase transition and, with `notify`, returns the notification still to send.
@@ -499,8 +499,8 @@ impl TrackerCore {
         let phase = types(py)?.as_phase(phase)?;
         let metadata = py_to_map(metadata, "metadata")?;
         if !notify {
-            return match tracker.transition(id, phase, Some(metadata)) {
-                Ok(change) => change.transition().is_none_or(|t| t.valid).into_py_any(py),
+            return match tracker.lean().transition(id, phase, Some(metadata)) {
+                Ok(valid) => valid.into_py_any(py),
                 Err(_) => Ok(py.None()),
             };
         }
@@ -639,9 +639,9 @@ impl TrackerCore {
             None => None,
         };
         new.initial_state = initial.filter(|state| state.is_alive());
-        let id = tracker.create(new).map_err(input_error)?.id();
+        let id = tracker.lean().create(new).map_err(input_error)?;
         if let Some(state) = initial.filter(|state| state.is_terminal()) {
-            let _ = tracker.set_state(id, state, StateUpdate::default());
+            let _ = tracker.lean().set_state(id, state, StateUpdate::default());
         }
         Ok(id.to_string())
     }

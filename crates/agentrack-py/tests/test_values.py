@@ -16,6 +16,16 @@ def test_json_values_come_back_as_they_went_in():
     assert type(roundtrip(2**63)) is int
 
 
+def test_dict_keys_keep_the_order_they_were_given_in(tracker):
+    metadata = {"zeta": 1, "alpha": {"y": 2, "b": 3}, "mid": 4}
+    execution_id = tracker.create_execution("agent", "thread", "user", metadata=metadata)
+    tracker.complete_execution(execution_id, result={"z": 1, "a": 2})
+    record = tracker.get_execution(execution_id)
+    assert list(record.metadata) == ["zeta", "alpha", "mid"]
+    assert list(record.metadata["alpha"]) == ["y", "b"]
+    assert list(record.result) == ["z", "a"]
+
+
 def test_other_values_are_converted():
     assert roundtrip((1, 2)) == [1, 2]
     assert sorted(roundtrip({3, 1, 2})) == [1, 2, 3]

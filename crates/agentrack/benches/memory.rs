@@ -7,7 +7,9 @@
 //! of a bare record (agent, thread and user strings, state, two timestamps, a heartbeat count),
 //! about the least any tracker must keep. Heap bytes are what the allocator handed out and has
 //! not taken back: they include each collection's spare capacity, not the allocator's own
-//! overhead. Under `cargo test --benches` it runs at 1% size.
+//! overhead. A second table does the same for finished executions that carry what real ones
+//! do: metadata given at creation (`{"request": ...}`) and a result (`{"answer": ...}`). Under
+//! `cargo test --benches` it runs at 1% size.
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,6 +19,7 @@ use std::hint::black_box;
 
 use agentrack::{ExecutionId, ExecutionState, NewExecution, Tracker, TrackerConfig};
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
@@ -77,6 +80,26 @@ fn tracker_with(n: usize) -> Tracker {
     tracker
 }
 
+/// `n` finished executions, each with one metadata entry and a one-entry result object.
+fn finished_with(n: usize) -> Tracker {
+    let tracker = Tracker::with_config(TrackerConfig {
+        max_finished: usize::MAX,
+        ..TrackerConfig::default()
+    });
+    for i in 0..n {
+        let (agent, thread, user) = owner(i);
+        let metadata = json!({"request": format!("question {i}")});
+        let new = NewExecution::new(agent, thread, user).metadata(metadata.as_object().unwrap().clone());
+        let id = tracker.create(new).unwrap().id();
+        tracker.start(id).unwrap();
+        tracker.heartbeat(id).unwrap();
+        tracker
+            .complete(id, Some(json!({"answer": format!("answer {i}")})))
+            .unwrap();
+    }
+    tracker
+}
+
 fn baseline_with(n: usize) -> HashMap<ExecutionId, BareRecord> {
     let now = Utc::now();
     (0..n)
@@ -108,5 +131,15 @@ fn main() {
         assert_eq!(built.active_count(), n);
         drop(built);
         println!("| {n} | {tracker:.0} | {baseline:.0} | {:.2}× |", tracker / baseline);
+    }
+    println!();
+    println!("| finished executions with metadata and a result | tracker bytes/execution |");
+    println!("|---:|---:|");
+    for n in [100_000, 1_000_000] {
+        let n = if full { n } else { n / 100 };
+        let (tracker, built) = per_item(n, finished_with);
+        assert_eq!(built.len(), n);
+        drop(built);
+        println!("| {n} | {tracker:.0} |");
     }
 }

@@ -6,9 +6,10 @@
 //! alternately in ~20 ms chunks, so that the two sides of each round see the same machine load.
 //!
 //! - `lifecycle`: create + start + 5 heartbeats + complete, vs a `HashMap` insert + 7 updates +
-//!   remove.
+//!   remove; through the full calls (events built and returned) and through `Tracker::lean`
+//!   (no subscriber, so no event is built), each with and without eviction at the cap.
 //! - `heartbeat_100k`: a heartbeat on one of 100,000 alive records, round robin, vs a `HashMap`
-//!   field update with the same access pattern.
+//!   field update with the same access pattern; full and through `Tracker::lean`.
 //! - `phase_transition_with_subscriber`: thinking ↔ `llm_interaction` with and without one
 //!   subscriber attached.
 //! - `monitor_tick_1m` and `monitor_scaling`: the deadline-driven `sweep` vs the full scan
@@ -151,6 +152,19 @@ fn tracker_lifecycle(tracker: &Tracker, owners: &Owners, n: usize) -> ExecutionI
     id
 }
 
+/// The same through [`Tracker::lean`]: no `Change` returned, so with nobody subscribed no event
+/// is built (what the Python drop-in does).
+fn lean_lifecycle(tracker: &Tracker, owners: &Owners, n: usize) -> ExecutionId {
+    let lean = tracker.lean();
+    let id = lean.create(owners.new_execution(n)).unwrap();
+    lean.start(id).unwrap();
+    for _ in 0..5 {
+        lean.heartbeat(id).unwrap();
+    }
+    lean.complete(id, None).unwrap();
+    id
+}
+
 /// The baseline's record: what a bare map would keep per execution.
 struct SmallRecord {
     state: u8,
@@ -221,6 +235,8 @@ struct TrackerLifecycle {
     tracker: Tracker,
     owners: Owners,
     n: usize,
+    /// [`tracker_lifecycle`] or [`lean_lifecycle`].
+    lifecycle: fn(&Tracker, &Owners, usize) -> ExecutionId,
     /// Whether finished records are purged after each run (outside the timed region) instead of
     /// being evicted at the cap by `complete`.
     purge: bool,
@@ -229,7 +245,7 @@ struct TrackerLifecycle {
 impl TrackerLifecycle {
     /// A tracker at its steady state: `resident` finished records (the default `max_finished`),
     /// so that each completion evicts the oldest one.
-    fn at_cap(resident: usize) -> Self {
+    fn at_cap(resident: usize, lifecycle: fn(&Tracker, &Owners, usize) -> ExecutionId) -> Self {
         let tracker = Tracker::with_config(TrackerConfig {
             max_finished: resident,
             ..TrackerConfig::default()
@@ -243,12 +259,13 @@ impl TrackerLifecycle {
             tracker,
             owners,
             n: resident,
+            lifecycle,
             purge: false,
         }
     }
 
     /// No cap; finished records are purged between runs.
-    fn purged() -> Self {
+    fn purged(lifecycle: fn(&Tracker, &Owners, usize) -> ExecutionId) -> Self {
         Self {
             tracker: Tracker::with_config(TrackerConfig {
                 max_finished: usize::MAX,
@@ -256,6 +273,7 @@ impl TrackerLifecycle {
             }),
             owners: Owners::new(),
             n: 0,
+            lifecycle,
             purge: true,
         }
     }
@@ -263,7 +281,7 @@ impl TrackerLifecycle {
     fn run(&mut self, iters: u64) -> Duration {
         let start = Instant::now();
         for _ in 0..iters {
-            black_box(tracker_lifecycle(&self.tracker, &self.owners, self.n));
+            black_box((self.lifecycle)(&self.tracker, &self.owners, self.n));
             self.n += 1;
         }
         let elapsed = start.elapsed();
@@ -282,22 +300,38 @@ fn bench_lifecycle(c: &mut Criterion, paired: &mut Vec<Paired>) {
     let mut baseline = None;
     let mut capped = None;
     let mut purged = None;
+    let mut lean_capped = None;
+    let mut lean_purged = None;
     group.bench_function("hashmap_baseline", |b| {
         let w = baseline.get_or_insert_with(|| MapLifecycle::new(resident));
         b.iter_custom(|iters| w.run(iters));
     });
     group.bench_function("tracker", |b| {
-        let w = capped.get_or_insert_with(|| TrackerLifecycle::at_cap(resident));
+        let w = capped.get_or_insert_with(|| TrackerLifecycle::at_cap(resident, tracker_lifecycle));
         b.iter_custom(|iters| w.run(iters));
     });
     // The same without eviction: finished records are purged outside the timed region.
     group.bench_function("tracker_no_eviction", |b| {
-        let w = purged.get_or_insert_with(TrackerLifecycle::purged);
+        let w = purged.get_or_insert_with(|| TrackerLifecycle::purged(tracker_lifecycle));
+        b.iter_custom(|iters| w.run(iters));
+    });
+    // Both again through `Tracker::lean`, with no subscriber: no event is built.
+    group.bench_function("lean", |b| {
+        let w = lean_capped.get_or_insert_with(|| TrackerLifecycle::at_cap(resident, lean_lifecycle));
+        b.iter_custom(|iters| w.run(iters));
+    });
+    group.bench_function("lean_no_eviction", |b| {
+        let w = lean_purged.get_or_insert_with(|| TrackerLifecycle::purged(lean_lifecycle));
         b.iter_custom(|iters| w.run(iters));
     });
     group.finish();
     if let Some(base) = &mut baseline {
-        for (name, subject) in [("tracker", &mut capped), ("tracker_no_eviction", &mut purged)] {
+        for (name, subject) in [
+            ("tracker", &mut capped),
+            ("tracker_no_eviction", &mut purged),
+            ("lean", &mut lean_capped),
+            ("lean_no_eviction", &mut lean_purged),
+        ] {
             if let Some(subject) = subject {
                 pair(
                     paired,
@@ -324,6 +358,8 @@ struct TrackerHeartbeat {
     tracker: Tracker,
     ids: Vec<ExecutionId>,
     next: usize,
+    /// Through [`Tracker::lean`] (no event built) rather than the full call.
+    lean: bool,
 }
 
 impl TrackerHeartbeat {
@@ -339,13 +375,33 @@ impl TrackerHeartbeat {
             })
             .collect();
         assert_eq!(tracker.active_count(), count);
-        Self { tracker, ids, next: 0 }
+        Self {
+            tracker,
+            ids,
+            next: 0,
+            lean: false,
+        }
+    }
+
+    /// Another tracker's handle on the same records, heartbeating through `lean`.
+    fn lean_twin(&self) -> Self {
+        Self {
+            tracker: self.tracker.clone(),
+            ids: self.ids.clone(),
+            next: 0,
+            lean: true,
+        }
     }
 
     fn run(&mut self, iters: u64) -> Duration {
         let start = Instant::now();
         for _ in 0..iters {
-            black_box(self.tracker.heartbeat(self.ids[self.next]).unwrap());
+            let id = self.ids[self.next];
+            if self.lean {
+                self.tracker.lean().heartbeat(id).unwrap();
+            } else {
+                black_box(self.tracker.heartbeat(id).unwrap());
+            }
             self.next = if self.next + 1 == self.ids.len() {
                 0
             } else {
@@ -413,15 +469,23 @@ fn bench_heartbeat(c: &mut Criterion, paired: &mut Vec<Paired>) {
         let w = tracker.get_or_insert_with(|| TrackerHeartbeat::new(count));
         b.iter_custom(|iters| w.run(iters));
     });
+    let mut lean: Option<TrackerHeartbeat> = None;
+    group.bench_function("lean", |b| {
+        let full = tracker.get_or_insert_with(|| TrackerHeartbeat::new(count));
+        let w = lean.get_or_insert_with(|| full.lean_twin());
+        b.iter_custom(|iters| w.run(iters));
+    });
     group.finish();
-    if let (Some(subject), Some(base)) = (&mut tracker, &mut baseline) {
-        pair(
-            paired,
-            "heartbeat_100k/tracker",
-            "heartbeat_100k/hashmap_baseline",
-            20,
-            |s, iters| if s { subject.run(iters) } else { base.run(iters) },
-        );
+    for (name, subject) in [("tracker", &mut tracker), ("lean", &mut lean)] {
+        if let (Some(subject), Some(base)) = (subject, &mut baseline) {
+            pair(
+                paired,
+                &format!("heartbeat_100k/{name}"),
+                "heartbeat_100k/hashmap_baseline",
+                20,
+                |s, iters| if s { subject.run(iters) } else { base.run(iters) },
+            );
+        }
     }
 }
 
@@ -756,8 +820,11 @@ const SUMMARY: &[(&str, &str)] = &[
     ("lifecycle/hashmap_baseline", ""),
     ("lifecycle/tracker", "lifecycle/hashmap_baseline"),
     ("lifecycle/tracker_no_eviction", "lifecycle/hashmap_baseline"),
+    ("lifecycle/lean", "lifecycle/hashmap_baseline"),
+    ("lifecycle/lean_no_eviction", "lifecycle/hashmap_baseline"),
     ("heartbeat_100k/hashmap_baseline", ""),
     ("heartbeat_100k/tracker", "heartbeat_100k/hashmap_baseline"),
+    ("heartbeat_100k/lean", "heartbeat_100k/hashmap_baseline"),
     ("phase_transition_with_subscriber/no_subscriber", ""),
     (
         "phase_transition_with_subscriber/subscriber",

@@ -1,5 +1,6 @@
 //! The event bus: assigns global sequence numbers and broadcasts in that order.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
@@ -14,6 +15,9 @@ pub(crate) struct EventBus {
     next_seq: Mutex<u64>,
     sender: broadcast::Sender<Arc<Event>>,
     sink: OnceLock<Sink>,
+    /// Live [`EventStream`]s. Changed under `next_seq`'s lock, so an event numbered after a
+    /// subscription is always built and sent to it.
+    subscribers: Arc<AtomicUsize>,
 }
 
 /// Receives every event synchronously, in global order, before any subscriber; see
@@ -35,7 +39,24 @@ impl EventBus {
             next_seq: Mutex::new(1),
             sender,
             sink: OnceLock::new(),
+            subscribers: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Whether anyone receives events: a sink, or a live subscriber.
+    pub(crate) fn observed(&self) -> bool {
+        self.sink.get().is_some() || self.subscribers.load(Ordering::Acquire) > 0
+    }
+
+    /// Numbers an event that nobody will receive, without building it. Returns `false`, and
+    /// numbers nothing, if someone receives events after all: then the caller emits it.
+    pub(crate) fn skip(&self) -> bool {
+        let mut next = self.next_seq.lock();
+        if self.observed() {
+            return false;
+        }
+        *next += 1;
+        true
     }
 
     pub(crate) fn emit(&self, execution: Option<EventScope>, timestamp: DateTime<Utc>, kind: EventKind) -> Arc<Event> {
@@ -70,6 +91,8 @@ impl EventBus {
     }
 
     pub(crate) fn subscribe(&self, filter: EventFilter) -> EventStream {
-        EventStream::new(self.sender.subscribe(), filter)
+        let _numbering = self.next_seq.lock();
+        self.subscribers.fetch_add(1, Ordering::AcqRel);
+        EventStream::new(self.sender.subscribe(), filter, Arc::clone(&self.subscribers))
     }
 }

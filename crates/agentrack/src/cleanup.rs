@@ -71,6 +71,7 @@ impl Tracker {
         self.inner.by_agent.remove(&owner.agent_name, id);
         self.inner.by_thread.remove(&owner.thread_id, id);
         self.inner.by_user.remove(&owner.user_id, id);
+        self.inner.owners.release(&owner);
         self.inner.finished_count.fetch_sub(1, Ordering::Relaxed);
         Some(slot)
     }

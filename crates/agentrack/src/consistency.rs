@@ -1,14 +1,15 @@
-//! A self-check of the indexes, active set and counters against the records.
+//! A self-check of the indexes, interned owners and counters against the records.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
+use crate::event::Owner;
 use crate::id::ExecutionId;
 use crate::record::ExecutionRecord;
 use crate::tracker::Tracker;
 
 impl Tracker {
-    /// Checks the indexes, active set and counters against the records; returns what is wrong.
+    /// Checks the indexes, interned owners and counters against the records; returns what is wrong.
     /// For tests and debugging: it walks everything.
     pub fn check_consistency(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -48,13 +49,6 @@ impl Tracker {
             .filter(|r| r.is_alive())
             .map(|r| r.execution_id)
             .collect();
-        if alive.len() != self.inner.active.len() || alive.iter().any(|id| !self.inner.active.contains_key(id)) {
-            problems.push(format!(
-                "active set has {} ids for {} alive records",
-                self.inner.active.len(),
-                alive.len()
-            ));
-        }
         let metrics = self.metrics();
         if metrics.active_executions != alive.len() as u64 {
             problems.push(format!(
@@ -68,6 +62,28 @@ impl Tracker {
             problems.push(format!(
                 "finished counter {} for {finished} finished records",
                 self.inner.finished_count.load(Ordering::Relaxed)
+            ));
+        }
+        let mut owners: HashMap<Owner, usize> = HashMap::new();
+        for record in &records {
+            let owner = Owner {
+                tenant: record.tenant.clone(),
+                user_id: record.user_id.clone(),
+                thread_id: record.thread_id.clone(),
+                agent_name: record.agent_name.clone(),
+            };
+            *owners.entry(owner).or_default() += 1;
+        }
+        let interned = self.inner.owners.counts();
+        if interned.len() != owners.len()
+            || interned
+                .iter()
+                .any(|(owner, count)| owners.get(owner.as_ref()) != Some(count))
+        {
+            problems.push(format!(
+                "{} interned owners for the {} distinct owners of the records",
+                interned.len(),
+                owners.len()
             ));
         }
         let sum = metrics.active_executions

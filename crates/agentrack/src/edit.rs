@@ -32,7 +32,7 @@ use crate::id::ExecutionId;
 use crate::record::ExecutionRecord;
 use crate::slot::Slot;
 use crate::state::ExecutionState;
-use crate::tracker::{Change, Tracker};
+use crate::tracker::{Change, Tracker, Want};
 
 /// Whether an edit must leave a finished execution's state alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +167,10 @@ impl Tracker {
             slot.execution_due = time.at(after.started_at) + after.timeout;
         }
         if after.timeout_config != before.timeout_config {
-            slot.breaker.config = self.breaker_config(after.timeout_config.as_deref());
+            let config = self.breaker_config(after.timeout_config.as_deref());
+            if let Some(calls) = slot.calls.as_deref_mut() {
+                calls.breaker.config = config;
+            }
         }
         if after.last_heartbeat != before.last_heartbeat {
             slot.heartbeat_mono = time.at(after.last_heartbeat);
@@ -192,7 +195,9 @@ impl Tracker {
         );
         if breaker != was {
             let (state, failures, last, next) = breaker;
-            slot.breaker.force(state, failures, last, next, time.mono, time.wall);
+            self.calls(slot)
+                .breaker
+                .force(state, failures, last, next, time.mono, time.wall);
         }
     }
 
@@ -212,11 +217,11 @@ impl Tracker {
             // the completion time the edit gave, if it gave one.
             slot.record.state = was;
             let completed_at = slot.record.completed_at.filter(|_| edited_completion);
-            let event = self.finish(slot, is, time.wall, time.mono);
+            let event = self.finish(slot, is, time.wall, time.mono, Want::Events);
             if let Some(completed_at) = completed_at {
                 self.set_completed_at(slot, completed_at, time.at(completed_at));
             }
-            return Some(event);
+            return event;
         }
         if was.is_terminal() && is.is_alive() {
             // Only `legacy_edit` gets here: `check_edit` refuses it otherwise.
@@ -242,7 +247,6 @@ impl Tracker {
         slot.completed_mono = None;
         // The old token was cancelled when the execution ended; a new one is made on request.
         slot.cancel = None;
-        self.inner.active.insert(slot.record.execution_id, ());
         self.inner.finished_count.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -254,7 +258,8 @@ impl Tracker {
         self.inner.by_thread.remove(&old.thread_id, id);
         self.inner.by_user.remove(&old.user_id, id);
         let record = &slot.record;
-        let owner = Arc::new(Owner {
+        self.inner.owners.release(&old);
+        let owner = self.inner.owners.acquire(Owner {
             tenant: record.tenant.clone(),
             user_id: record.user_id.clone(),
             thread_id: record.thread_id.clone(),

@@ -6,6 +6,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -362,13 +363,16 @@ pub struct Lagged {
 pub struct EventStream {
     inner: BroadcastStream<Arc<Event>>,
     filter: EventFilter,
+    /// The bus's count of live streams, which this one is part of until dropped.
+    subscribers: Arc<AtomicUsize>,
 }
 
 impl EventStream {
-    pub(crate) fn new(rx: broadcast::Receiver<Arc<Event>>, filter: EventFilter) -> Self {
+    pub(crate) fn new(rx: broadcast::Receiver<Arc<Event>>, filter: EventFilter, subscribers: Arc<AtomicUsize>) -> Self {
         Self {
             inner: BroadcastStream::new(rx),
             filter,
+            subscribers,
         }
     }
 
@@ -396,6 +400,13 @@ impl Stream for EventStream {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        // Nothing reads from a stream being dropped, so its events need not be built any more.
+        self.subscribers.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -64,7 +64,9 @@
 //!
 //! # Where to look
 //!
-//! - [`Tracker`]: every operation; [`Tracker::spawn_monitor`] for dead/timeout detection.
+//! - [`Tracker`]: every operation; [`Tracker::spawn_monitor`] for dead/timeout detection;
+//!   [`Tracker::lean`] for the same calls without their events returned (built only for a
+//!   sink or subscribers).
 //! - [`ExecutionState`], [`Phase`], [`BreakerState`]: the domain enumerations, parsed from the
 //!   original's value strings with errors that list the valid values.
 //! - [`Breaker`]: circuit breakers shared by name across executions.
@@ -90,10 +92,12 @@ mod event;
 mod global;
 mod id;
 mod index;
+mod lean;
 mod metrics;
 mod monitor;
 mod new_execution;
 mod notifier;
+mod owners;
 mod parse;
 mod phase;
 mod protect;
@@ -114,6 +118,7 @@ pub use error::{CallError, TrackerError};
 pub use event::{BreakerChange, Event, EventFilter, EventKind, EventScope, EventStream, Finished, Lagged, Owner};
 pub use global::{global, global_monitor_running, init_global, shutdown_global};
 pub use id::{ExecutionId, ParseIdError};
+pub use lean::Lean;
 pub use metrics::Metrics;
 pub use monitor::{MonitorHandle, Sweep};
 pub use new_execution::{DEFAULT_TENANT, NewExecution};

@@ -49,6 +49,11 @@ impl Counters {
         self.active.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// How many executions are alive.
+    pub(crate) fn alive(&self) -> usize {
+        usize::try_from(self.active.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+    }
+
     /// The counter of a terminal state, or the active one.
     fn of(&self, state: ExecutionState) -> &AtomicU64 {
         match state {

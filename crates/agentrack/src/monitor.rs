@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::record::ExecutionRecord;
 use crate::slot::Expiry;
 use crate::state::ExecutionState;
-use crate::tracker::{Callback, Tracker};
+use crate::tracker::{Callback, Tracker, Want};
 
 /// What one sweep did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -62,7 +62,7 @@ impl Tracker {
                 ),
             };
             slot.record.error = Some(error);
-            self.finish(&mut slot, state, now, mono);
+            self.finish(&mut slot, state, now, mono, Want::Events);
             let record = slot.record.clone();
             match expiry {
                 Expiry::TimedOut => sweep.timed_out.push(record),

@@ -11,6 +11,7 @@ use crate::config::TimeoutConfig;
 use crate::error::TrackerError;
 use crate::event::Owner;
 use crate::id::ExecutionId;
+use crate::owners::Owners;
 use crate::phase::Phase;
 use crate::record::ExecutionRecord;
 use crate::state::{BreakerState, ExecutionState};
@@ -130,15 +131,16 @@ impl NewExecution {
     }
 
     /// The record of the new execution `id`, created `now` in `state` (from
-    /// [`NewExecution::checked`]), and whom it belongs to.
+    /// [`NewExecution::checked`]), and whom it belongs to (interned in `owners`).
     pub(crate) fn into_record(
         self,
         id: ExecutionId,
         state: ExecutionState,
         timeout: Duration,
         now: DateTime<Utc>,
+        owners: &Owners,
     ) -> (ExecutionRecord, Arc<Owner>) {
-        let owner = Arc::new(Owner {
+        let owner = owners.acquire(Owner {
             tenant: self.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
             user_id: self.user_id,
             thread_id: self.thread_id,

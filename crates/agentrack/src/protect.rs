@@ -55,7 +55,7 @@ impl CallPermit {
             Some(ticket) => {
                 let now = self.tracker.inner.clock.now();
                 let mono = self.tracker.mono();
-                let entered = slot.breaker.record(ticket, outcome, mono, now);
+                let entered = self.tracker.calls(&mut slot).breaker.record(ticket, outcome, mono, now);
                 self.tracker.sync_breaker(&mut slot, entered).into_iter().collect()
             }
             None => Vec::new(),
@@ -69,10 +69,13 @@ impl Drop for CallPermit {
         let now = self.tracker.inner.clock.now();
         let mono = self.tracker.mono();
         let mut slot = self.slot.lock();
-        if let Some(ticket) = self.ticket.take() {
-            slot.breaker.release(ticket);
+        let ticket = self.ticket.take();
+        if let Some(calls) = slot.calls.as_deref_mut() {
+            if let Some(ticket) = ticket {
+                calls.breaker.release(ticket);
+            }
+            calls.in_flight = calls.in_flight.saturating_sub(1);
         }
-        slot.calls_in_flight = slot.calls_in_flight.saturating_sub(1);
         if slot.record.is_alive() {
             touch(&mut slot, now, mono);
         }
@@ -87,7 +90,7 @@ impl Tracker {
     /// `NotFound`.
     pub fn breaker_status(&self, id: ExecutionId) -> Result<BreakerStatus, TrackerError> {
         let mono = self.mono();
-        Ok(self.slot(id)?.lock().breaker.status(breaker_name(id), mono))
+        Ok(self.breaker_status_of(&self.slot(id)?.lock(), mono))
     }
 
     /// Closes the per-execution breaker and zeroes its counters (the original's register and
@@ -100,7 +103,8 @@ impl Tracker {
     pub fn reset_breaker(&self, id: ExecutionId) -> Result<Change, TrackerError> {
         let slot = self.slot(id)?;
         let mut slot = slot.lock();
-        let entered = slot.breaker.reset();
+        // No breaker made yet is one closed with no counts: nothing to reset.
+        let entered = slot.calls.as_deref_mut().and_then(|calls| calls.breaker.reset());
         let events = self.sync_breaker(&mut slot, entered).into_iter().collect();
         Ok(Change {
             execution_id: id,
@@ -202,8 +206,9 @@ impl Tracker {
 
     fn mark_call(&self, slot: &mut Slot, timeout: Duration) {
         let mono = self.mono();
-        slot.calls_in_flight += 1;
-        slot.call_deadline = slot.call_deadline.max(mono + timeout);
+        let calls = self.calls(slot);
+        calls.in_flight += 1;
+        calls.deadline = calls.deadline.max(mono + timeout);
     }
 
     /// Admits one protected call through the execution's own breaker and marks it in flight —
@@ -220,16 +225,16 @@ impl Tracker {
             let mut locked = slot.lock();
             ensure_alive(&locked)?;
             let mono = self.mono();
-            let (ticket, entered) =
-                locked
-                    .breaker
-                    .try_acquire(mono)
-                    .map_err(|retry_after| TrackerError::CircuitOpen {
-                        breaker: breaker_name(id),
-                        retry_after,
-                    })?;
+            let (ticket, entered) = self
+                .calls(&mut locked)
+                .breaker
+                .try_acquire(mono)
+                .map_err(|retry_after| TrackerError::CircuitOpen {
+                    breaker: breaker_name(id),
+                    retry_after,
+                })?;
             self.sync_breaker(&mut locked, entered);
-            let timeout = locked.breaker.config.call_timeout;
+            let timeout = self.calls(&mut locked).breaker.config.call_timeout;
             self.mark_call(&mut locked, timeout);
             (ticket, timeout)
         };
@@ -244,21 +249,19 @@ impl Tracker {
     /// Copies the breaker's state into the record and announces a state change; returns its
     /// event.
     fn sync_breaker(&self, slot: &mut Slot, entered: Option<BreakerState>) -> Option<Arc<Event>> {
-        let core: &BreakerCore = &slot.breaker;
-        let (state, failures, last, next) = (
-            core.state,
-            core.failures,
-            core.last_failure_time,
-            core.next_attempt_time,
-        );
-        slot.record.circuit_breaker_state = state;
-        slot.record.circuit_breaker_failures = failures;
-        slot.record.last_failure_time = last;
-        slot.record.next_attempt_time = next;
+        // Without a breaker made, the record keeps the closed breaker's fields it was made with.
+        if let Some(calls) = slot.calls.as_deref() {
+            let core: &BreakerCore = &calls.breaker;
+            slot.record.circuit_breaker_state = core.state;
+            slot.record.circuit_breaker_failures = core.failures;
+            slot.record.last_failure_time = core.last_failure_time;
+            slot.record.next_attempt_time = core.next_attempt_time;
+        }
         let state = entered?;
         let now = self.inner.clock.now();
         let mono = self.mono();
-        let change = slot.breaker.change(breaker_name(slot.record.execution_id), state, mono);
+        let name = breaker_name(slot.record.execution_id);
+        let change = self.calls(slot).breaker.change(name, state, mono);
         let scope = slot.next_scope();
         Some(self.inner.bus.emit(Some(scope), now, change.into_kind()))
     }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -11,7 +10,9 @@ use crate::breaker::BreakerCore;
 use crate::error::TrackerError;
 use crate::event::{Event, Owner};
 use crate::record::ExecutionRecord;
+use crate::slot::Calls;
 use crate::slot::Slot;
+use crate::state::BreakerState;
 use crate::tracker::{TIMELINE_ORIGIN, Tracker};
 
 impl Tracker {
@@ -50,6 +51,10 @@ impl Tracker {
         // A record finished before this process started counts as finished at our origin: it
         // is purged at most `cleanup_age` after the restart.
         let ago = |then: DateTime<Utc>| mono.saturating_sub(elapsed(then)).max(TIMELINE_ORIGIN);
+        let untouched = record.circuit_breaker_state == BreakerState::Closed
+            && record.circuit_breaker_failures == 0
+            && record.last_failure_time.is_none()
+            && record.next_attempt_time.is_none();
         let breaker = BreakerCore::restored(
             self.breaker_config(record.timeout_config.as_deref()),
             record.circuit_breaker_state,
@@ -59,7 +64,7 @@ impl Tracker {
             mono,
             now,
         );
-        let owner = Arc::new(Owner {
+        let owner = self.inner.owners.acquire(Owner {
             tenant: record.tenant.clone(),
             user_id: record.user_id.clone(),
             thread_id: record.thread_id.clone(),
@@ -71,9 +76,7 @@ impl Tracker {
             heartbeat_mono: mono,
             completed_mono: record.completed_at.map(ago),
             armed_at: None,
-            calls_in_flight: 0,
-            call_deadline: Duration::ZERO,
-            breaker,
+            calls: (!untouched).then(|| Box::new(Calls::new(breaker))),
             cancel: None,
             owner: Arc::clone(&owner),
             record,
@@ -82,7 +85,6 @@ impl Tracker {
         self.inner.by_thread.insert(&owner.thread_id, id);
         self.inner.by_user.insert(&owner.user_id, id);
         if state.is_alive() {
-            self.inner.active.insert(id, ());
             self.inner.counters.created();
             self.rearm(&mut slot);
         } else {

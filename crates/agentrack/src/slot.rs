@@ -21,10 +21,32 @@ pub(crate) struct Slot {
     pub(crate) completed_mono: Option<Duration>,
     /// The due time of this execution's one live deadline entry; other entries are stale.
     pub(crate) armed_at: Option<Duration>,
-    pub(crate) calls_in_flight: u32,
-    pub(crate) call_deadline: Duration,
-    pub(crate) breaker: BreakerCore,
+    /// Made by the first protected call or breaker change (see [`Calls`]).
+    pub(crate) calls: Option<Box<Calls>>,
     pub(crate) cancel: Option<CancellationToken>,
+}
+
+/// One execution's protected calls: its breaker and the calls in flight.
+///
+/// Kept out of line and made on first use: most executions never make a protected call, and
+/// until one does, its breaker is closed with no counts under the settings its record names —
+/// nothing worth a hundred bytes in every slot.
+#[derive(Debug)]
+pub(crate) struct Calls {
+    pub(crate) breaker: BreakerCore,
+    pub(crate) in_flight: u32,
+    /// When the latest of the calls in flight runs out of time.
+    pub(crate) deadline: Duration,
+}
+
+impl Calls {
+    pub(crate) fn new(breaker: BreakerCore) -> Self {
+        Self {
+            breaker,
+            in_flight: 0,
+            deadline: Duration::ZERO,
+        }
+    }
 }
 
 /// Why an alive execution's deadline passed.
@@ -36,13 +58,7 @@ pub(crate) enum Expiry {
 
 impl Slot {
     /// The slot of a just-created execution (`record`), its deadline computed from `mono`, now.
-    pub(crate) fn created(
-        record: ExecutionRecord,
-        owner: Arc<Owner>,
-        breaker: BreakerCore,
-        mono: Duration,
-        config: &TrackerConfig,
-    ) -> Self {
+    pub(crate) fn created(record: ExecutionRecord, owner: Arc<Owner>, mono: Duration, config: &TrackerConfig) -> Self {
         let mut slot = Self {
             execution_due: mono + record.timeout,
             record,
@@ -50,9 +66,7 @@ impl Slot {
             heartbeat_mono: mono,
             completed_mono: None,
             armed_at: None,
-            calls_in_flight: 0,
-            call_deadline: Duration::ZERO,
-            breaker,
+            calls: None,
             cancel: None,
         };
         slot.armed_at = Some(slot.deadline(config));
@@ -74,10 +88,9 @@ impl Slot {
     /// agent.
     pub(crate) fn liveness_deadline(&self, config: &TrackerConfig) -> Duration {
         let heartbeat = self.heartbeat_mono + config.heartbeat_timeout;
-        if self.calls_in_flight > 0 {
-            heartbeat.max(self.call_deadline + config.call_grace)
-        } else {
-            heartbeat
+        match &self.calls {
+            Some(calls) if calls.in_flight > 0 => heartbeat.max(calls.deadline + config.call_grace),
+            _ => heartbeat,
         }
     }
 

@@ -17,17 +17,18 @@ use crate::breaker::{Breaker, BreakerConfig, BreakerCore};
 use crate::bus::EventBus;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{TimeoutConfig, TrackerConfig};
-use crate::deadlines::DeadlineQueue;
+use crate::deadlines::{DeadlineQueue, Ordered};
 use crate::error::TrackerError;
 use crate::event::{Event, EventFilter, EventKind, EventStream, Finished, Owner};
-use crate::id::ExecutionId;
+use crate::id::{ExecutionId, IdHash};
 use crate::index::Index;
 use crate::metrics::{Counters, Metrics};
 use crate::new_execution::NewExecution;
 use crate::notifier::NotifyError;
+use crate::owners::Owners;
 use crate::phase::{Phase, Validation};
 use crate::record::{ExecutionRecord, Transition, millis};
-use crate::slot::Slot;
+use crate::slot::{Calls, Slot};
 use crate::state::ExecutionState;
 
 /// What a mutating call changed: the execution and the events that describe the change, in
@@ -50,6 +51,24 @@ impl Change {
     pub fn transition(&self) -> Option<&Transition> {
         self.events.iter().find_map(|event| event.kind.transition())
     }
+}
+
+/// Whether a call's caller wants the events of its change back, or only their effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// Build every event and return it in the [`Change`].
+    Events,
+    /// Build events only for a sink or subscribers; the [`Change`] may come back without them.
+    IfObserved,
+}
+
+/// The id of an execution to create.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum NewId {
+    /// A new one, made by [`ExecutionId::new`].
+    Fresh,
+    /// One the caller chose ([`Tracker::create_as`]).
+    Chosen(ExecutionId),
 }
 
 /// Optional error and result for [`Tracker::set_state`].
@@ -78,14 +97,14 @@ pub(crate) struct Inner {
     /// The breaker settings of executions without their own, shared rather than copied.
     pub(crate) default_breaker: Arc<BreakerConfig>,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) records: DashMap<ExecutionId, Arc<Mutex<Slot>>>,
+    pub(crate) records: DashMap<ExecutionId, Arc<Mutex<Slot>>, IdHash>,
     pub(crate) by_agent: Index,
     pub(crate) by_thread: Index,
     pub(crate) by_user: Index,
-    pub(crate) active: DashMap<ExecutionId, ()>,
+    pub(crate) owners: Owners,
     pub(crate) deadlines: DeadlineQueue,
     /// Finished records by completion time, for purging by age or over the cap.
-    pub(crate) finished: DeadlineQueue,
+    pub(crate) finished: DeadlineQueue<Ordered>,
     pub(crate) finished_count: AtomicUsize,
     pub(crate) history: Mutex<VecDeque<ExecutionRecord>>,
     pub(crate) breakers: DashMap<String, Breaker>,
@@ -153,11 +172,11 @@ impl Tracker {
                 default_breaker: Arc::new(BreakerConfig::from(&config.timeout_config)),
                 config,
                 clock,
-                records: DashMap::new(),
+                records: DashMap::default(),
                 by_agent: Index::default(),
                 by_thread: Index::default(),
                 by_user: Index::default(),
-                active: DashMap::new(),
+                owners: Owners::default(),
                 deadlines: DeadlineQueue::new(),
                 finished: DeadlineQueue::new(),
                 finished_count: AtomicUsize::new(0),
@@ -205,6 +224,24 @@ impl Tracker {
         self.inner.bus.emit(Some(scope), now, kind)
     }
 
+    /// Emits the event `kind` builds, or with [`Want::IfObserved`] and nobody to receive it
+    /// (no sink, no subscriber) only numbers it: the sequence numbers move on exactly as if it
+    /// had been built, so a later subscriber or store sees the same numbering.
+    pub(crate) fn emit_when(
+        &self,
+        slot: &mut Slot,
+        now: DateTime<Utc>,
+        want: Want,
+        kind: impl FnOnce(&Slot) -> EventKind,
+    ) -> Option<Arc<Event>> {
+        if want == Want::IfObserved && !self.inner.bus.observed() && self.inner.bus.skip() {
+            slot.record.seq += 1;
+            return None;
+        }
+        let kind = kind(slot);
+        Some(self.emit(slot, now, kind))
+    }
+
     /// Creates an execution in state `Pending` (or `initial_state`) and phase `Created`.
     ///
     /// # Errors
@@ -212,7 +249,7 @@ impl Tracker {
     /// [`TrackerError::InvalidInput`] for an empty agent name, a zero timeout or a terminal
     /// initial state.
     pub fn create(&self, new: NewExecution) -> Result<Change, TrackerError> {
-        self.create_as(ExecutionId::new(), new)
+        self.create_with(NewId::Fresh, new, Want::Events)
     }
 
     /// Like [`Tracker::create`], under an id the caller chose — a store that spreads executions
@@ -235,22 +272,30 @@ impl Tracker {
     /// # Ok::<(), agentrack::TrackerError>(())
     /// ```
     pub fn create_as(&self, id: ExecutionId, new: NewExecution) -> Result<Change, TrackerError> {
-        if self.inner.records.contains_key(&id) {
-            return Err(TrackerError::InvalidInput {
-                field: "execution_id",
-                reason: format!("{id} already exists"),
-            });
-        }
+        self.create_with(NewId::Chosen(id), new, Want::Events)
+    }
+
+    pub(crate) fn create_with(&self, id: NewId, new: NewExecution, want: Want) -> Result<Change, TrackerError> {
+        let id = match id {
+            // A fresh v7 id cannot be held already: no lookup on the common path.
+            NewId::Fresh => ExecutionId::new(),
+            NewId::Chosen(id) if self.inner.records.contains_key(&id) => {
+                return Err(TrackerError::InvalidInput {
+                    field: "execution_id",
+                    reason: format!("{id} already exists"),
+                });
+            }
+            NewId::Chosen(id) => id,
+        };
         let (state, timeout) = new.checked(self.inner.config.execution_timeout)?;
         let now = self.inner.clock.now();
         let mono = self.mono();
-        let breaker = BreakerCore::new(self.breaker_config(new.timeout_config.as_ref()));
-        let (record, owner) = new.into_record(id, state, timeout, now);
-        let slot = Slot::created(record, owner, breaker, mono, &self.inner.config);
-        let event = self.publish(slot, now);
+        let (record, owner) = new.into_record(id, state, timeout, now, &self.inner.owners);
+        let slot = Slot::created(record, owner, mono, &self.inner.config);
+        let events = self.publish(slot, now, want).into_iter().collect();
         Ok(Change {
             execution_id: id,
-            events: vec![event],
+            events,
         })
     }
 
@@ -263,9 +308,29 @@ impl Tracker {
         }
     }
 
-    /// Makes a new execution's slot visible — indexes, active set, counters, deadline — and
+    /// The slot's protected calls, made with a closed breaker under the settings its record
+    /// names if it has none yet.
+    pub(crate) fn calls<'s>(&self, slot: &'s mut Slot) -> &'s mut Calls {
+        let Slot { calls, record, .. } = slot;
+        calls.get_or_insert_with(|| {
+            Box::new(Calls::new(BreakerCore::new(
+                self.breaker_config(record.timeout_config.as_deref()),
+            )))
+        })
+    }
+
+    /// The slot's breaker status (a closed breaker's, if no call made one yet).
+    pub(crate) fn breaker_status_of(&self, slot: &Slot, mono: Duration) -> crate::breaker::BreakerStatus {
+        let name = breaker_name(slot.record.execution_id);
+        match &slot.calls {
+            Some(calls) => calls.breaker.status(name, mono),
+            None => BreakerCore::new(self.breaker_config(slot.record.timeout_config.as_deref())).status(name, mono),
+        }
+    }
+
+    /// Makes a new execution's slot visible — indexes, counters, deadline — and
     /// emits its creation event.
-    fn publish(&self, slot: Slot, now: DateTime<Utc>) -> Arc<Event> {
+    fn publish(&self, slot: Slot, now: DateTime<Utc>, want: Want) -> Option<Arc<Event>> {
         let id = slot.record.execution_id;
         let owner = Arc::clone(&slot.owner);
         let due = slot.armed_at;
@@ -275,7 +340,6 @@ impl Tracker {
         self.inner.by_agent.insert(&owner.agent_name, id);
         self.inner.by_thread.insert(&owner.thread_id, id);
         self.inner.by_user.insert(&owner.user_id, id);
-        self.inner.active.insert(id, ());
         self.inner.counters.created();
         // Hold the record's lock while publishing it, so its creation event is its first.
         let mut guard = slot.lock();
@@ -283,11 +347,10 @@ impl Tracker {
         if let Some(due) = due {
             self.inner.deadlines.arm(id, due);
         }
-        let kind = EventKind::ExecutionCreated {
-            timeout_seconds: guard.record.timeout.as_secs_f64(),
-            metadata: guard.record.metadata.clone(),
-        };
-        self.emit(&mut guard, now, kind)
+        self.emit_when(&mut guard, now, want, |slot| EventKind::ExecutionCreated {
+            timeout_seconds: slot.record.timeout.as_secs_f64(),
+            metadata: slot.record.metadata.clone(),
+        })
     }
 
     /// Moves a `Pending` execution to `Starting`.
@@ -296,6 +359,10 @@ impl Tracker {
     ///
     /// `NotFound`, `Terminal`, or `InvalidLifecycle` from any state but `Pending`.
     pub fn start(&self, id: ExecutionId) -> Result<Change, TrackerError> {
+        self.start_with(id, Want::Events)
+    }
+
+    pub(crate) fn start_with(&self, id: ExecutionId, want: Want) -> Result<Change, TrackerError> {
         let slot = self.slot(id)?;
         let mut slot = slot.lock();
         let from = ensure_alive(&slot)?;
@@ -311,17 +378,13 @@ impl Tracker {
         let mono = self.mono();
         slot.record.state = ExecutionState::Starting;
         touch(&mut slot, now, mono);
-        let event = self.emit(
-            &mut slot,
-            now,
-            EventKind::StateChanged {
-                from,
-                to: ExecutionState::Starting,
-            },
-        );
+        let event = self.emit_when(&mut slot, now, want, |_| EventKind::StateChanged {
+            from,
+            to: ExecutionState::Starting,
+        });
         Ok(Change {
             execution_id: id,
-            events: vec![event],
+            events: event.into_iter().collect(),
         })
     }
 
@@ -331,6 +394,10 @@ impl Tracker {
     ///
     /// `NotFound` or `Terminal`.
     pub fn heartbeat(&self, id: ExecutionId) -> Result<Change, TrackerError> {
+        self.heartbeat_with(id, Want::Events)
+    }
+
+    pub(crate) fn heartbeat_with(&self, id: ExecutionId, want: Want) -> Result<Change, TrackerError> {
         let slot = self.slot(id)?;
         let mut slot = slot.lock();
         let from = ensure_alive(&slot)?;
@@ -338,20 +405,17 @@ impl Tracker {
         let mono = self.mono();
         touch(&mut slot, now, mono);
         slot.record.heartbeat_count += 1;
-        let mut events = Vec::with_capacity(2);
+        let mut events = Vec::new();
         if from == ExecutionState::Starting {
             slot.record.state = ExecutionState::Running;
-            events.push(self.emit(
-                &mut slot,
-                now,
-                EventKind::StateChanged {
-                    from,
-                    to: ExecutionState::Running,
-                },
-            ));
+            events.extend(self.emit_when(&mut slot, now, want, |_| EventKind::StateChanged {
+                from,
+                to: ExecutionState::Running,
+            }));
         }
-        let heartbeat_count = slot.record.heartbeat_count;
-        events.push(self.emit(&mut slot, now, EventKind::Heartbeat { heartbeat_count }));
+        events.extend(self.emit_when(&mut slot, now, want, |slot| EventKind::Heartbeat {
+            heartbeat_count: slot.record.heartbeat_count,
+        }));
         Ok(Change {
             execution_id: id,
             events,
@@ -372,6 +436,16 @@ impl Tracker {
         id: ExecutionId,
         state: ExecutionState,
         update: StateUpdate,
+    ) -> Result<Change, TrackerError> {
+        self.set_state_with(id, state, update, Want::Events)
+    }
+
+    pub(crate) fn set_state_with(
+        &self,
+        id: ExecutionId,
+        state: ExecutionState,
+        update: StateUpdate,
+        want: Want,
     ) -> Result<Change, TrackerError> {
         let change = {
             let slot = self.slot(id)?;
@@ -395,14 +469,14 @@ impl Tracker {
                 slot.record.result = Some(result);
             }
             let event = if state.is_terminal() {
-                self.finish(&mut slot, state, now, mono)
+                self.finish(&mut slot, state, now, mono, want)
             } else {
                 slot.record.state = state;
-                self.emit(&mut slot, now, EventKind::StateChanged { from, to: state })
+                self.emit_when(&mut slot, now, want, |_| EventKind::StateChanged { from, to: state })
             };
             Change {
                 execution_id: id,
-                events: vec![event],
+                events: event.into_iter().collect(),
             }
         };
         self.enforce_finished_cap();
@@ -457,7 +531,8 @@ impl Tracker {
         state: ExecutionState,
         now: DateTime<Utc>,
         mono: Duration,
-    ) -> Arc<Event> {
+        want: Want,
+    ) -> Option<Arc<Event>> {
         let from = slot.record.state;
         let id = slot.record.execution_id;
         slot.record.state = state;
@@ -468,26 +543,26 @@ impl Tracker {
         if let Some(token) = &slot.cancel {
             token.cancel();
         }
-        self.inner.active.remove(&id);
         self.inner.counters.finished(state);
         self.inner.finished_count.fetch_add(1, Ordering::Relaxed);
         self.inner.finished.arm(id, mono);
-        let finished = Finished {
-            from,
-            state,
-            error: slot.record.error.clone(),
-            result: slot.record.result.clone(),
-            last_heartbeat: slot.record.last_heartbeat,
-            duration_ms: millis(now - slot.record.started_at),
-        };
-        let kind = match state {
-            ExecutionState::Completed => EventKind::ExecutionCompleted(finished),
-            ExecutionState::Timeout => EventKind::TimedOut(finished),
-            ExecutionState::Dead => EventKind::Dead(finished),
-            ExecutionState::Cancelled => EventKind::ExecutionCancelled(finished),
-            _ => EventKind::ExecutionFailed(finished),
-        };
-        self.emit(slot, now, kind)
+        self.emit_when(slot, now, want, |slot| {
+            let finished = Finished {
+                from,
+                state,
+                error: slot.record.error.clone(),
+                result: slot.record.result.clone(),
+                last_heartbeat: slot.record.last_heartbeat,
+                duration_ms: millis(now - slot.record.started_at),
+            };
+            match state {
+                ExecutionState::Completed => EventKind::ExecutionCompleted(finished),
+                ExecutionState::Timeout => EventKind::TimedOut(finished),
+                ExecutionState::Dead => EventKind::Dead(finished),
+                ExecutionState::Cancelled => EventKind::ExecutionCancelled(finished),
+                _ => EventKind::ExecutionFailed(finished),
+            }
+        })
     }
 
     /// A snapshot of one execution.
@@ -544,18 +619,33 @@ impl Tracker {
 
     /// Alive executions, oldest first.
     pub fn active(&self) -> Vec<ExecutionRecord> {
-        let mut ids: Vec<ExecutionId> = self.inner.active.iter().map(|entry| *entry.key()).collect();
-        ids.sort_unstable();
-        // An execution may finish between reading the set and reading its record.
-        self.snapshots(ids)
-            .into_iter()
-            .filter(ExecutionRecord::is_alive)
+        let mut alive: Vec<ExecutionRecord> = self
+            .handles()
+            .iter()
+            .filter_map(|slot| {
+                let slot = slot.lock();
+                slot.record.is_alive().then(|| slot.record.clone())
+            })
+            .collect();
+        alive.sort_unstable_by_key(|record| record.execution_id);
+        alive
+    }
+
+    /// Every record's handle, taken first so that no map shard stays locked while the records
+    /// are read. Listing the alive ones this way needs no set of alive ids kept on every create
+    /// and finish: a scan reads each record once, where the set cost an insert and a removal per
+    /// execution and a hash lookup per listed record.
+    fn handles(&self) -> Vec<Arc<Mutex<Slot>>> {
+        self.inner
+            .records
+            .iter()
+            .map(|entry| Arc::clone(entry.value()))
             .collect()
     }
 
     /// How many executions are alive.
     pub fn active_count(&self) -> usize {
-        self.inner.active.len()
+        self.inner.counters.alive()
     }
 
     /// How many records (alive and finished) are in memory.
@@ -593,13 +683,7 @@ impl Tracker {
     /// ```
     pub fn visit(&self, mut f: impl FnMut(&ExecutionRecord)) {
         // Handles first, so no map shard stays locked while `f` runs.
-        let slots: Vec<Arc<Mutex<Slot>>> = self
-            .inner
-            .records
-            .iter()
-            .map(|entry| Arc::clone(entry.value()))
-            .collect();
-        for slot in slots {
+        for slot in self.handles() {
             f(&slot.lock().record);
         }
     }
@@ -623,15 +707,16 @@ impl Tracker {
     /// has not yet marked. Reports only; changes nothing.
     pub fn detect_dead(&self) -> Vec<ExecutionRecord> {
         let mono = self.mono();
-        let mut ids: Vec<ExecutionId> = self.inner.active.iter().map(|entry| *entry.key()).collect();
-        ids.sort_unstable();
-        ids.into_iter()
-            .filter_map(|id| {
-                let slot = self.slot(id).ok()?;
+        let mut expired: Vec<ExecutionRecord> = self
+            .handles()
+            .iter()
+            .filter_map(|slot| {
                 let slot = slot.lock();
                 slot.expiry(&self.inner.config, mono).map(|_| slot.record.clone())
             })
-            .collect()
+            .collect();
+        expired.sort_unstable_by_key(|record| record.execution_id);
+        expired
     }
 
     /// The counters.

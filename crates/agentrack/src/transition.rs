@@ -10,7 +10,7 @@ use crate::id::ExecutionId;
 use crate::notifier::Notifier;
 use crate::phase::{NotificationKind, Phase, Validation};
 use crate::record::{Transition, millis};
-use crate::tracker::{Change, Tracker, ensure_alive, touch};
+use crate::tracker::{Change, Tracker, Want, ensure_alive, touch};
 
 impl Tracker {
     /// Changes the phase, records the transition (with the time spent in the phase left) and
@@ -30,18 +30,19 @@ impl Tracker {
         phase: Phase,
         metadata: Option<Map<String, Value>>,
     ) -> Result<Change, TrackerError> {
-        let recorded = self.transition_recorded(id, phase, metadata)?;
+        let recorded = self.transition_recorded(id, phase, metadata, Want::Events)?;
         Ok(Change {
             execution_id: id,
-            events: vec![recorded.event],
+            events: recorded.event.into_iter().collect(),
         })
     }
 
-    fn transition_recorded(
+    pub(crate) fn transition_recorded(
         &self,
         id: ExecutionId,
         phase: Phase,
         metadata: Option<Map<String, Value>>,
+        want: Want,
     ) -> Result<Recorded, TrackerError> {
         let slot = self.slot(id)?;
         let mut slot = slot.lock();
@@ -73,19 +74,23 @@ impl Tracker {
             websocket_event_sent: false,
             valid,
         };
-        slot.record.phase_history.push(transition.clone());
+        slot.record.phase_history.push(transition);
         slot.record.current_phase = phase;
         slot.record.phase_entered_at = now;
         if slot.record.is_alive() {
             touch(&mut slot, now, mono);
         }
-        let step_number = u32::try_from(slot.record.phase_history.len()).unwrap_or(u32::MAX);
-        let execution_time_ms = millis(now - slot.record.started_at);
-        let kind = phase_event(transition, step_number, execution_time_ms);
-        let event = self.emit(&mut slot, now, kind);
+        let history_position = slot.record.phase_history.len() - 1;
+        let event = self.emit_when(&mut slot, now, want, |slot| {
+            let history = &slot.record.phase_history;
+            let step_number = u32::try_from(history.len()).unwrap_or(u32::MAX);
+            let execution_time_ms = millis(now - slot.record.started_at);
+            phase_event(history[history_position].clone(), step_number, execution_time_ms)
+        });
         Ok(Recorded {
             event,
-            history_position: slot.record.phase_history.len() - 1,
+            valid,
+            history_position,
         })
     }
 
@@ -103,8 +108,10 @@ impl Tracker {
         metadata: Option<Map<String, Value>>,
         notifier: &N,
     ) -> Result<Transition, TrackerError> {
-        let change = self.transition_recorded(id, phase, metadata)?;
-        let event = &change.event;
+        let change = self.transition_recorded(id, phase, metadata, Want::Events)?;
+        let Some(event) = &change.event else {
+            return Err(TrackerError::NotFound { execution_id: id });
+        };
         let Some(mut transition) = event.kind.transition().cloned() else {
             return Err(TrackerError::NotFound { execution_id: id });
         };
@@ -155,9 +162,11 @@ impl Tracker {
     }
 }
 
-/// A transition's event and its position in the phase history.
-struct Recorded {
-    event: Arc<Event>,
+/// A transition's event (if built), whether the rules allow it, and its position in the phase
+/// history.
+pub(crate) struct Recorded {
+    pub(crate) event: Option<Arc<Event>>,
+    pub(crate) valid: bool,
     history_position: usize,
 }
 

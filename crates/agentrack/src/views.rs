@@ -14,7 +14,7 @@ use crate::phase::Phase;
 use crate::record::ExecutionRecord;
 use crate::slot::Slot;
 use crate::state::{BreakerState, ExecutionState};
-use crate::tracker::{Change, Tracker, breaker_name, ensure_alive};
+use crate::tracker::{Change, Tracker, Want, ensure_alive};
 
 /// The agent-state view of an execution (the original's `get_agent_state`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,6 +110,15 @@ impl Tracker {
     ///
     /// `NotFound` or `Terminal`.
     pub fn update_agent_state(&self, id: ExecutionId, update: AgentStateUpdate) -> Result<Change, TrackerError> {
+        self.update_agent_state_with(id, update, Want::Events)
+    }
+
+    pub(crate) fn update_agent_state_with(
+        &self,
+        id: ExecutionId,
+        update: AgentStateUpdate,
+        want: Want,
+    ) -> Result<Change, TrackerError> {
         let slot = self.slot(id)?;
         let mut slot = slot.lock();
         ensure_alive(&slot)?;
@@ -125,15 +134,14 @@ impl Tracker {
             record.metadata.extend(metadata);
         }
         record.updated_at = now;
-        let kind = EventKind::AgentStateUpdated {
-            warning_count: record.warning_count,
-            error_count: record.error_count,
-            metadata: record.metadata.clone(),
-        };
-        let event = self.emit(&mut slot, now, kind);
+        let event = self.emit_when(&mut slot, now, want, |slot| EventKind::AgentStateUpdated {
+            warning_count: slot.record.warning_count,
+            error_count: slot.record.error_count,
+            metadata: slot.record.metadata.clone(),
+        });
         Ok(Change {
             execution_id: id,
-            events: vec![event],
+            events: event.into_iter().collect(),
         })
     }
 
@@ -155,7 +163,9 @@ impl Tracker {
         ensure_alive(&slot)?;
         slot.record.timeout_config = Some(Box::new(config));
         slot.set_timeout(config.agent_execution_timeout);
-        slot.breaker.config = Arc::new(BreakerConfig::from(&config));
+        if let Some(calls) = slot.calls.as_deref_mut() {
+            calls.breaker.config = Arc::new(BreakerConfig::from(&config));
+        }
         self.rearm(&mut slot);
         Ok(())
     }
@@ -192,7 +202,7 @@ impl Tracker {
         Ok(ExecutionContext {
             state_info: agent_state_of(&record, now),
             timeout_status: timeout_status_of(&record, now),
-            circuit_breaker_status: slot.breaker.status(breaker_name(id), mono),
+            circuit_breaker_status: self.breaker_status_of(&slot, mono),
             record,
         })
     }
