@@ -50,6 +50,9 @@ pub struct ClusterState {
     pub view: Arc<parking_lot::RwLock<View>>,
     /// Sends requests on to the owners of other shards.
     pub forwarder: Forwarder,
+    /// When the owner map was last refreshed out of round (see
+    /// [`crate::cluster::membership::refresh_now`]).
+    pub owners_refreshed: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// The shared state behind [`AppState`].

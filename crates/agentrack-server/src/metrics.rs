@@ -282,10 +282,19 @@ impl ServerMetrics {
     }
 
     /// The Prometheus text exposition of everything.
-    pub fn render(&self, shards: &[Arc<LocalShard>], pipeline: &Pipeline, uptime: std::time::Duration) -> String {
+    pub fn render(
+        &self,
+        shards: &[Arc<LocalShard>],
+        pipeline: &Pipeline,
+        uptime: std::time::Duration,
+        node: Option<&str>,
+    ) -> String {
         let trackers: Vec<Tracker> = shards.iter().map(|shard| shard.tracker.clone()).collect();
         let trackers = trackers.as_slice();
-        let mut out = Exposition::default();
+        let mut out = Exposition {
+            text: String::new(),
+            node: node.map(|node| format!("node=\"{node}\"")),
+        };
         self.render_executions(&mut out, trackers);
         render_store(&mut out, pipeline, shards);
         self.render_connections(&mut out);
@@ -398,6 +407,9 @@ impl ServerMetrics {
 #[derive(Default)]
 struct Exposition {
     text: String,
+    /// `node="…"` on every sample of a cluster's node, so that scrapes of every node add up
+    /// to the cluster (`sum without (node)`).
+    node: Option<String>,
 }
 
 impl Exposition {
@@ -406,7 +418,12 @@ impl Exposition {
         let _ = writeln!(self.text, "# HELP {name} {help}");
         let _ = writeln!(self.text, "# TYPE {name} {kind}");
         for (labels, value) in samples {
-            let _ = writeln!(self.text, "{name}{labels} {value}");
+            match (&self.node, labels.strip_prefix('{')) {
+                (None, _) => writeln!(self.text, "{name}{labels} {value}"),
+                (Some(node), None) => writeln!(self.text, "{name}{{{node}}} {value}"),
+                (Some(node), Some(rest)) => writeln!(self.text, "{name}{{{node},{rest} {value}"),
+            }
+            .unwrap_or_default();
         }
     }
 

@@ -237,6 +237,7 @@ impl Server {
             metrics: Arc::clone(&metrics),
             hub: Arc::clone(&hub),
             config: config.tracker.clone(),
+            heartbeat_flush: config.heartbeat_flush,
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -261,6 +262,7 @@ impl Server {
                 member,
                 view,
                 forwarder: Forwarder::default(),
+                owners_refreshed: tokio::sync::Mutex::new(None),
             })
         });
         let state = AppState(Arc::new(Shared {

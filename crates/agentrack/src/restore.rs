@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -38,6 +39,50 @@ impl Tracker {
     ///
     /// `InvalidInput` if a record with the same id is already tracked.
     pub fn restore(&self, record: ExecutionRecord) -> Result<(), TrackerError> {
+        self.restore_as_of(record, None)
+    }
+
+    /// Brings back a record another tracker served until it failed (a cluster node's shard,
+    /// taken over), without emitting events. Its stored `last_heartbeat` may be up to `stale`
+    /// older than the last heartbeat that tracker acknowledged (heartbeats are written in
+    /// batches), and an agent still running needs up to `reconnect` to find this tracker. So an
+    /// alive record is declared dead at the later of `min(last_heartbeat + stale, now) +
+    /// heartbeat_timeout` and `now + reconnect` — never because of the failover alone, and no
+    /// later than that for an agent that really stopped.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if a record with the same id is already tracked.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agentrack::{NewExecution, Tracker};
+    ///
+    /// let failed_node = Tracker::new();
+    /// let id = failed_node.create(NewExecution::new("researcher", "thread-1", "alice"))?.id();
+    /// let record = failed_node.get(id)?;
+    ///
+    /// let next_node = Tracker::new();
+    /// next_node.restore_after_failover(record, Duration::from_secs(1), Duration::from_secs(2))?;
+    /// assert!(next_node.get(id)?.is_alive());
+    /// # Ok::<(), agentrack::TrackerError>(())
+    /// ```
+    pub fn restore_after_failover(
+        &self,
+        record: ExecutionRecord,
+        stale: Duration,
+        reconnect: Duration,
+    ) -> Result<(), TrackerError> {
+        self.restore_as_of(record, Some((stale, reconnect)))
+    }
+
+    /// [`Self::restore`], or with `failover` = `(stale, reconnect)`
+    /// [`Self::restore_after_failover`].
+    fn restore_as_of(
+        &self,
+        record: ExecutionRecord,
+        failover: Option<(Duration, Duration)>,
+    ) -> Result<(), TrackerError> {
         let id = record.execution_id;
         if self.inner.records.contains_key(&id) {
             return Err(TrackerError::InvalidInput {
@@ -73,7 +118,14 @@ impl Tracker {
         let state = record.state;
         let mut slot = Slot {
             execution_due: mono + record.timeout.saturating_sub(elapsed(record.started_at)),
-            heartbeat_mono: mono,
+            heartbeat_mono: match failover {
+                None => mono,
+                // Never after now: a heartbeat in the future would read as negative silence.
+                Some((lag, reconnect)) => (mono + lag)
+                    .saturating_sub(elapsed(record.last_heartbeat))
+                    .max((mono + reconnect).saturating_sub(self.inner.config.heartbeat_timeout))
+                    .min(mono),
+            },
             completed_mono: record.completed_at.map(ago),
             armed_at: None,
             calls: (!untouched).then(|| Box::new(Calls::new(breaker))),

@@ -1256,3 +1256,62 @@ fn restored_execution_keeps_its_original_timeout() {
     );
     assert_eq!(after.state(id).unwrap(), ExecutionState::Timeout);
 }
+
+#[test]
+fn a_failover_restore_keeps_a_live_agent_and_dooms_a_gone_one_by_its_deadline() {
+    // Heartbeat timeout 10 s. The failed tracker's store lags by up to 1 s (`stale`); agents
+    // need up to 2 s to reach the next tracker (`reconnect`).
+    let (before, clock) = manual(TrackerConfig::default());
+    let start = |agent: &str| {
+        let id = before
+            .create(new(agent, "thread", "user").timeout(secs(600)))
+            .unwrap()
+            .id();
+        before.start(id).unwrap();
+        before.heartbeat(id).unwrap();
+        id
+    };
+    let gone = start("gone"); // last heartbeat at 0 s, then silence
+    clock.advance(secs(8));
+    let live = start("live"); // heartbeated at 8 s, and will again once it finds the next node
+    let stored = [before.get(gone).unwrap(), before.get(live).unwrap()];
+
+    // The next tracker takes over at 9 s.
+    let later = agentrack::ManualClock::starting_at(clock.now() + secs(1));
+    let after = Tracker::with_clock(TrackerConfig::default(), Arc::new(later.clone()));
+    for record in stored {
+        after.restore_after_failover(record, secs(1), secs(2)).unwrap();
+    }
+    // `gone`: its deadline (10 s) plus the store's lag (1 s) is later than now + reconnect (11 s
+    // either way): dead at 11 s, not a full window after the takeover (19 s).
+    later.advance(Duration::from_millis(1900));
+    assert!(after.detect_dead().is_empty(), "10.9 s: within the lag");
+    later.advance(Duration::from_millis(200));
+    assert_eq!(ids(&after.detect_dead()), [gone], "11.1 s");
+    // `live` reconnects within its window and lives on.
+    after.heartbeat(live).unwrap();
+    later.advance(secs(9));
+    assert!(after.detect_dead().iter().all(|record| record.execution_id != live));
+    assert!(after.get(live).unwrap().is_alive());
+}
+
+#[test]
+fn a_failover_restore_past_the_deadline_still_gives_the_agent_time_to_reconnect() {
+    let (before, clock) = manual(TrackerConfig::default());
+    let id = before
+        .create(new("slow", "thread", "user").timeout(secs(600)))
+        .unwrap()
+        .id();
+    before.start(id).unwrap();
+    before.heartbeat(id).unwrap();
+    let stored = before.get(id).unwrap();
+    // Taken over at 15 s, past its 10 s deadline: the takeover itself took that long, so the
+    // agent (maybe still heartbeating into 503s) gets `reconnect` from now.
+    let later = agentrack::ManualClock::starting_at(clock.now() + secs(15));
+    let after = Tracker::with_clock(TrackerConfig::default(), Arc::new(later.clone()));
+    after.restore_after_failover(stored, secs(1), secs(2)).unwrap();
+    later.advance(Duration::from_millis(1900));
+    assert!(after.detect_dead().is_empty());
+    later.advance(Duration::from_millis(200));
+    assert_eq!(ids(&after.detect_dead()), [id]);
+}

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use agentrack::BreakerStatus;
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -18,7 +19,7 @@ use super::error::ApiError;
 use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
 use crate::auth::Scope;
-use crate::cluster::LocalShard;
+use crate::cluster::{LocalShard, gather};
 
 /// Who may list the named breakers (and see them on the overview).
 pub const LIST_BREAKERS: Access = Access::Write("list breakers");
@@ -132,8 +133,12 @@ pub fn visible(state: &AppState, scope: &Scope) -> Vec<NamedBreaker> {
         .collect()
 }
 
-async fn list(State(state): State<AppState>, scope: Scope) -> Json<Value> {
-    Json(json!({ "breakers": visible(&state, &scope) }))
+async fn list(State(state): State<AppState>, scope: Scope, headers: HeaderMap) -> Json<Value> {
+    let mut answer = json!({ "breakers": visible(&state, &scope) });
+    if let Some(gathered) = gather::from_peers(&state, &scope, &headers, "/v1/breakers").await {
+        super::cluster_wide::breakers(&mut answer, &gathered);
+    }
+    Json(answer)
 }
 
 async fn acquire(

@@ -275,7 +275,7 @@ impl ApiError {
 const STORE_RETRY_AFTER: u64 = 2;
 
 /// Seconds a client is asked to wait while a shard moves between nodes.
-const SHARD_RETRY_AFTER: u64 = 1;
+pub const SHARD_RETRY_AFTER: u64 = 1;
 
 fn names<T: std::fmt::Display>(items: &[T]) -> Vec<String> {
     items.iter().map(ToString::to_string).collect()

@@ -22,8 +22,8 @@ use super::error::ApiError;
 use super::executions::changeable;
 use crate::app::AppState;
 use crate::auth::Scope;
-use crate::cluster::Route;
 use crate::cluster::forward::FORWARDED_BY;
+use crate::cluster::{Route, membership};
 use crate::store::ShardId;
 
 /// Who may send heartbeats: the level of both heartbeat routes and of the event stream's
@@ -110,12 +110,51 @@ pub async fn beat_many(state: &AppState, scope: &Scope, ids: &[String]) -> Resul
 /// Heartbeats for many executions, on behalf of `scope`, which meets [`SEND_HEARTBEATS`]. Ids on
 /// shards another node owns go to that node in one request per node (unless this batch was
 /// itself forwarded: then they are refused as moving, so a batch never travels in circles).
-/// Waits once per shard for the state changes among them to be durable.
+/// Ids refused because their shard moved are tried once more after the owner map is read
+/// again. Waits once per shard for the state changes among them to be durable.
 async fn beat_all(state: &AppState, scope: &Scope, ids: &[String], forwarded: bool) -> Result<BatchReport, ApiError> {
     let mut results: Vec<Value> = vec![Value::Null; ids.len()];
-    let mut elsewhere: HashMap<String, Vec<usize>> = HashMap::new();
     let mut wait_for: HashMap<ShardId, u64> = HashMap::new();
-    for (index, text) in ids.iter().enumerate() {
+    let all: Vec<usize> = (0..ids.len()).collect();
+    beat_pass(state, scope, ids, &all, forwarded, &mut results, &mut wait_for).await;
+    let moved: Vec<usize> = all
+        .into_iter()
+        .filter(|&index| results[index]["error"]["code"] == "shard_unavailable")
+        .collect();
+    if !moved.is_empty()
+        && !forwarded
+        && let (Some(cluster), Some(store)) = (state.cluster.as_ref(), state.store.cluster())
+    {
+        let refreshed = membership::refresh_now(&cluster.member, store, &state.shards, &cluster.owners_refreshed);
+        if refreshed.await.is_ok() {
+            beat_pass(state, scope, ids, &moved, forwarded, &mut results, &mut wait_for).await;
+        }
+    }
+    for (shard, seq) in wait_for {
+        state.durable_up_to(shard, seq).await?;
+    }
+    let accepted = results.iter().filter(|result| result.get("ok").is_some()).count();
+    Ok(BatchReport {
+        accepted,
+        rejected: results.len() - accepted,
+        results,
+    })
+}
+
+/// One pass over the ids at `indexes`: each heartbeat recorded here or sent to its owner, its
+/// outcome written into `results`.
+async fn beat_pass(
+    state: &AppState,
+    scope: &Scope,
+    ids: &[String],
+    indexes: &[usize],
+    forwarded: bool,
+    results: &mut [Value],
+    wait_for: &mut HashMap<ShardId, u64>,
+) {
+    let mut elsewhere: HashMap<String, Vec<usize>> = HashMap::new();
+    for &index in indexes {
+        let text = &ids[index];
         if let Some(url) = owner_elsewhere(state, scope, text, forwarded) {
             elsewhere.entry(url).or_default().push(index);
             continue;
@@ -142,15 +181,6 @@ async fn beat_all(state: &AppState, scope: &Scope, ids: &[String], forwarded: bo
             results[index] = result;
         }
     }
-    for (shard, seq) in wait_for {
-        state.durable_up_to(shard, seq).await?;
-    }
-    let accepted = results.iter().filter(|result| result.get("ok").is_some()).count();
-    Ok(BatchReport {
-        accepted,
-        rejected: results.len() - accepted,
-        results,
-    })
 }
 
 /// The URL of the node that owns `text`'s shard, when it is another node and the batch may go

@@ -2,16 +2,18 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use super::cluster_wide;
 use super::error::ApiError;
 use super::overview::share;
 use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
 use crate::auth::Scope;
+use crate::cluster::gather;
 use crate::metrics::{phase_stats, samples_of};
 
 /// The routes of this resource.
@@ -37,7 +39,7 @@ pub fn routes() -> Vec<Route> {
                 method: "GET",
                 path: "/metrics",
                 operation_id: "prometheus",
-                summary: "Server-wide metrics in the Prometheus text format.",
+                summary: "This node's metrics in the Prometheus text format (in a cluster, every sample is labelled with `node`: scrape every node and sum without it).",
                 durable: false,
                 access: Access::AdminIfConfigured("read server metrics"),
                 request: None,
@@ -50,7 +52,7 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-async fn scoped(State(state): State<AppState>, scope: Scope) -> Result<Json<Value>, ApiError> {
+async fn scoped(State(state): State<AppState>, scope: Scope, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let grant = scope.grant();
     let (tenant, user) = scope.counted();
     let counts = state.metrics.counts(tenant, user);
@@ -69,7 +71,7 @@ async fn scoped(State(state): State<AppState>, scope: Scope) -> Result<Json<Valu
         None => state.metrics.phase_samples(tenant),
     };
     let rate = |n: u64| share(n, counts.total);
-    Ok(Json(json!({
+    let mut answer = json!({
         "total_executions": counts.total,
         "active_executions": counts.active,
         "successful_executions": counts.completed,
@@ -79,19 +81,28 @@ async fn scoped(State(state): State<AppState>, scope: Scope) -> Result<Json<Valu
         "cancelled_executions": counts.cancelled,
         "success_rate": rate(counts.completed),
         "failure_rate": rate(counts.failed + counts.timeout + counts.dead),
-        "phase_durations_ms": phase_stats(samples),
+        "phase_durations_ms": phase_stats(samples.clone()),
         "scope": {
             "role": grant.role,
             "tenant": tenant,
             "user_id": grant.user_id,
         },
-    })))
+    });
+    if gather::is_part_request(&headers) {
+        cluster_wide::add_samples(&mut answer, &samples);
+    } else if let Some(gathered) = gather::from_peers(&state, &scope, &headers, "/v1/metrics").await {
+        cluster_wide::metrics(&mut answer, samples, &gathered);
+    }
+    Ok(Json(answer))
 }
 
 async fn prometheus(State(state): State<AppState>) -> Response {
-    let text = state
-        .metrics
-        .render(&state.shards.locals(), &state.pipeline, state.started.elapsed());
+    let text = state.metrics.render(
+        &state.shards.locals(),
+        &state.pipeline,
+        state.started.elapsed(),
+        state.cluster.as_ref().map(|cluster| cluster.member.node_id.as_str()),
+    );
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,

@@ -8,6 +8,7 @@ pub mod access;
 pub mod body;
 pub mod breakers;
 pub mod cluster;
+pub mod cluster_wide;
 pub mod error;
 pub mod events;
 pub mod executions;

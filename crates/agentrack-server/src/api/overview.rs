@@ -26,12 +26,15 @@ use chrono::{DateTime, Duration as Span, DurationRound, Utc};
 use serde_json::{Value, json};
 
 use super::breakers::{LIST_BREAKERS, visible as visible_breakers};
+use super::cluster_wide;
 use super::error::ApiError;
-use super::schemas::{exact, phase_durations, reference};
+use super::schemas::{also, cluster_parts, exact, phase_durations, reference};
 use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
 use crate::auth::Scope;
+use crate::cluster::gather;
 use crate::metrics::{phase_stats, samples_of};
+use axum::http::HeaderMap;
 
 /// The incident chart's window, in minutes (one bucket a minute).
 pub const INCIDENT_MINUTES: usize = 60;
@@ -67,7 +70,7 @@ pub fn schema() -> Value {
     let time = json!({"type": "string", "format": "date-time"});
     let counts = json!({"type": "array", "items": integer, "minItems": INCIDENT_MINUTES, "maxItems": INCIDENT_MINUTES});
     let alive: Vec<&str> = ExecutionState::ALIVE.iter().map(|state| state.as_str()).collect();
-    exact(json!({
+    let schema = exact(json!({
         "generated_at": time,
         "event_seq": {"type": "integer", "minimum": 0,
             "description": "On a store with one shard: the sequence number of this read (as event_cursor)."},
@@ -97,7 +100,8 @@ pub fn schema() -> Value {
             "items": exact(json!({"execution_id": string, "agent_name": string,
                 "state": reference("BreakerState"), "failure_count": integer,
                 "next_attempt_time": {"type": ["string", "null"], "format": "date-time"}}))},
-    }))
+    }));
+    also(schema, cluster_parts())
 }
 
 /// Dead and timed-out executions per minute over the window ending at the next whole minute.
@@ -222,7 +226,7 @@ pub(super) fn share(part: u64, whole: u64) -> f64 {
     if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
 }
 
-async fn overview(State(state): State<AppState>, scope: Scope) -> Result<Json<Value>, ApiError> {
+async fn overview(State(state): State<AppState>, scope: Scope, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     // Read the watermark first: everything the numbers below reflect is at or after it, and a
     // stream resumed from it repeats at worst a few events the client then ignores by `seq`.
     let positions = state.hub.positions();
@@ -274,7 +278,7 @@ async fn overview(State(state): State<AppState>, scope: Scope) -> Result<Json<Va
 
     let finished = counts.total.saturating_sub(counts.active);
     let grant = scope.grant();
-    Ok(Json(json!({
+    let mut answer = json!({
         "generated_at": now,
         "event_seq": event_seq,
         "event_cursor": event_cursor,
@@ -284,7 +288,7 @@ async fn overview(State(state): State<AppState>, scope: Scope) -> Result<Json<Va
         "alive_by_state": alive_by_state,
         "success_rate": share(counts.completed, finished),
         "failure_rate": share(counts.failed + counts.timeout + counts.dead, finished),
-        "phase_durations_ms": phase_stats(samples),
+        "phase_durations_ms": phase_stats(samples.clone()),
         "incidents": {
             "start": incidents.start,
             "bucket_seconds": 60,
@@ -294,7 +298,13 @@ async fn overview(State(state): State<AppState>, scope: Scope) -> Result<Json<Va
         "stuck": stuck,
         "breakers": breakers,
         "execution_breakers": execution_breakers,
-    })))
+    });
+    if gather::is_part_request(&headers) {
+        cluster_wide::add_samples(&mut answer, &samples);
+    } else if let Some(gathered) = gather::from_peers(&state, &scope, &headers, "/v1/overview").await {
+        cluster_wide::overview(&mut answer, samples, &gathered, STUCK_LIMIT);
+    }
+    Ok(Json(answer))
 }
 
 #[cfg(test)]

@@ -26,6 +26,26 @@ pub fn exact(properties: Value) -> Value {
     partial(&required, properties)
 }
 
+/// `schema` (an object schema) with further properties that are not always present.
+pub fn also(mut schema: Value, optional: Value) -> Value {
+    if let (Some(properties), Value::Object(optional)) = (schema["properties"].as_object_mut(), optional) {
+        properties.extend(optional);
+    }
+    schema
+}
+
+/// The properties only a node of a cluster adds: the raw samples of its part of a cluster-wide
+/// read, and which nodes a cluster-wide answer covers.
+pub fn cluster_parts() -> Value {
+    json!({
+        "phase_samples_ms": {"type": "object", "propertyNames": reference("Phase"),
+            "additionalProperties": {"type": "array", "items": integer()},
+            "description": "Only in a node's part of a cluster-wide read (asked for by another node)."},
+        "cluster": {"description": "In a cluster: the nodes this answer covers (a node that did not answer in time is named).",
+            "allOf": [exact(json!({"nodes_answered": integer(), "nodes_missing": {"type": "array", "items": string()}}))]},
+    })
+}
+
 /// An object with exactly these properties, of which those in `required` are always present.
 fn partial<S: AsRef<str>>(required: &[S], properties: Value) -> Value {
     let required: Vec<&str> = required.iter().map(AsRef::as_ref).collect();
@@ -359,7 +379,7 @@ pub fn phase_durations() -> Value {
 }
 
 fn metrics() -> Value {
-    exact(json!({
+    let schema = exact(json!({
         "total_executions": integer(),
         "active_executions": integer(),
         "successful_executions": integer(),
@@ -371,7 +391,12 @@ fn metrics() -> Value {
         "failure_rate": number(),
         "phase_durations_ms": phase_durations(),
         "scope": reference("Scope"),
-    }))
+    }));
+    let mut parts = cluster_parts();
+    if let Some(parts) = parts.as_object_mut() {
+        parts.remove("cluster");
+    }
+    also(schema, parts)
 }
 
 /// The fields of the execution an event concerns (absent from named breakers' events).

@@ -1,4 +1,4 @@
-//! Client verbs that make one request: `status`, `list`, `get`, `token create`.
+//! Client verbs that make one request: `status`, `list`, `get`, `token create`, `cluster status`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -181,4 +181,84 @@ pub(super) async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
         .await?;
     println!("{}", text(&created["token"]));
     Ok(())
+}
+
+/// `agentrack cluster status`.
+pub(super) async fn cluster_status(args: &ClientArgs, as_json: bool) -> anyhow::Result<()> {
+    let api = Api::new(args)?;
+    let cluster = api.get("/v1/cluster", &[]).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&cluster)?);
+        return Ok(());
+    }
+    print!("{}", cluster_table(&cluster));
+    Ok(())
+}
+
+/// The text of `agentrack cluster status`.
+fn cluster_table(cluster: &Value) -> String {
+    use std::fmt::Write;
+    let now = cluster["now_ms"].as_i64().unwrap_or_default();
+    let empty = Vec::new();
+    let nodes = cluster["nodes"].as_array().unwrap_or(&empty);
+    let alive = nodes.iter().filter(|node| node["alive"] == true).count();
+    let this = cluster["this_node"].as_str().unwrap_or_default();
+    // Durations relative to the store's clock, as the leases are.
+    let seconds = |ms: i64| format!("{}.{}s", ms / 1000, (ms % 1000).abs() / 100);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: {alive} of {} nodes alive, {} shards, lease TTL {}",
+        if cluster["clustered"] == true {
+            "cluster"
+        } else {
+            "single node"
+        },
+        nodes.len(),
+        cluster["shard_count"],
+        seconds(cluster["lease_ttl_ms"].as_i64().unwrap_or_default()),
+    );
+    let _ = writeln!(
+        out,
+        "{:<24} {:<28} {:<6} {:>6} {:>10} {:>10}",
+        "NODE", "URL", "ALIVE", "SHARDS", "LEASE LEFT", "SEEN AGO"
+    );
+    for node in nodes {
+        let id = text(&node["node_id"]);
+        let name = if id == this { format!("{id} (this)") } else { id };
+        let lease = node["lease_until_ms"]
+            .as_i64()
+            .map_or_else(|| "-".to_owned(), |until| seconds(until - now));
+        let _ = writeln!(
+            out,
+            "{name:<24} {:<28} {:<6} {:>6} {lease:>10} {:>10}",
+            text(&node["url"]),
+            if node["alive"] == true { "yes" } else { "no" },
+            node["shards"].as_array().map_or(0, Vec::len),
+            seconds(now - node["seen_ms"].as_i64().unwrap_or(now)),
+        );
+    }
+    let unowned = cluster["unowned_shards"].as_array().unwrap_or(&empty);
+    if unowned.is_empty() {
+        let _ = writeln!(out, "every shard is served");
+    } else {
+        let list: Vec<String> = unowned.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "not served right now (being taken over): {}", list.join(", "));
+    }
+    let moves = cluster["recent_moves"].as_array().unwrap_or(&empty);
+    if !moves.is_empty() {
+        let _ = writeln!(out, "recent moves (newest first):");
+    }
+    for shard_move in moves.iter().take(20) {
+        let _ = writeln!(
+            out,
+            "  {:>8} ago  shard {:<4} {} → {} ({})",
+            seconds(now - shard_move["at_ms"].as_i64().unwrap_or(now)),
+            shard_move["shard"],
+            text(&shard_move["from_node"]),
+            text(&shard_move["to_node"]),
+            text(&shard_move["reason"]),
+        );
+    }
+    out
 }

@@ -35,6 +35,9 @@ enum Command {
     /// Manage tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// See the nodes sharing the store and the shards each serves.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Generate load: simulated agents and WebSocket subscribers against a server (a local one
     /// by default), then a report of throughput, latency, delivery lag and errors.
     Load(load::LoadArgs),
@@ -155,6 +158,21 @@ struct WatchArgs {
 }
 
 #[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// The nodes, their URLs, the shards each owns and until when, recent shard moves (admin).
+    Status(ClusterStatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct ClusterStatusArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
 enum TokenCommand {
     /// Make a token; prints it (it is shown only once).
     Create(TokenCreateArgs),
@@ -234,6 +252,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Token(TokenCommand::Create(args)) => client::token_create(args).await,
+        Command::Cluster(ClusterCommand::Status(args)) => client::cluster_status(&args.client, args.json).await,
         Command::Load(args) => load::run(args).await,
     }
 }

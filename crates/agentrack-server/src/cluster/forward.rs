@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, Uri};
@@ -66,37 +67,30 @@ impl Default for Forwarder {
 }
 
 impl Forwarder {
-    /// Sends `request` to the node at `base` and returns its answer.
+    /// Sends the request of `parts` with `body` to the node at `base` and returns its answer.
     ///
     /// # Errors
     ///
     /// 503 `shard_unavailable` when the owner cannot be reached (it may just have died: the
     /// shard is taken over within a lease TTL).
-    pub async fn send(&self, base: &str, node_id: &str, request: Request) -> Result<Response, ApiError> {
-        let (mut parts, body) = request.into_parts();
+    pub async fn send(&self, base: &str, node_id: &str, parts: &Parts, body: Bytes) -> Result<Response, ApiError> {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri: Uri = format!("{base}{path}")
             .parse()
             .map_err(|_| ApiError::internal(format!("cannot forward to {base}{path}")))?;
-        parts.uri = uri;
-        parts.headers.remove(axum::http::header::HOST);
-        parts.headers.remove(axum::http::header::CONNECTION);
+        let mut request = axum::http::Request::builder()
+            .method(parts.method.clone())
+            .uri(uri)
+            .body(Body::from(body))
+            .map_err(|error| ApiError::internal(format!("cannot forward to {base}{path}: {error}")))?;
+        let headers = request.headers_mut();
+        headers.extend(parts.headers.clone());
+        headers.remove(axum::http::header::HOST);
+        headers.remove(axum::http::header::CONNECTION);
         if let Ok(value) = HeaderValue::from_str(node_id) {
-            parts.headers.insert(FORWARDED_BY, value);
+            headers.insert(FORWARDED_BY, value);
         }
-        let body = http_body_util::Limited::new(body, MAX_BODY)
-            .collect()
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "body too large to forward",
-                )
-            })?
-            .to_bytes();
-        let forwarded = axum::http::Request::from_parts(parts, Body::from(body));
-        let answered = tokio::time::timeout(TIMEOUT, self.client.request(forwarded)).await;
+        let answered = tokio::time::timeout(TIMEOUT, self.client.request(request)).await;
         match answered {
             Ok(Ok(response)) => Ok(response.map(Body::new)),
             Ok(Err(error)) => {
@@ -113,7 +107,7 @@ impl Forwarder {
     ///
     /// # Errors
     ///
-    /// 503 `shard_unavailable` when the owner cannot be reached or does not answer JSON.
+    /// 503 `shard_unavailable` when the node cannot be reached or does not answer JSON.
     pub async fn post_json(
         &self,
         base: &str,
@@ -122,21 +116,59 @@ impl Forwarder {
         token: &str,
         body: &serde_json::Value,
     ) -> Result<(axum::http::StatusCode, serde_json::Value), ApiError> {
+        self.json(axum::http::Method::POST, base, node_id, path, token, Some(body))
+            .await
+    }
+
+    /// `GET path` on the node at `base` for the caller holding `token` (a part of a
+    /// cluster-wide read).
+    ///
+    /// # Errors
+    ///
+    /// 503 `shard_unavailable` when the node cannot be reached or does not answer JSON.
+    pub async fn get_json(
+        &self,
+        base: &str,
+        node_id: &str,
+        path: &str,
+        token: &str,
+    ) -> Result<(axum::http::StatusCode, serde_json::Value), ApiError> {
+        self.json(axum::http::Method::GET, base, node_id, path, token, None)
+            .await
+    }
+
+    async fn json(
+        &self,
+        method: axum::http::Method,
+        base: &str,
+        node_id: &str,
+        path: &str,
+        token: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(axum::http::StatusCode, serde_json::Value), ApiError> {
         let unreachable = || ApiError::owner_unreachable(base);
-        let mut request = axum::http::Request::post(format!("{base}{path}"))
-            .header(axum::http::header::CONTENT_TYPE, "application/json")
+        let mut request = axum::http::Request::builder()
+            .method(method)
+            .uri(format!("{base}{path}"))
             .header(FORWARDED_BY, HeaderValue::from_str(node_id).map_err(|_| unreachable())?);
         if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
             request = request.header(axum::http::header::AUTHORIZATION, value);
         }
+        let body = match body {
+            Some(body) => {
+                request = request.header(axum::http::header::CONTENT_TYPE, "application/json");
+                Body::from(body.to_string())
+            }
+            None => Body::empty(),
+        };
         let request = request
-            .body(Body::from(body.to_string()))
-            .map_err(|error| ApiError::internal(format!("cannot forward to {base}{path}: {error}")))?;
+            .body(body)
+            .map_err(|error| ApiError::internal(format!("cannot send to {base}{path}: {error}")))?;
         let response = tokio::time::timeout(TIMEOUT, self.client.request(request))
             .await
             .map_err(|_| unreachable())?
             .map_err(|error| {
-                tracing::warn!(%error, owner = %base, "forwarding failed");
+                tracing::warn!(%error, node = %base, "a request to another node failed");
                 unreachable()
             })?;
         let status = response.status();
@@ -152,26 +184,74 @@ impl Forwarder {
 
 /// The middleware of keyed routes: answers here when this node serves the shard, forwards to the
 /// owner otherwise, 503 while the shard moves.
+///
+/// The owner map is refreshed from the store before refusing or re-sending, so a move costs a
+/// request at most one extra lookup rather than a 503: when no owner is known here, and when
+/// the node forwarded to answers it is not the owner (the shard moved since the last round).
 pub async fn route(key: RouteKey, state: AppState, request: Request, next: Next) -> Response {
     let Some(cluster) = state.cluster.clone() else {
         return next.run(request).await;
     };
     let (mut parts, body) = request.into_parts();
-    let shard = shard_of(key, &state, &mut parts).await;
-    let request = Request::from_parts(parts, body);
-    let Some(shard) = shard else {
-        return next.run(request).await;
+    let Some(shard) = shard_of(key, &state, &mut parts).await else {
+        return next.run(Request::from_parts(parts, body)).await;
     };
-    match state.shards.route_shard(shard) {
-        Route::Local(_) => next.run(request).await,
-        Route::Remote(url) if !request.headers().contains_key(FORWARDED_BY) => {
-            match cluster.forwarder.send(&url, &cluster.member.node_id, request).await {
-                Ok(response) => response,
-                Err(error) => error.into_response(),
-            }
-        }
-        Route::Remote(_) | Route::Unavailable => ApiError::shard_unavailable(shard).into_response(),
+    let forwarded = parts.headers.contains_key(FORWARDED_BY);
+    let mut route = state.shards.route_shard(shard);
+    if matches!(route, Route::Unavailable) && state.shards.local_shard(shard).is_none() {
+        route = refreshed_route(&state, &cluster, shard).await;
     }
+    let url = match route {
+        Route::Local(_) => return next.run(Request::from_parts(parts, body)).await,
+        Route::Remote(url) if !forwarded => url,
+        // Asked by another node about a shard not served here: its map is stale.
+        Route::Remote(_) | Route::Unavailable => {
+            let mut refused = ApiError::shard_unavailable(shard).into_response();
+            refused.headers_mut().insert(NOT_OWNER, HeaderValue::from(shard));
+            return refused;
+        }
+    };
+    let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "body too large to forward",
+            )
+            .into_response();
+        }
+    };
+    let node_id = &cluster.member.node_id;
+    let response = match cluster.forwarder.send(&url, node_id, &parts, body.clone()).await {
+        Ok(response) if response.headers().contains_key(NOT_OWNER) => response,
+        Ok(response) => return response,
+        Err(error) => return error.into_response(),
+    };
+    // The shard moved: ask again where it is, and try once more.
+    match refreshed_route(&state, &cluster, shard).await {
+        Route::Local(_) => next.run(Request::from_parts(parts, Body::from(body))).await,
+        Route::Remote(again) if again != url => match cluster.forwarder.send(&again, node_id, &parts, body).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        },
+        Route::Remote(_) | Route::Unavailable => response,
+    }
+}
+
+/// Marks a node's refusal of a forwarded request about a shard it does not serve.
+pub const NOT_OWNER: HeaderName = HeaderName::from_static("x-agentrack-not-owner");
+
+/// The route of `shard` after reading its owner from the store.
+async fn refreshed_route(state: &AppState, cluster: &crate::app::ClusterState, shard: ShardId) -> Route {
+    if let Some(store) = state.store.cluster() {
+        let refreshed =
+            super::membership::refresh_now(&cluster.member, store, &state.shards, &cluster.owners_refreshed);
+        if let Err(error) = refreshed.await {
+            tracing::warn!(%error, "could not refresh the shard owners");
+        }
+    }
+    state.shards.route_shard(shard)
 }
 
 /// The shard a keyed request is about; `None` when the route is not keyed or its parameter is

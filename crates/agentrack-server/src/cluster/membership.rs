@@ -13,16 +13,18 @@
 //! 2. read the nodes and the leases: a node is alive if it said so within one TTL, and the
 //!    owner map used for forwarding is refreshed;
 //! 3. the fair share is ⌈shards ÷ alive nodes⌉: below it, take shards whose lease is free or
-//!    expired; above it while another alive node is below the share, hand shards over (write
-//!    what they defer, release the lease) for that node to take at once.
+//!    expired; above the floor (⌊shards ÷ alive nodes⌋) while another alive node is below the
+//!    floor, hand shards over down to the floor (write what they defer, release the lease) for
+//!    the nodes below the share to take at once. Balanced, every node holds the floor or the
+//!    share, and nothing moves.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Loader, Owner, Shards};
+use super::{Lease, Loader, Owner, Shards};
 use crate::store::{ClusterStore, NodeRow, ShardId, ShardRow, Store, StoreError};
 
 /// This node in the cluster.
@@ -154,15 +156,58 @@ async fn renew(member: &Member, cluster: &dyn ClusterStore, loader: &Loader) -> 
     if held.is_empty() {
         return Ok(());
     }
+    let asked = Instant::now();
     let renewed = cluster.renew(&member.node_id, &held, member.lease_ttl).await?;
     for (shard, _) in held {
-        if !renewed.contains(&shard) {
+        if renewed.contains(&shard) {
+            if let Some(local) = loader.shards.local_shard(shard) {
+                local.extend_lease(asked + member.lease_ttl);
+            }
+        } else {
             tracing::warn!(shard, "lost the lease of a shard");
             loader.give_up(shard, false).await;
         }
     }
     Ok(())
 }
+
+/// Refreshes who serves the shards not served here, now rather than at the next round (a
+/// request found its shard's owner unknown: it may just have moved). Concurrent callers share
+/// one read, and reads are at least [`REFRESH_SPACING`] apart.
+///
+/// # Errors
+///
+/// A store error.
+pub async fn refresh_now(
+    member: &Member,
+    cluster: &dyn ClusterStore,
+    shards: &Shards,
+    last: &tokio::sync::Mutex<Option<Instant>>,
+) -> Result<(), StoreError> {
+    let asked = Instant::now();
+    let mut last = last.lock().await;
+    if last.is_some_and(|at| at >= asked || at.elapsed() < REFRESH_SPACING) {
+        return Ok(());
+    }
+    let now_ms = cluster.now_ms().await?;
+    let ttl_ms = i64::try_from(member.lease_ttl.as_millis()).unwrap_or(i64::MAX);
+    let nodes: Vec<(NodeRow, bool)> = cluster
+        .nodes()
+        .await?
+        .into_iter()
+        .map(|node| {
+            let alive = node.seen_ms + ttl_ms >= now_ms;
+            (node, alive)
+        })
+        .collect();
+    let leases = cluster.shards().await?;
+    refresh_owners(member, shards, &nodes, &leases, now_ms);
+    *last = Some(Instant::now());
+    Ok(())
+}
+
+/// The least time between two out-of-round refreshes of the owner map.
+pub const REFRESH_SPACING: Duration = Duration::from_millis(100);
 
 /// Who serves each shard not served here, for forwarding.
 fn refresh_owners(member: &Member, shards: &Shards, nodes: &[(NodeRow, bool)], leases: &[ShardRow], now_ms: i64) {
@@ -183,7 +228,7 @@ fn refresh_owners(member: &Member, shards: &Shards, nodes: &[(NodeRow, bool)], l
     }
 }
 
-/// Takes shards up to the fair share, or hands over what is above it to a node below it.
+/// Takes shards up to the fair share, or hands over what is above the floor to a node below it.
 async fn rebalance(
     member: &Member,
     cluster: &dyn ClusterStore,
@@ -199,8 +244,21 @@ async fn rebalance(
         .collect();
     let count = usize::from(loader.shards.count());
     let share = count.div_ceil(alive.len().max(1));
+    let floor = count / alive.len().max(1);
     let mine = loader.shards.local_ids();
-    if mine.len() < share {
+    let held_by = |node: &str| {
+        leases
+            .iter()
+            .filter(|lease| lease.owner.as_deref() == Some(node) && lease.lease_until_ms >= now_ms)
+            .count()
+    };
+    let someone_short = alive
+        .iter()
+        .any(|node| *node != member.node_id && held_by(node) < floor);
+    // While another node is below the floor, what is free is its first: take only up to the
+    // floor then (so that a node that just handed a shard over does not take it back).
+    let target = if someone_short { floor } else { share };
+    if mine.len() < target {
         let free = leases
             .iter()
             // Free, expired, or this node's own from a previous run.
@@ -210,13 +268,18 @@ async fn rebalance(
                     || lease.owner.as_deref() == Some(member.node_id.as_str())
             })
             .filter(|lease| loader.shards.local_shard(lease.shard).is_none());
-        let mut wanted = share - mine.len();
+        let mut wanted = target - mine.len();
         for lease in free {
             if wanted == 0 {
                 break;
             }
+            let asked = Instant::now();
             if let Some(taken) = cluster.take(lease.shard, &member.node_id, member.lease_ttl).await? {
-                if let Err(error) = loader.take(lease.shard, Some(taken.range_id)).await {
+                let held = Lease {
+                    fence: taken.range_id,
+                    until: asked + member.lease_ttl,
+                };
+                if let Err(error) = loader.take(lease.shard, Some(held)).await {
                     tracing::error!(shard = lease.shard, %error, "could not load a shard taken; releasing it");
                     cluster.release(lease.shard, &member.node_id, taken.range_id).await?;
                     continue;
@@ -226,19 +289,10 @@ async fn rebalance(
         }
         return Ok(());
     }
-    let held_by = |node: &str| {
-        leases
-            .iter()
-            .filter(|lease| lease.owner.as_deref() == Some(node) && lease.lease_until_ms >= now_ms)
-            .count()
-    };
-    // Hand over only to a node below the floor of the share, which takes what is released.
-    let floor = count / alive.len().max(1);
-    let someone_short = alive
-        .iter()
-        .any(|node| *node != member.node_id && held_by(node) < floor);
-    if mine.len() > share && someone_short {
-        for shard in mine.iter().rev().take(mine.len() - share) {
+    // Down to the floor: with shards ÷ nodes not whole, the nodes at the share may all be full
+    // while one is below the floor; what they release goes to the nodes below the share.
+    if mine.len() > floor && someone_short {
+        for shard in mine.iter().rev().take(mine.len() - floor) {
             hand_over(member, cluster, loader, *shard).await?;
         }
     }

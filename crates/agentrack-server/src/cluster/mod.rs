@@ -4,10 +4,11 @@
 
 pub mod feed;
 pub mod forward;
+pub mod gather;
 pub mod membership;
 mod shards;
 mod takeover;
 
 pub use membership::{Member, View};
-pub use shards::{LocalShard, Owner, Route, Shards};
-pub use takeover::Loader;
+pub use shards::{Lease, LocalShard, Owner, Route, Shards};
+pub use takeover::{Loader, RECONNECT};

@@ -6,6 +6,8 @@
 //! A store made for one node has a single shard, always here.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use agentrack::{
     Change, ExecutionId, ExecutionRecord, MonitorHandle, NewExecution, Tracker, TrackerConfig, TrackerError,
@@ -14,6 +16,16 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 
 use crate::store::{ShardId, shard_of, shard_of_name};
+
+/// A shard's fencing number and how long this node may trust its lease.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease {
+    /// The fencing number every write of the shard carries.
+    pub fence: i64,
+    /// Until when the lease surely holds, by this node's clock: measured from before the
+    /// store was asked, so it ends no later than the store's own expiry.
+    pub until: Instant,
+}
 
 /// One shard served here.
 #[derive(Debug)]
@@ -24,19 +36,43 @@ pub struct LocalShard {
     pub tracker: Tracker,
     /// Its fencing number on a shared store.
     pub fence: Option<i64>,
+    /// Where `until` counts from (its lease's end is kept as ms after it, to be read lock-free).
+    base: Instant,
+    /// When the lease ends, in ms after `base`; `u64::MAX` without a lease (a single node).
+    lease_until_ms: AtomicU64,
     monitor: Mutex<Option<MonitorHandle>>,
 }
 
 impl LocalShard {
-    /// A shard served here, its monitor running.
-    pub fn new(id: ShardId, tracker: Tracker, fence: Option<i64>) -> Self {
+    /// A shard served here under `lease` (`None` on a store of one node's own), its monitor
+    /// running.
+    pub fn new(id: ShardId, tracker: Tracker, lease: Option<Lease>) -> Self {
         let monitor = tracker.spawn_monitor();
-        Self {
+        let shard = Self {
             id,
             tracker,
-            fence,
+            fence: lease.map(|lease| lease.fence),
+            base: Instant::now(),
+            lease_until_ms: AtomicU64::new(u64::MAX),
             monitor: Mutex::new(Some(monitor)),
+        };
+        if let Some(lease) = lease {
+            shard.extend_lease(lease.until);
         }
+        shard
+    }
+
+    /// Records a renewal: the lease holds until `until`.
+    pub fn extend_lease(&self, until: Instant) {
+        let ms = u64::try_from(until.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX);
+        self.lease_until_ms.store(ms, Ordering::Release);
+    }
+
+    /// Whether the lease still holds: a node that paused past it (and has not yet learnt it
+    /// lost the shard) must not answer for it — another node may own it already.
+    pub fn lease_holds(&self) -> bool {
+        let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        now < self.lease_until_ms.load(Ordering::Acquire)
     }
 
     /// Stops its monitor (before it is handed over or dropped).
@@ -150,7 +186,11 @@ impl Shards {
     /// Where a request about `shard` goes.
     pub fn route_shard(&self, shard: ShardId) -> Route {
         if let Some(local) = self.local.get(&shard) {
-            return Route::Local(Arc::clone(local.value()));
+            return if local.lease_holds() {
+                Route::Local(Arc::clone(local.value()))
+            } else {
+                Route::Unavailable
+            };
         }
         match self.owner(shard) {
             Owner::There { url, .. } => Route::Remote(url),
@@ -163,10 +203,11 @@ impl Shards {
         self.route_shard(self.shard_of(id))
     }
 
-    /// The served shard holding `id`, if this node serves it.
+    /// The served shard holding `id`, if this node serves it (under a lease that holds).
     pub fn local(&self, id: ExecutionId) -> Option<Arc<LocalShard>> {
         self.local
             .get(&self.shard_of(id))
+            .filter(|shard| shard.lease_holds())
             .map(|shard| Arc::clone(shard.value()))
     }
 
@@ -201,14 +242,21 @@ impl Shards {
     ///
     /// What [`Tracker::create`] refuses.
     pub fn create(&self, new: NewExecution) -> Option<Result<(Arc<LocalShard>, Change), TrackerError>> {
-        let locals = self.locals();
-        if locals.is_empty() {
+        let mut here = vec![false; usize::from(self.count)];
+        let mut any = false;
+        for shard in self.locals().iter().filter(|shard| shard.lease_holds()) {
+            if let Some(slot) = here.get_mut(usize::from(shard.id)) {
+                *slot = true;
+            }
+            any = true;
+        }
+        if !any {
             return None;
         }
         // Ids are random; with k of n shards here, one in n/k lands on one of them.
         let id = loop {
             let id = ExecutionId::new();
-            if self.local.contains_key(&self.shard_of(id)) {
+            if here.get(usize::from(self.shard_of(id))) == Some(&true) {
                 break id;
             }
         };

@@ -2,11 +2,11 @@
 //! and a cluster's shard moves go through.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use agentrack::{Tracker, TrackerConfig};
 
-use super::{LocalShard, Shards};
+use super::{Lease, LocalShard, Shards};
 use crate::hub::Hub;
 use crate::metrics::ServerMetrics;
 use crate::serialized_event::SerializedEvent;
@@ -31,18 +31,32 @@ pub struct Loader {
     pub hub: Arc<Hub>,
     /// Every shard tracker's configuration.
     pub config: TrackerConfig,
+    /// How long heartbeats wait to be written: how far a stored heartbeat may lag.
+    pub heartbeat_flush: Duration,
 }
 
+/// How long an agent may take to find a shard's new owner after a takeover: twice the
+/// `Retry-After` its requests were answered with meanwhile.
+pub const RECONNECT: Duration = Duration::from_secs(2 * crate::api::error::SHARD_RETRY_AFTER);
+
 impl Loader {
-    /// Starts serving `shard` (its lease already held, with `fence`): the hub first catches up on
-    /// what the previous owner committed, then the shard's alive executions (with one heartbeat
-    /// window of grace) and recently finished ones are loaded into a tracker of its own, which
-    /// joins the pipeline. Returns how many executions were loaded.
+    /// Starts serving `shard` (its `lease` already held; none on a store of one node's own): the
+    /// hub first catches up on what the previous owner committed, then the shard's alive
+    /// executions and recently finished ones are loaded into a tracker of its own, which joins
+    /// the pipeline. Returns how many executions were loaded.
+    ///
+    /// Alive executions get time to hear from their agents: after a restart of a single node, a
+    /// full heartbeat window; after a takeover, their stored heartbeat counts, late by at most a
+    /// heartbeat flush, and agents get at least [`RECONNECT`] to find this node
+    /// ([`Tracker::restore_after_failover`]) — so a failover kills no agent that kept
+    /// heartbeating, and one that stopped dies by its own deadline (or the takeover plus
+    /// [`RECONNECT`]).
     ///
     /// # Errors
     ///
     /// The store cannot be read, or the pipeline has stopped; nothing is served then.
-    pub async fn take(&self, shard: ShardId, fence: Option<i64>) -> Result<usize, StoreError> {
+    pub async fn take(&self, shard: ShardId, lease: Option<Lease>) -> Result<usize, StoreError> {
+        let fence = lease.map(|lease| lease.fence);
         let started = Instant::now();
         self.catch_up(shard).await?;
         // Finished executions older than the tracker keeps in memory stay in the store only.
@@ -56,7 +70,11 @@ impl Loader {
         let restored = loaded.records.len();
         for record in std::mem::take(&mut loaded.records) {
             let id = record.execution_id;
-            if let Err(error) = tracker.restore(record) {
+            let restored = match lease {
+                Some(_) => tracker.restore_after_failover(record, self.heartbeat_flush, RECONNECT),
+                None => tracker.restore(record),
+            };
+            if let Err(error) = restored {
                 tracing::error!(execution_id = %id, %error, "could not restore an execution");
             }
         }
@@ -65,7 +83,7 @@ impl Loader {
         self.hub.advance(shard, loaded.high_water);
         self.pipeline.attach(shard, &tracker, loaded.high_water, fence)?;
         self.pipeline.hold_rows(shard, std::mem::take(&mut loaded.replayed));
-        self.shards.serve(Arc::new(LocalShard::new(shard, tracker, fence)));
+        self.shards.serve(Arc::new(LocalShard::new(shard, tracker, lease)));
         tracing::info!(
             shard,
             restored,

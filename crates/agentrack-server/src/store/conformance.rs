@@ -160,6 +160,53 @@ async fn reads_filter_and_page(store: &dyn Store, a_id: ExecutionId, b_id: Execu
     assert_eq!(kinds, ["\"execution_created\"", "\"phase_changed\""]);
 }
 
+/// Retention: only the shards given (a node purges its own), finished executions past the
+/// cut-off, and the log's events older than its own cut-off.
+async fn purges_by_shard_and_age(writer: &mut Option<Box<dyn StoreWriter>>) {
+    // Retention purges only the shards it is given (a node, its own).
+    let soon = Utc::now() + chrono::Duration::seconds(1);
+    let cutoff = super::Cutoff {
+        finished_before: soon,
+        events_before: soon,
+        shards: vec![1],
+    };
+    let purged = on_writer(writer, move |w| w.purge(&cutoff)).await.unwrap();
+    assert_eq!(
+        purged,
+        super::Purged::default(),
+        "another shard's purge touches nothing here"
+    );
+
+    // Retention removes the finished executions, and the log's events older than its own cut-off.
+    let cutoff = super::Cutoff {
+        finished_before: soon,
+        events_before: Utc::now() - chrono::Duration::hours(1),
+        shards: vec![0],
+    };
+    let purged = on_writer(writer, move |w| w.purge(&cutoff)).await.unwrap();
+    assert_eq!(
+        purged,
+        super::Purged {
+            executions: 2,
+            events: 0
+        },
+        "the log is younger than its cut-off"
+    );
+    let cutoff = super::Cutoff {
+        finished_before: soon,
+        events_before: soon,
+        shards: vec![0],
+    };
+    let purged = on_writer(writer, move |w| w.purge(&cutoff)).await.unwrap();
+    assert_eq!(
+        purged,
+        super::Purged {
+            executions: 0,
+            events: 6
+        }
+    );
+}
+
 async fn writes_reads_purges_and_reloads(config: StoreConfig) {
     let store = open(&config, std::path::Path::new(".")).await.unwrap();
     let mut writer = Some(store.writer().await.unwrap());
@@ -230,33 +277,7 @@ async fn writes_reads_purges_and_reloads(config: StoreConfig) {
     assert_eq!(stored.state, ExecutionState::Failed);
     assert_eq!(stored.error.as_deref(), Some("gone"));
 
-    // Retention removes the finished executions, and the log's events older than its own cut-off.
-    let soon = Utc::now() + chrono::Duration::seconds(1);
-    let cutoff = super::Cutoff {
-        finished_before: soon,
-        events_before: Utc::now() - chrono::Duration::hours(1),
-    };
-    let purged = on_writer(&mut writer, move |w| w.purge(&cutoff)).await.unwrap();
-    assert_eq!(
-        purged,
-        super::Purged {
-            executions: 2,
-            events: 0
-        },
-        "the log is younger than its cut-off"
-    );
-    let cutoff = super::Cutoff {
-        finished_before: soon,
-        events_before: soon,
-    };
-    let purged = on_writer(&mut writer, move |w| w.purge(&cutoff)).await.unwrap();
-    assert_eq!(
-        purged,
-        super::Purged {
-            executions: 0,
-            events: 6
-        }
-    );
+    purges_by_shard_and_age(&mut writer).await;
     assert!(store.get(b_id).await.unwrap().is_none());
     assert!(store.get(a_id).await.unwrap().is_some());
     on_writer(&mut writer, |w| w.check()).await.unwrap();

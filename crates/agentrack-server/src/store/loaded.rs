@@ -33,13 +33,16 @@ pub struct StateCount {
 }
 
 /// What a retention purge removes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cutoff {
     /// Finished executions that completed before this go, rows and all.
     pub finished_before: DateTime<Utc>,
     /// Events older than this go from the log (their executions' rows keep the history). Never
     /// later than what a replay onto a lagging row may still need (see the pipeline).
     pub events_before: DateTime<Utc>,
+    /// The shards to purge: those the purging node serves (the log horizon above is its own
+    /// deferral's), so nodes sharing a store each purge their own.
+    pub shards: Vec<super::ShardId>,
 }
 
 /// What a retention purge removed.

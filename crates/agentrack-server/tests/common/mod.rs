@@ -20,6 +20,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 #[cfg(not(feature = "cli"))]
 compile_error!("the integration tests drive the `agentrack` binary: run them with the default `cli` feature");
 
+pub mod cluster;
 pub mod postgres;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_agentrack");
@@ -150,6 +151,49 @@ impl TestServer {
             admin,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// A node on an existing store (`--store store`), one of a cluster: the store and its
+    /// database belong to the caller. `admin` is the admin token when another node made it.
+    pub fn on_store(store: &str, args: &[&str], admin: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        let mut args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        args.extend(["--store".to_owned(), store.to_owned()]);
+        let (child, url) = spawn(&data, &args);
+        let admin = admin.map_or_else(
+            || {
+                std::fs::read_to_string(data.join("admin.token"))
+                    .unwrap()
+                    .trim()
+                    .to_owned()
+            },
+            str::to_owned,
+        );
+        Self {
+            child: Some(child),
+            dir: Some(dir),
+            data,
+            args,
+            database: None,
+            url,
+            admin,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
     }
 
     pub fn data(&self) -> &Path {

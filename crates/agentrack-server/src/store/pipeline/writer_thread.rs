@@ -498,6 +498,7 @@ impl WriterThread {
                     let cutoff = Cutoff {
                         finished_before: before,
                         events_before: before.min(log_horizon),
+                        shards: self.shards.keys().copied().collect(),
                     };
                     let purged = self.writer.purge(&cutoff);
                     if let Ok(purged) = &purged {

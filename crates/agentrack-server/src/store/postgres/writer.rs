@@ -406,21 +406,28 @@ impl StoreWriter for PgWriter {
         let (events_before, finished_before) = (millis(cutoff.events_before), millis(cutoff.finished_before));
         self.with(async move |connection| {
             let tx = connection.client.transaction().await.map_err(db_error)?;
-            // Retention of the log: events older than the cut-off, found by walking the log from its
-            // start (no index on time is needed).
+            // Retention of the log, shard by shard: events older than the cut-off, found by walking
+            // each shard's log from its start (no index on time is needed).
+            let shards: Vec<i32> = cutoff.shards.iter().map(|&shard| i32::from(shard)).collect();
             let events = tx
                 .execute(
-                    "DELETE FROM events WHERE global_seq <
-                        COALESCE((SELECT global_seq FROM events WHERE timestamp_ms >= $1 ORDER BY global_seq LIMIT 1),
-                                 (SELECT COALESCE(MAX(global_seq), 0) + 1 FROM events))",
-                    &[&events_before],
+                    "DELETE FROM events e USING (
+                        SELECT s.shard_id, COALESCE(
+                            (SELECT global_seq FROM events WHERE shard_id = s.shard_id AND timestamp_ms >= $1
+                             ORDER BY global_seq LIMIT 1),
+                            (SELECT COALESCE(MAX(global_seq), 0) + 1 FROM events WHERE shard_id = s.shard_id)
+                        ) AS keep_from
+                        FROM unnest($2::int[]) AS s(shard_id)) k
+                     WHERE e.shard_id = k.shard_id AND e.global_seq < k.keep_from",
+                    &[&events_before, &shards],
                 )
                 .await
                 .map_err(db_error)?;
             let executions = tx
                 .execute(
-                    "DELETE FROM executions WHERE completed_at_ms IS NOT NULL AND completed_at_ms < $1",
-                    &[&finished_before],
+                    "DELETE FROM executions
+                     WHERE completed_at_ms IS NOT NULL AND completed_at_ms < $1 AND shard_id = ANY($2)",
+                    &[&finished_before, &shards],
                 )
                 .await
                 .map_err(db_error)?;
