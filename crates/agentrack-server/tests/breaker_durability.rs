@@ -12,12 +12,7 @@ use common::{SECOND, TestServer};
 use serde_json::{Value, json};
 
 fn metric(text: &Value, name: &str) -> u64 {
-    text.as_str()
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    common::metric_value(text.as_str().unwrap(), name).unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
 async fn committed_seq(server: &TestServer) -> u64 {

@@ -153,12 +153,7 @@ async fn a_thousand_acknowledged_executions_survive_sigkill_and_dead_detection_r
 }
 
 fn metric(text: &Value, name: &str) -> u64 {
-    text.as_str()
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap()
+    common::metric_value(text.as_str().unwrap(), name).unwrap()
 }
 
 /// Phase transitions are durable at once but their rows wait for the flush: after a SIGKILL with

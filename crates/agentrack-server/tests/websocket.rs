@@ -20,10 +20,7 @@ fn config(dir: &std::path::Path, text: &str) -> String {
 }
 
 fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
+    common::metric_value(text, name).unwrap_or(0)
 }
 
 async fn a_client_that_stops_reading_is_closed_with_the_sequence_to_resume_from(backend: Backend) {

@@ -503,3 +503,22 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The value of sample `name` in a Prometheus text: unlabelled, or labelled only with the
+/// `node` a cluster's node adds.
+pub fn metric_value(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let value = match rest.strip_prefix('{') {
+            Some(labels) => {
+                let (labels, value) = labels.split_once("} ")?;
+                labels
+                    .split(',')
+                    .all(|label| label.starts_with("node="))
+                    .then_some(value)?
+            }
+            None => rest.strip_prefix(' ')?,
+        };
+        value.parse().ok()
+    })
+}

@@ -84,6 +84,9 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE events DROP CONSTRAINT events_pkey;
     ALTER TABLE events ADD PRIMARY KEY (shard_id, global_seq);
     ALTER TABLE executions ADD COLUMN shard_id INT NOT NULL DEFAULT 0;",
+    // 4: the fencing number each event was written under: an audit of who wrote what (along a
+    // shard's log the numbers never decrease), which the cluster tests check fencing with.
+    "ALTER TABLE events ADD COLUMN range_id BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// Any number; it only has to be the same for every agentrack server on one database.

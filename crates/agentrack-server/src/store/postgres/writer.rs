@@ -41,9 +41,10 @@ impl Connection {
             ),
             client.prepare(
                 "INSERT INTO events
-                    (shard_id, global_seq, execution_id, seq, tenant, user_id, thread_id, type, timestamp_ms, json)
+                    (shard_id, global_seq, execution_id, seq, tenant, user_id, thread_id, type, timestamp_ms, json,
+                     range_id)
                  SELECT * FROM UNNEST($1::int[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-                                      $7::text[], $8::text[], $9::bigint[], $10::text[])
+                                      $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bigint[])
                  ON CONFLICT (shard_id, global_seq) DO NOTHING",
             ),
             client.prepare(
@@ -81,13 +82,14 @@ impl Connection {
             .map(|(_, record, replay_from)| ExecutionColumns::of(record, *replay_from))
             .collect::<Result<_, _>>()?;
         let row_shards: Vec<i32> = records.iter().map(|(shard, _, _)| i32::from(*shard)).collect();
-        let events: Vec<(i32, EventColumns<'_>)> = batches
+        let events: Vec<(i32, i64, EventColumns<'_>)> = batches
             .iter()
             .flat_map(|batch| {
+                let fence = batch.fence.unwrap_or(0);
                 batch
                     .events
                     .iter()
-                    .map(|event| (i32::from(batch.shard), EventColumns::of(event)))
+                    .map(move |event| (i32::from(batch.shard), fence, EventColumns::of(event)))
             })
             .collect();
         let events = EventArrays::of(&events);
@@ -241,21 +243,23 @@ struct EventArrays<'a> {
     kind: Vec<&'a str>,
     timestamp_ms: Vec<i64>,
     json: Vec<&'a str>,
+    range_id: Vec<i64>,
 }
 
 impl<'a> EventArrays<'a> {
-    fn of(events: &'a [(i32, EventColumns<'a>)]) -> Self {
+    fn of(events: &'a [(i32, i64, EventColumns<'a>)]) -> Self {
         Self {
-            shard_id: events.iter().map(|(shard, _)| *shard).collect(),
-            global_seq: events.iter().map(|(_, e)| e.global_seq).collect(),
-            execution_id: events.iter().map(|(_, e)| e.execution_id.as_deref()).collect(),
-            seq: events.iter().map(|(_, e)| e.seq).collect(),
-            tenant: events.iter().map(|(_, e)| e.tenant).collect(),
-            user_id: events.iter().map(|(_, e)| e.user_id).collect(),
-            thread_id: events.iter().map(|(_, e)| e.thread_id).collect(),
-            kind: events.iter().map(|(_, e)| e.kind).collect(),
-            timestamp_ms: events.iter().map(|(_, e)| e.timestamp_ms).collect(),
-            json: events.iter().map(|(_, e)| e.json).collect(),
+            shard_id: events.iter().map(|(shard, _, _)| *shard).collect(),
+            range_id: events.iter().map(|(_, fence, _)| *fence).collect(),
+            global_seq: events.iter().map(|(_, _, e)| e.global_seq).collect(),
+            execution_id: events.iter().map(|(_, _, e)| e.execution_id.as_deref()).collect(),
+            seq: events.iter().map(|(_, _, e)| e.seq).collect(),
+            tenant: events.iter().map(|(_, _, e)| e.tenant).collect(),
+            user_id: events.iter().map(|(_, _, e)| e.user_id).collect(),
+            thread_id: events.iter().map(|(_, _, e)| e.thread_id).collect(),
+            kind: events.iter().map(|(_, _, e)| e.kind).collect(),
+            timestamp_ms: events.iter().map(|(_, _, e)| e.timestamp_ms).collect(),
+            json: events.iter().map(|(_, _, e)| e.json).collect(),
         }
     }
 
@@ -263,7 +267,7 @@ impl<'a> EventArrays<'a> {
         self.global_seq.is_empty()
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
         [
             &self.shard_id,
             &self.global_seq,
@@ -275,6 +279,7 @@ impl<'a> EventArrays<'a> {
             &self.kind,
             &self.timestamp_ms,
             &self.json,
+            &self.range_id,
         ]
     }
 }
