@@ -90,7 +90,7 @@ async fn any_node_answers_for_any_execution_and_reads_cover_the_cluster() {
     let alive = heartbeats_go_to_their_owners(&cluster, &agent).await;
 
     // A request already forwarded once is not sent on again.
-    let here = shards_of(&cluster, 0, &node_id(&cluster, 0).await).await;
+    let here = shards_of(&cluster, 0, &cluster.node_id(0).await).await;
     let not_here = alive.iter().find(|id| !here.contains(&shard(id))).unwrap();
     let response = reqwest::Client::new()
         .get(format!("{}/v1/executions/{not_here}", nodes[0].url))
@@ -221,11 +221,6 @@ async fn reads_cover_the_cluster(cluster: &TestCluster, agent: &str) {
     }
 }
 
-/// Node `index`'s id.
-async fn node_id(cluster: &TestCluster, index: usize) -> String {
-    cluster.status(index).await["this_node"].as_str().unwrap().to_owned()
-}
-
 /// The shards node `node` holds, as node `asking` sees it.
 async fn shards_of(cluster: &TestCluster, asking: usize, node: &str) -> Vec<u64> {
     let status = cluster.status(asking).await;
@@ -252,7 +247,7 @@ async fn a_dead_nodes_executions_are_taken_over_and_none_dies_of_it() {
     let cluster = TestCluster::start(3, &["--heartbeat-timeout", "3s", "--monitor-interval", "100ms"]).await;
     let nodes = &cluster.nodes;
     let agent = nodes[0].token("agent", "acme", None).await;
-    let victim = node_id(&cluster, 2).await;
+    let victim = cluster.node_id(2).await;
     let mut kept = Vec::new();
     for i in 0..4 {
         let id = nodes[2].create_started(&agent, "worker", &format!("t{i}"), "u").await;
@@ -333,7 +328,7 @@ async fn a_paused_node_loses_its_shards_and_writes_nothing_for_them() {
     // wakes, and must not get them in.
     let cluster = TestCluster::start(2, &["--heartbeat-flush", "30s", "--heartbeat-timeout", "60s"]).await;
     let agent = cluster.nodes[0].token("agent", "acme", None).await;
-    let paused = node_id(&cluster, 1).await;
+    let paused = cluster.node_id(1).await;
     let id = cluster.nodes[1].create_started(&agent, "worker", "t", "u").await;
     for _ in 0..3 {
         cluster.nodes[1].heartbeat(&agent, &id).await;
@@ -341,7 +336,7 @@ async fn a_paused_node_loses_its_shards_and_writes_nothing_for_them() {
     cluster.nodes[1].signal("STOP");
     // The other node takes every shard once the lease runs out.
     within(Duration::from_secs(20), "node 0 serves every shard", || async {
-        shards_of(&cluster, 0, &node_id(&cluster, 0).await).await.len() == 64
+        shards_of(&cluster, 0, &cluster.node_id(0).await).await.len() == 64
     })
     .await;
     // Its owner now moves the execution on.
@@ -425,7 +420,7 @@ async fn nodes_joining_and_leaving_hand_shards_over_without_a_wait() {
     }
     // The first node leaves on SIGTERM: its shards are handed over before it exits, so the
     // others serve them at once rather than after a lease TTL.
-    let leaving = node_id(&cluster, 0).await;
+    let leaving = cluster.node_id(0).await;
     let status = cluster.nodes[0].terminate();
     assert!(status.success());
     let left = Instant::now();

@@ -9,63 +9,14 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use common::pg_cluster::PgCluster;
 use common::{TestServer, eventually, golden_phases};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-
-/// A private PostgreSQL cluster, stopped when dropped.
-struct Cluster {
-    dir: PathBuf,
-    url: String,
-}
-
-fn pg_cluster(command: &str, dir: &std::path::Path) -> String {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg-cluster");
-    let output = Command::new(script).arg(command).arg(dir).output().unwrap();
-    assert!(
-        output.status.success(),
-        "scripts/pg-cluster {command} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-impl Cluster {
-    fn start() -> Self {
-        // Under /tmp with an open mode: the cluster may run as the `postgres` user.
-        let dir = PathBuf::from(format!("/tmp/agentrack-outage-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        let url = pg_cluster("start", &dir.join("cluster"));
-        Self { dir, url }
-    }
-
-    fn crash(&self) {
-        pg_cluster("kill", &self.dir.join("cluster"));
-    }
-
-    fn restart(&self) {
-        pg_cluster("restart", &self.dir.join("cluster"));
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg-cluster");
-        let _ = Command::new(script).arg("stop").arg(self.dir.join("cluster")).output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// What the agents saw.
 #[derive(Default)]
@@ -143,7 +94,7 @@ async fn agent(base: String, token: String, index: usize, stop: Arc<AtomicBool>,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_crash_loses_nothing_acknowledged_and_the_server_recovers_by_itself() {
-    let cluster = Cluster::start();
+    let cluster = PgCluster::start();
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(config.path(), "ack_timeout = \"3s\"\n").unwrap();
     let mut server =

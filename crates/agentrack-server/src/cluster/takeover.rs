@@ -10,7 +10,7 @@ use super::{Lease, LocalShard, Shards};
 use crate::hub::Hub;
 use crate::metrics::ServerMetrics;
 use crate::serialized_event::SerializedEvent;
-use crate::store::pipeline::Pipeline;
+use crate::store::pipeline::{Pipeline, SEQ_HEADROOM};
 use crate::store::{ShardId, Store, StoreError};
 
 /// Stored events read per query when catching the hub up on a shard's log.
@@ -68,8 +68,14 @@ impl Loader {
         self.metrics.restore(shard, &loaded.counts, &loaded.records);
         let tracker = Tracker::with_config(self.config.clone());
         let restored = loaded.records.len();
-        for record in std::mem::take(&mut loaded.records) {
+        let mut renumbered = Vec::new();
+        for mut record in std::mem::take(&mut loaded.records) {
             let id = record.execution_id;
+            if record.is_alive() {
+                // Past any heartbeat the previous owner published but had not written yet.
+                record.seq += SEQ_HEADROOM;
+                renumbered.push(id);
+            }
             let restored = match lease {
                 Some(_) => tracker.restore_after_failover(record, self.heartbeat_flush, RECONNECT),
                 None => tracker.restore(record),
@@ -83,6 +89,7 @@ impl Loader {
         self.hub.advance(shard, loaded.high_water);
         self.pipeline.attach(shard, &tracker, loaded.high_water, fence)?;
         self.pipeline.hold_rows(shard, std::mem::take(&mut loaded.replayed));
+        self.pipeline.write_next_heartbeat(shard, renumbered);
         self.shards.serve(Arc::new(LocalShard::new(shard, tracker, lease)));
         tracing::info!(
             shard,

@@ -17,6 +17,8 @@ pub struct TestCluster {
     pub store: String,
     /// The admin token.
     pub admin: String,
+    /// The database server's admin URL, and the database made on it.
+    server: String,
     database: String,
 }
 
@@ -24,7 +26,12 @@ impl TestCluster {
     /// `count` nodes on a fresh database with `args` (plus `--lease-ttl` [`LEASE_TTL`]), started
     /// one after the other, and balanced: every node serves its share of the shards.
     pub async fn start(count: usize, args: &[&str]) -> Self {
-        let (store, database) = postgres::fresh_database().await;
+        Self::start_on(&postgres::admin_url(), count, args).await
+    }
+
+    /// As [`Self::start`], on a fresh database of the server at `server` (an admin URL).
+    pub async fn start_on(server: &str, count: usize, args: &[&str]) -> Self {
+        let (store, database) = postgres::fresh_database_on(server).await;
         let mut args: Vec<&str> = args.to_vec();
         if !args.contains(&"--lease-ttl") {
             args.extend(["--lease-ttl", LEASE_TTL]);
@@ -39,6 +46,7 @@ impl TestCluster {
             nodes,
             store,
             admin,
+            server: server.to_owned(),
             database,
         };
         cluster.balanced().await;
@@ -86,7 +94,12 @@ impl TestCluster {
         }
     }
 
-    /// The node that owns execution `id`'s shard, as node `asking` sees it.
+    /// Node `index`'s id.
+    pub async fn node_id(&self, index: usize) -> String {
+        self.status(index).await["this_node"].as_str().unwrap().to_owned()
+    }
+
+    /// The URL of the node that owns `shard`, as node `asking` sees it.
     pub async fn owner_of(&self, asking: usize, shard: u64) -> Option<String> {
         let status = self.status(asking).await;
         status["nodes"]
@@ -128,6 +141,6 @@ impl Drop for TestCluster {
             }
         }
         self.nodes.clear();
-        postgres::drop_database(&self.database);
+        postgres::drop_database_on(&self.server, &self.database);
     }
 }

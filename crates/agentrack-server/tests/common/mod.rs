@@ -21,6 +21,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 compile_error!("the integration tests drive the `agentrack` binary: run them with the default `cli` feature");
 
 pub mod cluster;
+pub mod pg_cluster;
 pub mod postgres;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_agentrack");

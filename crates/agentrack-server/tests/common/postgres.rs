@@ -33,28 +33,42 @@ pub fn with_database(url: &str, database: &str) -> String {
 }
 
 async fn admin() -> tokio_postgres::Client {
-    let url = admin_url();
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+    admin_on(&admin_url()).await
+}
+
+async fn admin_on(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|error| panic!("cannot reach the test PostgreSQL at {url}: {error}"));
     tokio::spawn(connection);
     client
 }
 
-/// A fresh, empty database; returns its URL.
+/// A fresh, empty database on the test server; returns its URL and name.
 pub async fn fresh_database() -> (String, String) {
+    fresh_database_on(&admin_url()).await
+}
+
+/// A fresh, empty database on the server at `admin_url`; returns its URL and name.
+pub async fn fresh_database_on(admin_url: &str) -> (String, String) {
     let name = format!("agentrack_test_{}", uuid::Uuid::new_v4().simple());
-    admin()
+    admin_on(admin_url)
         .await
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .unwrap();
-    (with_database(&admin_url(), &name), name)
+    (with_database(admin_url, &name), name)
 }
 
 /// Drops a database made by [`fresh_database`] (from any context, blocking).
 pub fn drop_database(name: &str) {
+    drop_database_on(&admin_url(), name);
+}
+
+/// Drops a database made by [`fresh_database_on`] (from any context, blocking).
+pub fn drop_database_on(admin_url: &str, name: &str) {
     let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    let admin_url = admin_url.to_owned();
     let _ = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -62,7 +76,7 @@ pub fn drop_database(name: &str) {
             .unwrap();
         runtime.block_on(async {
             let _ = tokio::time::timeout(Duration::from_secs(10), async {
-                admin().await.batch_execute(&sql).await
+                admin_on(&admin_url).await.batch_execute(&sql).await
             })
             .await;
         });

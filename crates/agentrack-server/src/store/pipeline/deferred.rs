@@ -10,19 +10,42 @@ use agentrack::ExecutionId;
 
 use crate::serialized_event::SerializedEvent;
 
+/// Most heartbeats of one execution published before one is written: with this bound, a node
+/// that takes the execution over from the store (after a crash or a takeover) numbers its
+/// events from [`SEQ_HEADROOM`] past the stored sequence number and never reuses one a
+/// subscriber has seen — provided that jump is itself written before a heartbeat above it is
+/// published (`Pipeline::write_next_heartbeat`), or the node after would jump from the same place.
+pub const HEARTBEATS_UNWRITTEN: u32 = 32;
+
+/// How far past its stored sequence number an execution taken from the store numbers on: more
+/// than the heartbeats it may have published unwritten ([`HEARTBEATS_UNWRITTEN`]).
+pub const SEQ_HEADROOM: u64 = 2 * HEARTBEATS_UNWRITTEN as u64;
+
 /// Heartbeats and rows waiting to be written, and how long the oldest has waited.
 #[derive(Debug, Default)]
 pub(super) struct Deferred {
-    heartbeats: HashMap<ExecutionId, Arc<SerializedEvent>>,
+    /// Per execution: the latest heartbeat, and how many were published since one was written.
+    heartbeats: HashMap<ExecutionId, (Arc<SerializedEvent>, u32)>,
     rows: HashSet<ExecutionId>,
+    /// Executions whose next heartbeat is written, not held.
+    write_next: HashSet<ExecutionId>,
     since: Option<Instant>,
 }
 
 impl Deferred {
-    /// Keeps `heartbeat` as the one to write for `id`, replacing an older one.
-    pub(super) fn hold_heartbeat(&mut self, id: ExecutionId, heartbeat: Arc<SerializedEvent>) {
-        self.heartbeats.insert(id, heartbeat);
+    /// Keeps `heartbeat` as the one to write for `id`, replacing an older one. Returns whether
+    /// it must be written now: `id` has reached [`HEARTBEATS_UNWRITTEN`], or was restored and
+    /// this is its first heartbeat since ([`Self::write_next_heartbeat`]).
+    pub(super) fn hold_heartbeat(&mut self, id: ExecutionId, heartbeat: Arc<SerializedEvent>) -> bool {
+        let count = self.heartbeats.get(&id).map_or(0, |(_, count)| *count) + 1;
+        self.heartbeats.insert(id, (heartbeat, count));
         self.since.get_or_insert_with(Instant::now);
+        count >= HEARTBEATS_UNWRITTEN || self.write_next.remove(&id)
+    }
+
+    /// Has the next heartbeat of each of `ids` written at once (see [`Self::hold_heartbeat`]).
+    pub(super) fn write_next_heartbeat(&mut self, ids: Vec<ExecutionId>) {
+        self.write_next.extend(ids);
     }
 
     /// Notes that `id`'s row is behind its written events.
@@ -53,7 +76,8 @@ impl Deferred {
     /// `id`'s row is written now: takes its waiting heartbeat, to be written with it.
     pub(super) fn take(&mut self, id: ExecutionId) -> Option<Arc<SerializedEvent>> {
         self.rows.remove(&id);
-        let taken = self.heartbeats.remove(&id);
+        self.write_next.remove(&id);
+        let taken = self.heartbeats.remove(&id).map(|(heartbeat, _)| heartbeat);
         if self.is_empty() {
             self.since = None;
         }

@@ -41,6 +41,8 @@
 mod deferred;
 mod writer_thread;
 
+pub use deferred::{HEARTBEATS_UNWRITTEN, SEQ_HEADROOM};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -162,6 +164,8 @@ enum Message {
     },
     /// Rows to write at the next flush (rows caught up by a replay when the shard was loaded).
     HoldRows(ShardId, Vec<ExecutionId>),
+    /// Executions whose next heartbeat is written rather than deferred (restored ones).
+    WriteNextHeartbeat(ShardId, Vec<ExecutionId>),
     Flush(oneshot::Sender<()>),
     Shutdown,
 }
@@ -354,6 +358,16 @@ impl Pipeline {
     pub fn hold_rows(&self, shard: ShardId, ids: Vec<ExecutionId>) {
         if !ids.is_empty() {
             let _ = self.send(Message::HoldRows(shard, ids));
+        }
+    }
+
+    /// Has the next heartbeat of each of `ids` (of `shard`) written before it is published: the
+    /// alive executions a shard was restored with, numbered [`SEQ_HEADROOM`] past their stored
+    /// sequence number. Until one of their events is written, that jump exists only here — and a
+    /// node taking the shard over next would number from the same stored value.
+    pub fn write_next_heartbeat(&self, shard: ShardId, ids: Vec<ExecutionId>) {
+        if !ids.is_empty() {
+            let _ = self.send(Message::WriteNextHeartbeat(shard, ids));
         }
     }
 

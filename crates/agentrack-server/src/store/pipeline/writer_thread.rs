@@ -77,7 +77,10 @@ impl Gathered {
             Message::Event(shard, event) => self.events.push((shard, event)),
             Message::Flush(reply) => self.flushes.push(reply),
             Message::Shutdown => self.stop = true,
-            membership @ (Message::Attach(_) | Message::Detach { .. } | Message::HoldRows(..)) => {
+            membership @ (Message::Attach(_)
+            | Message::Detach { .. }
+            | Message::HoldRows(..)
+            | Message::WriteNextHeartbeat(..)) => {
                 self.membership.push(membership);
             }
             request @ (Message::Token { .. } | Message::Purge { .. }) => self.requests.push(request),
@@ -299,6 +302,11 @@ impl WriterThread {
                         }
                     }
                 }
+                Message::WriteNextHeartbeat(shard, ids) => {
+                    if let Some(shard) = self.shards.get_mut(&shard) {
+                        shard.deferred.write_next_heartbeat(ids);
+                    }
+                }
                 _ => {}
             }
         }
@@ -515,7 +523,8 @@ impl WriterThread {
     }
 }
 
-/// Serialises events. Heartbeats wait (only the latest is written); every other event is
+/// Serialises events. Heartbeats wait (only the latest is written, and at the latest the
+/// [`HEARTBEATS_UNWRITTEN`](super::HEARTBEATS_UNWRITTEN)th since the last); every other event is
 /// written now, and so is its execution's row unless the event can be replayed onto it
 /// ([`row_can_wait`]), in which case the row waits for the flush.
 fn sort(pipe: &mut Shard, shard: ShardId, events: &[Arc<Event>], sorted: &mut Sorted, counters: &PipelineStats) {
@@ -526,7 +535,10 @@ fn sort(pipe: &mut Shard, shard: ShardId, events: &[Arc<Event>], sorted: &mut So
         match (&event.kind, id) {
             (EventKind::Heartbeat { .. }, Some(id)) => {
                 counters.heartbeats.fetch_add(1, Ordering::Relaxed);
-                pipe.deferred.hold_heartbeat(id, serialized);
+                if pipe.deferred.hold_heartbeat(id, serialized) {
+                    // Written with its row in this batch (see `HEARTBEATS_UNWRITTEN`)
+                    sorted.touched.insert(id);
+                }
             }
             (kind, Some(id)) if row_can_wait(kind) => {
                 sorted.written.push(serialized);

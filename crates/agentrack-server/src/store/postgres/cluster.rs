@@ -117,6 +117,11 @@ impl ClusterStore for PgStore {
         Box::pin(async move {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(db_error)?;
+            // Waits for a commit in flight, not for ever: a stuck owner's session is ended by
+            // the server (see `IDLE_IN_TRANSACTION`), and the next round tries again.
+            tx.batch_execute("SET LOCAL lock_timeout = '2s'")
+                .await
+                .map_err(db_error)?;
             let key = i32::from(shard_id);
             // Locked for the transaction: waits for a commit of the owner in flight, so that commit
             // lands before this node reads the shard.

@@ -53,6 +53,12 @@ pub(super) use baseline::open_raw;
 /// How long connecting may take before the attempt counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a session may sit in an open transaction before PostgreSQL ends it (and releases
+/// its locks). A node's transactions are pipelined and committed at once, so only a node that
+/// was paused or cut off mid-transaction reaches it — and then the locks it holds on shard rows
+/// would otherwise block the takeover of those shards for as long as it stays paused.
+pub(super) const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(1);
+
 /// How long a read waits for a pooled connection (or to make one) during an outage.
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -85,6 +91,15 @@ impl Target {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         config.application_name("agentrack");
+        // A node that stops mid-transaction (paused, or cut off) must not hold the shards' row
+        // locks past a lease: the server ends such a session, which no healthy node leaves
+        // idle for more than a moment. See `IDLE_IN_TRANSACTION`.
+        let options = format!(
+            "{} -c idle_in_transaction_session_timeout={}",
+            config.get_options().unwrap_or_default(),
+            IDLE_IN_TRANSACTION.as_millis()
+        );
+        config.options(options.trim());
         Ok(Self {
             config,
             tls: tls::connector(store.ca_file.as_deref())?,
