@@ -509,3 +509,48 @@ async fn a_stream_resumes_on_another_node_without_gap_or_duplicate() {
         assert_eq!(kinds, json!(common::GOLDEN_EVENTS).as_array().unwrap().clone(), "{id}");
     }
 }
+
+/// `agentrack load --url A,B` spreads its agents over the nodes and counts the heartbeats sent
+/// through a node that forwards them apart from those sent to the owner: both succeed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_load_tool_measures_forwarded_and_local_heartbeats_apart() {
+    let cluster = TestCluster::start(2, &[]).await;
+    cluster.balanced().await;
+    let urls = format!("{},{}", cluster.nodes[0].url, cluster.nodes[1].url);
+    let output = tokio::process::Command::new(common::BIN)
+        .args([
+            "load",
+            "--url",
+            &urls,
+            "--token",
+            &cluster.admin,
+            "--scenario",
+            "heartbeat",
+        ])
+        .args(["--agents", "4", "--subscribers", "2", "--duration", "1s", "--json"])
+        .env_remove("AGENTRACK_URL")
+        .env_remove("AGENTRACK_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["total_errors"], 0, "{:#}", report["errors"]);
+    for route in [
+        "POST /v1/executions/{id}/heartbeat",
+        "POST /v1/executions/{id}/heartbeat (forwarded)",
+    ] {
+        let measured = report["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["route"] == route)
+            .unwrap_or_else(|| panic!("no {route} in {report:#}"));
+        assert!(measured["count"].as_u64().unwrap() > 0, "{measured:#}");
+    }
+}

@@ -47,6 +47,8 @@ pub(super) struct Failed;
 pub(super) struct Agents {
     client: reqwest::Client,
     base: String,
+    /// Whether this node forwards the heartbeats sent to it: they are counted apart.
+    forwarding: bool,
     authorization: HeaderValue,
     users: usize,
     next_user: AtomicU64,
@@ -55,6 +57,61 @@ pub(super) struct Agents {
     /// `--executions`: how many executions may still be started (None: no limit).
     remaining: Option<AtomicU64>,
     pub(super) live: Arc<Live>,
+}
+
+/// The agents of every node: agent i's home is node i mod N, where it opens its executions
+/// (a create lands on a shard the receiving node owns).
+pub(super) struct Fleet {
+    homes: Vec<Arc<Agents>>,
+    /// The same nodes, their heartbeats counted as forwarded.
+    forwarding: Vec<Arc<Agents>>,
+}
+
+impl Fleet {
+    /// Agents for each of `nodes` (at least one), as [`Agents::new`].
+    pub(super) fn new(
+        client: &reqwest::Client,
+        nodes: &[String],
+        token: &str,
+        behaviour: Behaviour,
+        live: &Arc<Live>,
+    ) -> anyhow::Result<Self> {
+        let mut fleet = Self {
+            homes: Vec::new(),
+            forwarding: Vec::new(),
+        };
+        for node in nodes {
+            let mut forwarding = Agents::new(client.clone(), node, token, behaviour, Arc::clone(live))?;
+            forwarding.forwarding = true;
+            fleet.forwarding.push(Arc::new(forwarding));
+            fleet.homes.push(Arc::new(Agents::new(
+                client.clone(),
+                node,
+                token,
+                behaviour,
+                Arc::clone(live),
+            )?));
+        }
+        anyhow::ensure!(!fleet.homes.is_empty(), "no server to load");
+        Ok(fleet)
+    }
+
+    /// Agent `index`'s home node.
+    pub(super) fn home(&self, index: usize) -> Arc<Agents> {
+        Arc::clone(&self.homes[index % self.homes.len()])
+    }
+
+    /// Where agent `index` of the heartbeat scenario sends its heartbeats: with several nodes,
+    /// every odd agent goes through the node after its home, which forwards them to the owner —
+    /// so forwarded and local heartbeats are measured side by side, in the same run.
+    pub(super) fn beating(&self, index: usize) -> Arc<Agents> {
+        let nodes = self.homes.len();
+        if nodes > 1 && index % 2 == 1 {
+            Arc::clone(&self.forwarding[(index + 1) % nodes])
+        } else {
+            self.home(index)
+        }
+    }
 }
 
 /// How agents behave.
@@ -154,6 +211,7 @@ impl Agents {
         Ok(Self {
             client,
             base: base.trim_end_matches('/').to_owned(),
+            forwarding: false,
             authorization,
             users: behaviour.users.max(1),
             next_user: AtomicU64::new(0),
@@ -252,9 +310,14 @@ impl Agents {
 
     /// One heartbeat for `id`.
     pub(super) async fn heartbeat(&self, stats: &mut Stats, id: &str) -> Result<(), Failed> {
+        let route = if self.forwarding {
+            Route::HeartbeatForwarded
+        } else {
+            Route::Heartbeat
+        };
         self.call(
             stats,
-            Route::Heartbeat,
+            route,
             Method::POST,
             &format!("/v1/executions/{id}/heartbeat"),
             Some(Bytes::from_static(b"{}")),

@@ -39,7 +39,7 @@ use futures_util::StreamExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use agents::{Agents, Beat, Behaviour};
+use agents::{Beat, Behaviour, Fleet};
 use report::{EventsReport, Report, RouteReport, ServerReport, Settings, SetupReport, TargetReport, Throughput};
 use stats::{Live, Route, Stats};
 use target::{Cores, CpuSample, LocalServer};
@@ -84,8 +84,11 @@ impl Scenario {
 /// Options of `load`.
 #[derive(Debug, Args)]
 pub(crate) struct LoadArgs {
-    /// Load the server at this URL (needs --token); without it, a local server is started.
-    #[arg(long, value_name = "URL", conflicts_with = "local")]
+    /// Load the server at this URL (needs --token); without it, a local server is started. A
+    /// cluster is given as a comma-separated list of its nodes' URLs: agent i (and subscriber
+    /// i) talks to node i mod N, and in the heartbeat scenario every odd agent heartbeats through
+    /// the next node, so the report shows forwarded and local heartbeats side by side.
+    #[arg(long, value_name = "URL[,URL…]", conflicts_with = "local")]
     url: Option<String>,
     /// An admin token of --url (or an agent token, with --subscribers 0).
     #[arg(long, env = "AGENTRACK_TOKEN", hide_env_values = true)]
@@ -160,7 +163,10 @@ pub(crate) struct LoadArgs {
 
 /// The server under load, wherever it is.
 struct Target {
+    /// The first node's URL: setup (tokens) goes there.
     url: String,
+    /// Every node's URL (one for a single server).
+    nodes: Vec<String>,
     token: String,
     local: Option<LocalServer>,
 }
@@ -178,9 +184,11 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         });
     }
     let open_files_limit = raise_open_files_limit(&args);
-    let target = if let Some(url) = &args.url {
+    let target = if let Some(urls) = &args.url {
+        let nodes = node_urls(urls);
         Target {
-            url: url.trim_end_matches('/').to_owned(),
+            url: nodes.first().cloned().unwrap_or_default(),
+            nodes,
             token: args
                 .token
                 .clone()
@@ -198,6 +206,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         let server = LocalServer::start(&server_args).await?;
         Target {
             url: server.url.clone(),
+            nodes: vec![server.url.clone()],
             token: server.admin_token.clone(),
             local: Some(server),
         }
@@ -264,12 +273,27 @@ fn validate(args: &LoadArgs) -> anyhow::Result<()> {
     if args.setup_concurrency == 0 {
         bail!("--setup-concurrency must be at least 1");
     }
-    if let Some(url) = &args.url
-        && !(url.starts_with("http://") || url.starts_with("https://"))
-    {
-        bail!("--url must start with http:// or https://, not {url:?}");
+    if let Some(urls) = &args.url {
+        let nodes = node_urls(urls);
+        if nodes.is_empty() {
+            bail!("--url names no server");
+        }
+        if let Some(url) = nodes
+            .iter()
+            .find(|url| !(url.starts_with("http://") || url.starts_with("https://")))
+        {
+            bail!("--url must start with http:// or https://, not {url:?}");
+        }
     }
     Ok(())
+}
+
+/// The node URLs of `--url`: comma-separated, without trailing slashes.
+fn node_urls(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(|url| url.trim().trim_end_matches('/').to_owned())
+        .filter(|url| !url.is_empty())
+        .collect()
 }
 
 #[allow(
@@ -356,13 +380,7 @@ async fn measure(
     let users = users(args);
     let (token, _made) = setup::agent_token(&client, target, &args.tenant).await?;
     let behaviour = behaviour(args, users);
-    let agents = Arc::new(Agents::new(
-        client.clone(),
-        &target.url,
-        &token,
-        behaviour,
-        Arc::clone(&live),
-    )?);
+    let agents = Fleet::new(&client, &target.nodes, &token, behaviour, &live)?;
     let duration = window_length(args);
     // Failures outside the measured window: setup's and the baseline's.
     let mut all = Stats::default();
@@ -383,12 +401,12 @@ async fn measure(
     let baseline = measure_baseline(args, &agents, &live, duration, interrupt, &mut all).await;
 
     let connect_started = Instant::now();
-    let subscribers = setup::open_subscribers(args, target, &tokens, &live, interrupt, &mut all).await?;
+    let subscribers = setup::open_subscribers(args, &target.nodes, &tokens, &live, interrupt, &mut all).await?;
     let connect_s = connect_started.elapsed().as_secs_f64();
     let connected = subscribers.connected;
 
     let open = setup::open_executions(args, &agents, interrupt, &mut all).await?;
-    let sockets = setup::open_agent_streams(args, target, &token, &open, &live, interrupt, &mut all).await?;
+    let sockets = setup::open_agent_streams(args, &target.nodes, &token, &open, &live, interrupt, &mut all).await?;
 
     let before = CpuSample::take(target.local.as_ref());
     let (window, elapsed) = measured_window(args, &agents, &live, &open, sockets, duration, interrupt).await;
@@ -426,7 +444,7 @@ async fn measure(
 /// for --baseline-duration (or the window's, or 5 s). Its calls are counted in `all`.
 async fn measure_baseline(
     args: &LoadArgs,
-    agents: &Arc<Agents>,
+    agents: &Fleet,
     live: &Live,
     duration: Option<Duration>,
     interrupt: &CancellationToken,
@@ -437,8 +455,8 @@ async fn measure_baseline(
     }
     let stop = interrupt.child_token();
     let mut workers = JoinSet::new();
-    for _ in 0..args.agents {
-        workers.spawn(Arc::clone(agents).run_baseline(stop.clone()));
+    for index in 0..args.agents {
+        workers.spawn(agents.home(index).run_baseline(stop.clone()));
     }
     let length = args.baseline_duration.or(duration).unwrap_or(Duration::from_secs(5));
     let (stats, elapsed) = window(args, "baseline", workers, &stop, live, Some(length), None).await;
@@ -454,7 +472,7 @@ async fn measure_baseline(
 /// their agents' `sockets`) until --duration or --executions; their stats and its length.
 async fn measured_window(
     args: &LoadArgs,
-    agents: &Arc<Agents>,
+    agents: &Fleet,
     live: &Live,
     open: &[Vec<String>],
     sockets: Vec<Option<subscribers::Socket>>,
@@ -467,25 +485,31 @@ async fn measured_window(
     match args.scenario {
         Scenario::Golden => {
             for index in 0..args.agents {
-                workers.spawn(Arc::clone(agents).run_golden(index, stop.clone()));
+                workers.spawn(agents.home(index).run_golden(index, stop.clone()));
             }
         }
         Scenario::Heartbeat => {
-            for id in open.iter().flatten() {
-                workers.spawn(Arc::clone(agents).run_heartbeats(Beat::One(id.clone()), stop.clone()));
+            for (index, ids) in open.iter().enumerate() {
+                for id in ids {
+                    workers.spawn(
+                        agents
+                            .beating(index)
+                            .run_heartbeats(Beat::One(id.clone()), stop.clone()),
+                    );
+                }
             }
         }
         Scenario::Batch => {
             // An agent whose executions all failed to open has nothing to send.
-            for ids in open.iter().filter(|ids| !ids.is_empty()) {
-                workers.spawn(Arc::clone(agents).run_heartbeats(Beat::many(ids), stop.clone()));
+            for (index, ids) in open.iter().enumerate().filter(|(_, ids)| !ids.is_empty()) {
+                workers.spawn(agents.home(index).run_heartbeats(Beat::many(ids), stop.clone()));
             }
         }
         Scenario::WsBatch => {
-            for (ids, socket) in open.iter().zip(sockets) {
+            for (index, (ids, socket)) in open.iter().zip(sockets).enumerate() {
                 if let Some(socket) = socket {
                     workers.spawn(ws_agents::run(
-                        Arc::clone(agents),
+                        agents.home(index),
                         socket,
                         ids.clone(),
                         args.request_timeout,
@@ -536,10 +560,14 @@ async fn drain_subscribers(
 }
 
 /// Teardown, untimed: the heartbeat and batch scenarios' executions are completed.
-async fn complete_open_executions(args: &LoadArgs, agents: &Arc<Agents>, open: &[Vec<String>]) {
-    futures_util::stream::iter(open.iter().flatten())
-        .for_each_concurrent(args.setup_concurrency, |id| {
-            let agents = Arc::clone(agents);
+async fn complete_open_executions(args: &LoadArgs, agents: &Fleet, open: &[Vec<String>]) {
+    let owned = open
+        .iter()
+        .enumerate()
+        .flat_map(|(index, ids)| ids.iter().map(move |id| (index, id)));
+    futures_util::stream::iter(owned)
+        .for_each_concurrent(args.setup_concurrency, |(index, id)| {
+            let agents = agents.home(index);
             async move { agents.finish(id, "completed").await }
         })
         .await;

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::agents::{Agents, agent_name, user_id};
+use super::agents::{Fleet, agent_name, user_id};
 use super::stats::{Live, Stats};
 use super::{LoadArgs, Scenario, Target, subscribers, ws_agents};
 
@@ -127,11 +127,11 @@ pub(super) struct Subscribers {
     pub(super) connected: usize,
 }
 
-/// Opens `--subscribers` streams, subscriber i with the viewer token of user i mod the number
+/// Opens `--subscribers` streams, subscriber i on node i mod N with the viewer token of user i mod the number
 /// of tokens; a stream that does not open is counted in `errors`.
 pub(super) async fn open_subscribers(
     args: &LoadArgs,
-    target: &Target,
+    nodes: &[String],
     tokens: &[String],
     live: &Arc<Live>,
     interrupt: &CancellationToken,
@@ -145,12 +145,16 @@ pub(super) async fn open_subscribers(
     if args.subscribers == 0 || interrupt.is_cancelled() {
         return Ok(opened);
     }
-    let url = subscribers::events_url(&target.url)?;
-    let url = &url;
+    let urls = nodes
+        .iter()
+        .map(|node| subscribers::events_url(node))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let urls = &urls;
     let mut opening = futures_util::stream::iter(0..args.subscribers)
         .map(|index| async move {
             let user = index % tokens.len().max(1);
             let token = tokens.get(user).map(String::as_str).unwrap_or_default();
+            let url = &urls[index % urls.len()];
             (user, subscribers::connect(url, token).await)
         })
         .buffer_unordered(args.setup_concurrency);
@@ -179,7 +183,7 @@ pub(super) async fn open_subscribers(
 /// the window's figures, but their failures are counted in `errors`.
 pub(super) async fn open_executions(
     args: &LoadArgs,
-    agents: &Arc<Agents>,
+    agents: &Fleet,
     interrupt: &CancellationToken,
     errors: &mut Stats,
 ) -> anyhow::Result<Vec<Vec<String>>> {
@@ -191,7 +195,7 @@ pub(super) async fn open_executions(
     let mut setup = Stats::default();
     let mut opened = futures_util::stream::iter((0..args.agents).flat_map(|index| (0..per_agent).map(move |_| index)))
         .map(|index| {
-            let agents = Arc::clone(agents);
+            let agents = agents.home(index);
             async move {
                 let mut stats = Stats::default();
                 let mut slot = None;
@@ -219,7 +223,7 @@ pub(super) async fn open_executions(
 /// it has no executions, or its stream did not open). Empty for the other scenarios.
 pub(super) async fn open_agent_streams(
     args: &LoadArgs,
-    target: &Target,
+    nodes: &[String],
     token: &str,
     open: &[Vec<String>],
     live: &Live,
@@ -230,8 +234,11 @@ pub(super) async fn open_agent_streams(
     if args.scenario != Scenario::WsBatch || interrupt.is_cancelled() {
         return Ok(sockets);
     }
-    let url = subscribers::events_url(&target.url)?;
-    let url = &url;
+    let urls = nodes
+        .iter()
+        .map(|node| subscribers::events_url(node))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let urls = &urls;
     let mut opening = futures_util::stream::iter(
         open.iter()
             .enumerate()
@@ -239,7 +246,7 @@ pub(super) async fn open_agent_streams(
             .map(|(index, _)| index),
     )
     .map(|index| async move {
-        let stream = ws_agents::stream_url(url, &agent_name(index));
+        let stream = ws_agents::stream_url(&urls[index % urls.len()], &agent_name(index));
         (index, subscribers::connect(&stream, token).await)
     })
     .buffer_unordered(args.setup_concurrency);

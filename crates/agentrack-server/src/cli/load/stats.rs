@@ -38,6 +38,9 @@ pub(super) enum Route {
     Start,
     /// `POST /v1/executions/{id}/heartbeat`.
     Heartbeat,
+    /// `POST /v1/executions/{id}/heartbeat` sent to a node that does not own the execution,
+    /// which forwards it to the owner (`--url` with several nodes).
+    HeartbeatForwarded,
     /// `POST /v1/executions/{id}/phase`.
     Phase,
     /// `POST /v1/executions/{id}/state` (completion).
@@ -56,6 +59,7 @@ impl Route {
             Self::Create => "POST /v1/executions",
             Self::Start => "POST /v1/executions/{id}/start",
             Self::Heartbeat => "POST /v1/executions/{id}/heartbeat",
+            Self::HeartbeatForwarded => "POST /v1/executions/{id}/heartbeat (forwarded)",
             Self::Phase => "POST /v1/executions/{id}/phase",
             Self::State => "POST /v1/executions/{id}/state",
             Self::Batch => "POST /v1/heartbeats",
