@@ -2,7 +2,8 @@
 # The cluster loads of issue 13: the same `agentrack load` against one node and against three
 # nodes on one PostgreSQL, back to back, each cluster on a fresh database. Saves, per run, the
 # JSON and text reports (cluster-N-SCENARIO.json / .txt) and each node's CPU seconds over the
-# whole run (cluster-N-SCENARIO.cpu: utime+stime from /proc, the load's setup included).
+# whole run (cluster-N-SCENARIO.cpu: utime+stime from /proc, the load's setup and baseline
+# included; the report's "servers (--server-pid)" line is the nodes' CPU during the window alone).
 #
 #   PG_ADMIN_URL=postgres://USER@HOST:PORT/postgres AGENTRACK=target/release/agentrack \
 #     bench-results/cluster-load.sh [NODES...]        (default: 1 3)
@@ -90,8 +91,11 @@ run() { # run NODES SCENARIO LOAD-ARGS...
     text=$(mktemp)
     load_before=$(cut -d' ' -f1-3 /proc/loadavg)
     started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    server_pids=""
+    for pid in $pids; do server_pids="$server_pids --server-pid $pid"; done
+    # shellcheck disable=SC2086
     "$bin" load --url "$urls" --token "$token" --scenario "$scenario" "$@" --baseline --json \
-        --text-report "$text" > "$out/$name.json"
+        $server_pids --text-report "$text" > "$out/$name.json"
     {
         echo "agentrack load: $name ($nodes node(s) on one PostgreSQL, fresh database)"
         echo "command: agentrack load --url URL1[,URL2,URL3] --scenario $scenario $* --baseline --json"

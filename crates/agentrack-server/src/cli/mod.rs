@@ -149,9 +149,10 @@ struct WatchArgs {
     /// Only this execution's events.
     #[arg(long)]
     execution: Option<String>,
-    /// Replay stored events after this global sequence number first.
-    #[arg(long)]
-    since: Option<u64>,
+    /// Replay stored events after this position first: an event's `cursor` (on a single node,
+    /// also its `global_seq`).
+    #[arg(long, value_name = "CURSOR")]
+    since: Option<String>,
     /// Print raw JSON lines instead of formatted ones.
     #[arg(long)]
     json: bool,

@@ -1,5 +1,5 @@
 //! `agentrack watch`: follow events live, one coloured line each, resuming after a dropped
-//! connection from the last sequence number seen.
+//! connection from the `cursor` of the last event seen (on any node of a cluster).
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -17,14 +17,14 @@ use super::client::resolve_token;
 pub(super) struct Options {
     pub(super) thread: Option<String>,
     pub(super) execution: Option<String>,
-    pub(super) since: Option<u64>,
+    pub(super) since: Option<String>,
     pub(super) json: bool,
 }
 
 /// Consecutive failed connection attempts before giving up.
 const MAX_FAILURES: u32 = 5;
 
-fn events_url(base: &str, options: &Options, since: Option<u64>) -> anyhow::Result<String> {
+fn events_url(base: &str, options: &Options, since: Option<&str>) -> anyhow::Result<String> {
     let base = base.trim_end_matches('/');
     let ws = if let Some(rest) = base.strip_prefix("http://") {
         format!("ws://{rest}")
@@ -41,7 +41,7 @@ fn events_url(base: &str, options: &Options, since: Option<u64>) -> anyhow::Resu
         query.push(format!("execution_id={}", encode(execution)));
     }
     if let Some(since) = since {
-        query.push(format!("since={since}"));
+        query.push(format!("since={}", encode(since)));
     }
     let query = if query.is_empty() {
         String::new()
@@ -64,10 +64,10 @@ fn encode(text: &str) -> String {
 pub(super) async fn run(args: &ClientArgs, options: Options) -> anyhow::Result<()> {
     let token = resolve_token(args.token.as_deref(), args.data.as_ref())?;
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let mut last_seq = options.since;
+    let mut last_cursor = options.since.clone();
     let mut failures = 0;
     loop {
-        let url = events_url(&args.url, &options, last_seq)?;
+        let url = events_url(&args.url, &options, last_cursor.as_deref())?;
         let mut request = url.as_str().into_client_request().context("invalid URL")?;
         request.headers_mut().insert(
             "authorization",
@@ -100,8 +100,8 @@ pub(super) async fn run(args: &ClientArgs, options: Options) -> anyhow::Result<(
                     let Ok(event) = serde_json::from_str::<Value>(&text) else {
                         continue;
                     };
-                    if let Some(seq) = event["global_seq"].as_u64() {
-                        last_seq = Some(seq);
+                    if let Some(cursor) = event["cursor"].as_str() {
+                        last_cursor = Some(cursor.to_owned());
                     }
                     if options.json {
                         println!("{text}");

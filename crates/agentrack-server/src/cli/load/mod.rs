@@ -101,6 +101,10 @@ pub(crate) struct LoadArgs {
     /// (repeatable).
     #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// With --url: a process on this machine whose CPU during the window is reported as the
+    /// servers' (the nodes of a cluster on loopback); repeatable.
+    #[arg(long = "server-pid", value_name = "PID", requires = "url")]
+    server_pids: Vec<u32>,
     /// The local server's store (its `serve --store`), e.g. postgres://USER@HOST:PORT/DB — use a
     /// database you can throw away [default: SQLite in the temp data dir].
     #[arg(long, value_name = "URL", conflicts_with = "url")]
@@ -408,9 +412,9 @@ async fn measure(
     let open = setup::open_executions(args, &agents, interrupt, &mut all).await?;
     let sockets = setup::open_agent_streams(args, &target.nodes, &token, &open, &live, interrupt, &mut all).await?;
 
-    let before = CpuSample::take(target.local.as_ref());
+    let before = CpuSample::take(target.local.as_ref(), &args.server_pids);
     let (window, elapsed) = measured_window(args, &agents, &live, &open, sockets, duration, interrupt).await;
-    let after = CpuSample::take(target.local.as_ref());
+    let after = CpuSample::take(target.local.as_ref(), &args.server_pids);
 
     let (events, connected_at_end) = drain_subscribers(args, subscribers, &live, interrupt).await;
     complete_open_executions(args, &agents, &open).await;
@@ -654,6 +658,7 @@ fn report(args: &LoadArgs, target: &Target, interrupted: bool, measured: Measure
         setup,
         generator_cpu_cores: cores.own_cpu,
         generator_run_queue_wait_cores: cores.own_wait,
+        remote_servers_cpu_cores: cores.remote_cpu,
     }
 }
 

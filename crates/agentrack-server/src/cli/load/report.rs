@@ -45,6 +45,8 @@ pub(super) struct Report {
     pub(super) generator_cpu_cores: Option<f64>,
     /// This generator's threads' time runnable but waiting for a CPU, per second of the window.
     pub(super) generator_run_queue_wait_cores: Option<f64>,
+    /// CPU the `--server-pid` processes used during the window, in cores (summed).
+    pub(super) remote_servers_cpu_cores: Option<f64>,
 }
 
 /// The server under load.
@@ -438,9 +440,18 @@ impl Report {
                     cores(server.run_queue_wait_cores),
                 );
             }
-            None => {
-                let _ = writeln!(out, "server: remote, memory not measured");
-            }
+            None => match self.remote_servers_cpu_cores {
+                Some(cpu) => {
+                    let _ = writeln!(
+                        out,
+                        "servers (--server-pid): during the window CPU {} cores; memory not measured",
+                        cores(Some(cpu))
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "server: remote, memory not measured");
+                }
+            },
         }
         if self.generator_cpu_cores.is_some() {
             let _ = writeln!(

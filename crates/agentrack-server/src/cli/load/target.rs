@@ -167,6 +167,8 @@ fn run_queue_wait(pid: &str) -> Option<Duration> {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct CpuSample {
     server_cpu: Option<Duration>,
+    /// The `--server-pid` processes' CPU, summed (none without them).
+    remote_cpu: Option<Duration>,
     own_cpu: Option<Duration>,
     server_wait: Option<Duration>,
     own_wait: Option<Duration>,
@@ -174,9 +176,10 @@ pub(super) struct CpuSample {
 
 impl CpuSample {
     /// Reads them now.
-    pub(super) fn take(server: Option<&LocalServer>) -> Self {
+    pub(super) fn take(server: Option<&LocalServer>, remote: &[u32]) -> Self {
         Self {
             server_cpu: server.and_then(LocalServer::cpu_time),
+            remote_cpu: (!remote.is_empty()).then(|| remote.iter().filter_map(|pid| cpu_time(&pid.to_string())).sum()),
             own_cpu: cpu_time("self"),
             server_wait: server.and_then(LocalServer::run_queue_wait),
             own_wait: run_queue_wait("self"),
@@ -191,6 +194,8 @@ pub(super) struct Cores {
     pub(super) server_cpu: Option<f64>,
     /// The local server's threads' time waiting for a CPU.
     pub(super) server_wait: Option<f64>,
+    /// The `--server-pid` processes' CPU.
+    pub(super) remote_cpu: Option<f64>,
     /// This process's CPU.
     pub(super) own_cpu: Option<f64>,
     /// This process's threads' time waiting for a CPU.
@@ -207,6 +212,7 @@ impl Cores {
         Self {
             server_cpu: cores(before.server_cpu, after.server_cpu),
             server_wait: cores(before.server_wait, after.server_wait),
+            remote_cpu: cores(before.remote_cpu, after.remote_cpu),
             own_cpu: cores(before.own_cpu, after.own_cpu),
             own_wait: cores(before.own_wait, after.own_wait),
         }

@@ -1,0 +1,1 @@
+INSERT INTO events SELECT g % 64, nextval('gs'), 'exec_' || g, g, 'acme', 'u', 't', 'phase_changed', 0, (SELECT ev FROM blob), 1 FROM generate_series(1, 167) g ON CONFLICT (shard_id, global_seq) DO NOTHING;

@@ -1,0 +1,1 @@
+UPDATE shards AS s SET range_id = s.range_id FROM UNNEST(ARRAY(SELECT generate_series(0, 63)), ARRAY(SELECT 1::bigint FROM generate_series(0, 63))) AS f(shard_id, range_id) WHERE s.shard_id = f.shard_id AND s.range_id = f.range_id;

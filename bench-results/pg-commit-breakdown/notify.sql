@@ -1,0 +1,1 @@
+SELECT pg_notify('agentrack_events', repeat('12:345678,', 64));
