@@ -477,7 +477,32 @@ async fn three_nodes_survive_a_kill_a_pause_and_a_database_crash() {
         .map(|row| (row.get(0), row.get(1)))
         .collect();
     for id in completed.iter().chain(&abandoned) {
-        assert_eq!(terminal.get(id), Some(&1), "{id}: one terminal event");
+        if terminal.get(id) != Some(&1) {
+            let log: Vec<String> = db
+                .query(
+                    "SELECT shard_id, global_seq, seq, type, range_id FROM events WHERE execution_id = $1
+                     ORDER BY seq",
+                    &[id],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| {
+                    let (shard, global, seq, kind, fence): (i32, i64, i64, String, i64) =
+                        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+                    format!("{shard}/{global} seq {seq} {kind} fence {fence}")
+                })
+                .collect();
+            let row: Option<String> = db
+                .query_opt("SELECT record FROM executions WHERE execution_id = $1", &[id])
+                .await
+                .unwrap()
+                .map(|row| row.get(0));
+            panic!(
+                "{id}: {:?} terminal events; its log: {log:#?}; its row: {row:?}",
+                terminal.get(id)
+            );
+        }
     }
     for id in &kept {
         assert_eq!(terminal.get(id), None, "{id} is alive");
