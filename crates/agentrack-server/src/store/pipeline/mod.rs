@@ -15,9 +15,11 @@
 //!
 //! A written row is a snapshot taken from the tracker *after* its events were drained. Because
 //! the tracker emits an event while holding the record's lock, that snapshot includes at least
-//! every drained event. (It may be slightly ahead — a change whose event arrives in the next
-//! batch; that change was not acknowledged yet, so a crash in between loses nothing anyone was
-//! promised.)
+//! every drained event — and possibly a change whose event was still queued. The writer then
+//! drains again and takes those events into the same batch (and snapshots what they touch, and
+//! drains again, until a round takes no snapshot), so a row is never committed ahead of its log.
+//! It must not be: were the next batch lost (a crash, a takeover), a row ahead would claim a
+//! change — a completion, say — whose event no subscriber ever receives.
 //!
 //! Heartbeats are the bulk of the traffic and are not worth an fsync each (`deferred.rs`): they
 //! are published at once (no one waits for them), and only the latest per execution is written,

@@ -1,5 +1,6 @@
 //! The pipeline against a recording writer.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 
 use agentrack::{ExecutionId, NewExecution, Phase};
@@ -15,6 +16,8 @@ type Written = (Vec<(u64, &'static str)>, Vec<(ExecutionId, u64)>);
 #[derive(Clone, Default)]
 struct Recorder {
     batches: Arc<Mutex<Vec<Written>>>,
+    /// Per committed batch: (id, seq) of its events that belong to an execution.
+    execution_events: Arc<Mutex<Vec<Vec<(ExecutionId, u64)>>>>,
     failures_left: Arc<AtomicUsize>,
 }
 
@@ -41,7 +44,13 @@ impl StoreWriter for Recorder {
                 RowUpdate::Finish { .. } => None,
             })
             .collect();
+        let execution_events = batch
+            .events
+            .iter()
+            .filter_map(|e| e.event.execution.as_ref().map(|scope| (scope.execution_id, scope.seq)))
+            .collect();
         self.batches.lock().push((events, rows));
+        self.execution_events.lock().push(execution_events);
         Ok(())
     }
     fn purge(&mut self, _cutoff: &crate::store::Cutoff) -> Result<Purged, StoreError> {
@@ -231,4 +240,52 @@ async fn purges_and_tokens_go_through_the_writer() {
     tokio::task::spawn_blocking(move || stopper.shutdown()).await.unwrap();
     let error = pipeline.purge(chrono::Utc::now()).await.unwrap_err();
     assert!(matches!(error, StoreError::Task(_)), "{error}");
+}
+
+/// Whatever the interleaving, a row is never committed ahead of its execution's log: every row's
+/// `seq` is that of an event already written (in its batch or an earlier one). Were it ahead, a
+/// lost next batch would leave a row claiming a change without its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_row_is_committed_ahead_of_its_log_under_concurrent_changes() {
+    let recorder = Recorder::default();
+    let (tracker, pipeline) = start(&recorder, Duration::from_millis(5));
+    let workers: Vec<_> = (0..4)
+        .map(|worker| {
+            let tracker = tracker.clone();
+            std::thread::spawn(move || {
+                for run in 0..300 {
+                    let id = tracker
+                        .create(NewExecution::new("a", format!("t{worker}-{run}"), "u"))
+                        .unwrap()
+                        .id();
+                    tracker.start(id).unwrap();
+                    tracker.heartbeat(id).unwrap();
+                    tracker.transition(id, Phase::WebsocketSetup, None).unwrap();
+                    tracker.complete(id, None).unwrap();
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    pipeline.flush().await.unwrap();
+    let batches = recorder.batches.lock().clone();
+    let logs = recorder.execution_events.lock().clone();
+    let mut written: HashMap<ExecutionId, u64> = HashMap::new();
+    for ((_, rows), events) in batches.iter().zip(&logs) {
+        for (id, seq) in events {
+            let newest = written.entry(*id).or_default();
+            *newest = (*newest).max(*seq);
+        }
+        for (id, seq) in rows {
+            assert!(
+                written.get(id).is_some_and(|logged| logged >= seq),
+                "{id}: row at seq {seq}, its log at {:?}",
+                written.get(id)
+            );
+        }
+    }
+    assert_eq!(written.len(), 1200, "every execution reached the log");
+    pipeline.shutdown();
 }

@@ -59,6 +59,11 @@ pub(super) struct WriterThread {
 /// How often an idle writer checks that the store still answers.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
+/// Most drains of late events per cycle (see `WriterThread::catch_up`): each round lasts only as
+/// long as its few snapshots take, so rounds shrink fast; the bound is for a tracker that never
+/// pauses.
+const CATCH_UP_ROUNDS: usize = 64;
+
 /// What one cycle gathered from the channel.
 #[derive(Default)]
 struct Gathered {
@@ -356,12 +361,29 @@ impl WriterThread {
         })
     }
 
-    /// Events queued while the snapshots were taken: take in the ones the snapshots already
-    /// reflect, so that a row and the log agree (see the module documentation). Events of shards
-    /// without a pass in this cycle wait for the next one.
+    /// Events queued while the snapshots were taken: take them in, so that no row is written
+    /// ahead of the log (see the module documentation). Events of shards without a pass in this
+    /// cycle wait for the next one. A snapshot taken for an event taken in may itself be ahead of
+    /// what is queued by then, so this repeats until a round takes no snapshot: then every
+    /// snapshot was taken before the last drain, and each of its events is in hand.
     fn catch_up(&mut self, gathered: &mut Gathered, passes: &mut [Pass]) {
+        for _ in 0..CATCH_UP_ROUNDS {
+            if self.catch_up_round(gathered, passes) == 0 {
+                return;
+            }
+        }
+        tracing::warn!(
+            rounds = CATCH_UP_ROUNDS,
+            "rows may be ahead of the log in this batch: events kept arriving while they were read"
+        );
+    }
+
+    /// One drain of what is queued into the cycle's passes; returns how many snapshots it took.
+    fn catch_up_round(&mut self, gathered: &mut Gathered, passes: &mut [Pass]) -> usize {
         let mut late = Gathered::default();
-        self.drain_into(&mut late);
+        while let Ok(message) = self.receiver.try_recv() {
+            late.push(message);
+        }
         gathered.requests.append(&mut late.requests);
         gathered.flushes.append(&mut late.flushes);
         gathered.stop |= late.stop;
@@ -374,6 +396,7 @@ impl WriterThread {
                 self.carried.push(Message::Event(shard, event));
             }
         }
+        let mut taken = 0;
         for pass in passes.iter_mut() {
             let Some(events) = by_shard.remove(&pass.shard) else {
                 continue;
@@ -391,11 +414,13 @@ impl WriterThread {
                     !sorted.snapshots.contains_key(id) || events.iter().any(|e| is_ahead(e, *id, &sorted.snapshots))
                 })
                 .collect();
+            taken += stale.len();
             sorted.snapshots.extend(snapshots(&shard.tracker, &stale));
             sorted.touched.extend(stale);
             sorted.published.append(&mut newly.published);
             sorted.written.append(&mut newly.written);
         }
+        taken
     }
 
     /// Every touched execution's waiting heartbeat goes in with its row; the rows and the
