@@ -153,7 +153,7 @@ impl Notifier for Bridge {
         run_id: &str,
         agent_name: &str,
         result: &Value,
-        execution_time_ms: u64,
+        execution_time_ms: i64,
     ) -> impl Future<Output = Result<(), NotifyError>> + Send {
         self.capture(
             "notify_agent_completed",

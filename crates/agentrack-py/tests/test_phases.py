@@ -141,38 +141,43 @@ async def test_phase_durations_go_to_the_phase_occupied(tracker, running, clock)
 # ---------------------------------------------------------------- notifications
 
 
+# Every argument of every call is pinned to the original's in tests/test_notifications.py; these
+# check which method each phase calls and how the transition records the outcome.
+
+
 async def test_starting_notifies_agent_started(tracker, running, websocket_manager):
     await tracker.transition_state(running, P.STARTING, {"request": "hi"}, websocket_manager=websocket_manager)
     websocket_manager.notify_agent_started.assert_awaited_once_with(
-        run_id="thread-1", agent_name="agent", context={"request": "hi"}
+        run_id="thread-1",
+        agent_name="agent",
+        context={"phase": "starting", "total_duration_ms": 0.0, "metadata": {"request": "hi"}},
     )
     assert tracker.get_execution(running).phase_history[-1].websocket_event_sent is True
 
 
 @pytest.mark.parametrize(
-    "phase", [P.THINKING, P.TOOL_PREPARATION, P.LLM_INTERACTION, P.RESULT_PROCESSING, P.COMPLETING]
+    ("phase", "reasoning"),
+    [
+        (P.THINKING, "Agent is thinking... (step 2)"),
+        (P.TOOL_PREPARATION, "Preparing tools for execution..."),
+        (P.LLM_INTERACTION, "Interacting with AI language model..."),
+        (P.RESULT_PROCESSING, "Processing results..."),
+        (P.COMPLETING, "Finalizing response..."),
+    ],
 )
-async def test_working_phases_notify_agent_thinking(tracker, running, websocket_manager, phase):
+async def test_working_phases_notify_agent_thinking(tracker, running, websocket_manager, phase, reasoning):
     await tracker.transition_state(running, P.WEBSOCKET_SETUP)
     await tracker.transition_state(running, phase, {"reasoning": "because"}, websocket_manager)
     websocket_manager.notify_agent_thinking.assert_awaited_once_with(
-        run_id="thread-1", agent_name="agent", reasoning="because", step_number=2
+        run_id="thread-1", agent_name="agent", reasoning=reasoning, step_number=2
     )
-
-
-async def test_agent_thinking_without_reasoning_describes_the_phase(tracker, running, websocket_manager):
-    await tracker.transition_state(running, P.THINKING, websocket_manager=websocket_manager)
-    kwargs = websocket_manager.notify_agent_thinking.await_args.kwargs
-    assert set(kwargs) == {"run_id", "agent_name", "reasoning", "step_number"}
-    assert "thinking" in kwargs["reasoning"]
-    assert kwargs["step_number"] == 1
 
 
 async def test_tool_execution_notifies_tool_executing(tracker, running, websocket_manager):
     metadata = {"tool_name": "search", "parameters": {"q": "weather"}}
     await tracker.transition_state(running, P.TOOL_EXECUTION, metadata, websocket_manager=websocket_manager)
     websocket_manager.notify_tool_executing.assert_awaited_once_with(
-        run_id="thread-1", agent_name="agent", tool_name="search", parameters={"q": "weather"}
+        run_id="thread-1", agent_name="agent", tool_name="execution_tools", parameters=metadata
     )
 
 
@@ -182,15 +187,28 @@ async def test_completed_notifies_agent_completed(tracker, running, websocket_ma
         running, P.COMPLETED, {"result": {"answer": 42}}, websocket_manager=websocket_manager
     )
     websocket_manager.notify_agent_completed.assert_awaited_once_with(
-        run_id="thread-1", agent_name="agent", result={"answer": 42}, execution_time_ms=1500
+        run_id="thread-1",
+        agent_name="agent",
+        result={"success": True, "total_duration_ms": 1500.0, "phase_count": 1, "warnings": 0, "metadata": {}},
+        execution_time_ms=1500,
     )
 
 
-@pytest.mark.parametrize("phase", [P.FAILED, P.TIMEOUT, P.CIRCUIT_BREAKER_OPEN])
-async def test_error_phases_notify_agent_error(tracker, running, websocket_manager, phase):
+@pytest.mark.parametrize(
+    ("phase", "error"),
+    [
+        (P.FAILED, "Agent execution failed"),
+        (P.TIMEOUT, "Agent execution timed out"),
+        (P.CIRCUIT_BREAKER_OPEN, "Service temporarily unavailable"),
+    ],
+)
+async def test_error_phases_notify_agent_error(tracker, running, websocket_manager, phase, error):
     await tracker.transition_state(running, phase, {"error": "bad things"}, websocket_manager=websocket_manager)
     websocket_manager.notify_agent_error.assert_awaited_once_with(
-        run_id="thread-1", agent_name="agent", error="bad things", error_context={"error": "bad things"}
+        run_id="thread-1",
+        agent_name="agent",
+        error=error,
+        error_context={"phase": phase.value, "total_duration_ms": 0.0, "metadata": {"error": "bad things"}},
     )
 
 
@@ -224,7 +242,13 @@ async def test_a_manager_without_the_method_keeps_the_transition(tracker, runnin
     assert await tracker.transition_state(running, P.THINKING, websocket_manager=manager)
     assert tracker.get_execution(running).phase_history[-1].websocket_event_sent is False
     assert await tracker.transition_state(running, P.STARTING, websocket_manager=manager)
-    assert manager.calls == [{"run_id": "thread-1", "agent_name": "agent", "context": {}}]
+    assert manager.calls == [
+        {
+            "run_id": "thread-1",
+            "agent_name": "agent",
+            "context": {"phase": "starting", "total_duration_ms": 0.0, "metadata": {}},
+        }
+    ]
     assert tracker.get_execution(running).phase_history[-1].websocket_event_sent is True
 
 
@@ -236,7 +260,7 @@ async def test_a_plain_object_manager_with_coroutine_methods(tracker, running):
             seen.append((run_id, agent_name, tool_name, parameters))
 
     await tracker.transition_state(running, P.TOOL_EXECUTION, {"tool_name": "calc"}, Manager())
-    assert seen == [("thread-1", "agent", "calc", {})]
+    assert seen == [("thread-1", "agent", "execution_tools", {"tool_name": "calc"})]
 
 
 async def test_golden_path_notifications_arrive_in_order(tracker, running, websocket_manager):

@@ -107,17 +107,26 @@ async def test_websocket_event_emission_during_phase_transitions(tracker, runnin
         running, AgentExecutionPhase.TOOL_EXECUTION, {"tool_name": "search", "parameters": {"q": 1}}, websocket_manager
     )
     await tracker.transition_state(running, AgentExecutionPhase.FAILED, {"error": "tool failed"}, websocket_manager)
+    # The original's arguments (SPEC.md): fixed texts and summaries, not the caller's keys.
     websocket_manager.notify_agent_started.assert_awaited_once_with(
-        run_id="thread-1", agent_name="agent", context={"k": 1}
+        run_id="thread-1",
+        agent_name="agent",
+        context={"phase": "starting", "total_duration_ms": 0.0, "metadata": {"k": 1}},
     )
     websocket_manager.notify_agent_thinking.assert_awaited_once_with(
-        run_id="thread-1", agent_name="agent", reasoning="plan", step_number=2
+        run_id="thread-1", agent_name="agent", reasoning="Agent is thinking... (step 2)", step_number=2
     )
     websocket_manager.notify_tool_executing.assert_awaited_once_with(
-        run_id="thread-1", agent_name="agent", tool_name="search", parameters={"q": 1}
+        run_id="thread-1",
+        agent_name="agent",
+        tool_name="execution_tools",
+        parameters={"tool_name": "search", "parameters": {"q": 1}},
     )
     websocket_manager.notify_agent_error.assert_awaited_once_with(
-        run_id="thread-1", agent_name="agent", error="tool failed", error_context={"error": "tool failed"}
+        run_id="thread-1",
+        agent_name="agent",
+        error="Agent execution failed",
+        error_context={"phase": "failed", "total_duration_ms": 0.0, "metadata": {"error": "tool failed"}},
     )
     assert all(t.websocket_event_sent for t in tracker.get_execution(running).phase_history)
 
@@ -393,7 +402,13 @@ async def test_golden_path_chat_functionality_support(tracker, websocket_manager
         if not events or events[-1] != event:
             events.append(event)
     assert events == ["agent_started", "agent_thinking", "tool_executing", "agent_thinking", "agent_completed"]
-    assert websocket_manager.notify_agent_completed.await_args.kwargs["result"] == "sunny"
+    assert websocket_manager.notify_agent_completed.await_args.kwargs["result"] == {
+        "success": True,
+        "total_duration_ms": 0.0,
+        "phase_count": 9,
+        "warnings": 0,
+        "metadata": {"message": "weather?"},
+    }
 
 
 def test_metrics_collection_and_reporting(tracker):

@@ -144,7 +144,7 @@ impl Lean<'_> {
     ) -> Result<bool, TrackerError> {
         Ok(self
             .tracker
-            .transition_recorded(id, phase, metadata, Want::IfObserved)?
+            .transition_recorded(id, phase, metadata, Want::IfObserved, false)?
             .valid)
     }
 

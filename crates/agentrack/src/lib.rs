@@ -122,7 +122,7 @@ pub use lean::Lean;
 pub use metrics::Metrics;
 pub use monitor::{MonitorHandle, Sweep};
 pub use new_execution::{DEFAULT_TENANT, NewExecution};
-pub use notifier::{Notifier, NotifyError};
+pub use notifier::{Notification, Notifier, NotifyError, ORIGINAL_TOOL_NAME};
 pub use parse::ParseEnumError;
 pub use phase::{NotificationKind, Phase, Validation};
 pub use protect::CallPermit;

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use crate::error::TrackerError;
 use crate::event::{Event, EventKind};
 use crate::id::ExecutionId;
-use crate::notifier::Notifier;
+use crate::notifier::{Notification, Notifier};
 use crate::phase::{NotificationKind, Phase, Validation};
 use crate::record::{Transition, millis};
 use crate::tracker::{Change, Tracker, Want, ensure_alive, touch};
@@ -30,19 +30,23 @@ impl Tracker {
         phase: Phase,
         metadata: Option<Map<String, Value>>,
     ) -> Result<Change, TrackerError> {
-        let recorded = self.transition_recorded(id, phase, metadata, Want::Events)?;
+        let recorded = self.transition_recorded(id, phase, metadata, Want::Events, false)?;
         Ok(Change {
             execution_id: id,
             events: recorded.event.into_iter().collect(),
         })
     }
 
+    /// Records the transition under the record's lock; with `notification`, also builds the
+    /// original's notification for it there, so that its counts and durations are this
+    /// transition's even while other threads move the same execution on.
     pub(crate) fn transition_recorded(
         &self,
         id: ExecutionId,
         phase: Phase,
         metadata: Option<Map<String, Value>>,
         want: Want,
+        notification: bool,
     ) -> Result<Recorded, TrackerError> {
         let slot = self.slot(id)?;
         let mut slot = slot.lock();
@@ -81,6 +85,11 @@ impl Tracker {
             touch(&mut slot, now, mono);
         }
         let history_position = slot.record.phase_history.len() - 1;
+        let notification = if notification {
+            Notification::for_latest_transition(&slot.record, now)
+        } else {
+            None
+        };
         let event = self.emit_when(&mut slot, now, want, |slot| {
             let history = &slot.record.phase_history;
             let step_number = u32::try_from(history.len()).unwrap_or(u32::MAX);
@@ -91,12 +100,14 @@ impl Tracker {
             event,
             valid,
             history_position,
+            notification,
         })
     }
 
-    /// Like [`Tracker::transition`], then hands the notification to `notifier`, as the original
-    /// did with its WebSocket manager. A failing notifier is logged; the transition stands with
-    /// `websocket_event_sent = false`. Returns the transition as stored.
+    /// Like [`Tracker::transition`], then hands the original's notification for it (a
+    /// [`Notification`], built under the record's lock: exactly the arguments the original
+    /// passed its WebSocket manager) to `notifier`. A failing notifier is logged; the transition
+    /// stands with `websocket_event_sent = false`. Returns the transition as stored.
     ///
     /// # Errors
     ///
@@ -108,39 +119,16 @@ impl Tracker {
         metadata: Option<Map<String, Value>>,
         notifier: &N,
     ) -> Result<Transition, TrackerError> {
-        let change = self.transition_recorded(id, phase, metadata, Want::Events)?;
+        let change = self.transition_recorded(id, phase, metadata, Want::Events, true)?;
         let Some(event) = &change.event else {
             return Err(TrackerError::NotFound { execution_id: id });
         };
         let Some(mut transition) = event.kind.transition().cloned() else {
             return Err(TrackerError::NotFound { execution_id: id });
         };
-        let owner = event.execution.as_ref().map(|scope| Arc::clone(&scope.owner));
-        let (run_id, agent) = owner
-            .as_deref()
-            .map(|o| (o.thread_id.as_str(), o.agent_name.as_str()))
-            .unwrap_or_default();
-        let sent = match &event.kind {
-            EventKind::AgentStarted { context, .. } => Some(notifier.agent_started(run_id, agent, context).await),
-            EventKind::AgentThinking {
-                reasoning, step_number, ..
-            } => Some(notifier.agent_thinking(run_id, agent, reasoning, *step_number).await),
-            EventKind::ToolExecuting {
-                tool_name, parameters, ..
-            } => Some(notifier.tool_executing(run_id, agent, tool_name, parameters).await),
-            EventKind::AgentCompleted {
-                result,
-                execution_time_ms,
-                ..
-            } => Some(
-                notifier
-                    .agent_completed(run_id, agent, result, *execution_time_ms)
-                    .await,
-            ),
-            EventKind::AgentError {
-                error, error_context, ..
-            } => Some(notifier.agent_error(run_id, agent, error, error_context).await),
-            _ => None,
+        let sent = match &change.notification {
+            Some(notification) => Some(notification.send(notifier).await),
+            None => None,
         };
         match sent {
             Some(Ok(())) => {
@@ -162,12 +150,13 @@ impl Tracker {
     }
 }
 
-/// A transition's event (if built), whether the rules allow it, and its position in the phase
-/// history.
+/// A transition's event (if built), whether the rules allow it, its position in the phase
+/// history, and the original's notification for it (if asked for and notified).
 pub(crate) struct Recorded {
     pub(crate) event: Option<Arc<Event>>,
     pub(crate) valid: bool,
     history_position: usize,
+    notification: Option<Notification>,
 }
 
 fn phase_event(transition: Transition, step_number: u32, execution_time_ms: u64) -> EventKind {

@@ -407,7 +407,7 @@ async fn websocket_event_emission_during_phase_transitions() {
         .collect();
     assert_eq!(sent, [false, false, true, true, true, true, true, true]);
 
-    // COMPLETED → agent_completed with the time since creation.
+    // COMPLETED → agent_completed with the original's summary and the time since creation.
     let recorder = Recorder::default();
     let id = tracker.create(new("ws-agent", "thread-2", "user-ws")).unwrap().id();
     for phase in [
@@ -431,12 +431,18 @@ async fn websocket_event_emission_during_phase_transitions() {
         [Note::Completed {
             run_id: "thread-2".into(),
             agent: "ws-agent".into(),
-            result: json!("done"),
+            result: json!({
+                "success": true,
+                "total_duration_ms": 2500.0,
+                "phase_count": 8,
+                "warnings": 0,
+                "metadata": {},
+            }),
             execution_time_ms: 2500,
         }]
     );
 
-    // FAILED and TIMEOUT → agent_error with a default message.
+    // FAILED and TIMEOUT → agent_error with the original's fixed messages.
     let recorder = Recorder::default();
     let failed = tracker.create(new("ws-agent", "thread-3", "user-ws")).unwrap().id();
     tracker
@@ -457,14 +463,14 @@ async fn websocket_event_emission_during_phase_transitions() {
             Note::Error {
                 run_id: "thread-3".into(),
                 agent: "ws-agent".into(),
-                error: "Agent entered phase failed".into(),
-                context: json!({}),
+                error: "Agent execution failed".into(),
+                context: json!({"phase": "failed", "total_duration_ms": 0.0, "metadata": {}}),
             },
             Note::Error {
                 run_id: "thread-4".into(),
                 agent: "ws-agent".into(),
-                error: "Agent entered phase timeout".into(),
-                context: json!({}),
+                error: "Agent execution timed out".into(),
+                context: json!({"phase": "timeout", "total_duration_ms": 0.0, "metadata": {}}),
             }
         ]
     );
@@ -501,7 +507,7 @@ fn notifying_steps() -> Vec<Step> {
             Some(Note::Started {
                 run_id: "thread-ws".into(),
                 agent: "ws-agent".into(),
-                context: json!({"request": "hi"}),
+                context: json!({"phase": "starting", "total_duration_ms": 0.0, "metadata": {"request": "hi"}}),
             }),
         ),
         (
@@ -510,7 +516,7 @@ fn notifying_steps() -> Vec<Step> {
             Some(Note::Thinking {
                 run_id: "thread-ws".into(),
                 agent: "ws-agent".into(),
-                reasoning: "plan".into(),
+                reasoning: "Agent is thinking... (step 4)".into(),
                 step: 4,
             }),
         ),
@@ -520,7 +526,7 @@ fn notifying_steps() -> Vec<Step> {
             Some(Note::Thinking {
                 run_id: "thread-ws".into(),
                 agent: "ws-agent".into(),
-                reasoning: "Agent is in phase tool_preparation".into(),
+                reasoning: "Preparing tools for execution...".into(),
                 step: 5,
             }),
         ),
@@ -530,8 +536,8 @@ fn notifying_steps() -> Vec<Step> {
             Some(Note::Tool {
                 run_id: "thread-ws".into(),
                 agent: "ws-agent".into(),
-                tool: "search".into(),
-                parameters: json!({"q": "rust"}),
+                tool: "execution_tools".into(),
+                parameters: json!({"tool_name": "search", "parameters": {"q": "rust"}}),
             }),
         ),
         (
@@ -540,7 +546,7 @@ fn notifying_steps() -> Vec<Step> {
             Some(Note::Thinking {
                 run_id: "thread-ws".into(),
                 agent: "ws-agent".into(),
-                reasoning: "Agent is in phase llm_interaction".into(),
+                reasoning: "Interacting with AI language model...".into(),
                 step: 7,
             }),
         ),
@@ -550,8 +556,12 @@ fn notifying_steps() -> Vec<Step> {
             Some(Note::Error {
                 run_id: "thread-ws".into(),
                 agent: "ws-agent".into(),
-                error: "provider down".into(),
-                context: json!({"error": "provider down"}),
+                error: "Service temporarily unavailable".into(),
+                context: json!({
+                    "phase": "circuit_breaker_open",
+                    "total_duration_ms": 0.0,
+                    "metadata": {"error": "provider down"},
+                }),
             }),
         ),
     ]
@@ -1779,22 +1789,32 @@ fn check_browser_notes(notes: &[Note]) {
             Note::Started {
                 run_id: "thread-42".into(),
                 agent: "supervisor".into(),
-                context: json!({"user_request": "What is the weather in Paris?"}),
+                context: json!({
+                    "phase": "starting",
+                    "total_duration_ms": 300.0,
+                    "metadata": {"user_request": "What is the weather in Paris?"},
+                }),
             },
-            thinking("I need the forecast", 4),
-            thinking("Agent is in phase llm_interaction", 5),
+            thinking("Agent is thinking... (step 4)", 4),
+            thinking("Interacting with AI language model...", 5),
             Note::Tool {
                 run_id: "thread-42".into(),
                 agent: "supervisor".into(),
-                tool: "get_forecast".into(),
-                parameters: json!({"city": "Paris"}),
+                tool: "execution_tools".into(),
+                parameters: json!({"tool_name": "get_forecast", "parameters": {"city": "Paris"}}),
             },
-            thinking("summarising the forecast", 7),
-            thinking("writing the answer", 8),
+            thinking("Processing results...", 7),
+            thinking("Finalizing response...", 8),
             Note::Completed {
                 run_id: "thread-42".into(),
                 agent: "supervisor".into(),
-                result: json!("Sunny, 24°C"),
+                result: json!({
+                    "success": true,
+                    "total_duration_ms": 900.0,
+                    "phase_count": 9,
+                    "warnings": 0,
+                    "metadata": {},
+                }),
                 execution_time_ms: 900,
             },
         ]
@@ -2135,8 +2155,12 @@ async fn circuit_breaker_open_error_handling() {
         [Note::Error {
             run_id: "thread-cb".into(),
             agent: "agent".into(),
-            error: error.to_string(),
-            context: json!({"error": error.to_string()}),
+            error: "Service temporarily unavailable".into(),
+            context: json!({
+                "phase": "circuit_breaker_open",
+                "total_duration_ms": 10_000.0,
+                "metadata": {"error": error.to_string()},
+            }),
         }]
     );
     // The execution itself is still alive and can be failed by its owner.

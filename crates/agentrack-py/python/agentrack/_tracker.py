@@ -83,6 +83,31 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
+# Where the original's notifications carry the transition's metadata: the argument itself, or the
+# ``"metadata"`` entry of the dict argument.
+_TRANSITION_METADATA: dict[str, tuple[str, str | None]] = {
+    "notify_agent_started": ("context", "metadata"),
+    "notify_tool_executing": ("parameters", None),
+    "notify_agent_error": ("error_context", "metadata"),
+}
+
+
+def _with_callers_metadata(method: str, kwargs: dict[str, Any], metadata: Any) -> dict[str, Any]:
+    """The notification's arguments with the caller's own metadata dict where the original put it
+    (its transitions kept ``metadata or {}``, the very object given). The core's arguments hold
+    the JSON copy it stored, which is equal for JSON-like values but not for others (a tuple, a
+    date, an object) and is not the caller's object."""
+    place = _TRANSITION_METADATA.get(method)
+    if place is None or not metadata:
+        return kwargs
+    argument, key = place
+    if key is None:
+        kwargs[argument] = metadata
+    else:
+        kwargs[argument][key] = metadata
+    return kwargs
+
+
 class AgentExecutionTracker(TrackerCore):
     """Central tracker for agent executions: lifecycle, heartbeats and death detection, phases
     and WebSocket events, timeouts and per-execution circuit breakers, metrics.
@@ -247,15 +272,16 @@ class AgentExecutionTracker(TrackerCore):
         websocket_manager: Any | None = None,
     ) -> bool:
         """Moves the execution to ``new_phase``, recording the transition, and with a
-        ``websocket_manager`` awaits its matching ``notify_*`` method. ``False`` for an unknown
-        execution. A transition outside the rules still happens and is logged; a failing
-        manager is logged and the transition kept with ``websocket_event_sent`` false."""
+        ``websocket_manager`` awaits its matching ``notify_*`` method with exactly the original's
+        keyword arguments. ``False`` for an unknown execution. A transition outside the rules
+        still happens and is logged; a failing manager is logged and the transition kept with
+        ``websocket_event_sent`` false."""
         step = self._transition(execution_id, new_phase, metadata, bool(websocket_manager))
         if step is None:
             logger.error("Unknown execution ID: %s", execution_id)
             return False
         if isinstance(step, PendingNotification):
-            valid = await self._send_notification(step, websocket_manager)
+            valid = await self._send_notification(step, websocket_manager, metadata)
         else:
             valid = step
         if not valid:
@@ -265,11 +291,11 @@ class AgentExecutionTracker(TrackerCore):
         return True
 
     @staticmethod
-    async def _send_notification(step: PendingNotification, websocket_manager: Any) -> bool:
+    async def _send_notification(step: PendingNotification, websocket_manager: Any, metadata: Any) -> bool:
         sent = False
         try:
             notify = getattr(websocket_manager, step.method)
-            await _maybe_await(notify(**step.kwargs))
+            await _maybe_await(notify(**_with_callers_metadata(step.method, step.kwargs, metadata)))
             sent = True
         except Exception as error:  # noqa: BLE001 - a failing manager never fails the transition
             logger.error("Failed to emit WebSocket event for phase transition: %s", error)

@@ -152,7 +152,7 @@ pub(crate) enum Note {
         run_id: String,
         agent: String,
         result: Value,
-        execution_time_ms: u64,
+        execution_time_ms: i64,
     },
     Error {
         run_id: String,
@@ -249,7 +249,7 @@ impl Notifier for Recorder {
         run_id: &str,
         agent_name: &str,
         result: &Value,
-        execution_time_ms: u64,
+        execution_time_ms: i64,
     ) -> Result<(), NotifyError> {
         self.push(Note::Completed {
             run_id: run_id.to_owned(),
