@@ -12,12 +12,14 @@ use crate::store::{Batch, RowUpdate};
 /// One committed batch: (`global_seq`, type) of its events, (id, seq) of its rows.
 type Written = (Vec<(u64, &'static str)>, Vec<(ExecutionId, u64)>);
 
+/// Per committed batch: (id, seq) of its events that belong to an execution.
+type ExecutionEvents = Vec<Vec<(ExecutionId, u64)>>;
+
 /// A writer that remembers what it was given and fails while told to.
 #[derive(Clone, Default)]
 struct Recorder {
     batches: Arc<Mutex<Vec<Written>>>,
-    /// Per committed batch: (id, seq) of its events that belong to an execution.
-    execution_events: Arc<Mutex<Vec<Vec<(ExecutionId, u64)>>>>,
+    execution_events: Arc<Mutex<ExecutionEvents>>,
     failures_left: Arc<AtomicUsize>,
 }
 
