@@ -219,8 +219,8 @@ async fn the_connection_limit_holds() {
         held.push(TcpStream::connect(host(&server)).await.unwrap());
     }
     // Accepted in the order they came: once the eight are in, a ninth is refused.
-    let (status, body, head) = raw_exchange(&server, probe).await;
-    assert_eq!(status, 503, "{head} {body}");
+    let (status, body, answer_head) = raw_exchange(&server, probe).await;
+    assert_eq!(status, 503, "{answer_head} {body}");
     assert_eq!(body["error"]["code"], "too_many_connections", "{body}");
     assert_eq!(body["error"]["limit"], 8, "{body}");
     assert!(
@@ -230,7 +230,10 @@ async fn the_connection_limit_holds() {
             .contains("http.max_connections"),
         "{body}"
     );
-    assert!(head.to_ascii_lowercase().contains("retry-after: 1"), "{head}");
+    assert!(
+        answer_head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer_head}"
+    );
     for _ in 0..5 {
         assert_eq!(raw_exchange(&server, probe).await.0, 503, "the limit holds");
     }

@@ -175,10 +175,7 @@ impl ApiError {
         Self::new(
             StatusCode::REQUEST_TIMEOUT,
             "body_timeout",
-            format!(
-                "the request body did not arrive within {:?} (http.body_read_timeout)",
-                limit
-            ),
+            format!("the request body did not arrive within {limit:?} (http.body_read_timeout)"),
         )
         .with("limit_seconds", limit.as_secs_f64())
         .header(

@@ -59,18 +59,18 @@ impl Default for RequestLimit {
 /// The middleware every request passes: it runs with a turn, or is refused.
 pub async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limit = &state.requests;
-    let turn = match Arc::clone(&limit.turns).try_acquire_owned() {
-        Ok(turn) => turn,
-        Err(_) => match tokio::time::timeout(limit.queue_timeout, Arc::clone(&limit.turns).acquire_owned()).await {
-            Ok(Ok(turn)) => turn,
-            _ => {
-                state
-                    .metrics
-                    .requests_refused
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return limit.busy().into_response();
-            }
-        },
+    let turn = if let Ok(turn) = Arc::clone(&limit.turns).try_acquire_owned() {
+        turn
+    } else {
+        let waited = tokio::time::timeout(limit.queue_timeout, Arc::clone(&limit.turns).acquire_owned()).await;
+        let Ok(Ok(turn)) = waited else {
+            state
+                .metrics
+                .requests_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return limit.busy().into_response();
+        };
+        turn
     };
     let response = next.run(request).await;
     drop(turn);
