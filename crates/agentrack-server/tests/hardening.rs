@@ -140,7 +140,7 @@ async fn metric(server: &TestServer, name: &str) -> u64 {
 
 #[tokio::test]
 async fn slow_and_idle_connections_are_closed_while_others_are_served() {
-    let (server, _config) = start("[http]\nheader_read_timeout = \"500ms\"\n").await;
+    let (server, _config) = start("[http]\nheader_read_timeout = \"1s\"\n").await;
     let mut sockets = Vec::new();
     // Idle: connected, nothing sent.
     for _ in 0..20 {
@@ -404,7 +404,7 @@ async fn a_websocket_frame_over_the_limit_is_refused_from_its_header_with_1009()
 
 #[tokio::test]
 async fn a_websocket_client_that_answers_no_ping_is_closed() {
-    let (server, _config) = start("keepalive = \"100ms\"\n[websocket]\npong_timeout = \"300ms\"\n").await;
+    let (server, _config) = start("keepalive = \"100ms\"\n[websocket]\npong_timeout = \"1s\"\n").await;
     // Never read: its pings go unanswered.
     let mut silent = server.ws("", Some(&server.admin)).await;
     // Read all along: tungstenite answers every ping.

@@ -57,3 +57,29 @@ pub(super) fn page<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str)>, limit
     };
     Page { records, next_cursor }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_skips_unreadable_rows_and_still_leads_on() {
+        let tracker = agentrack::Tracker::new();
+        let change = tracker
+            .create(agentrack::NewExecution::new("a", "t", "u"))
+            .expect("created");
+        let good = tracker.get(change.execution_id).expect("kept");
+        let text = serde_json::to_string(&good).expect("encoded");
+        let bad_id = ExecutionId::new().to_string();
+        let good_id = good.execution_id.to_string();
+        let before = skipped().load(Ordering::Relaxed);
+        // Only the unreadable row fits the page: the list goes on past it.
+        let page1 = page([(bad_id.as_str(), "[[["), (good_id.as_str(), text.as_str())], 1);
+        assert!(page1.records.is_empty());
+        assert_eq!(page1.next_cursor.map(|id| id.to_string()), Some(bad_id.clone()));
+        let page2 = page([(bad_id.as_str(), "[[["), (good_id.as_str(), text.as_str())], 10);
+        assert_eq!(page2.records.len(), 1);
+        assert_eq!(page2.next_cursor, None);
+        assert_eq!(skipped().load(Ordering::Relaxed) - before, 2);
+    }
+}
