@@ -350,23 +350,36 @@ async fn past_the_request_limit_a_request_waits_then_gets_503() {
     assert!(metric(&server, "agentrack_http_requests_refused_total").await >= 1);
 }
 
-#[tokio::test]
-async fn a_websocket_frame_over_the_limit_is_refused_from_its_header_with_1009() {
-    let server = TestServer::start().await;
+/// An event stream on a socket of its own, to write raw frames on.
+async fn raw_ws(server: &TestServer) -> tokio_tungstenite::WebSocketStream<TcpStream> {
     let url = format!("{}/v1/events", server.url.replacen("http://", "ws://", 1));
     let mut request = url.into_client_request().unwrap();
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {}", server.admin).parse().unwrap());
-    let socket = TcpStream::connect(host(&server)).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(request, socket).await.unwrap();
-    // The header of one masked 16 MiB binary frame, and no payload: the refusal must come from
-    // the header alone, with nothing buffered.
-    let mut header = vec![0x82, 0x80 | 127];
-    header.extend_from_slice(&(16u64 << 20).to_be_bytes());
-    header.extend_from_slice(&[1, 2, 3, 4]);
-    ws.get_mut().write_all(&header).await.unwrap();
-    ws.get_mut().flush().await.unwrap();
+    let socket = TcpStream::connect(host(server)).await.unwrap();
+    tokio_tungstenite::client_async(request, socket).await.unwrap().0
+}
+
+/// The header of a masked client frame (`first` is FIN and opcode) of `length` bytes, with a
+/// zero mask key so that a payload goes out as it is.
+fn frame_header(first: u8, length: u64) -> Vec<u8> {
+    let mut header = vec![first];
+    if length < 126 {
+        header.push(0x80 | u8::try_from(length).unwrap());
+    } else if let Ok(short) = u16::try_from(length) {
+        header.push(0x80 | 126);
+        header.extend_from_slice(&short.to_be_bytes());
+    } else {
+        header.push(0x80 | 127);
+        header.extend_from_slice(&length.to_be_bytes());
+    }
+    header.extend_from_slice(&[0, 0, 0, 0]);
+    header
+}
+
+/// The close frame the server ends `ws` with.
+async fn close_of(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>) -> (u16, String) {
     let close = tokio::time::timeout(10 * SECOND, async {
         loop {
             match ws.next().await {
@@ -379,11 +392,32 @@ async fn a_websocket_frame_over_the_limit_is_refused_from_its_header_with_1009()
     .await
     .expect("a close frame")
     .expect("with a code");
-    assert_eq!(u16::from(close.code), 1009, "{close:?}");
-    assert!(
-        close.reason.contains("16777216") && close.reason.contains("65536"),
-        "{close:?}"
-    );
+    (u16::from(close.code), close.reason.to_string())
+}
+
+#[tokio::test]
+async fn a_websocket_frame_over_the_limit_is_refused_from_its_header_with_1009() {
+    let server = TestServer::start().await;
+    // The header of one 16 MiB binary frame, and no payload: the refusal must come from the
+    // header alone, with nothing buffered.
+    let mut ws = raw_ws(&server).await;
+    ws.get_mut().write_all(&frame_header(0x82, 16 << 20)).await.unwrap();
+    ws.get_mut().flush().await.unwrap();
+    let (code, reason) = close_of(&mut ws).await;
+    assert_eq!(code, 1009, "{reason}");
+    assert!(reason.contains("16777216") && reason.contains("65536"), "{reason}");
+    // A message over the limit in frames each within it: refused once the frames add up.
+    let mut ws = raw_ws(&server).await;
+    let part = vec![b'a'; 40_000];
+    let mut frames = frame_header(0x01, 40_000);
+    frames.extend_from_slice(&part);
+    frames.extend(frame_header(0x80, 40_000));
+    frames.extend_from_slice(&part);
+    ws.get_mut().write_all(&frames).await.unwrap();
+    ws.get_mut().flush().await.unwrap();
+    let (code, reason) = close_of(&mut ws).await;
+    assert_eq!(code, 1009, "{reason}");
+    assert!(reason.contains("65536"), "{reason}");
     // A message within the limit still works on a new stream.
     let mut stream = server.ws("", Some(&server.admin)).await;
     futures_util::SinkExt::send(
