@@ -368,10 +368,10 @@ fn frame_header(first: u8, length: u64) -> Vec<u8> {
     if length < 126 {
         header.push(0x80 | u8::try_from(length).unwrap());
     } else if let Ok(short) = u16::try_from(length) {
-        header.push(0x80 | 126);
+        header.push(0xfe); // masked, a 16-bit length follows
         header.extend_from_slice(&short.to_be_bytes());
     } else {
-        header.push(0x80 | 127);
+        header.push(0xff); // masked, a 64-bit length follows
         header.extend_from_slice(&length.to_be_bytes());
     }
     header.extend_from_slice(&[0, 0, 0, 0]);
@@ -401,7 +401,10 @@ async fn a_websocket_frame_over_the_limit_is_refused_from_its_header_with_1009()
     // The header of one 16 MiB binary frame, and no payload: the refusal must come from the
     // header alone, with nothing buffered.
     let mut ws = raw_ws(&server).await;
-    ws.get_mut().write_all(&frame_header(0x82, 16 << 20)).await.unwrap();
+    ws.get_mut()
+        .write_all(&frame_header(0x82, 16 * 1024 * 1024))
+        .await
+        .unwrap();
     ws.get_mut().flush().await.unwrap();
     let (code, reason) = close_of(&mut ws).await;
     assert_eq!(code, 1009, "{reason}");
