@@ -10,6 +10,8 @@ use crate::api::error::ApiError;
 use crate::auth::TokenCache;
 use crate::cluster::forward::Forwarder;
 use crate::cluster::{Member, Shards, View};
+use crate::config::WebSocketConfig;
+use crate::http::requests::RequestLimit;
 use crate::hub::Hub;
 use crate::metrics::ServerMetrics;
 use crate::permits::Permits;
@@ -28,6 +30,8 @@ pub struct Settings {
     pub metrics_require_auth: bool,
     /// Messages queued per WebSocket before its client counts as too slow.
     pub subscriber_queue: usize,
+    /// Bounds on WebSocket streams: pong deadline, message and frame sizes.
+    pub websocket: WebSocketConfig,
 }
 
 impl Default for Settings {
@@ -37,6 +41,7 @@ impl Default for Settings {
             keepalive: Duration::from_secs(15),
             metrics_require_auth: false,
             subscriber_queue: 1024,
+            websocket: WebSocketConfig::default(),
         }
     }
 }
@@ -72,6 +77,8 @@ pub struct Shared {
     pub tokens: TokenCache,
     /// Breaker permits handed to remote callers.
     pub permits: Permits,
+    /// Turns for requests handled at once (`http.max_requests`).
+    pub requests: RequestLimit,
     /// Counters for `/metrics`.
     pub metrics: Arc<ServerMetrics>,
     /// Settings.

@@ -13,6 +13,18 @@
 //! url = "sqlite://./agentrack-data/agentrack.db"   # the default: agentrack.db in `data`
 //! synchronous = "full"           # SQLite only: or "normal"
 //!
+//! [http]                         # bounds on connections and requests
+//! header_read_timeout = "30s"    # a request head must arrive within this (also the keep-alive idle limit)
+//! body_read_timeout = "30s"      # a request body must arrive within this once it is read (else 408)
+//! max_connections = 16384        # open connections, WebSockets included (past it: 503, closed)
+//! max_requests = 1024            # requests handled at once (past it they queue)
+//! queue_timeout = "10s"          # the longest a request queues (then 503 server_busy)
+//!
+//! [websocket]
+//! pong_timeout = "30s"           # a stream whose client answers no ping for this long is closed
+//! max_message_bytes = 65536      # larger messages close the stream with 1009
+//! max_frame_bytes = 65536        # larger frames too, refused from their header
+//!
 //! [cluster]                      # nodes sharing one PostgreSQL store
 //! advertise = "http://10.0.0.5:7700"   # how the others reach this node (default: the listen address)
 //! lease_ttl = "10s"              # a dead node's shards are taken over within this
@@ -86,6 +98,10 @@ pub struct ServerConfig {
     pub metrics_require_auth: bool,
     /// Where the store lives (the `[store]` section).
     pub store: StoreConfig,
+    /// Bounds on HTTP connections and requests (the `[http]` section).
+    pub http: HttpConfig,
+    /// Bounds on WebSocket event streams (the `[websocket]` section).
+    pub websocket: WebSocketConfig,
     /// How this node takes part in a cluster (the `[cluster]` section; only on a shared store).
     pub cluster: ClusterConfig,
     /// The core's settings.
@@ -111,9 +127,117 @@ impl Default for ServerConfig {
             subscriber_buffer: 1024,
             metrics_require_auth: false,
             store: StoreConfig::default(),
+            http: HttpConfig::default(),
+            websocket: WebSocketConfig::default(),
             cluster: ClusterConfig::default(),
             tracker,
         }
+    }
+}
+
+/// The most connections or concurrent requests that may be configured (a semaphore's bound, far
+/// past what one process can serve).
+pub const MAX_LIMIT: usize = 1 << 24;
+
+/// Bounds on HTTP connections and requests, so that no client can hold the server's sockets,
+/// tasks or memory without bound (with or without a token).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A connection must deliver a whole request head (request line and headers) within this
+    /// of opening, or of the end of its previous response, or it is closed. The bound on slow
+    /// heads (slowloris) is hence also the keep-alive idle timeout: hyper's header timer starts
+    /// as soon as a connection waits for its next request.
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// A request body must arrive whole within this of the server starting to read it, or the
+    /// request is refused with 408 `body_timeout` and the connection closed.
+    #[serde(deserialize_with = "duration")]
+    pub body_read_timeout: Duration,
+    /// Open connections, WebSocket streams included; a connection past it is answered 503
+    /// `too_many_connections` and closed.
+    pub max_connections: usize,
+    /// Requests handled at once; a request past it waits for its turn up to `queue_timeout`,
+    /// then is answered 503 `server_busy` (its body still unread).
+    pub max_requests: usize,
+    /// The longest a request waits for its turn.
+    #[serde(deserialize_with = "duration")]
+    pub queue_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            // 10,000 event streams and their agents fit (see BENCHMARKS.md).
+            max_connections: 16_384,
+            max_requests: 1024,
+            queue_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Bounds on WebSocket event streams (the ping interval is the top-level `keepalive`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// A stream whose client has answered no ping (nor sent anything) for this long since the
+    /// first unanswered ping is closed with 1008.
+    #[serde(deserialize_with = "duration")]
+    pub pong_timeout: Duration,
+    /// The largest message a client may send; a larger one closes the stream with 1009.
+    pub max_message_bytes: usize,
+    /// The largest frame a client may send; a larger one is refused from its header, before
+    /// its payload is read, and closes the stream with 1009.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            pong_timeout: Duration::from_secs(30),
+            // Clients say little on this stream (pings, close frames, an agent's heartbeats:
+            // about 1,500 ids fit in a message).
+            max_message_bytes: 64 * 1024,
+            max_frame_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks the values no default would ever hold: zero or absurd limits and timeouts.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the key, what it holds and what is valid.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            key: key.to_owned(),
+            reason,
+        };
+        for (key, value) in [
+            ("http.max_connections", self.http.max_connections),
+            ("http.max_requests", self.http.max_requests),
+            ("websocket.max_message_bytes", self.websocket.max_message_bytes),
+            ("websocket.max_frame_bytes", self.websocket.max_frame_bytes),
+        ] {
+            if value == 0 || value > MAX_LIMIT {
+                return Err(invalid(key, format!("{value} is not between 1 and {MAX_LIMIT}")));
+            }
+        }
+        for (key, value) in [
+            ("http.header_read_timeout", self.http.header_read_timeout),
+            ("http.body_read_timeout", self.http.body_read_timeout),
+            ("http.queue_timeout", self.http.queue_timeout),
+            ("websocket.pong_timeout", self.websocket.pong_timeout),
+            ("keepalive", self.keepalive),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "a duration of 0 is not valid; give e.g. 10s".into()));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -156,6 +280,14 @@ pub enum ConfigError {
         /// The file.
         path: String,
         /// Why.
+        reason: String,
+    },
+    /// A setting holds a value that cannot work.
+    #[error("invalid setting {key}: {reason}")]
+    Invalid {
+        /// The setting's key (`section.name`).
+        key: String,
+        /// What is wrong and what is valid.
         reason: String,
     },
 }
@@ -247,5 +379,23 @@ mod tests {
             toml::from_str::<ServerConfig>("synchronous = \"normal\"").is_err(),
             "synchronous belongs to [store]"
         );
+    }
+
+    #[test]
+    fn limits_are_read_and_checked() {
+        let config: ServerConfig = toml::from_str(
+            "[http]\nheader_read_timeout = \"200ms\"\nmax_connections = 8\n[websocket]\npong_timeout = 1\n",
+        )
+        .unwrap();
+        assert_eq!(config.http.header_read_timeout, Duration::from_millis(200));
+        assert_eq!(config.http.max_connections, 8);
+        assert_eq!(config.http.max_requests, 1024);
+        assert_eq!(config.websocket.pong_timeout, Duration::from_secs(1));
+        assert!(config.validate().is_ok());
+        let zero: ServerConfig = toml::from_str("[http]\nmax_requests = 0\n").unwrap();
+        let error = zero.validate().unwrap_err().to_string();
+        assert!(error.contains("http.max_requests"), "{error}");
+        let instant: ServerConfig = toml::from_str("[websocket]\npong_timeout = \"0s\"\n").unwrap();
+        assert!(instant.validate().is_err());
     }
 }

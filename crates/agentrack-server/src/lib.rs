@@ -11,6 +11,7 @@
 //!   filtered through.
 //! - [`api`]: one module per resource, and the route table the router and `/openapi.json` are
 //!   built from.
+//! - [`http`]: the listener's bounds: header and body timeouts, connection and request limits.
 //! - [`ws`], [`hub`] and [`agui`]: the event stream, its per-user fan-out, and its AG-UI view.
 //! - [`metrics`]: scoped counters and the Prometheus text format.
 //! - [`dashboard`]: the web dashboard at `/`, its assets compiled into the binary.
@@ -41,6 +42,7 @@ pub mod config;
 pub mod cursor;
 pub mod dashboard;
 pub mod housekeeping;
+pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod permits;

@@ -182,6 +182,16 @@ pub struct ServerMetrics {
     pub websockets: AtomicU64,
     /// WebSockets closed because the client fell behind.
     pub slow_disconnects: AtomicU64,
+    /// WebSockets closed because the client answered no ping in time.
+    pub pong_timeouts: AtomicU64,
+    /// HTTP connections open now (upgraded WebSockets not included).
+    pub http_connections: AtomicU64,
+    /// Connections refused past `http.max_connections`.
+    pub http_connections_refused: AtomicU64,
+    /// Connections closed for not delivering a request head in time (slow or idle).
+    pub http_header_timeouts: AtomicU64,
+    /// Requests refused with 503 `server_busy` past `http.max_requests`.
+    pub requests_refused: AtomicU64,
 }
 
 impl ServerMetrics {
@@ -379,6 +389,42 @@ impl ServerMetrics {
             "counter",
             "Event streams closed because the client fell behind.",
             load(&self.slow_disconnects),
+        );
+        out.one(
+            "agentrack_websocket_pong_timeouts_total",
+            "counter",
+            "Event streams closed because the client answered no ping in time.",
+            load(&self.pong_timeouts),
+        );
+        out.one(
+            "agentrack_http_connections",
+            "gauge",
+            "HTTP connections open now (upgraded WebSockets are counted as event streams).",
+            load(&self.http_connections),
+        );
+        out.one(
+            "agentrack_http_connections_refused_total",
+            "counter",
+            "Connections refused past http.max_connections.",
+            load(&self.http_connections_refused),
+        );
+        out.one(
+            "agentrack_http_header_timeouts_total",
+            "counter",
+            "Connections closed for not sending a request head within http.header_read_timeout.",
+            load(&self.http_header_timeouts),
+        );
+        out.one(
+            "agentrack_store_unreadable_rows_total",
+            "counter",
+            "Times a read skipped a stored execution that cannot be decoded (each logged once).",
+            load(crate::store::unreadable::skipped()),
+        );
+        out.one(
+            "agentrack_http_requests_refused_total",
+            "counter",
+            "Requests refused with 503 server_busy past http.max_requests.",
+            load(&self.requests_refused),
         );
     }
 

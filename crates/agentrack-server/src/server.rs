@@ -22,8 +22,9 @@ use crate::app::{AppState, ClusterState, Settings, Shared};
 use crate::auth::{Role, TokenCache, TokenGrant, generate_token, hash_token};
 use crate::cluster::forward::Forwarder;
 use crate::cluster::{Loader, Member, Shards, View, feed, membership};
-use crate::config::ServerConfig;
+use crate::config::{HttpConfig, ServerConfig};
 use crate::housekeeping::{self, Retention};
+use crate::http::requests::RequestLimit;
 use crate::hub::Hub;
 use crate::metrics::ServerMetrics;
 use crate::permits::Permits;
@@ -68,6 +69,7 @@ pub struct Server {
     admin_token: Option<String>,
     restored: usize,
     retention: Retention,
+    http: HttpConfig,
 }
 
 /// How the other nodes reach this one: the configured URL, or `http://` and the bound address
@@ -212,6 +214,7 @@ impl Server {
     /// The store cannot be opened or loaded, the admin token cannot be written, or the address
     /// cannot be bound.
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        config.validate().map_err(|error| ServerError::Io(error.to_string()))?;
         prepare_data_dir(&config.data)?;
         let store = store::open(&config.store, &config.data).await?;
         let metrics = Arc::new(ServerMetrics::default());
@@ -273,12 +276,14 @@ impl Server {
             cluster,
             tokens,
             permits: Permits::default(),
+            requests: RequestLimit::new(config.http.max_requests, config.http.queue_timeout),
             metrics,
             settings: Settings {
                 ack_timeout: config.ack_timeout,
                 keepalive: config.keepalive,
                 metrics_require_auth: config.metrics_require_auth,
                 subscriber_queue: config.subscriber_buffer,
+                websocket: config.websocket.clone(),
             },
             shutdown: CancellationToken::new(),
             started: Instant::now(),
@@ -294,6 +299,7 @@ impl Server {
                 keep: config.retention,
                 interval: config.purge_interval,
             },
+            http: config.http,
         })
     }
 
@@ -357,13 +363,12 @@ impl Server {
         });
         let stop = state.shutdown.clone();
         let app = crate::api::router(state.clone());
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: no new connections, finishing requests");
-                stop.cancel();
-            })
-            .await;
+        crate::http::serve(self.listener, app, self.http, Arc::clone(&state.metrics), async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, finishing requests");
+            stop.cancel();
+        })
+        .await;
         state.shutdown.cancel();
         let _ = housekeeping.await;
         // WebSockets close on the cancelled token; give them a moment to send their frames.
@@ -385,7 +390,7 @@ impl Server {
             .await
             .map_err(|error| ServerError::Io(error.to_string()))?;
         tracing::info!("store flushed; stopped");
-        served.map_err(|error| ServerError::Io(error.to_string()))
+        Ok(())
     }
 }
 

@@ -17,7 +17,9 @@
 //! Between them sits a bounded queue. A client that does not read fills its queue; it is then
 //! closed with code 1008 and a reason naming the cursor of the last event it was actually sent,
 //! so it can reconnect with `since=` that cursor — memory never grows without bound. A ping goes
-//! out every keepalive interval so proxies keep the connection open. An agent may also send
+//! out every keepalive interval so proxies keep the connection open, and a client that answers
+//! none for `websocket.pong_timeout` is closed (1008). A frame or message over its limit closes
+//! the stream with 1009, refused from the frame's header. An agent may also send
 //! heartbeats over the stream: `{"type": "heartbeat", "execution_ids": [...]}`, answered with a
 //! `heartbeat_ack` like `POST /v1/heartbeats`.
 
@@ -442,6 +444,10 @@ struct Live {
 }
 
 /// Forwards live events, answers the client's messages and pings, until either side ends it.
+///
+/// A client that has sent nothing (no pong, no message) for `pong_timeout` since the first ping
+/// it left unanswered is gone or stuck: it is closed with 1008, and its socket dropped even if
+/// the close frame cannot go out.
 async fn forward_live(
     mut stream: Stream,
     mut incoming: futures_util::stream::SplitStream<WebSocket>,
@@ -453,6 +459,11 @@ async fn forward_live(
         tokio::time::Instant::now() + state.settings.keepalive,
         state.settings.keepalive,
     );
+    let pong_timeout = state.settings.websocket.pong_timeout;
+    // Armed by the first ping since the client last said anything.
+    let mut unanswered = false;
+    let pong_deadline = tokio::time::sleep(pong_timeout);
+    tokio::pin!(pong_deadline);
     loop {
         let flow = tokio::select! {
             () = state.shutdown.cancelled() => {
@@ -470,19 +481,63 @@ async fn forward_live(
                     ControlFlow::Break(())
                 }
             },
-            message = incoming.next() => match message {
-                None | Some(Err(_) | Ok(Message::Close(_))) => ControlFlow::Break(()),
-                Some(Ok(Message::Text(text))) => {
-                    let reply = answer(state, scope, &text).await;
-                    stream.queue_wait(Message::Text(reply.to_string().into()), None).await
+            message = incoming.next() => {
+                unanswered = false;
+                match message {
+                    None | Some(Ok(Message::Close(_))) => ControlFlow::Break(()),
+                    Some(Err(error)) => {
+                        refuse_oversized(&mut stream, &error);
+                        ControlFlow::Break(())
+                    }
+                    Some(Ok(Message::Text(text))) => {
+                        let reply = answer(state, scope, &text).await;
+                        stream.queue_wait(Message::Text(reply.to_string().into()), None).await
+                    }
+                    Some(Ok(_)) => ControlFlow::Continue(()),
                 }
-                Some(Ok(_)) => ControlFlow::Continue(()),
             },
-            _ = keepalive.tick() => stream.queue_live(state, Message::Ping(bytes::Bytes::new()), None),
+            _ = keepalive.tick() => {
+                if !unanswered {
+                    unanswered = true;
+                    pong_deadline.as_mut().reset(tokio::time::Instant::now() + pong_timeout);
+                }
+                stream.queue_live(state, Message::Ping(bytes::Bytes::new()), None)
+            }
+            () = &mut pong_deadline, if unanswered => {
+                state.metrics.pong_timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(?pong_timeout, "closing an event stream whose client answers no ping");
+                stream.close(
+                    close_code::POLICY,
+                    format!("no pong within {pong_timeout:?} of a ping (websocket.pong_timeout)"),
+                );
+                ControlFlow::Break(())
+            }
         };
         if flow.is_break() {
             return;
         }
+    }
+}
+
+/// Closes the stream with 1009 when `error` is a frame or message over its limit (tungstenite
+/// refuses a frame from its header, before reading its payload); other read errors end the
+/// stream without a close frame, as the connection is gone.
+fn refuse_oversized(stream: &mut Stream, error: &axum::Error) {
+    let Some(source) = std::error::Error::source(error) else {
+        return;
+    };
+    if let Some(tungstenite::Error::Capacity(tungstenite::error::CapacityError::MessageTooLong { size, max_size })) =
+        source.downcast_ref::<tungstenite::Error>()
+    {
+        tracing::info!(
+            size,
+            max_size,
+            "closing an event stream sent a frame or message over the limit"
+        );
+        stream.close(
+            close_code::SIZE,
+            format!("a frame or message of {size} bytes is over the limit of {max_size} bytes"),
+        );
     }
 }
 

@@ -17,6 +17,45 @@ use super::error::ApiError;
 /// The largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// The deepest nesting accepted in a free-form value (metadata, a result): a value stored
+/// inside an execution's record sits a few levels deeper, and must stay well within what the
+/// JSON decoder reads back (128 levels).
+pub const MAX_DEPTH: usize = 32;
+
+/// How deeply `value` nests: 0 for a scalar, 1 for an object or array of scalars, and so on.
+/// Iterative, so that no input can exhaust the stack.
+pub fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(value, 0usize)];
+    while let Some((value, level)) = pending.pop() {
+        match value {
+            Value::Array(items) => {
+                deepest = deepest.max(level + 1);
+                pending.extend(items.iter().map(|child| (child, level + 1)));
+            }
+            Value::Object(map) => {
+                deepest = deepest.max(level + 1);
+                pending.extend(map.values().map(|child| (child, level + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// `value` of field `name`, unless it nests deeper than [`MAX_DEPTH`].
+fn shallow<'a>(name: &str, value: &'a Value) -> Result<&'a Value, ApiError> {
+    let found = depth(value);
+    if found > MAX_DEPTH {
+        return Err(ApiError::invalid_field(
+            name,
+            format!("field {name} is nested {found} levels deep; the limit is {MAX_DEPTH} levels"),
+        )
+        .with("limit", MAX_DEPTH));
+    }
+    Ok(value)
+}
+
 /// A request body that is a JSON object (an empty body counts as `{}`).
 #[derive(Debug, Clone, Default)]
 pub struct JsonBody(pub Map<String, Value>);
@@ -49,12 +88,13 @@ async fn read_limited(mut body: Body) -> Result<bytes::Bytes, ApiError> {
     let mut buffer = Vec::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|error| {
-            ApiError::new(
+        let frame = frame.map_err(|error| match crate::http::deadline::timed_out(&error) {
+            Some(limit) => ApiError::body_timeout(limit),
+            None => ApiError::new(
                 axum::http::StatusCode::BAD_REQUEST,
                 "unreadable_body",
                 format!("the request body could not be read: {error}"),
-            )
+            ),
         })?;
         let Ok(data) = frame.into_data() else { continue };
         total = total.saturating_add(data.len());
@@ -189,20 +229,23 @@ impl Fields {
         }
     }
 
-    /// An optional JSON object.
+    /// An optional JSON object, nested at most [`MAX_DEPTH`] levels.
     ///
     /// # Errors
     ///
-    /// 422 `invalid_field` for another kind of value.
+    /// 422 `invalid_field` for another kind of value or a deeper one.
     pub fn optional_object(&self, name: &str) -> Result<Option<Map<String, Value>>, ApiError> {
-        match self.present(name) {
-            None => Ok(None),
-            Some(Value::Object(map)) => Ok(Some(map.clone())),
-            Some(other) => Err(ApiError::invalid_field(
+        let Some(value) = self.present(name) else {
+            return Ok(None);
+        };
+        let Value::Object(map) = value else {
+            return Err(ApiError::invalid_field(
                 name,
-                format!("field {name} must be a JSON object, not {}", describe(other)),
-            )),
-        }
+                format!("field {name} must be a JSON object, not {}", describe(value)),
+            ));
+        };
+        shallow(name, value)?;
+        Ok(Some(map.clone()))
     }
 
     /// An optional positive, finite number of seconds.
@@ -232,9 +275,15 @@ impl Fields {
         }
     }
 
-    /// Any JSON value (null counts as absent).
-    pub fn value(&self, name: &str) -> Option<Value> {
-        self.present(name).cloned()
+    /// Any JSON value nested at most [`MAX_DEPTH`] levels (null counts as absent).
+    ///
+    /// # Errors
+    ///
+    /// 422 `invalid_field` for a deeper value.
+    pub fn value(&self, name: &str) -> Result<Option<Value>, ApiError> {
+        self.present(name)
+            .map(|value| shallow(name, value).cloned())
+            .transpose()
     }
 
     /// A required enumeration value given as its name.
@@ -308,5 +357,22 @@ impl std::str::FromStr for OutcomeName {
                 valid: Self::VALUES,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_counts_levels() {
+        assert_eq!(depth(&serde_json::json!(1)), 0);
+        assert_eq!(depth(&serde_json::json!({})), 1);
+        assert_eq!(depth(&serde_json::json!({"a": [1, {"b": []}]})), 4);
+        let mut deep = serde_json::json!(1);
+        for _ in 0..1000 {
+            deep = serde_json::json!([deep]);
+        }
+        assert_eq!(depth(&deep), 1000);
     }
 }

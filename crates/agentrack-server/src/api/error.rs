@@ -169,6 +169,21 @@ impl ApiError {
         .with("limit_bytes", limit)
     }
 
+    /// 408: the request body did not arrive within `http.body_read_timeout`; the connection is
+    /// closed (what is left of the body is never read).
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the request body did not arrive within {limit:?} (http.body_read_timeout)"),
+        )
+        .with("limit_seconds", limit.as_secs_f64())
+        .header(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        )
+    }
+
     /// 422: a field has the wrong kind or value.
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).with("field", field)

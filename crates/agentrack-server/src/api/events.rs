@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -16,6 +17,7 @@ use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
 use crate::auth::Scope;
 use crate::cursor::Positions;
+use crate::http::ConnectionSlot;
 use crate::ws::{Protocol, Subscription};
 
 /// The routes of this resource.
@@ -76,6 +78,7 @@ struct Parameters {
 
 async fn subscribe(
     State(state): State<AppState>,
+    slot: Option<Extension<ConnectionSlot>>,
     scope: Scope,
     parameters: Result<Query<Parameters>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -92,12 +95,20 @@ async fn subscribe(
     // Clients say little on this stream (pings, close frames, an agent's heartbeats: about 1,500
     // ids fit in a message), so reads need no more than a small buffer. tungstenite's default
     // read buffer is 128 KiB per connection, allocated up front: 1.5 GiB at 10,000 subscribers
-    // (see BENCHMARKS.md).
+    // (see BENCHMARKS.md). The frame limit is what refuses a large frame from its header: the
+    // message limit alone is checked only once the frame (up to 16 MiB by default) is buffered.
     let subscribed = crate::ws::subscribe(&state, &subscription);
+    let limits = &state.settings.websocket;
+    let (message, frame) = (limits.max_message_bytes, limits.max_frame_bytes);
     Ok(upgrade
-        .max_message_size(64 * 1024)
+        .max_message_size(message)
+        .max_frame_size(frame)
         .read_buffer_size(4 * 1024)
-        .on_upgrade(move |socket| crate::ws::serve(socket, state, subscription, subscribed)))
+        .on_upgrade(move |socket| async move {
+            // The stream keeps its connection's slot under http.max_connections until it closes.
+            let _slot = slot;
+            crate::ws::serve(socket, state, subscription, subscribed).await;
+        }))
 }
 
 /// What the parameters subscribe to.

@@ -334,7 +334,7 @@ async fn set_state(
     let new_state: ExecutionState = fields.enumeration("state", "invalid_state", "execution state")?;
     let update = StateUpdate {
         error: fields.optional_text("error", 64 * 1024)?,
-        result: fields.value("result"),
+        result: fields.value("result")?,
     };
     let (id, tracker) = changeable(&state, &scope, &id).await?;
     let change = tracker.set_state(id, new_state, update)?;

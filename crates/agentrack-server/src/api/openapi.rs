@@ -40,10 +40,11 @@ fn status_text(status: u16) -> &'static str {
         401 => "Missing or unknown token",
         403 => "The token's role may not do this",
         404 => "Unknown id, or outside the caller's tenant/user",
+        408 => "The request body did not arrive within http.body_read_timeout",
         409 => "Illegal lifecycle change or finished execution",
         413 => "Body over 1 MiB",
         422 => "A field of the wrong kind or value",
-        503 => "Store unavailable, or circuit open (with Retry-After)",
+        503 => "Store unavailable, circuit open, or the server busy past http.max_requests (with Retry-After)",
         _ => "Response",
     }
 }
@@ -71,7 +72,16 @@ fn operation(doc: &RouteDoc) -> Value {
         status.to_string(),
         json!({"description": status_text(status), "content": content}),
     );
-    for status in doc.errors {
+    // Any route can be refused past http.max_requests, and one that takes a body when the body
+    // is too slow (see crate::http): the listener's refusals, not the routes'.
+    let mut errors = doc.errors.to_vec();
+    if doc.request.is_some() {
+        errors.push(408);
+    }
+    errors.push(503);
+    errors.sort_unstable();
+    errors.dedup();
+    for status in &errors {
         responses.insert(
             status.to_string(),
             json!({"description": status_text(*status),

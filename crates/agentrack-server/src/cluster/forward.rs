@@ -213,7 +213,13 @@ pub async fn route(key: RouteKey, state: AppState, request: Request, next: Next)
     };
     let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
-        Err(_) => {
+        Err(error) => {
+            let slow = error
+                .downcast_ref::<axum::Error>()
+                .and_then(crate::http::deadline::timed_out);
+            if let Some(limit) = slow {
+                return ApiError::body_timeout(limit).into_response();
+            }
             return ApiError::new(
                 axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",

@@ -28,6 +28,7 @@ mod replay;
 mod row;
 mod shard;
 mod sqlite;
+pub mod unreadable;
 
 pub use backend::{Store, StoreFuture, StoreWriter};
 pub use batch::{Batch, RowUpdate};

@@ -15,12 +15,12 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 
 use super::baseline::{RawInserts, RawRow};
-use super::replay;
 use super::row::{self, EventColumns, ExecutionColumns, from_millis, from_sql, millis, to_sql};
 use super::{
     Batch, ClusterStore, Cutoff, EventQuery, ListQuery, Loaded, Page, Purged, RowUpdate, ShardId, StateCount, Store,
     StoreConfig, StoreError, StoreFuture, StoreUrl, StoreWriter, StoredEvent, Synchronous,
 };
+use super::{replay, unreadable};
 use crate::auth::{Role, TokenGrant};
 
 /// The schema, one migration per version (version = index + 1).
@@ -279,7 +279,7 @@ fn load(conn: &Connection, finished_since: DateTime<Utc>) -> rusqlite::Result<Lo
         match serde_json::from_str::<ExecutionRecord>(&text) {
             Ok(record) => records.push(record),
             Err(error) => {
-                tracing::error!(execution_id = %id, %error, "skipping an unreadable stored execution");
+                unreadable::skip(&id, &error);
             }
         }
     }
@@ -383,7 +383,7 @@ impl Store for SqliteStore {
 
     fn list(&self, query: ListQuery) -> StoreFuture<'_, Page> {
         self.blocking(move |conn| {
-            let mut sql = String::from("SELECT record FROM executions WHERE 1 = 1");
+            let mut sql = String::from("SELECT execution_id, record FROM executions WHERE 1 = 1");
             let mut values: Vec<SqlValue> = Vec::new();
             for (column, value) in [
                 ("tenant", &query.tenant),
@@ -408,19 +408,15 @@ impl Store for SqliteStore {
             sql.push_str(" ORDER BY execution_id DESC LIMIT ?");
             values.push(SqlValue::Integer(i64::try_from(query.limit + 1).unwrap_or(i64::MAX)));
             let mut statement = conn.prepare(&sql)?;
-            let mut rows = statement.query(params_from_iter(values))?;
-            let mut records = Vec::new();
-            while let Some(row) = rows.next()? {
-                let text: String = row.get(0)?;
-                records.push(decode_record(&text)?);
-            }
-            let next_cursor = if records.len() > query.limit {
-                records.truncate(query.limit);
-                records.last().map(|record| record.execution_id)
-            } else {
-                None
-            };
-            Ok(Page { records, next_cursor })
+            let rows = statement
+                .query_map(params_from_iter(values), |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(unreadable::page(
+                rows.iter().map(|(id, text)| (id.as_str(), text.as_str())),
+                query.limit,
+            ))
         })
     }
 

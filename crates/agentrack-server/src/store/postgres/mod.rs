@@ -34,12 +34,12 @@ use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::replay;
 use super::row::{self, from_millis, from_sql, millis, to_sql};
 use super::{
     ClusterStore, EventQuery, ListQuery, Loaded, Page, ShardId, StateCount, Store, StoreConfig, StoreError,
     StoreFuture, StoreUrl, StoreWriter, StoredEvent,
 };
+use super::{replay, unreadable};
 use crate::auth::{Role, TokenGrant};
 
 mod baseline;
@@ -211,7 +211,7 @@ async fn load(client: &Client, shard: ShardId, finished_since: DateTime<Utc>) ->
         let id: String = row.get(0);
         match row::decode(row.get(1)) {
             Ok(record) => records.push(record),
-            Err(error) => tracing::error!(execution_id = %id, %error, "skipping an unreadable stored execution"),
+            Err(error) => unreadable::skip(&id, &error),
         }
     }
     // Alive rows may lag their log by replayable events.
@@ -323,7 +323,7 @@ impl Store for PgStore {
 
     fn list(&self, query: ListQuery) -> StoreFuture<'_, Page> {
         Box::pin(async move {
-            let mut sql = Query::new("SELECT record FROM executions WHERE TRUE");
+            let mut sql = Query::new("SELECT execution_id, record FROM executions WHERE TRUE");
             for (column, value) in [
                 ("tenant", query.tenant),
                 ("user_id", query.user_id),
@@ -348,17 +348,10 @@ impl Store for PgStore {
             let client = self.client().await?;
             let statement = client.prepare_cached(&sql.sql).await.map_err(db_error)?;
             let rows = client.query(&statement, &sql.params()).await.map_err(db_error)?;
-            let mut records = rows
-                .iter()
-                .map(|row| row::decode(row.get(0)))
-                .collect::<Result<Vec<_>, _>>()?;
-            let next_cursor = if records.len() > query.limit {
-                records.truncate(query.limit);
-                records.last().map(|record| record.execution_id)
-            } else {
-                None
-            };
-            Ok(Page { records, next_cursor })
+            Ok(unreadable::page(
+                rows.iter().map(|row| (row.get::<_, &str>(0), row.get::<_, &str>(1))),
+                query.limit,
+            ))
         })
     }
 
