@@ -162,9 +162,18 @@ impl Publisher for CommittedEvents {
     }
 }
 
+/// The admin token file while its token is not yet known to be the store's first.
+pub const ADMIN_TOKEN_PENDING_FILE: &str = "admin.token.new";
+
 /// On the first start of an empty store: an admin token, stored, cached and written to the data
-/// directory (mode 0600).
-async fn bootstrap_admin(pipeline: &Pipeline, tokens: &TokenCache, data: &Path) -> Result<String, ServerError> {
+/// directory (mode 0600). On a shared store only the node whose token the store takes first
+/// keeps one (`None` for the others): nodes started together make one admin token.
+async fn bootstrap_admin(
+    store: &dyn store::Store,
+    pipeline: &Pipeline,
+    tokens: &TokenCache,
+    data: &Path,
+) -> Result<Option<String>, ServerError> {
     let token = new_token()?;
     let grant = TokenGrant::new(
         Role::Admin,
@@ -176,10 +185,24 @@ async fn bootstrap_admin(pipeline: &Pipeline, tokens: &TokenCache, data: &Path) 
     let hash = hash_token(&token);
     // The file first: if storing then fails, the next start makes a new token and overwrites it,
     // whereas a stored token whose file was never written would lock everyone out.
-    write_secret(&data.join(ADMIN_TOKEN_FILE), &token)?;
-    pipeline.insert_token(hash.clone(), grant.clone()).await?;
+    let path = data.join(ADMIN_TOKEN_FILE);
+    if let Some(cluster) = store.cluster() {
+        // Written aside until the store says this token is the first; a crash in between
+        // leaves the token in the pending file, not lost.
+        let pending = data.join(ADMIN_TOKEN_PENDING_FILE);
+        write_secret(&pending, &token)?;
+        if !cluster.insert_first_admin(&hash, &grant).await? {
+            let _ = std::fs::remove_file(&pending);
+            tracing::info!("another node made the store's first admin token");
+            return Ok(None);
+        }
+        std::fs::rename(&pending, &path).map_err(|error| ServerError::Io(format!("{}: {error}", path.display())))?;
+    } else {
+        write_secret(&path, &token)?;
+        pipeline.insert_token(hash.clone(), grant.clone()).await?;
+    }
     tokens.insert(hash, grant);
-    Ok(token)
+    Ok(Some(token))
 }
 
 /// Starts serving shards: a store made for one node has one, always here; on a shared store the
@@ -258,7 +281,7 @@ impl Server {
         let admin_token = if store.has_admin_token().await? {
             None
         } else {
-            Some(bootstrap_admin(&pipeline, &tokens, &config.data).await?)
+            bootstrap_admin(store.as_ref(), &pipeline, &tokens, &config.data).await?
         };
         let cluster = member.map(|member| {
             Arc::new(ClusterState {

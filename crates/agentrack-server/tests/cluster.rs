@@ -383,9 +383,11 @@ async fn a_paused_node_loses_its_shards_and_writes_nothing_for_them() {
 }
 
 async fn database(cluster: &TestCluster) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&cluster.store, tokio_postgres::NoTls)
-        .await
-        .unwrap();
+    connect(&cluster.store).await
+}
+
+async fn connect(store: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(store, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     client
 }
@@ -553,4 +555,36 @@ async fn the_load_tool_measures_forwarded_and_local_heartbeats_apart() {
             .unwrap_or_else(|| panic!("no {route} in {report:#}"));
         assert!(measured["count"].as_u64().unwrap() > 0, "{measured:#}");
     }
+}
+
+/// Nodes started at the same moment on an empty store make one admin token between them: one
+/// node writes it to its data directory, the other none, and it works on both.
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_starting_together_make_one_admin_token() {
+    let (store, _database) = common::postgres::fresh_database().await;
+    let starting: Vec<_> = (0..2)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || TestServer::on_store(&store, &["--lease-ttl", "2s"], Some("none yet")))
+        })
+        .collect();
+    let nodes: Vec<TestServer> = starting.into_iter().map(|node| node.join().unwrap()).collect();
+    let files: Vec<String> = nodes
+        .iter()
+        .filter_map(|node| std::fs::read_to_string(node.data().join("admin.token")).ok())
+        .map(|token| token.trim().to_owned())
+        .collect();
+    assert_eq!(files.len(), 1, "one node holds the admin token");
+    for node in &nodes {
+        assert!(!node.data().join("admin.token.new").exists(), "no pending token left");
+        let (status, _) = node.get("/v1/cluster", &files[0]).await;
+        assert_eq!(status, 200, "the admin token works on {}", node.url);
+    }
+    let db = connect(&store).await;
+    let admins: i64 = db
+        .query_one("SELECT COUNT(*) FROM tokens WHERE role = 'admin'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(admins, 1);
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{ShardId, StoreFuture, StoredEvent};
+use crate::auth::TokenGrant;
 
 /// A node as the store knows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -65,6 +66,11 @@ pub struct Taken {
 pub trait ClusterStore: Send + Sync {
     /// The database's clock, in ms since the epoch.
     fn now_ms(&self) -> StoreFuture<'_, i64>;
+
+    /// Stores the token of hash `hash` as the store's first admin token unless an admin token
+    /// exists, under a lock every node takes for it: nodes starting together on an empty store
+    /// make one admin token between them. Returns whether this call stored it.
+    fn insert_first_admin(&self, hash: &str, grant: &TokenGrant) -> StoreFuture<'_, bool>;
 
     /// Registers (or re-registers) a node, or says it is still alive.
     fn heartbeat_node(&self, node_id: &str, url: &str) -> StoreFuture<'_, ()>;

@@ -9,7 +9,8 @@ use tokio_postgres::AsyncMessage;
 
 use super::writer::EVENTS_CHANNEL;
 use super::{PgStore, db_error};
-use crate::store::row::{from_sql, to_sql};
+use crate::auth::TokenGrant;
+use crate::store::row::{from_sql, millis, to_sql};
 use crate::store::{ClusterStore, NodeRow, ShardId, ShardMove, ShardRow, StoreFuture, StoredEvent, Taken};
 
 /// The database's clock in ms, in SQL.
@@ -17,6 +18,9 @@ const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 /// How long shard moves are remembered.
 const MOVES_KEPT_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// The advisory lock of the first admin token's creation; any number, the same on every node.
+const BOOTSTRAP_LOCK: i64 = 0x6167_656e_7472_6b32;
 
 fn ms(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
@@ -35,6 +39,41 @@ impl ClusterStore for PgStore {
                 .await
                 .map_err(db_error)?;
             Ok(row.get(0))
+        })
+    }
+
+    fn insert_first_admin(&self, hash: &str, grant: &TokenGrant) -> StoreFuture<'_, bool> {
+        let (hash, grant) = (hash.to_owned(), grant.clone());
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(db_error)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&BOOTSTRAP_LOCK])
+                .await
+                .map_err(db_error)?;
+            let exists: bool = tx
+                .query_one("SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin')", &[])
+                .await
+                .map_err(db_error)?
+                .get(0);
+            if exists {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO tokens (token_hash, role, tenant, user_id, label, created_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &hash,
+                    &grant.role.as_str(),
+                    &grant.tenant,
+                    &grant.user_id,
+                    &grant.label,
+                    &millis(grant.created_at),
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(true)
         })
     }
 
