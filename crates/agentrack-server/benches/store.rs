@@ -598,6 +598,27 @@ impl Backend {
         }
     }
 
+    /// Drops the databases this run made (a PostgreSQL server is someone's; leave it as found).
+    fn clean_up(&self, runtime: &tokio::runtime::Runtime) {
+        let Self::Postgres(admin) = self else { return };
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            let pattern = format!("agentrack_bench_%_{}", std::process::id());
+            let made = client
+                .query("SELECT datname FROM pg_database WHERE datname LIKE $1", &[&pattern])
+                .await
+                .unwrap();
+            for row in made {
+                let name: String = row.get(0);
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+
     /// What the durability setting is called on this backend.
     fn durability(&self, settings: &Settings) -> String {
         match self {
@@ -615,6 +636,7 @@ fn main() {
         .unwrap();
     for backend in Backend::all() {
         run_backend(&backend, &settings, &runtime);
+        backend.clean_up(&runtime);
     }
 }
 
