@@ -55,7 +55,8 @@ pub(super) struct Agents {
     heartbeat: Duration,
     heartbeats_per_phase: u32,
     /// `--executions`: how many executions may still be started (None: no limit).
-    remaining: Option<AtomicU64>,
+    /// Shared by every node's agents of one run.
+    remaining: Option<Arc<AtomicU64>>,
     pub(super) live: Arc<Live>,
 }
 
@@ -80,17 +81,19 @@ impl Fleet {
             homes: Vec::new(),
             forwarding: Vec::new(),
         };
+        // One --executions budget for the whole run, whichever node the agents talk to.
+        let remaining = behaviour.executions.map(|count| Arc::new(AtomicU64::new(count)));
         for node in nodes {
-            let mut forwarding = Agents::new(client.clone(), node, token, behaviour, Arc::clone(live))?;
-            forwarding.forwarding = true;
-            fleet.forwarding.push(Arc::new(forwarding));
-            fleet.homes.push(Arc::new(Agents::new(
-                client.clone(),
-                node,
-                token,
-                behaviour,
-                Arc::clone(live),
-            )?));
+            for forwarding in [false, true] {
+                let mut agents = Agents::new(client.clone(), node, token, behaviour, Arc::clone(live))?;
+                agents.forwarding = forwarding;
+                agents.remaining.clone_from(&remaining);
+                if forwarding {
+                    fleet.forwarding.push(Arc::new(agents));
+                } else {
+                    fleet.homes.push(Arc::new(agents));
+                }
+            }
         }
         anyhow::ensure!(!fleet.homes.is_empty(), "no server to load");
         Ok(fleet)
@@ -217,7 +220,7 @@ impl Agents {
             next_user: AtomicU64::new(0),
             heartbeat: behaviour.heartbeat,
             heartbeats_per_phase: behaviour.heartbeats_per_phase,
-            remaining: behaviour.executions.map(AtomicU64::new),
+            remaining: behaviour.executions.map(|count| Arc::new(AtomicU64::new(count))),
             live,
         })
     }
