@@ -344,3 +344,36 @@ test("the pages fit a 390-wide phone screen", async () => {
   noErrors(page);
   await page.context().close();
 });
+
+test("the cluster view shows a single node owning its one shard, and a non-admin a clear message", async () => {
+  const page = await signedInPage(browser, server, server.admin, { hash: "#/cluster" });
+  await page.locator(".view[data-ready='true'] tr[data-node]").first().waitFor();
+  const nodes = page.locator("tr[data-node]");
+  assert.equal(await nodes.count(), 1, "one node");
+  const node = nodes.first();
+  assert.equal(await node.getAttribute("data-shards"), "1", "it owns the one shard");
+  assert.equal(await node.getAttribute("data-health"), "serving");
+  await page.locator("section[data-unowned='0']").waitFor();
+  assert.equal(await page.locator("section.alarm").count(), 0, "nothing is highlighted as unserved");
+  await page.getByText("Every one of the 1 shards has an owner.").waitFor();
+  await page.getByText("A single node: shards never move.").waitFor();
+  // It agrees with the API it reads.
+  const { status, body } = await server.call("GET", "/v1/cluster", server.admin);
+  assert.equal(status, 200);
+  assert.equal(await node.getAttribute("data-node"), body.nodes[0].node_id);
+  // It polls: the view is re-rendered (a new row node) without any event.
+  await node.evaluate((el) => {
+    el.dataset.stale = "true";
+  });
+  await page.locator("tr[data-node]:not([data-stale])").waitFor();
+  await shot(page, "cluster");
+  noErrors(page);
+  await page.context().close();
+
+  const viewer = await signedInPage(browser, server, agent, { hash: "#/cluster" });
+  await viewer.locator(".view[data-ready='true'] [data-forbidden='true']").waitFor();
+  assert.match(await viewer.locator("[data-forbidden='true']").textContent(), /admin tokens only/);
+  assert.equal(await viewer.locator(".notice.error").count(), 0, "no error shown");
+  noErrors(viewer);
+  await viewer.context().close();
+});
