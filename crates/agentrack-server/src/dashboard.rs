@@ -66,6 +66,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("/assets/views/overview.js", "assets/views/overview.js", JS),
     asset!("/assets/views/executions.js", "assets/views/executions.js", JS),
     asset!("/assets/views/execution.js", "assets/views/execution.js", JS),
+    asset!("/assets/views/cluster.js", "assets/views/cluster.js", JS),
 ];
 
 /// The Content-Security-Policy of every dashboard response.

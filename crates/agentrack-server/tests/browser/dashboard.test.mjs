@@ -9,7 +9,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { GOLDEN_PHASES, Server, launchBrowser, outputDir, signedInPage } from "./harness.mjs";
+import { GOLDEN_PHASES, Server, freshDatabase, launchBrowser, outputDir, signedInPage } from "./harness.mjs";
 
 const PHONE = { width: 390, height: 844 };
 let server;
@@ -343,4 +343,74 @@ test("the pages fit a 390-wide phone screen", async () => {
   await shot(page, "executions-phone");
   noErrors(page);
   await page.context().close();
+});
+
+test("the cluster view shows a single node owning its one shard, and a non-admin a clear message", async () => {
+  const page = await signedInPage(browser, server, server.admin, { hash: "#/cluster" });
+  await page.locator(".view[data-ready='true'] tr[data-node]").first().waitFor();
+  const nodes = page.locator("tr[data-node]");
+  assert.equal(await nodes.count(), 1, "one node");
+  const node = nodes.first();
+  assert.equal(await node.getAttribute("data-shards"), "1", "it owns the one shard");
+  assert.equal(await node.getAttribute("data-health"), "serving");
+  await page.locator("section[data-unowned='0']").waitFor();
+  assert.equal(await page.locator("section.alarm").count(), 0, "nothing is highlighted as unserved");
+  await page.getByText("Every one of the 1 shards has an owner.").waitFor();
+  await page.getByText("A single node: shards never move.").waitFor();
+  // It agrees with the API it reads.
+  const { status, body } = await server.call("GET", "/v1/cluster", server.admin);
+  assert.equal(status, 200);
+  assert.equal(await node.getAttribute("data-node"), body.nodes[0].node_id);
+  // It polls: the view is re-rendered (a new row node) without any event.
+  await node.evaluate((el) => {
+    el.dataset.stale = "true";
+  });
+  await page.locator("tr[data-node]:not([data-stale])").waitFor();
+  await shot(page, "cluster");
+  noErrors(page);
+  await page.context().close();
+
+  const viewer = await signedInPage(browser, server, agent, { hash: "#/cluster" });
+  await viewer.locator(".view[data-ready='true'] [data-forbidden='true']").waitFor();
+  assert.match(await viewer.locator("[data-forbidden='true']").textContent(), /admin tokens only/);
+  assert.equal(await viewer.locator(".notice.error").count(), 0, "no error shown");
+  noErrors(viewer);
+  await viewer.context().close();
+});
+
+// Two nodes on a fresh PostgreSQL database (AGENTRACK_TEST_PG_URL, exported by scripts/test).
+const PG = process.env.AGENTRACK_TEST_PG_URL;
+test("the cluster view lists two nodes and their shares, then one node owning all after the other stops", { skip: PG ? false : "AGENTRACK_TEST_PG_URL is not set" }, async () => {
+  const database = freshDatabase(PG);
+  const args = ["--store", database.url, "--lease-ttl", "2s"];
+  const first = await new Server(args).start();
+  const second = await new Server(args, { admin: first.admin }).start();
+  try {
+    const { body } = await first.call("GET", "/v1/cluster", first.admin);
+    const total = body.shard_count;
+    const firstId = body.this_node;
+    const page = await signedInPage(browser, first, first.admin, { hash: "#/cluster" });
+    // Both nodes serve a share, and every shard has an owner (the view polls; no reload).
+    await page.waitForFunction((count) => {
+      const rows = [...document.querySelectorAll("tr[data-node]")];
+      const shares = rows.map((r) => Number(r.dataset.shards));
+      return rows.length === 2 && shares.every((n) => n > 0) && shares.reduce((a, b) => a + b, 0) === count
+        && document.querySelector("section[data-unowned='0']") !== null;
+    }, total);
+    await page.locator("tr[data-reason]").first().waitFor();
+    await shot(page, "cluster-two-nodes");
+
+    await second.stop();
+    await page.locator(`tr[data-node="${firstId}"][data-shards="${total}"]`).waitFor();
+    await page.locator("section[data-unowned='0']").waitFor();
+    assert.equal(await page.locator(`tr[data-node]:not([data-node="${firstId}"])[data-health="serving"]`).count(), 0,
+      "the stopped node serves nothing");
+    await shot(page, "cluster-after-stop");
+    noErrors(page);
+    await page.context().close();
+  } finally {
+    await second.dispose();
+    await first.dispose();
+    database.drop();
+  }
 });

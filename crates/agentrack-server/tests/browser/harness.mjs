@@ -1,7 +1,7 @@
 // Test harness: the real `agentrack serve` on a free loopback port with a temp data dir, a small
 // HTTP client for its API, and Debian's Chromium driven by playwright-core.
 
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, mkdirSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -28,8 +28,10 @@ export function outputDir() {
 
 /** A running `agentrack serve`. */
 export class Server {
-  constructor(extraArgs = []) {
+  /** `admin`: the admin token, when another node of the same store made it (no admin.token here). */
+  constructor(extraArgs = [], { admin = null } = {}) {
     this.extraArgs = extraArgs;
+    this.givenAdmin = admin;
     this.data = mkdtempSync(join(tmpdir(), "agentrack-browser-"));
     this.child = null;
     this.url = null;
@@ -65,7 +67,7 @@ export class Server {
     });
     this.url = url;
     this.port = Number(new URL(url).port);
-    this.admin = readFileSync(join(this.data, "admin.token"), "utf8").trim();
+    this.admin = this.givenAdmin ?? readFileSync(join(this.data, "admin.token"), "utf8").trim();
     return this;
   }
 
@@ -181,4 +183,16 @@ export async function signedInPage(browser, server, token, { hash = "#/", viewpo
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.locator("#connection[data-state='live']").waitFor();
   return page;
+}
+
+/** A fresh, empty database on the PostgreSQL at `serverUrl` (with psql); returns {url, drop}. */
+export function freshDatabase(serverUrl) {
+  const name = `agentrack_browser_${process.pid}_${Date.now()}`;
+  execFileSync("psql", [serverUrl, "-qc", `CREATE DATABASE ${name}`]);
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    drop: () => execFileSync("psql", [serverUrl, "-qc", `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`]),
+  };
 }

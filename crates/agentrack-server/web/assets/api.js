@@ -96,3 +96,8 @@ export function execution(id) {
 export function executionBreaker(id) {
   return get(`/v1/executions/${encodeURIComponent(id)}/breaker`);
 }
+
+/** The cluster: nodes, shards, leases and recent moves (admin only). */
+export function cluster() {
+  return get("/v1/cluster");
+}

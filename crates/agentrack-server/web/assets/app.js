@@ -6,6 +6,7 @@
 //   #/                      overview
 //   #/executions?filters    the live table
 //   #/executions/<id>       one execution
+//   #/cluster               nodes, shards and shard moves (admin)
 
 import * as api from "./api.js";
 import { h, replace } from "./dom.js";
@@ -15,6 +16,7 @@ import { signIn } from "./views/signin.js";
 import { overviewView } from "./views/overview.js";
 import { executionsView } from "./views/executions.js";
 import { executionView } from "./views/execution.js";
+import { clusterView } from "./views/cluster.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -122,6 +124,7 @@ function parseRoute() {
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   if (parts[0] === "executions" && parts[1]) return { name: "execution", id: parts[1] };
   if (parts[0] === "executions") return { name: "executions", params };
+  if (parts[0] === "cluster") return { name: "cluster" };
   return { name: "overview" };
 }
 
@@ -140,6 +143,7 @@ function route(prefetched) {
   replace(main, container);
   if (where.name === "execution") session.view = executionView(container, session, where.id);
   else if (where.name === "executions") session.view = executionsView(container, session, where.params);
+  else if (where.name === "cluster") session.view = clusterView(container, session);
   else session.view = overviewView(container, session, prefetched);
   session.view?.onConnection?.(session.connection);
   // Move focus to the new page for keyboard and screen-reader users (not on the first load).

@@ -143,3 +143,47 @@ export function apply(record, event) {
 export function isAlive(state) {
   return ALIVE.includes(state);
 }
+
+/** What each reason of a shard move means to an operator (GET /v1/cluster `recent_moves`). */
+export const MOVE_REASONS = Object.freeze({
+  free: "taken while nobody held it",
+  released: "handed over",
+  expired: "its owner stopped renewing",
+  restarted: "its owner took it back after a restart",
+});
+
+/**
+ * The cluster as the dashboard shows it, from a GET /v1/cluster answer: each node with how many
+ * shards it serves and how long its leases hold (on the store's clock, so the browser's clock does
+ * not matter), the shards nobody serves, and the moves with their meaning. A node is "down" when
+ * it stopped saying it is alive, "idle" when alive but serving nothing, else "serving".
+ */
+export function clusterModel(status) {
+  const now = status.now_ms;
+  const nodes = (status.nodes ?? []).map((node) => ({
+    id: node.node_id,
+    url: node.url,
+    self: node.node_id === status.this_node,
+    shards: node.shards ?? [],
+    health: !node.alive ? "down" : (node.shards ?? []).length === 0 ? "idle" : "serving",
+    leaseLeftMs: node.lease_until_ms === null || node.lease_until_ms === undefined ? null : node.lease_until_ms - now,
+    seenAgoMs: now - node.seen_ms,
+  }));
+  const moves = (status.recent_moves ?? []).map((move) => ({
+    agoMs: now - move.at_ms,
+    atMs: move.at_ms,
+    shard: move.shard,
+    from: move.from_node,
+    to: move.to_node,
+    reason: move.reason,
+    meaning: MOVE_REASONS[move.reason] ?? move.reason,
+  }));
+  return {
+    clustered: status.clustered,
+    shardCount: status.shard_count,
+    leaseTtlMs: status.lease_ttl_ms,
+    nodes,
+    unowned: status.unowned_shards ?? [],
+    moves,
+  };
+}
