@@ -316,7 +316,7 @@ async fn postgres_refuses_a_newer_schema() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_postgres_writer_reconnects_after_its_connection_is_killed() {
     let url = fresh_postgres().await;
-    let store: Arc<dyn Store> = open(&config(url), std::path::Path::new(".")).await.unwrap();
+    let store: Arc<dyn Store> = open(&config(url.clone()), std::path::Path::new(".")).await.unwrap();
     let mut writer = Some(store.writer().await.unwrap());
     let tracker = Tracker::new();
     let first = tracker.create(NewExecution::new("a", "t", "u")).unwrap();
@@ -324,12 +324,15 @@ async fn the_postgres_writer_reconnects_after_its_connection_is_killed() {
     on_writer(&mut writer, move |w| w.commit(std::slice::from_ref(&batch)))
         .await
         .unwrap();
-    // Kill every other backend of this database: the writer's connection among them.
+    // Kill every backend of this test's database (not the other tests'): the writer's
+    // connection among them.
+    let database = url.rsplit('/').next().unwrap_or_default().to_owned();
     admin()
         .await
-        .batch_execute(
+        .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE datname LIKE 'agentrack_unit_%' AND pid <> pg_backend_pid()",
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&database],
         )
         .await
         .unwrap();
