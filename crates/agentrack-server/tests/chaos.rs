@@ -26,8 +26,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
-use common::golden_phases;
 use common::pg_cluster::PgCluster;
+use common::postgres::connect;
+use common::{golden_phases, within};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -114,6 +115,15 @@ struct Ledger {
     completed: Mutex<Vec<String>>,
     /// Golden paths finished since the start.
     paths: AtomicUsize,
+}
+
+/// Waits until the agents have finished six golden paths more than they had: they go on.
+async fn six_more_paths(ledger: &Ledger, what: &str) {
+    let at_least = ledger.paths.load(Ordering::Relaxed) + 6;
+    within(Duration::from_secs(30), what, || async {
+        ledger.paths.load(Ordering::Relaxed) >= at_least
+    })
+    .await;
 }
 
 /// One agent: golden paths, one after the other, a heartbeat before each step. A step refused
@@ -229,20 +239,6 @@ async fn subscriber(client: Client, stop: Arc<AtomicBool>, seen: Arc<Mutex<Vec<V
     }
 }
 
-/// Polls `check` until it holds, failing with `what` after `limit`; returns how long it took.
-async fn until<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < limit, "still not true after {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    started.elapsed()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[allow(clippy::too_many_lines, reason = "one schedule, read top to bottom")]
 async fn three_nodes_survive_a_kill_a_pause_and_a_database_crash() {
@@ -296,20 +292,13 @@ async fn three_nodes_survive_a_kill_a_pause_and_a_database_crash() {
             Arc::clone(&ledger),
         )));
     }
-    let progressed = |at_least: usize| {
-        let ledger = Arc::clone(&ledger);
-        move || {
-            let ledger = Arc::clone(&ledger);
-            async move { ledger.paths.load(Ordering::Relaxed) >= at_least }
-        }
-    };
-    until(Duration::from_secs(30), "the agents are under way", progressed(6)).await;
+    six_more_paths(&ledger, "the agents are under way").await;
 
     // 1. SIGKILL node 2. The survivors take its shards over within a lease TTL.
     let killed_id = cluster.node_id(2).await;
     cluster.nodes[2].kill();
     let killed = Instant::now();
-    until(Duration::from_secs(20), "the survivors serve every shard", || async {
+    within(Duration::from_secs(20), "the survivors serve every shard", || async {
         let status = cluster.status(0).await;
         status["unowned_shards"].as_array().unwrap().is_empty()
             && !status["nodes"]
@@ -320,20 +309,14 @@ async fn three_nodes_survive_a_kill_a_pause_and_a_database_crash() {
     })
     .await;
     let failover = killed.elapsed();
-    let done = ledger.paths.load(Ordering::Relaxed);
-    until(
-        Duration::from_secs(30),
-        "the agents go on after the kill",
-        progressed(done + 6),
-    )
-    .await;
+    six_more_paths(&ledger, "the agents go on after the kill").await;
 
     // 2. SIGSTOP node 1 until node 0 has taken every shard (its lease ran out), then SIGCONT.
     let paused_id = cluster.node_id(1).await;
     let leases_before = shard_leases(&cluster.store).await;
     cluster.nodes[1].signal("STOP");
     let paused = Instant::now();
-    until(Duration::from_secs(20), "node 0 serves every shard", || async {
+    within(Duration::from_secs(20), "node 0 serves every shard", || async {
         let status = cluster.status(0).await;
         status["nodes"]
             .as_array()
@@ -348,36 +331,24 @@ async fn three_nodes_survive_a_kill_a_pause_and_a_database_crash() {
     cluster.nodes[1].signal("CONT");
     let pause = paused.elapsed();
     cluster.balanced().await;
-    let done = ledger.paths.load(Ordering::Relaxed);
-    until(
-        Duration::from_secs(30),
-        "the agents go on after the pause",
-        progressed(done + 6),
-    )
-    .await;
+    six_more_paths(&ledger, "the agents go on after the pause").await;
 
     // 3. PostgreSQL crashes and comes back; the nodes notice and recover by themselves.
     pg.crash();
-    until(
+    within(
         Duration::from_secs(20),
         "the nodes report the store failing",
         || async { cluster.nodes[0].request("GET", "/readyz", None, None).await.0 == 503 },
     )
     .await;
     pg.restart();
-    until(Duration::from_secs(30), "both nodes are ready again", || async {
+    within(Duration::from_secs(30), "both nodes are ready again", || async {
         cluster.nodes[0].request("GET", "/readyz", None, None).await.0 == 200
             && cluster.nodes[1].request("GET", "/readyz", None, None).await.0 == 200
     })
     .await;
     cluster.balanced().await;
-    let done = ledger.paths.load(Ordering::Relaxed);
-    until(
-        Duration::from_secs(30),
-        "the agents go on after the crash",
-        progressed(done + 6),
-    )
-    .await;
+    six_more_paths(&ledger, "the agents go on after the crash").await;
 
     // The load stops (each agent finishes its path).
     stop.store(true, Ordering::Relaxed);
@@ -408,7 +379,7 @@ async fn three_nodes_survive_a_kill_a_pause_and_a_database_crash() {
     // covers the monitor's tick and a commit on this busy machine.
     // A shard taken again late in the run (after the database came back) gives its abandoned
     // executions a fresh reconnect window, so their deaths may still be ahead.
-    until(Duration::from_secs(40), "the abandoned executions die", || async {
+    within(Duration::from_secs(40), "the abandoned executions die", || async {
         for id in &abandoned {
             let (_, record) = survivors[0].get(&format!("/v1/executions/{id}"), &admin).await;
             if record["state"] != "dead" {
@@ -551,7 +522,7 @@ async fn three_nodes_survive_a_kill_a_pause_and_a_database_crash() {
         .collect();
     let mut reconnected = Vec::new();
     for (index, (_, seen, reconnects)) in subscribers.iter().enumerate() {
-        until(Duration::from_secs(20), "the subscriber caught up", || async {
+        within(Duration::from_secs(20), "the subscriber caught up", || async {
             let seen = seen.lock();
             let got: BTreeSet<(String, i64)> = seen
                 .iter()
@@ -605,10 +576,4 @@ async fn shard_leases(store: &str) -> BTreeMap<u16, (String, i64)> {
         .iter()
         .map(|row| (u16::try_from(row.get::<_, i32>(0)).unwrap(), (row.get(1), row.get(2))))
         .collect()
-}
-
-async fn connect(store: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(store, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    client
 }

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use agentrack_server::store::shard_of;
 use common::cluster::TestCluster;
-use common::{Frame, TestServer};
+use common::postgres::connect;
+use common::{Frame, TestServer, within};
 use futures_util::SinkExt;
 use serde_json::{Value, json};
 
@@ -23,20 +24,6 @@ const SHARDS: u16 = 64;
 
 fn shard(id: &str) -> u64 {
     u64::from(shard_of(id.parse().unwrap(), SHARDS))
-}
-
-/// Polls `check` until it holds, failing with `what` after `limit`.
-async fn within<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < limit, "still not true after {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    started.elapsed()
 }
 
 /// Moves a started execution through the phases to `thinking`.
@@ -384,12 +371,6 @@ async fn a_paused_node_loses_its_shards_and_writes_nothing_for_them() {
 
 async fn database(cluster: &TestCluster) -> tokio_postgres::Client {
     connect(&cluster.store).await
-}
-
-async fn connect(store: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(store, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    client
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -490,19 +490,26 @@ pub const SECOND: Duration = Duration::from_secs(1);
 
 /// Polls `check` until it holds, failing with `what` if it still does not after 10 s (a
 /// generous bound: the condition, not the clock, is what the test waits for).
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + 10 * SECOND;
+    within(10 * SECOND, what, check).await;
+}
+
+/// Polls `check` until it holds, failing with `what` after `limit`; returns how long it took.
+pub async fn within<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = tokio::time::Instant::now();
     while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still not true after 10 s: {what}"
-        );
+        assert!(started.elapsed() < limit, "still not true after {limit:?}: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    started.elapsed()
 }
 
 /// The value of sample `name` in a Prometheus text: unlabelled, or labelled only with the

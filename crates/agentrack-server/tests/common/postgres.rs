@@ -33,10 +33,11 @@ pub fn with_database(url: &str, database: &str) -> String {
 }
 
 async fn admin() -> tokio_postgres::Client {
-    admin_on(&admin_url()).await
+    connect(&admin_url()).await
 }
 
-async fn admin_on(url: &str) -> tokio_postgres::Client {
+/// A client of the database at `url` (its connection driven in the background).
+pub async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|error| panic!("cannot reach the test PostgreSQL at {url}: {error}"));
@@ -52,7 +53,7 @@ pub async fn fresh_database() -> (String, String) {
 /// A fresh, empty database on the server at `admin_url`; returns its URL and name.
 pub async fn fresh_database_on(admin_url: &str) -> (String, String) {
     let name = format!("agentrack_test_{}", uuid::Uuid::new_v4().simple());
-    admin_on(admin_url)
+    connect(admin_url)
         .await
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
@@ -76,7 +77,7 @@ pub fn drop_database_on(admin_url: &str, name: &str) {
             .unwrap();
         runtime.block_on(async {
             let _ = tokio::time::timeout(Duration::from_secs(10), async {
-                admin_on(&admin_url).await.batch_execute(&sql).await
+                connect(&admin_url).await.batch_execute(&sql).await
             })
             .await;
         });
