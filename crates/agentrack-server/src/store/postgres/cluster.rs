@@ -8,9 +8,9 @@ use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 
 use super::writer::EVENTS_CHANNEL;
-use super::{PgStore, db_error};
+use super::{ADMIN_EXISTS, PgStore, db_error, insert_token_row};
 use crate::auth::TokenGrant;
-use crate::store::row::{from_sql, millis, to_sql};
+use crate::store::row::{from_sql, to_sql};
 use crate::store::{ClusterStore, NodeRow, ShardId, ShardMove, ShardRow, StoreFuture, StoredEvent, Taken};
 
 /// The database's clock in ms, in SQL.
@@ -50,28 +50,11 @@ impl ClusterStore for PgStore {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&BOOTSTRAP_LOCK])
                 .await
                 .map_err(db_error)?;
-            let exists: bool = tx
-                .query_one("SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin')", &[])
-                .await
-                .map_err(db_error)?
-                .get(0);
+            let exists: bool = tx.query_one(ADMIN_EXISTS, &[]).await.map_err(db_error)?.get(0);
             if exists {
                 return Ok(false);
             }
-            tx.execute(
-                "INSERT INTO tokens (token_hash, role, tenant, user_id, label, created_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                &[
-                    &hash,
-                    &grant.role.as_str(),
-                    &grant.tenant,
-                    &grant.user_id,
-                    &grant.label,
-                    &millis(grant.created_at),
-                ],
-            )
-            .await
-            .map_err(db_error)?;
+            insert_token_row(&*tx, &hash, &grant).await?;
             tx.commit().await.map_err(db_error)?;
             Ok(true)
         })

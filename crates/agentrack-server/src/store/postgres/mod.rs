@@ -66,6 +66,33 @@ fn db_error(error: tokio_postgres::Error) -> StoreError {
     StoreError::database(error)
 }
 
+/// Whether the store holds an admin token.
+const ADMIN_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin')";
+
+/// Stores a token's row (by the writer, or by the first node of a cluster under its lock).
+async fn insert_token_row(
+    client: &impl tokio_postgres::GenericClient,
+    hash: &str,
+    grant: &TokenGrant,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "INSERT INTO tokens (token_hash, role, tenant, user_id, label, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &hash,
+                &grant.role.as_str(),
+                &grant.tenant,
+                &grant.user_id,
+                &grant.label,
+                &millis(grant.created_at),
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
 /// Where and how to connect: the parsed URL and the TLS connector.
 #[derive(Clone)]
 struct Target {
@@ -402,10 +429,7 @@ impl Store for PgStore {
     fn has_admin_token(&self) -> StoreFuture<'_, bool> {
         Box::pin(async move {
             let client = self.client().await?;
-            let row = client
-                .query_one("SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin')", &[])
-                .await
-                .map_err(db_error)?;
+            let row = client.query_one(ADMIN_EXISTS, &[]).await.map_err(db_error)?;
             Ok(row.get(0))
         })
     }

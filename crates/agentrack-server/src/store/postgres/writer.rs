@@ -6,7 +6,7 @@ use agentrack::ExecutionRecord;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
-use super::{Target, db_error};
+use super::{Target, db_error, insert_token_row};
 use crate::auth::TokenGrant;
 use crate::store::row::{self, EventColumns, ExecutionColumns, millis, to_sql};
 use crate::store::{Batch, Cutoff, Purged, RowUpdate, StoreError, StoreWriter};
@@ -442,25 +442,7 @@ impl StoreWriter for PgWriter {
     }
 
     fn insert_token(&mut self, hash: &str, grant: &TokenGrant) -> Result<(), StoreError> {
-        self.with(async |connection| {
-            connection
-                .client
-                .execute(
-                    "INSERT INTO tokens (token_hash, role, tenant, user_id, label, created_at_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[
-                        &hash,
-                        &grant.role.as_str(),
-                        &grant.tenant,
-                        &grant.user_id,
-                        &grant.label,
-                        &millis(grant.created_at),
-                    ],
-                )
-                .await
-                .map_err(db_error)?;
-            Ok(())
-        })
+        self.with(async |connection| insert_token_row(&connection.client, hash, grant).await)
     }
 
     fn check(&mut self) -> Result<(), StoreError> {
