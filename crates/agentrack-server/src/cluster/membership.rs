@@ -127,9 +127,19 @@ pub async fn round(
 ) -> Result<(), StoreError> {
     cluster.heartbeat_node(&member.node_id, &member.url).await?;
     renew(member, cluster, loader).await?;
+    let View { nodes, shards, now_ms } = read_view(member, cluster).await?;
+    refresh_owners(member, &loader.shards, &nodes, &shards, now_ms);
+    rebalance(member, cluster, loader, &nodes, &shards, now_ms).await?;
+    *view.write() = View { nodes, shards, now_ms };
+    Ok(())
+}
+
+/// What the store says now: its clock, every node (alive if it said so within one lease TTL)
+/// and every shard's lease.
+async fn read_view(member: &Member, cluster: &dyn ClusterStore) -> Result<View, StoreError> {
     let now_ms = cluster.now_ms().await?;
     let ttl_ms = i64::try_from(member.lease_ttl.as_millis()).unwrap_or(i64::MAX);
-    let nodes: Vec<(NodeRow, bool)> = cluster
+    let nodes = cluster
         .nodes()
         .await?
         .into_iter()
@@ -139,10 +149,7 @@ pub async fn round(
         })
         .collect();
     let shards = cluster.shards().await?;
-    refresh_owners(member, &loader.shards, &nodes, &shards, now_ms);
-    rebalance(member, cluster, loader, &nodes, &shards, now_ms).await?;
-    *view.write() = View { nodes, shards, now_ms };
-    Ok(())
+    Ok(View { nodes, shards, now_ms })
 }
 
 /// Extends the leases of the shards served here; drops the ones lost.
@@ -189,19 +196,8 @@ pub async fn refresh_now(
     if last.is_some_and(|at| at >= asked || at.elapsed() < REFRESH_SPACING) {
         return Ok(());
     }
-    let now_ms = cluster.now_ms().await?;
-    let ttl_ms = i64::try_from(member.lease_ttl.as_millis()).unwrap_or(i64::MAX);
-    let nodes: Vec<(NodeRow, bool)> = cluster
-        .nodes()
-        .await?
-        .into_iter()
-        .map(|node| {
-            let alive = node.seen_ms + ttl_ms >= now_ms;
-            (node, alive)
-        })
-        .collect();
-    let leases = cluster.shards().await?;
-    refresh_owners(member, shards, &nodes, &leases, now_ms);
+    let view = read_view(member, cluster).await?;
+    refresh_owners(member, shards, &view.nodes, &view.shards, view.now_ms);
     *last = Some(Instant::now());
     Ok(())
 }
