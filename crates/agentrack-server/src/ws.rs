@@ -295,9 +295,10 @@ fn snapshot_records(state: &AppState, subscription: &Subscription) -> Vec<Execut
         (None, Some(thread)) => trackers.iter().flat_map(|tracker| tracker.by_thread(thread)).collect(),
         // A viewer's own executions through the user index, rather than every alive one.
         (None, None) => match subscription.scope.event_filter(None, None).user_id {
-            Some(user_id) => trackers
-                .iter()
-                .flat_map(|tracker| tracker.by_user(&user_id))
+            Some(user_id) => state
+                .shards
+                .by_user(&user_id)
+                .into_iter()
                 .filter(ExecutionRecord::is_alive)
                 .collect(),
             None => trackers.iter().flat_map(Tracker::active).collect(),

@@ -61,9 +61,8 @@ async fn scoped(State(state): State<AppState>, scope: Scope, headers: HeaderMap)
         Some(user) => {
             let records: Vec<_> = state
                 .shards
-                .trackers()
-                .iter()
-                .flat_map(|tracker| tracker.by_user(user))
+                .by_user(user)
+                .into_iter()
                 .filter(|record| scope.sees(record))
                 .collect();
             samples_of(&records)

@@ -242,9 +242,8 @@ async fn overview(State(state): State<AppState>, scope: Scope, headers: HeaderMa
         // A viewer's own executions are few: copied, for their phase samples too.
         let records: Vec<ExecutionRecord> = state
             .shards
-            .trackers()
-            .iter()
-            .flat_map(|tracker| tracker.by_user(user))
+            .by_user(user)
+            .into_iter()
             .filter(|record| scope.sees(record))
             .collect();
         for record in &records {

@@ -272,4 +272,12 @@ impl Shards {
     pub fn trackers(&self) -> Vec<Tracker> {
         self.locals().into_iter().map(|shard| shard.tracker.clone()).collect()
     }
+
+    /// User `user`'s executions in every shard served here, through each tracker's user index.
+    pub fn by_user(&self, user: &str) -> Vec<ExecutionRecord> {
+        self.locals()
+            .iter()
+            .flat_map(|shard| shard.tracker.by_user(user))
+            .collect()
+    }
 }
