@@ -40,7 +40,8 @@ impl Deferred {
         let count = self.heartbeats.get(&id).map_or(0, |(_, count)| *count) + 1;
         self.heartbeats.insert(id, (heartbeat, count));
         self.since.get_or_insert_with(Instant::now);
-        count >= HEARTBEATS_UNWRITTEN || self.write_next.remove(&id)
+        // Empty but just after a takeover: spares a lookup per heartbeat.
+        count >= HEARTBEATS_UNWRITTEN || (!self.write_next.is_empty() && self.write_next.remove(&id))
     }
 
     /// Has the next heartbeat of each of `ids` written at once (see [`Self::hold_heartbeat`]).
