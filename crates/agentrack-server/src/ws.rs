@@ -38,7 +38,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::agui::AguiMapper;
-use crate::api::body::{Fields, JsonBody, describe};
+use crate::api::body::{JsonBody, describe};
 use crate::api::heartbeats;
 use crate::app::AppState;
 use crate::auth::Scope;
@@ -588,9 +588,7 @@ async fn answer(state: &AppState, scope: &Scope, text: &str) -> serde_json::Valu
     }
     let mut body = body;
     body.remove("type");
-    let ids = match Fields::new(JsonBody(body), &["execution_ids"])
-        .and_then(|fields| fields.string_list("execution_ids", heartbeats::MAX_BATCH))
-    {
+    let ids = match heartbeats::batch_ids(JsonBody(body)) {
         Ok(ids) => ids,
         Err(error) => return json!({"type": "error", "error": error.body()["error"]}),
     };

@@ -22,6 +22,17 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// JSON decoder reads back (128 levels).
 pub const MAX_DEPTH: usize = 32;
 
+/// The shortest duration a body may give, in seconds: one that rounds to no time at all would
+/// reach the core as an invalid zero.
+pub const MIN_SECONDS: f64 = 0.001;
+
+/// The longest duration a body may give, in seconds: a year.
+pub const MAX_SECONDS: f64 = 366.0 * 24.0 * 3600.0;
+
+/// The longest name or identifier accepted in a body, in characters (as JSON Schema's
+/// `maxLength` counts them, so that the published schema says exactly what is accepted).
+pub const MAX_NAME_CHARS: usize = 1024;
+
 /// How deeply `value` nests: 0 for a scalar, 1 for an object or array of scalars, and so on.
 /// Iterative, so that no input can exhaust the stack.
 pub fn depth(value: &Value) -> usize {
@@ -64,11 +75,21 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = read_limited(request.into_body()).await?;
+        Self::parse(&read_limited(request.into_body()).await?)
+    }
+}
+
+impl JsonBody {
+    /// A body read whole (at most [`MAX_BODY_BYTES`]), parsed.
+    ///
+    /// # Errors
+    ///
+    /// 400 `malformed_json`, or 422 `invalid_body` for JSON that is not an object.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(Map::new()));
         }
-        let value: Value = serde_json::from_slice(&bytes).map_err(ApiError::malformed_json)?;
+        let value: Value = serde_json::from_slice(bytes).map_err(ApiError::malformed_json)?;
         match value {
             Value::Object(map) => Ok(Self(map)),
             other => Err(ApiError::new(
@@ -197,16 +218,17 @@ impl Fields {
         self.optional_string(name)?.ok_or_else(|| ApiError::missing_field(name))
     }
 
-    /// An optional non-empty string of at most 1 KiB (names and identifiers).
+    /// An optional non-empty string of at most [`MAX_NAME_CHARS`] characters (names and
+    /// identifiers).
     ///
     /// # Errors
     ///
     /// 422 `invalid_field` for another kind of value, an empty string or a longer one.
     pub fn optional_string(&self, name: &str) -> Result<Option<String>, ApiError> {
-        self.optional_text(name, 1024)
+        self.optional_text(name, MAX_NAME_CHARS)
     }
 
-    /// An optional non-empty string of at most `max` bytes.
+    /// An optional non-empty string of at most `max` characters.
     ///
     /// # Errors
     ///
@@ -217,9 +239,9 @@ impl Fields {
             Some(Value::String(s)) if s.trim().is_empty() => {
                 Err(ApiError::invalid_field(name, format!("field {name} must not be empty")))
             }
-            Some(Value::String(s)) if s.len() > max => Err(ApiError::invalid_field(
+            Some(Value::String(s)) if s.chars().count() > max => Err(ApiError::invalid_field(
                 name,
-                format!("field {name} is longer than {max} bytes"),
+                format!("field {name} is longer than {max} characters"),
             )),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(other) => Err(ApiError::invalid_field(
@@ -248,7 +270,7 @@ impl Fields {
         Ok(Some(map.clone()))
     }
 
-    /// An optional positive, finite number of seconds.
+    /// An optional number of seconds from [`MIN_SECONDS`] to [`MAX_SECONDS`].
     ///
     /// # Errors
     ///
@@ -258,10 +280,12 @@ impl Fields {
             None => Ok(None),
             Some(Value::Number(n)) => {
                 let secs = n.as_f64().unwrap_or(f64::NAN);
-                if !(secs > 0.0 && secs <= 366.0 * 24.0 * 3600.0) {
+                if !(MIN_SECONDS..=MAX_SECONDS).contains(&secs) {
                     return Err(ApiError::invalid_field(
                         name,
-                        format!("field {name} must be a number of seconds greater than 0 and at most a year, not {n}"),
+                        format!(
+                            "field {name} must be a number of seconds from {MIN_SECONDS} to {MAX_SECONDS} (a year), not {n}"
+                        ),
                     ));
                 }
                 std::time::Duration::try_from_secs_f64(secs)

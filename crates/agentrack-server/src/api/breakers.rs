@@ -78,8 +78,15 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
+/// The longest breaker name, in characters.
+pub(super) const MAX_NAME_CHARS: usize = 200;
+
 fn check_name(name: &str) -> Result<(), ApiError> {
-    if name.is_empty() || name.len() > 200 || name.contains('/') || name.chars().any(char::is_control) {
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.contains('/')
+        || name.chars().any(char::is_control)
+    {
         return Err(ApiError::invalid_field(
             "name",
             "a breaker name must be 1 to 200 characters, without '/' or control characters",
@@ -168,15 +175,21 @@ async fn acquire(
     })))
 }
 
+/// `POST /v1/breakers/{name}/record`'s body: the permit and how its call went.
+pub(crate) fn permit_outcome(body: JsonBody) -> Result<(String, agentrack::Outcome), ApiError> {
+    let fields = Fields::new(body, &["permit", "outcome"])?;
+    let permit = fields.string("permit")?;
+    let OutcomeName(outcome) = fields.enumeration("outcome", "invalid_outcome", "outcome")?;
+    Ok((permit, outcome))
+}
+
 async fn record(
     State(state): State<AppState>,
     scope: Scope,
     Path(name): Path<String>,
     body: JsonBody,
 ) -> Result<Json<NamedBreaker>, ApiError> {
-    let fields = Fields::new(body, &["permit", "outcome"])?;
-    let permit = fields.string("permit")?;
-    let OutcomeName(outcome) = fields.enumeration("outcome", "invalid_outcome", "outcome")?;
+    let (permit, outcome) = permit_outcome(body)?;
     check_name(&name)?;
     let shard = serving_breaker(&state, &scope, &name)?;
     let change = state

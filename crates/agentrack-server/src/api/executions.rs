@@ -13,7 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::body::{Fields, JsonBody};
 use super::error::ApiError;
@@ -275,6 +275,19 @@ async fn create(
     scope: Scope,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<ExecutionRecord>), ApiError> {
+    let (new, tenant) = new_execution(body)?;
+    let new = new.tenant(scope.owning_tenant(tenant)?);
+    let change = match state.shards.create(new) {
+        Some(created) => created?.1,
+        None => return Err(ApiError::no_shard_here()),
+    };
+    state.durable(&change).await?;
+    Ok((StatusCode::CREATED, Json(current(&state, change.id()).await?)))
+}
+
+/// `POST /v1/executions`' body: the new execution, and the tenant it names (whether the caller
+/// may name it is the caller's scope's business).
+pub(crate) fn new_execution(body: JsonBody) -> Result<(NewExecution, Option<String>), ApiError> {
     let fields = Fields::new(
         body,
         &[
@@ -291,16 +304,11 @@ async fn create(
     let user_id = fields.string("user_id")?;
     let timeout = fields.optional_seconds("timeout_seconds")?;
     let metadata = fields.optional_object("metadata")?;
-    let tenant = scope.owning_tenant(fields.optional_string("tenant")?)?;
-    let mut new = NewExecution::new(agent_name, thread_id, user_id).tenant(tenant);
+    let tenant = fields.optional_string("tenant")?;
+    let mut new = NewExecution::new(agent_name, thread_id, user_id);
     new.timeout = timeout;
     new.metadata = metadata.unwrap_or_default();
-    let change = match state.shards.create(new) {
-        Some(created) => created?.1,
-        None => return Err(ApiError::no_shard_here()),
-    };
-    state.durable(&change).await?;
-    Ok((StatusCode::CREATED, Json(current(&state, change.id()).await?)))
+    Ok((new, tenant))
 }
 
 async fn read(
@@ -330,16 +338,29 @@ async fn set_state(
     Path(id): Path<String>,
     body: JsonBody,
 ) -> Result<Json<ExecutionRecord>, ApiError> {
-    let fields = Fields::new(body, &["state", "error", "result"])?;
-    let new_state: ExecutionState = fields.enumeration("state", "invalid_state", "execution state")?;
-    let update = StateUpdate {
-        error: fields.optional_text("error", 64 * 1024)?,
-        result: fields.value("result")?,
-    };
+    let (new_state, update) = state_change(body)?;
     let (id, tracker) = changeable(&state, &scope, &id).await?;
     let change = tracker.set_state(id, new_state, update)?;
     state.durable(&change).await?;
     Ok(Json(current(&state, id).await?))
+}
+
+/// `POST /v1/executions/{id}/state`'s body.
+pub(crate) fn state_change(body: JsonBody) -> Result<(ExecutionState, StateUpdate), ApiError> {
+    let fields = Fields::new(body, &["state", "error", "result"])?;
+    let new_state: ExecutionState = fields.enumeration("state", "invalid_state", "execution state")?;
+    let update = StateUpdate {
+        error: fields.optional_text("error", MAX_ERROR_CHARS)?,
+        result: fields.value("result")?,
+    };
+    Ok((new_state, update))
+}
+
+/// `POST /v1/executions/{id}/phase`'s body.
+pub(crate) fn phase_change(body: JsonBody) -> Result<(Phase, Option<Map<String, Value>>), ApiError> {
+    let fields = Fields::new(body, &["phase", "metadata"])?;
+    let phase: Phase = fields.enumeration("phase", "invalid_phase", "phase")?;
+    Ok((phase, fields.optional_object("metadata")?))
 }
 
 async fn transition(
@@ -348,9 +369,7 @@ async fn transition(
     Path(id): Path<String>,
     body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let fields = Fields::new(body, &["phase", "metadata"])?;
-    let phase: Phase = fields.enumeration("phase", "invalid_phase", "phase")?;
-    let metadata = fields.optional_object("metadata")?;
+    let (phase, metadata) = phase_change(body)?;
     let (id, tracker) = changeable(&state, &scope, &id).await?;
     let change = tracker.transition(id, phase, metadata)?;
     state.durable(&change).await?;
@@ -413,10 +432,13 @@ async fn reset_breaker(
     Ok(Json(tracker.breaker_status(id)?))
 }
 
+/// The longest `error` text a state change takes, in characters.
+pub(super) const MAX_ERROR_CHARS: usize = 64 * 1024;
+
 /// The page size when none is asked for.
 const DEFAULT_LIMIT: usize = 50;
 /// The largest page.
-const MAX_LIMIT: usize = 1000;
+pub(super) const MAX_LIMIT: usize = 1000;
 
 /// `GET /v1/executions`' query parameters, for its documentation and its error messages.
 const LIST_PARAMETERS: &[(&str, &str)] = &[

@@ -259,8 +259,17 @@ pub async fn batch(
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Json<BatchReport>, ApiError> {
-    let fields = Fields::new(body, &["execution_ids"])?;
-    let ids = fields.string_list("execution_ids", MAX_BATCH)?;
+    let ids = batch_ids(body)?;
     let forwarded = headers.contains_key(FORWARDED_BY);
     Ok(Json(beat_all(&state, &scope, &ids, forwarded).await?))
+}
+
+/// The ids of a batch of heartbeats (`POST /v1/heartbeats`, or a stream's heartbeat message
+/// without its `type`).
+///
+/// # Errors
+///
+/// 422 for another field, or anything but 1 to [`MAX_BATCH`] non-empty strings.
+pub fn batch_ids(body: JsonBody) -> Result<Vec<String>, ApiError> {
+    Fields::new(body, &["execution_ids"])?.string_list("execution_ids", MAX_BATCH)
 }

@@ -7,6 +7,8 @@ use axum::Json;
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
+use agentrack::ExecutionState;
+
 use super::{Access, Route, RouteDoc, route_docs};
 
 /// The routes of this resource.
@@ -49,18 +51,39 @@ fn status_text(status: u16) -> &'static str {
     }
 }
 
+/// What a path or query parameter accepts, exactly as its route checks it: a value outside the
+/// schema is refused (4xx), a value inside it is never refused for its form. Parameters of the
+/// same name mean the same on every route.
+fn parameter_schema(name: &str) -> Value {
+    let states = ExecutionState::VALUES.join("|");
+    match name {
+        "limit" => json!({"type": "integer", "minimum": 1, "maximum": super::executions::MAX_LIMIT}),
+        // Comma-separated, empty items ignored.
+        "state" => json!({"type": "string", "pattern": format!("^({states})?(,({states})?)*$")}),
+        "active" => json!({"type": "string", "enum": ["true", "false", "1", "0"]}),
+        "snapshot" => json!({"type": "string", "enum": ["true", "false", "1", "0", ""]}),
+        "protocol" => json!({"type": "string", "enum": ["agentrack", "agui", ""]}),
+        // An execution id (the last of the previous page).
+        "cursor" => json!({"type": "string", "pattern": "^exec_[0-9a-fA-F]{32}$"}),
+        // A breaker's name: 1 to 200 characters, no '/' and no control character.
+        "name" => json!({"type": "string", "minLength": 1, "maxLength": super::breakers::MAX_NAME_CHARS,
+            "pattern": "^[^/\\u0000-\\u001f\\u007f-\\u009f]*$"}),
+        _ => json!({"type": "string"}),
+    }
+}
+
 fn operation(doc: &RouteDoc) -> Value {
     let mut parameters: Vec<Value> = Vec::new();
     let mut rest = doc.path;
     while let Some(start) = rest.find('{') {
         let Some(end) = rest[start..].find('}') else { break };
         let name = &rest[start + 1..start + end];
-        parameters.push(json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}));
+        parameters.push(json!({"name": name, "in": "path", "required": true, "schema": parameter_schema(name)}));
         rest = &rest[start + end + 1..];
     }
     for (name, description) in doc.query {
         parameters.push(json!({"name": name, "in": "query", "required": false,
-            "description": description, "schema": {"type": "string"}}));
+            "description": description, "schema": parameter_schema(name)}));
     }
     let mut responses = Map::new();
     let (status, schema) = doc.success;
@@ -108,14 +131,34 @@ fn operation(doc: &RouteDoc) -> Value {
     op
 }
 
+/// From a created execution to every route of one execution, for clients (and API fuzzers)
+/// that follow OpenAPI links.
+fn execution_links(docs: &[RouteDoc]) -> Value {
+    let links: Map<String, Value> = docs
+        .iter()
+        .filter(|doc| doc.path.starts_with("/v1/executions/{id}"))
+        .map(|doc| {
+            let link = json!({"operationId": doc.operation_id,
+                "parameters": {"id": "$response.body#/execution_id"}});
+            (doc.operation_id.to_owned(), link)
+        })
+        .collect();
+    Value::Object(links)
+}
+
 /// The whole document.
 pub fn spec() -> Value {
     let mut paths: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
-    for doc in route_docs() {
+    let docs = route_docs();
+    for doc in &docs {
+        let mut operation = operation(doc);
+        if doc.operation_id == "createExecution" {
+            operation["responses"]["201"]["links"] = execution_links(&docs);
+        }
         paths
             .entry(doc.path)
             .or_default()
-            .insert(doc.method.to_lowercase(), operation(&doc));
+            .insert(doc.method.to_lowercase(), operation);
     }
     json!({
         "openapi": "3.1.0",

@@ -72,6 +72,20 @@ fn string() -> Value {
     json!({"type": "string"})
 }
 
+/// Matches a string holding a character `str::trim` keeps (Unicode `White_Space` spelled out:
+/// a regex's `\\s` differs between engines), as the API refuses blank strings.
+const NOT_BLANK: &str = "[^\\t-\\r \u{85}\u{a0}\u{1680}\u{2000}-\u{200a}\u{2028}\u{2029}\u{202f}\u{205f}\u{3000}]";
+
+/// A string a request body takes as a name or a text: not blank, at most `max` characters.
+fn text(max: usize) -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": max, "pattern": NOT_BLANK})
+}
+
+/// A name or an identifier in a request body.
+fn name() -> Value {
+    text(super::body::MAX_NAME_CHARS)
+}
+
 fn integer() -> Value {
     json!({"type": "integer", "minimum": 0})
 }
@@ -96,6 +110,20 @@ fn object() -> Value {
 /// Any JSON value (results, tool parameters).
 fn any() -> Value {
     json!({})
+}
+
+/// `POST /v1/tokens`' body: a viewer's token needs a user, another's may not have one.
+fn new_token() -> Value {
+    let mut schema = partial(
+        &["role", "tenant"],
+        json!({"role": reference("Role"), "tenant": name(),
+            "user_id": {"description": "Required for viewers, refused otherwise.", "anyOf": [name(), {"type": "null"}]},
+            "label": nullable(name())}),
+    );
+    schema["if"] = json!({"properties": {"role": {"const": "viewer"}}});
+    schema["then"] = json!({"required": ["user_id"], "properties": {"user_id": name()}});
+    schema["else"] = json!({"properties": {"user_id": {"type": "null"}}});
+    schema
 }
 
 /// Every component schema, by name.
@@ -124,21 +152,27 @@ fn execution_schemas(add: &mut impl FnMut(&str, Value)) {
         "NewExecution",
         partial(
             &["agent_name", "thread_id", "user_id"],
-            json!({"agent_name": string(), "thread_id": string(), "user_id": string(),
-                "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
-                "metadata": object(), "tenant": {"type": "string", "description": "Admin tokens only."}}),
+            json!({"agent_name": name(), "thread_id": name(), "user_id": name(),
+                "timeout_seconds": nullable(json!({"type": "number",
+                    "minimum": super::body::MIN_SECONDS, "maximum": super::body::MAX_SECONDS})),
+                "metadata": nullable(object()),
+                "tenant": {"description": "Admin tokens only.", "anyOf": [name(), {"type": "null"}]}}),
         ),
     );
     add(
         "StateChange",
         partial(
             &["state"],
-            json!({"state": reference("ExecutionState"), "error": nullable(string()), "result": any()}),
+            json!({"state": reference("ExecutionState"),
+                "error": nullable(text(super::executions::MAX_ERROR_CHARS)), "result": any()}),
         ),
     );
     add(
         "PhaseChange",
-        partial(&["phase"], json!({"phase": reference("Phase"), "metadata": object()})),
+        partial(
+            &["phase"],
+            json!({"phase": reference("Phase"), "metadata": nullable(object())}),
+        ),
     );
     add("Transition", transition());
     add("TimeoutConfig", timeout_config());
@@ -157,7 +191,7 @@ fn execution_schemas(add: &mut impl FnMut(&str, Value)) {
     add(
         "HeartbeatBatch",
         exact(json!({"execution_ids": {"type": "array", "minItems": 1,
-            "maxItems": super::heartbeats::MAX_BATCH, "items": string()}})),
+            "maxItems": super::heartbeats::MAX_BATCH, "items": {"type": "string", "pattern": NOT_BLANK}}})),
     );
     add("HeartbeatBatchReport", exact(Value::Object(batch_report())));
 }
@@ -184,18 +218,10 @@ fn service_schemas(add: &mut impl FnMut(&str, Value)) {
     );
     add(
         "PermitOutcome",
-        exact(json!({"permit": string(),
+        exact(json!({"permit": name(),
             "outcome": {"type": "string", "enum": ["success", "failure", "timeout", "ignored"]}})),
     );
-    add(
-        "NewToken",
-        partial(
-            &["role", "tenant"],
-            json!({"role": reference("Role"), "tenant": string(),
-                "user_id": {"type": "string", "description": "Required for viewers, refused otherwise."},
-                "label": string()}),
-        ),
-    );
+    add("NewToken", new_token());
     add(
         "TokenCreated",
         exact(json!({"token": string(), "role": reference("Role"), "tenant": string(),

@@ -31,14 +31,18 @@ pub fn routes() -> Vec<Route> {
     }]
 }
 
-async fn create(State(state): State<AppState>, body: JsonBody) -> Result<(StatusCode, Json<Value>), ApiError> {
+/// `POST /v1/tokens`' body: the grant asked for.
+pub(crate) fn new_token(body: JsonBody) -> Result<TokenGrant, ApiError> {
     let fields = Fields::new(body, &["role", "tenant", "user_id", "label"])?;
     let role: Role = fields.enumeration("role", "invalid_role", "role")?;
     let tenant = fields.string("tenant")?;
     let user_id = fields.optional_string("user_id")?;
     let label = fields.optional_string("label")?;
-    let grant = TokenGrant::new(role, tenant, user_id, label)
-        .map_err(|error| ApiError::invalid_field("user_id", error.to_string()))?;
+    TokenGrant::new(role, tenant, user_id, label).map_err(|error| ApiError::invalid_field("user_id", error.to_string()))
+}
+
+async fn create(State(state): State<AppState>, body: JsonBody) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let grant = new_token(body)?;
     let token = generate_token().map_err(|error| ApiError::internal(format!("no randomness: {error}")))?;
     let hash = hash_token(&token);
     state

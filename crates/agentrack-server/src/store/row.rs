@@ -118,6 +118,6 @@ pub(super) fn finished(mut record: ExecutionRecord, event: &Event) -> Option<Exe
 }
 
 /// Decodes a stored record.
-pub(super) fn decode(text: &str) -> Result<ExecutionRecord, StoreError> {
+pub(crate) fn decode(text: &str) -> Result<ExecutionRecord, StoreError> {
     serde_json::from_str(text).map_err(StoreError::corrupt)
 }

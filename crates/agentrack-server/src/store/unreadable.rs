@@ -35,7 +35,7 @@ pub(super) fn skip(execution_id: &str, error: &dyn std::fmt::Display) {
 /// A page of a list from its rows (`execution_id`, record JSON) as fetched: at most `limit`
 /// decoded, any row more meaning there is a next page. The cursor is the last row's id even
 /// when that row was skipped, so a page of skipped rows never ends the list early.
-pub(super) fn page<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str)>, limit: usize) -> Page {
+pub(crate) fn page<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str)>, limit: usize) -> Page {
     let mut records = Vec::new();
     let mut last: Option<&str> = None;
     let mut more = false;
