@@ -426,7 +426,73 @@ async fn bad_queries_tokens_and_breaker_calls_are_refused(backend: Backend) {
     .await;
 }
 
+/// What schemathesis found where the server and its published schemas disagreed: lengths are
+/// counted in characters as the schemas (and the messages) say, not in bytes, and a timeout
+/// that rounds to no time is refused naming its field (it reached the core as a zero timeout,
+/// refused naming a field `timeout` no body has).
+async fn limits_count_characters_and_a_timeout_below_a_millisecond_is_refused(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]).await;
+    let agent = server.token("agent", "t1", None).await;
+    for timeout in [json!(5e-324), json!(0.0005), json!(0)] {
+        let body = json!({"agent_name": "a", "thread_id": "t", "user_id": "u", "timeout_seconds": timeout});
+        let error = expect(
+            &server,
+            &agent,
+            "/v1/executions",
+            &body.to_string(),
+            422,
+            "invalid_field",
+        )
+        .await;
+        assert_eq!(error["error"]["field"], "timeout_seconds", "{error}");
+    }
+    let too_long = json!({"agent_name": "a".repeat(1025), "thread_id": "t", "user_id": "u"});
+    expect(
+        &server,
+        &agent,
+        "/v1/executions",
+        &too_long.to_string(),
+        422,
+        "invalid_field",
+    )
+    .await;
+    let (_, page) = server.get("/v1/executions", &agent).await;
+    assert_eq!(page["executions"], json!([]), "nothing was created");
+
+    // 1,024 two-byte characters: 2,048 bytes, within the limit of 1,024 characters.
+    let wide = "é".repeat(1024);
+    let created = server
+        .ok(
+            "/v1/executions",
+            &agent,
+            json!({"agent_name": wide, "thread_id": "t", "user_id": "u", "timeout_seconds": 0.001,
+                "metadata": null, "tenant": null}),
+        )
+        .await;
+    assert_eq!(
+        created["agent_name"].as_str().map(|name| name.chars().count()),
+        Some(1024)
+    );
+
+    // Breaker names: 1 to 200 characters, whatever their size in bytes.
+    let name = "é".repeat(200);
+    server
+        .ok(&format!("/v1/breakers/{name}/acquire"), &agent, json!({}))
+        .await;
+    let name = "é".repeat(201);
+    expect(
+        &server,
+        &agent,
+        &format!("/v1/breakers/{name}/acquire"),
+        "{}",
+        422,
+        "invalid_field",
+    )
+    .await;
+}
+
 on_both_backends!(
+    limits_count_characters_and_a_timeout_below_a_millisecond_is_refused,
     creating_with_bad_input_is_refused_and_creates_nothing,
     bad_states_phases_and_lifecycle_moves_change_nothing,
     unknown_ids_are_404_on_every_execution_route,
