@@ -11,7 +11,9 @@ fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|error| panic!("cannot read {}: {error}", dir.display()))
         .map(|entry| {
-            let path = entry.expect("a corpus entry").path();
+            let path = entry
+                .unwrap_or_else(|error| panic!("cannot list {}: {error}", dir.display()))
+                .path();
             let bytes = std::fs::read(&path).unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
             (
                 path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
