@@ -233,7 +233,7 @@ async fn metrics_health_and_the_openapi_document(backend: Backend) {
     assert!(phases.contains_key("thinking") && phases.contains_key("tool_execution"));
     assert!(phases["thinking"]["p99"].is_u64());
 
-    let (status, text) = server.request("GET", "/metrics", None, None).await;
+    let (status, text) = server.request("GET", "/metrics", Some(&server.admin), None).await;
     assert_eq!(status, 200);
     let text = text.as_str().unwrap();
     assert_eq!(
@@ -357,7 +357,7 @@ async fn finished_executions_that_left_memory_are_still_served_from_the_store(ba
 
     // Wait until the tracker has let go of it (its Prometheus gauge says so).
     eventually("the execution left memory", || async {
-        let (_, text) = server.request("GET", "/metrics", None, None).await;
+        let (_, text) = server.request("GET", "/metrics", Some(&server.admin), None).await;
         common::metric_value(text.as_str().unwrap(), "agentrack_executions_in_memory") == Some(0)
     })
     .await;

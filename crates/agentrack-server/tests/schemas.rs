@@ -122,7 +122,7 @@ async fn every_response_matches_its_documented_schema() {
         client.ok("GET", "/v1/overview", token, None).await;
     }
     client.ok("GET", "/v1/cluster", &admin, None).await;
-    let (status, metrics) = client.call("GET", "/metrics", None, None).await;
+    let (status, metrics) = client.call("GET", "/metrics", Some(&admin), None).await;
     assert_eq!(status, 200);
     assert!(metrics.as_str().unwrap().contains("agentrack_executions_total 2"));
     for path in ["/healthz", "/readyz", "/openapi.json"] {

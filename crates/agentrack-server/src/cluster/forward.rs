@@ -137,6 +137,22 @@ impl Forwarder {
             .await
     }
 
+    /// `method path` (no body) on the node at `base` for the caller holding `token`.
+    ///
+    /// # Errors
+    ///
+    /// 503 `shard_unavailable` when the node cannot be reached or does not answer JSON.
+    pub async fn request_json(
+        &self,
+        method: axum::http::Method,
+        base: &str,
+        node_id: &str,
+        path: &str,
+        token: &str,
+    ) -> Result<(axum::http::StatusCode, serde_json::Value), ApiError> {
+        self.json(method, base, node_id, path, token, None).await
+    }
+
     async fn json(
         &self,
         method: axum::http::Method,
