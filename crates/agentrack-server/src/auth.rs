@@ -410,32 +410,29 @@ impl TokenCache {
         self.stats.store_lookups.fetch_add(1, Ordering::Relaxed);
         let found = store.token(hash.clone()).await.map_err(ApiError::store)?;
         let unchanged = || self.generation.load(Ordering::SeqCst) == generation;
-        match found {
-            Some(grant) => {
-                let grant = Arc::new(grant);
-                if unchanged() {
-                    self.valid.insert(
-                        hash,
-                        Valid {
-                            grant: Arc::clone(&grant),
-                            checked: Instant::now(),
-                        },
-                    );
-                }
-                Ok(Ok(grant))
+        let Some(grant) = found else {
+            self.valid.remove(&hash);
+            if unchanged() {
+                self.refused.lock().insert(hash, Instant::now());
             }
-            None => {
-                self.valid.remove(&hash);
-                if unchanged() {
-                    self.refused.lock().insert(hash, Instant::now());
-                }
-                Ok(Err(Refusal::Unknown))
-            }
+            return Ok(Err(Refusal::Unknown));
+        };
+        let grant = Arc::new(grant);
+        if unchanged() {
+            self.valid.insert(
+                hash,
+                Valid {
+                    grant: Arc::clone(&grant),
+                    checked: Instant::now(),
+                },
+            );
         }
+        Ok(Ok(grant))
     }
 
     /// The cache's lines of the Prometheus text.
     pub fn prometheus(&self, labels: &str) -> String {
+        use std::fmt::Write as _;
         let counter = |name: &str, help: &str, value: u64| {
             format!("# HELP {name} {help}\n# TYPE {name} counter\n{name}{labels} {value}\n")
         };
@@ -454,7 +451,8 @@ impl TokenCache {
             "Tokens refused for their shape, without a store query.",
             self.stats.refused_malformed.load(Ordering::Relaxed),
         );
-        text += &format!(
+        let _ = write!(
+            text,
             "# HELP agentrack_token_refused_cache_entries Refused tokens remembered now.\n# TYPE agentrack_token_refused_cache_entries gauge\nagentrack_token_refused_cache_entries{labels} {}\n",
             self.refused_len()
         );
@@ -770,6 +768,26 @@ mod tests {
         assert!(a.starts_with("agt_") && a.len() == 68);
         assert_eq!(hash_token(&a).len(), 64);
         assert_eq!(hash_token(&a), hash_token(&a));
+    }
+
+    #[test]
+    fn only_the_shapes_of_tokens_and_tickets_reach_the_store() {
+        let token = generate_token().unwrap();
+        let ticket = generate_ticket().unwrap();
+        assert!(well_formed(&token, TOKEN_PREFIX) && well_formed(&ticket, TICKET_PREFIX));
+        assert!(!well_formed(&ticket, TOKEN_PREFIX) && !well_formed(&token, TICKET_PREFIX));
+        for bad in [
+            "agt_",
+            "agt_unknown",
+            &token.to_uppercase(),
+            &format!("{token}0"),
+            &token[1..],
+        ] {
+            assert!(!well_formed(bad, TOKEN_PREFIX), "{bad}");
+        }
+        let id = token_id(&hash_token(&token));
+        assert!(id.starts_with("tok_") && id.len() == 20, "{id}");
+        assert!(!token.contains(&id[4..]), "the id is not part of the token");
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub enum Revoked {
     LastAdmin,
 }
 
+/// A ticket taken from the store: the hash of its token, and its expiry.
+pub type TakenTicket = (String, DateTime<Utc>);
+
 /// A single-use event-stream ticket as stored: never the ticket itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
@@ -138,7 +141,7 @@ pub trait StoreWriter: Send {
     /// # Errors
     ///
     /// A database error.
-    fn take_ticket(&mut self, hash: &str) -> Result<Option<(String, DateTime<Utc>)>, StoreError>;
+    fn take_ticket(&mut self, hash: &str) -> Result<Option<TakenTicket>, StoreError>;
 
     /// Checks that the backend still answers, reconnecting if it can; called when the writer is
     /// idle, so that an outage shows (and ends) without waiting for the next write.

@@ -18,7 +18,7 @@ use super::baseline::{RawInserts, RawRow};
 use super::row::{self, EventColumns, ExecutionColumns, from_millis, from_sql, millis, to_sql};
 use super::{
     Batch, ClusterStore, Cutoff, EventQuery, ListQuery, Loaded, Page, Purged, Revoked, RowUpdate, ShardId, StateCount,
-    Store, StoreConfig, StoreError, StoreFuture, StoreUrl, StoreWriter, StoredEvent, Synchronous, Ticket,
+    Store, StoreConfig, StoreError, StoreFuture, StoreUrl, StoreWriter, StoredEvent, Synchronous, TakenTicket, Ticket,
 };
 use super::{replay, unreadable};
 use crate::auth::{Role, TokenGrant, TokenInfo, token_id};
@@ -761,7 +761,7 @@ impl StoreWriter for SqliteWriter {
         tx.commit().map_err(db_error)
     }
 
-    fn take_ticket(&mut self, hash: &str) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+    fn take_ticket(&mut self, hash: &str) -> Result<Option<TakenTicket>, StoreError> {
         self.conn
             .query_row(
                 "DELETE FROM tickets WHERE ticket_hash = ?1 RETURNING token_hash, expires_at_ms",

@@ -58,7 +58,7 @@ use tokio::sync::{oneshot, watch};
 
 use dashmap::DashMap;
 
-use super::{Purged, Revoked, ShardId, StoreError, StoreWriter, Ticket};
+use super::{Purged, Revoked, ShardId, StoreError, StoreWriter, TakenTicket, Ticket};
 use crate::auth::TokenGrant;
 use crate::serialized_event::SerializedEvent;
 
@@ -171,7 +171,7 @@ enum Message {
     },
     TakeTicket {
         hash: String,
-        reply: oneshot::Sender<Result<Option<(String, DateTime<Utc>)>, StoreError>>,
+        reply: oneshot::Sender<Result<Option<TakenTicket>, StoreError>>,
     },
     Purge {
         before: DateTime<Utc>,
@@ -380,7 +380,7 @@ impl Pipeline {
     /// # Errors
     ///
     /// The store's error, or [`StoreError::Task`] if the writer has stopped.
-    pub async fn take_ticket(&self, hash: String) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+    pub async fn take_ticket(&self, hash: String) -> Result<Option<TakenTicket>, StoreError> {
         self.ask(|reply| Message::TakeTicket { hash, reply }).await
     }
 

@@ -72,7 +72,7 @@ impl StoreWriter for Recorder {
     fn insert_ticket(&mut self, _ticket: &crate::store::Ticket) -> Result<(), StoreError> {
         Ok(())
     }
-    fn take_ticket(&mut self, _hash: &str) -> Result<Option<(String, chrono::DateTime<chrono::Utc>)>, StoreError> {
+    fn take_ticket(&mut self, _hash: &str) -> Result<Option<crate::store::TakenTicket>, StoreError> {
         Ok(None)
     }
     fn close(&mut self) -> Result<(), StoreError> {

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::{GRANT_COLUMNS, TOKENS_CHANNEL, Target, db_error, info_from_row, insert_token_row};
 use crate::auth::{Role, TokenGrant};
 use crate::store::row::{self, EventColumns, ExecutionColumns, from_millis, millis, to_sql};
-use crate::store::{Batch, Cutoff, Purged, Revoked, RowUpdate, StoreError, StoreWriter, Ticket};
+use crate::store::{Batch, Cutoff, Purged, Revoked, RowUpdate, StoreError, StoreWriter, TakenTicket, Ticket};
 
 /// The writer's connection and its prepared statements.
 pub(super) struct Connection {
@@ -514,7 +514,7 @@ impl StoreWriter for PgWriter {
         })
     }
 
-    fn take_ticket(&mut self, hash: &str) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+    fn take_ticket(&mut self, hash: &str) -> Result<Option<TakenTicket>, StoreError> {
         self.with(async move |connection| {
             let row = connection
                 .client
