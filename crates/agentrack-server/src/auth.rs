@@ -11,6 +11,7 @@
 //! A token may expire (`expires_at`) and may be revoked; either way it is refused from the next
 //! request on. Which tokens are valid is cached per node ([`TokenCache`]), and so are refusals
 //! (bounded in size and time), so that a flood of the same unknown token costs one store query.
+//!
 //! Which roles may call a route is the route table's business ([`crate::api::access`]). Within a
 //! route, handlers never compare tenants or users themselves. They extract a [`Scope`] and ask
 //! it: [`Scope::sees`] for one record, [`Scope::narrow`] and [`Scope::event_filter`] for queries
