@@ -434,5 +434,17 @@ mod tests {
         assert!(error.contains("http.max_requests"), "{error}");
         let instant: ServerConfig = toml::from_str("[websocket]\npong_timeout = \"0s\"\n").unwrap();
         assert!(instant.validate().is_err());
+        let tokens: ServerConfig = toml::from_str("[tokens]\nticket_ttl = \"5s\"\nrefused_cache_size = 7\n").unwrap();
+        assert_eq!(tokens.tokens.ticket_ttl, Duration::from_secs(5));
+        assert_eq!(tokens.tokens.refused_cache_size, 7);
+        assert!(tokens.metrics_require_auth, "/metrics needs a token unless opened");
+        for bad in ["[tokens]\nrefused_cache_size = 0\n", "[tokens]\nticket_ttl = \"0s\"\n"] {
+            let error = toml::from_str::<ServerConfig>(bad)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("tokens."), "{error}");
+        }
     }
 }
