@@ -175,16 +175,27 @@ async fn a_flood_of_unknown_tokens_costs_one_store_query_per_distinct_token(back
     assert_eq!(server.get("/v1/executions", &agent).await.0, 200);
 }
 
-async fn the_refused_cache_is_bounded_in_size(backend: Backend) {
+async fn the_refused_cache_is_bounded_in_size_and_time(backend: Backend) {
     let config = tempfile::tempdir().unwrap();
     let file = config.path().join("agentrack.toml");
-    std::fs::write(&file, "[tokens]\nrefused_cache_size = 3\n").unwrap();
+    std::fs::write(&file, "[tokens]\nrefused_cache_size = 3\nrefused_cache_ttl = \"1s\"\n").unwrap();
     let server = TestServer::start_on(backend, &["--config", file.to_str().unwrap()]).await;
     for n in 0..10 {
         assert_eq!(server.get("/v1/executions", &format!("agt_{n:064x}")).await.0, 401);
     }
     let text = server.prometheus().await;
     assert_eq!(counter(&text, "agentrack_token_refused_cache_entries"), 3, "{text}");
+    // A refusal is remembered for the TTL only: past it (a hard bound, not a race), the same
+    // token is looked up again.
+    let lookups = || async { counter(&server.prometheus().await, "agentrack_token_store_lookups_total") };
+    let unknown = format!("agt_{:064x}", 99);
+    assert_eq!(server.get("/v1/executions", &unknown).await.0, 401);
+    let first = lookups().await;
+    assert_eq!(server.get("/v1/executions", &unknown).await.0, 401);
+    assert_eq!(lookups().await, first, "remembered");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(server.get("/v1/executions", &unknown).await.0, 401);
+    assert_eq!(lookups().await, first + 1, "forgotten after the TTL");
 }
 
 async fn a_ticket_opens_one_stream_and_expires(backend: Backend) {
@@ -218,7 +229,7 @@ on_both_backends!(
     the_last_valid_admin_token_cannot_be_revoked,
     an_expired_token_is_refused,
     a_flood_of_unknown_tokens_costs_one_store_query_per_distinct_token,
-    the_refused_cache_is_bounded_in_size,
+    the_refused_cache_is_bounded_in_size_and_time,
     a_ticket_opens_one_stream_and_expires,
 );
 
