@@ -81,6 +81,11 @@ fn text(max: usize) -> Value {
     json!({"type": "string", "minLength": 1, "maxLength": max, "pattern": NOT_BLANK})
 }
 
+/// A number of seconds a request body gives (a timeout, an expiry).
+fn seconds() -> Value {
+    json!({"type": "number", "minimum": super::body::MIN_SECONDS, "maximum": super::body::MAX_SECONDS})
+}
+
 /// A name or an identifier in a request body.
 fn name() -> Value {
     text(super::body::MAX_NAME_CHARS)
@@ -118,7 +123,9 @@ fn new_token() -> Value {
         &["role", "tenant"],
         json!({"role": reference("Role"), "tenant": name(),
             "user_id": {"description": "Required for viewers, refused otherwise.", "anyOf": [name(), {"type": "null"}]},
-            "label": nullable(name())}),
+            "label": nullable(name()),
+            "expires_in_seconds": {"description": "The token is refused after this many seconds (at most a year); never, without it.",
+                "anyOf": [seconds(), {"type": "null"}]}}),
     );
     schema["if"] = json!({"properties": {"role": {"const": "viewer"}}});
     schema["then"] = json!({"required": ["user_id"], "properties": {"user_id": name()}});
@@ -153,8 +160,7 @@ fn execution_schemas(add: &mut impl FnMut(&str, Value)) {
         partial(
             &["agent_name", "thread_id", "user_id"],
             json!({"agent_name": name(), "thread_id": name(), "user_id": name(),
-                "timeout_seconds": nullable(json!({"type": "number",
-                    "minimum": super::body::MIN_SECONDS, "maximum": super::body::MAX_SECONDS})),
+                "timeout_seconds": nullable(seconds()),
                 "metadata": nullable(object()),
                 "tenant": {"description": "Admin tokens only.", "anyOf": [name(), {"type": "null"}]}}),
         ),
@@ -224,8 +230,30 @@ fn service_schemas(add: &mut impl FnMut(&str, Value)) {
     add("NewToken", new_token());
     add(
         "TokenCreated",
-        exact(json!({"token": string(), "role": reference("Role"), "tenant": string(),
-            "user_id": nullable(string()), "label": nullable(string())})),
+        exact(
+            json!({"token": {"type": "string", "description": "Shown once; only its hash is stored."},
+            "id": {"type": "string", "description": "Its public id (tok_…): what lists and revocations name it by."},
+            "role": reference("Role"), "tenant": string(),
+            "user_id": nullable(string()), "label": nullable(string()), "expires_at": nullable(time())}),
+        ),
+    );
+    add(
+        "TokenInfo",
+        exact(json!({"id": string(), "role": reference("Role"), "tenant": string(),
+            "user_id": nullable(string()), "label": nullable(string()), "created_at": time(),
+            "expires_at": nullable(time()), "revoked_at": nullable(time()),
+            "active": {"type": "boolean", "description": "Neither revoked nor expired: accepted now."}})),
+    );
+    add(
+        "TokenList",
+        exact(json!({"tokens": {"type": "array", "items": reference("TokenInfo")}})),
+    );
+    add(
+        "EventTicket",
+        exact(
+            json!({"ticket": {"type": "string", "description": "For one GET /v1/events?ticket=, on any node."},
+            "expires_at": time(), "expires_in_seconds": number()}),
+        ),
     );
     add("Scope", scope());
     add(
