@@ -49,7 +49,7 @@ fn record_routes() -> Vec<Route> {
                 access: Access::Write("create executions"),
                 request: Some("NewExecution"),
                 success: (201, Some("ExecutionRecord")),
-                errors: &[400, 401, 403, 413, 422, 503],
+                errors: &[400, 401, 403, 413, 422, 429, 503],
                 query: &[],
             },
             handler: post(create),
@@ -292,6 +292,7 @@ async fn create(
     let timeout = fields.optional_seconds("timeout_seconds")?;
     let metadata = fields.optional_object("metadata")?;
     let tenant = scope.owning_tenant(fields.optional_string("tenant")?)?;
+    let creating = state.quotas.admit_execution(&tenant, &user_id)?;
     let mut new = NewExecution::new(agent_name, thread_id, user_id).tenant(tenant);
     new.timeout = timeout;
     new.metadata = metadata.unwrap_or_default();
@@ -300,6 +301,8 @@ async fn create(
         None => return Err(ApiError::no_shard_here()),
     };
     state.durable(&change).await?;
+    // Durable, so counted as alive: no longer a creation under way.
+    drop(creating);
     Ok((StatusCode::CREATED, Json(current(&state, change.id()).await?)))
 }
 
