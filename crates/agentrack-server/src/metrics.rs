@@ -324,7 +324,7 @@ impl ServerMetrics {
                 self.counts
                     .lock()
                     .update(shard, &owner.tenant, &owner.user_id, |counts| {
-                        counts.finish(finished.state)
+                        counts.finish(finished.state);
                     });
             }
             Some(Counted::PhaseLeft(transition)) => {

@@ -353,7 +353,7 @@ impl NamedBreakers {
         let Some(mut keys) = self.by_tenant.get_mut(tenant) else {
             return false;
         };
-        if !keys.get(key).is_some_and(|used| *used < before) || !remove() {
+        if keys.get(key).is_none_or(|used| *used >= before) || !remove() {
             return false;
         }
         keys.remove(key);

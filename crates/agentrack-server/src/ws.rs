@@ -321,15 +321,16 @@ fn snapshot_records(state: &AppState, subscription: &Subscription, limit: usize)
             .map(|record| record.execution_id)
             .collect(),
         // A viewer's own executions through the user index, rather than every alive one.
-        (None, None) => match subscription.scope.event_filter(None, None).user_id {
-            Some(user_id) => state
-                .shards
-                .by_user(&user_id)
-                .into_iter()
-                .filter(|record| record.is_alive() && wanted(record))
-                .map(|record| record.execution_id)
-                .collect(),
-            None => {
+        (None, None) => {
+            if let Some(user_id) = subscription.scope.event_filter(None, None).user_id {
+                state
+                    .shards
+                    .by_user(&user_id)
+                    .into_iter()
+                    .filter(|record| record.is_alive() && wanted(record))
+                    .map(|record| record.execution_id)
+                    .collect()
+            } else {
                 let mut ids = Vec::new();
                 for tracker in &trackers {
                     tracker.visit(|record| {
@@ -340,7 +341,7 @@ fn snapshot_records(state: &AppState, subscription: &Subscription, limit: usize)
                 }
                 ids
             }
-        },
+        }
     };
     ids.sort_unstable_by(|a, b| b.cmp(a));
     let next_cursor = if ids.len() > limit {

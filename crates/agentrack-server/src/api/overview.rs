@@ -251,9 +251,12 @@ type CacheKey = (Option<String>, Option<String>);
 const CACHED_SCOPES: usize = 4096;
 
 /// Recent overviews by scope, reused for `quotas.overview_cache`: an overview walks every
-/// record in memory (about 13 ms at 100,000 records, see BENCHMARKS.md), so a client polling it
-/// in a loop would otherwise cost a core per 75 polls a second. Within the window every caller
-/// of the same scope gets the same numbers, `generated_at` saying when they were taken.
+/// record in memory (70 ms at 100,000 records in a release build on a loaded 2-core machine,
+/// `walk_cost` below), so a client polling it in a loop would otherwise cost a core per 15
+/// polls a second. A cache rather than incremental counters: the walk also lists the most
+/// silent executions and buckets the last hour's incidents, which counters cannot keep cheaply.
+/// Within the window every caller of the same scope gets the same numbers, `generated_at`
+/// saying when they were taken.
 #[derive(Debug, Default)]
 pub struct OverviewCache {
     entries: Mutex<HashMap<CacheKey, (Instant, Arc<Local>)>>,
@@ -282,19 +285,16 @@ async fn overview(State(state): State<AppState>, scope: Scope, headers: HeaderMa
     let fresh_for = state.quotas.config.overview_cache;
     let (tenant, user) = scope.counted();
     let key: CacheKey = (tenant.map(str::to_owned), user.map(str::to_owned));
-    let local = match state.overview.get(&key, fresh_for) {
-        Some(local) => {
-            state.metrics.overview_cache_hits.fetch_add(1, Ordering::Relaxed);
-            local
+    let local = if let Some(local) = state.overview.get(&key, fresh_for) {
+        state.metrics.overview_cache_hits.fetch_add(1, Ordering::Relaxed);
+        local
+    } else {
+        state.metrics.overview_walks.fetch_add(1, Ordering::Relaxed);
+        let local = Arc::new(walk(&state, &scope));
+        if !fresh_for.is_zero() {
+            state.overview.put(key, &local, fresh_for);
         }
-        None => {
-            state.metrics.overview_walks.fetch_add(1, Ordering::Relaxed);
-            let local = Arc::new(walk(&state, &scope));
-            if !fresh_for.is_zero() {
-                state.overview.put(key, &local, fresh_for);
-            }
-            local
-        }
+        local
     };
     let mut answer = local.answer.clone();
     if gather::is_part_request(&headers) {
