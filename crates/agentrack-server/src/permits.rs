@@ -89,11 +89,6 @@ impl Permits {
         })
     }
 
-    /// Permits `tenant` holds.
-    pub fn held_by(&self, tenant: &str) -> usize {
-        self.per_tenant.get(tenant).map_or(0, |held| *held)
-    }
-
     fn release(&self, tenant: &str) {
         if let Some(mut held) = self.per_tenant.get_mut(tenant) {
             *held = held.saturating_sub(1);

@@ -254,7 +254,10 @@ impl Quotas {
             for (tenant, key) in shard.named_breakers.idle_since(before) {
                 if shard
                     .named_breakers
-                    .remove_if_idle(&tenant, &key, before, || shard.tracker.remove_unused_breaker(&key))
+                    // One the tracker never made (its first use was refused) is simply forgotten.
+                    .remove_if_idle(&tenant, &key, before, || {
+                        !shard.tracker.has_breaker(&key) || shard.tracker.remove_unused_breaker(&key)
+                    })
                 {
                     evicted += 1;
                 }

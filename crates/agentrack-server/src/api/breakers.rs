@@ -153,12 +153,12 @@ async fn acquire(
     let shard = serving_breaker(&state, &scope, &name)?;
     let key = scope.breaker_key(&name);
     let tenant = scope.tenant();
-    state.quotas.use_breaker(&state.shards.locals(), &shard, tenant, &key)?;
     let limit = state.quotas.config.permits_per_tenant;
     let room = state
         .permits
         .reserve(tenant, limit)
         .map_err(|held| state.quotas.refuse(Quota::Permits, held))?;
+    state.quotas.use_breaker(&state.shards.locals(), &shard, tenant, &key)?;
     let breaker = shard.tracker.breaker(&key);
     let permit = breaker.acquire()?;
     // A trial admission moved the breaker to half-open: durable before the caller hears of it.
