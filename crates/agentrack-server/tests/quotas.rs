@@ -18,13 +18,9 @@ use openapi::Schemas;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-/// A server with `config` as its TOML file (kept with the returned directory).
+/// A server with `config` as its TOML file.
 async fn start(config: &str) -> (TestServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("agentrack.toml");
-    std::fs::write(&path, config).unwrap();
-    let server = TestServer::start_with(&["--config", path.to_str().unwrap()]).await;
-    (server, dir)
+    TestServer::start_with_config(config).await
 }
 
 /// A POST's status, `Retry-After` header and body.
