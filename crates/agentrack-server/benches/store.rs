@@ -162,6 +162,22 @@ impl StoreWriter for TimedWriter {
         self.inner.insert_token(hash, grant)
     }
 
+    fn revoke_token(
+        &mut self,
+        id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<agentrack_server::store::Revoked, StoreError> {
+        self.inner.revoke_token(id, at)
+    }
+
+    fn insert_ticket(&mut self, ticket: &agentrack_server::store::Ticket) -> Result<(), StoreError> {
+        self.inner.insert_ticket(ticket)
+    }
+
+    fn take_ticket(&mut self, hash: &str) -> Result<Option<agentrack_server::store::TakenTicket>, StoreError> {
+        self.inner.take_ticket(hash)
+    }
+
     fn close(&mut self) -> Result<(), StoreError> {
         self.inner.close()
     }

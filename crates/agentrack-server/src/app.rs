@@ -28,12 +28,14 @@ pub struct Settings {
     pub ack_timeout: Duration,
     /// How often a WebSocket gets a ping.
     pub keepalive: Duration,
-    /// Whether `/metrics` needs a token.
+    /// Whether `/metrics` needs an admin or metrics token.
     pub metrics_require_auth: bool,
     /// Messages queued per WebSocket before its client counts as too slow.
     pub subscriber_queue: usize,
     /// Bounds on WebSocket streams: pong deadline, message and frame sizes.
     pub websocket: WebSocketConfig,
+    /// How long an event-stream ticket is valid.
+    pub ticket_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -41,9 +43,10 @@ impl Default for Settings {
         Self {
             ack_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(15),
-            metrics_require_auth: false,
+            metrics_require_auth: true,
             subscriber_queue: 1024,
             websocket: WebSocketConfig::default(),
+            ticket_ttl: Duration::from_secs(30),
         }
     }
 }

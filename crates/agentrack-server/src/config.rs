@@ -7,7 +7,12 @@
 //! log_format = "pretty"          # or "json"
 //! retention = "7d"               # finished executions are purged from the store after this
 //! heartbeat_flush = "1s"
-//! metrics_require_auth = false
+//! metrics_require_auth = true    # false: /metrics without a token (on a private network)
+//!
+//! [tokens]
+//! ticket_ttl = "30s"             # an event-stream ticket is valid this long, once
+//! refused_cache_size = 10000     # refused tokens remembered per node (least recently seen go first)
+//! refused_cache_ttl = "60s"      # how long a refusal is remembered
 //!
 //! [store]                        # see agentrack_server::store::StoreConfig
 //! url = "sqlite://./agentrack-data/agentrack.db"   # the default: agentrack.db in `data`
@@ -104,8 +109,10 @@ pub struct ServerConfig {
     pub keepalive: Duration,
     /// Messages queued per WebSocket subscriber before it is disconnected as too slow.
     pub subscriber_buffer: usize,
-    /// Whether `/metrics` needs an admin token.
+    /// Whether `/metrics` needs an admin or metrics token (the default); off, it is public.
     pub metrics_require_auth: bool,
+    /// Tickets and the cache of refused tokens (the `[tokens]` section).
+    pub tokens: TokensConfig,
     /// Where the store lives (the `[store]` section).
     pub store: StoreConfig,
     /// Bounds on HTTP connections and requests (the `[http]` section).
@@ -137,7 +144,8 @@ impl Default for ServerConfig {
             ack_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(15),
             subscriber_buffer: 1024,
-            metrics_require_auth: false,
+            metrics_require_auth: true,
+            tokens: TokensConfig::default(),
             store: StoreConfig::default(),
             http: HttpConfig::default(),
             websocket: WebSocketConfig::default(),
@@ -187,6 +195,32 @@ impl Default for HttpConfig {
             max_connections: 16_384,
             max_requests: 1024,
             queue_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Event-stream tickets and the cache of refused tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokensConfig {
+    /// How long a ticket from `POST /v1/events/ticket` may wait to be used (once).
+    #[serde(deserialize_with = "duration")]
+    pub ticket_ttl: Duration,
+    /// Refused tokens remembered per node, so that repeating one costs no store query; past it
+    /// the least recently seen is forgotten.
+    pub refused_cache_size: usize,
+    /// How long a refusal is remembered.
+    #[serde(deserialize_with = "duration")]
+    pub refused_cache_ttl: Duration,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        let refused = crate::auth::RefusedBounds::default();
+        Self {
+            ticket_ttl: Duration::from_secs(30),
+            refused_cache_size: refused.capacity,
+            refused_cache_ttl: refused.ttl,
         }
     }
 }
@@ -290,6 +324,7 @@ impl ServerConfig {
             ("quotas.permits_per_tenant", self.quotas.permits_per_tenant),
             ("quotas.subscribers_per_token", self.quotas.subscribers_per_token),
             ("quotas.snapshot_executions", self.quotas.snapshot_executions),
+            ("tokens.refused_cache_size", self.tokens.refused_cache_size),
         ] {
             if value == 0 || value > MAX_LIMIT {
                 return Err(invalid(key, format!("{value} is not between 1 and {MAX_LIMIT}")));
@@ -302,6 +337,8 @@ impl ServerConfig {
             ("websocket.pong_timeout", self.websocket.pong_timeout),
             ("keepalive", self.keepalive),
             ("quotas.breaker_idle", self.quotas.breaker_idle),
+            ("tokens.ticket_ttl", self.tokens.ticket_ttl),
+            ("tokens.refused_cache_ttl", self.tokens.refused_cache_ttl),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "a duration of 0 is not valid; give e.g. 10s".into()));
@@ -475,5 +512,17 @@ mod tests {
         let none: ServerConfig = toml::from_str("[quotas]\nsubscribers_per_token = 0\n").unwrap();
         let error = none.validate().unwrap_err().to_string();
         assert!(error.contains("quotas.subscribers_per_token"), "{error}");
+        let tokens: ServerConfig = toml::from_str("[tokens]\nticket_ttl = \"5s\"\nrefused_cache_size = 7\n").unwrap();
+        assert_eq!(tokens.tokens.ticket_ttl, Duration::from_secs(5));
+        assert_eq!(tokens.tokens.refused_cache_size, 7);
+        assert!(tokens.metrics_require_auth, "/metrics needs a token unless opened");
+        for bad in ["[tokens]\nrefused_cache_size = 0\n", "[tokens]\nticket_ttl = \"0s\"\n"] {
+            let error = toml::from_str::<ServerConfig>(bad)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("tokens."), "{error}");
+        }
     }
 }

@@ -5,12 +5,13 @@
 //! framework and no build step), included with `include_bytes!`, so the binary serves it with no
 //! network and no files at run time. It talks to the server only through the public API: the
 //! token the operator signs in with is kept in the browser's session storage and sent as a
-//! bearer token, and the event stream gets it as `?token=` (browsers cannot set headers on a
-//! WebSocket). Everything it shows is therefore scoped exactly like the API.
+//! bearer token; the event stream is opened with a single-use ticket (`?ticket=`, from
+//! `POST /v1/events/ticket`), as browsers cannot set headers on a WebSocket and a token in a URL
+//! would end up in logs. Everything it shows is therefore scoped exactly like the API.
 //!
 //! Every response carries a strict Content-Security-Policy (scripts, styles, images and
 //! connections from this origin only; no inline code, no frames, no forms posting elsewhere),
-//! `nosniff`, `no-referrer` (the event stream's URL holds the token), and an `ETag` with
+//! `nosniff`, `no-referrer` (the event stream's URL holds a ticket), and an `ETag` with
 //! `Cache-Control: no-cache`, so a browser revalidates cheaply and never runs stale assets
 //! after an upgrade.
 

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 
 use crate::api::error::ApiError;
 use crate::app::AppState;
-use crate::auth::{Scope, hash_token};
+use crate::auth::Scope;
 use crate::cluster::LocalShard;
 use crate::config::QuotaConfig;
 use crate::metrics::ServerMetrics;
@@ -180,17 +180,17 @@ impl Quotas {
         })
     }
 
-    /// Admits one more event stream for `scope`'s token; the stream counts until the returned
-    /// slot is dropped. In-process callers (no token) are not counted.
+    /// Admits one more event stream for `scope`'s token (a stream opened with a ticket counts
+    /// against the token the ticket was made for); the stream counts until the returned slot is
+    /// dropped. In-process callers (no token) are not counted.
     ///
     /// # Errors
     ///
     /// 429 `quota_exceeded` naming `subscribers_per_token`.
     pub fn open_stream(state: &AppState, scope: &Scope) -> Result<Option<StreamSlot>, ApiError> {
-        let Some(token) = scope.token() else {
+        let Some(key) = scope.token_hash() else {
             return Ok(None);
         };
-        let key = hash_token(token);
         let quotas = &state.quotas;
         let mut open = quotas.streams.entry(key.clone()).or_default();
         if *open >= quotas.config.subscribers_per_token {

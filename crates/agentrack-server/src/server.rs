@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::overview::OverviewCache;
 use crate::app::{AppState, ClusterState, Settings, Shared};
-use crate::auth::{Role, TokenCache, TokenGrant, generate_token, hash_token};
+use crate::auth::{RefusedBounds, Role, TokenCache, TokenGrant, generate_token, hash_token};
 use crate::cluster::forward::Forwarder;
 use crate::cluster::{Loader, Member, Shards, View, feed, membership};
 use crate::config::{HttpConfig, ServerConfig};
@@ -279,7 +279,10 @@ impl Server {
         let view = Arc::new(parking_lot::RwLock::new(View::default()));
         let member = serve_shards(&loader, &config, local, &view).await?;
         let restored = shards.trackers().iter().map(agentrack::Tracker::len).sum();
-        let tokens = TokenCache::default();
+        let tokens = TokenCache::new(RefusedBounds {
+            capacity: config.tokens.refused_cache_size,
+            ttl: config.tokens.refused_cache_ttl,
+        });
         let admin_token = if store.has_admin_token().await? {
             None
         } else {
@@ -311,6 +314,7 @@ impl Server {
                 metrics_require_auth: config.metrics_require_auth,
                 subscriber_queue: config.subscriber_buffer,
                 websocket: config.websocket.clone(),
+                ticket_ttl: config.tokens.ticket_ttl,
             },
             shutdown: CancellationToken::new(),
             started: Instant::now(),
@@ -368,6 +372,8 @@ impl Server {
         // once no request is in flight.
         let leaving = CancellationToken::new();
         let cluster = state.cluster.clone().map(|cluster| {
+            // Ends on `leaving` by itself.
+            drop(tokio::spawn(feed::follow_tokens(state.clone(), leaving.clone())));
             let feed = tokio::spawn(feed::follow(
                 Arc::clone(&state.store),
                 Arc::clone(&state.shards),

@@ -10,7 +10,10 @@ use serde_json::{Value, json};
 /// The path of `doc` with its parameters filled in: `{id}` with a real execution, `{name}` with
 /// a breaker name.
 fn concrete(doc: &RouteDoc, id: &str) -> String {
-    doc.path.replace("{id}", id).replace("{name}", "openai")
+    doc.path
+        .replace("{id}", id)
+        .replace("{name}", "openai")
+        .replace("{token_id}", "tok_0123456789abcdef")
 }
 
 /// Calls `doc`'s route as `token` (none for `None`) with an empty JSON object as the body.
@@ -41,6 +44,7 @@ async fn every_route_refuses_a_token_below_its_level() {
     let server = TestServer::start().await;
     let agent = server.token("agent", "t1", None).await;
     let viewer = server.token("viewer", "t1", Some("alice")).await;
+    let metrics = server.token("metrics", "ops", None).await;
     let id = server.create(&agent, "researcher", "thread", "alice").await;
     let before = server.get(&format!("/v1/executions/{id}"), &agent).await.1;
 
@@ -49,7 +53,7 @@ async fn every_route_refuses_a_token_below_its_level() {
     assert!(docs.iter().any(|doc| doc.path.starts_with("/v1/")));
     for doc in docs.iter().filter(|doc| doc.path.starts_with("/v1/")) {
         assert!(
-            !matches!(doc.access, Access::Public | Access::AdminIfConfigured(_)),
+            !matches!(doc.access, Access::Public | Access::Metrics(_)),
             "{} {} is under /v1 but public",
             doc.method,
             doc.path
@@ -64,24 +68,37 @@ async fn every_route_refuses_a_token_below_its_level() {
             Access::Read => {
                 assert_unauthorized(doc, call(&server, doc, &id, None).await);
                 assert_unauthorized(doc, call(&server, doc, &id, Some("agt_unknown")).await);
+                assert_forbidden(
+                    doc,
+                    "metrics",
+                    "read executions, events or metrics of a tenant",
+                    call(&server, doc, &id, Some(&metrics)).await,
+                );
             }
             Access::Write(action) => {
                 assert_unauthorized(doc, call(&server, doc, &id, None).await);
                 assert_forbidden(doc, "viewer", action, call(&server, doc, &id, Some(&viewer)).await);
+                assert_forbidden(doc, "metrics", action, call(&server, doc, &id, Some(&metrics)).await);
             }
             Access::Admin(action) => {
                 assert_unauthorized(doc, call(&server, doc, &id, None).await);
                 assert_forbidden(doc, "agent", action, call(&server, doc, &id, Some(&agent)).await);
                 assert_forbidden(doc, "viewer", action, call(&server, doc, &id, Some(&viewer)).await);
+                assert_forbidden(doc, "metrics", action, call(&server, doc, &id, Some(&metrics)).await);
             }
-            // Public on a server that does not ask for a token there (below, one that does).
-            Access::AdminIfConfigured(_) => {
-                let (status, body) = call(&server, doc, &id, None).await;
-                assert_eq!(status, 200, "{} {}: {body}", doc.method, doc.path);
+            // A token by default: an admin or metrics one (below, a server that opens it).
+            Access::Metrics(action) => {
+                assert_unauthorized(doc, call(&server, doc, &id, None).await);
+                assert_forbidden(doc, "agent", action, call(&server, doc, &id, Some(&agent)).await);
+                assert_forbidden(doc, "viewer", action, call(&server, doc, &id, Some(&viewer)).await);
+                for token in [&metrics, &server.admin] {
+                    let (status, body) = call(&server, doc, &id, Some(token)).await;
+                    assert_eq!(status, 200, "{} {}: {body}", doc.method, doc.path);
+                }
             }
         }
     }
-    // The event stream takes its token as ?token= too, and refuses an unknown one there.
+    // The event stream takes a ticket in the query, never a token.
     assert_eq!(server.ws_refused("?token=agt_unknown", None).await, 401);
     assert_eq!(server.ws_refused("", None).await, 401);
     // Nothing any refused call did changed the execution.
@@ -89,26 +106,23 @@ async fn every_route_refuses_a_token_below_its_level() {
 }
 
 #[tokio::test]
-async fn server_metrics_need_an_admin_when_the_server_says_so() {
+async fn server_metrics_are_public_when_the_server_says_so() {
     let config = tempfile::tempdir().unwrap();
     let file = config.path().join("agentrack.toml");
-    std::fs::write(&file, "metrics_require_auth = true\n").unwrap();
+    std::fs::write(&file, "metrics_require_auth = false\n").unwrap();
     let server = TestServer::start_with(&["--config", file.to_str().unwrap()]).await;
     let agent = server.token("agent", "t1", None).await;
 
     let docs: Vec<RouteDoc> = route_docs()
         .into_iter()
-        .filter(|doc| matches!(doc.access, Access::AdminIfConfigured(_)))
+        .filter(|doc| matches!(doc.access, Access::Metrics(_)))
         .collect();
-    assert!(!docs.is_empty(), "/metrics is the route that can require a token");
+    assert!(!docs.is_empty(), "/metrics is the route that can be opened");
     for doc in &docs {
-        let Access::AdminIfConfigured(action) = doc.access else {
-            unreachable!()
-        };
-        assert_unauthorized(doc, call(&server, doc, "", None).await);
-        assert_forbidden(doc, "agent", action, call(&server, doc, "", Some(&agent)).await);
-        let (status, body) = call(&server, doc, "", Some(&server.admin)).await;
-        assert_eq!(status, 200, "{} {} as admin: {body}", doc.method, doc.path);
+        for token in [None, Some(agent.as_str()), Some("agt_unknown")] {
+            let (status, body) = call(&server, doc, "", token).await;
+            assert_eq!(status, 200, "{} {} with {token:?}: {body}", doc.method, doc.path);
+        }
     }
     // The rest of the server is as usual.
     let (status, _) = server

@@ -314,7 +314,10 @@ async fn refuses_bad_token_requests(server: &TestServer, admin: &str) {
         "invalid_role",
     )
     .await;
-    assert_eq!(error["error"]["valid_values"], json!(["admin", "agent", "viewer"]));
+    assert_eq!(
+        error["error"]["valid_values"],
+        json!(["admin", "agent", "viewer", "metrics"])
+    );
     expect(
         server,
         admin,

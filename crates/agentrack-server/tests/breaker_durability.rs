@@ -16,7 +16,7 @@ fn metric(text: &Value, name: &str) -> u64 {
 }
 
 async fn committed_seq(server: &TestServer) -> u64 {
-    let (_, metrics) = server.request("GET", "/metrics", None, None).await;
+    let (_, metrics) = server.request("GET", "/metrics", Some(&server.admin), None).await;
     metric(&metrics, "agentrack_store_committed_seq")
 }
 

@@ -160,5 +160,68 @@ async fn token_create_works_against_a_server_and_a_data_directory() {
         .output()
         .unwrap();
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("valid values: admin, agent, viewer"));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("valid values: admin, agent, viewer, metrics"));
+}
+
+#[tokio::test]
+async fn token_list_and_revoke_work_against_a_server() {
+    let server = TestServer::start().await;
+    let made = agentrack(
+        &server,
+        &server.admin,
+        &[
+            "token",
+            "create",
+            "--role",
+            "agent",
+            "--tenant",
+            "t1",
+            "--label",
+            "ci-runner",
+            "--expires-in",
+            "2h",
+        ],
+    );
+    let agent = made.trim().to_owned();
+    assert_eq!(server.get("/v1/executions", &agent).await.0, 200);
+    let table = agentrack(&server, &server.admin, &["token", "list"]);
+    let line = table
+        .lines()
+        .find(|line| line.contains("ci-runner"))
+        .unwrap_or_else(|| panic!("no ci-runner in\n{table}"));
+    assert!(!table.contains(&agent), "the list never shows a token");
+    let id = line.split_whitespace().next().unwrap().to_owned();
+    assert!(id.starts_with("tok_"), "{line}");
+    // Created, and expiring in two hours; not revoked.
+    assert!(line.trim_end().ends_with('-'), "{line}");
+    let listed: Value = serde_json::from_str(&agentrack(&server, &server.admin, &["token", "list", "--json"])).unwrap();
+    let entry = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .unwrap();
+    assert!(entry["expires_at"].is_string(), "{entry}");
+
+    let revoked = agentrack(&server, &server.admin, &["token", "revoke", &id]);
+    assert!(revoked.starts_with(&format!("revoked {id} at ")), "{revoked}");
+    assert_eq!(server.get("/v1/executions", &agent).await.0, 401);
+    // The last admin token stays, with the server's reason.
+    let admin_id = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["role"] == "admin")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let output = Command::new(BIN)
+        .args(["token", "revoke", &admin_id])
+        .env("AGENTRACK_URL", &server.url)
+        .env("AGENTRACK_TOKEN", &server.admin)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("409 last_admin_token"));
 }

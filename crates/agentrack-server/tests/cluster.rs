@@ -196,7 +196,7 @@ async fn reads_cover_the_cluster(cluster: &TestCluster, agent: &str) {
         let (_, metrics) = node.get("/v1/metrics", agent).await;
         assert_eq!(metrics["total_executions"], 6, "{metrics}");
         assert_eq!(metrics["successful_executions"], 3);
-        let (status, prometheus) = node.request("GET", "/metrics", None, None).await;
+        let (status, prometheus) = node.request("GET", "/metrics", Some(&node.admin), None).await;
         assert_eq!(status, 200);
         assert!(
             prometheus

@@ -92,7 +92,7 @@ async fn a_thousand_acknowledged_executions_survive_sigkill_and_dead_detection_r
         .buffer_unordered(48)
         .collect()
         .await;
-    let (_, metrics_before) = server.request("GET", "/metrics", None, None).await;
+    let (_, metrics_before) = server.request("GET", "/metrics", Some(&server.admin), None).await;
     let committed_before = metric(&metrics_before, "agentrack_store_committed_seq");
     server.kill();
 

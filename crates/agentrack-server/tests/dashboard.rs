@@ -1,6 +1,6 @@
 //! The dashboard's server side against the real binary: the page and its assets (content types,
-//! CSP, revalidation), `/v1/overview` and its scoping, and the event stream's `?token=` that
-//! browsers use.
+//! CSP, revalidation), `/v1/overview` and its scoping, and the event stream's single-use
+//! `?ticket=` that browsers use.
 
 #![allow(clippy::unwrap_used)]
 
@@ -240,25 +240,64 @@ async fn dead_and_timed_out_executions_land_in_the_current_minute(backend: Backe
     assert_eq!(overview["failure_rate"], 1.0);
 }
 
-async fn browsers_open_the_event_stream_with_the_token_in_the_query(backend: Backend) {
+async fn browsers_open_the_event_stream_with_a_single_use_ticket(backend: Backend) {
     let server = TestServer::start_on(backend, &[]).await;
     let agent = server.token("agent", "acme", None).await;
     let viewer = server.token("viewer", "acme", Some("bob")).await;
-    let mut stream = server.ws(&format!("?since=0&token={agent}"), None).await;
-    let mut bobs = server.ws(&format!("?since=0&token={viewer}"), None).await;
+    let agents_ticket = server.ticket(&agent).await;
+    let bobs_ticket = server.ticket(&viewer).await;
+    let mut stream = server.ws(&format!("?since=0&ticket={agents_ticket}"), None).await;
+    let mut bobs = server.ws(&format!("?since=0&ticket={bobs_ticket}"), None).await;
     let id = server.create(&agent, "researcher", "thread-1", "alice").await;
     let theirs = server.create(&agent, "researcher", "thread-2", "bob").await;
     let events = stream
         .until(5 * SECOND, |event| event["execution_id"] == theirs.as_str())
         .await;
     assert_eq!(events[0]["execution_id"], id.as_str());
-    // The viewer's stream has bob's execution and nothing of alice's.
+    // The ticket carries its token's scope: the viewer's stream has bob's execution and nothing
+    // of alice's.
     let seen = bobs
         .until(5 * SECOND, |event| event["execution_id"] == theirs.as_str())
         .await;
     assert!(seen.iter().all(|event| event["user_id"] == "bob"), "{seen:?}");
+    // A ticket opens one connection: used again, even while its stream is open, it is refused.
+    assert_eq!(server.ws_refused(&format!("?ticket={bobs_ticket}"), None).await, 401);
+    assert_eq!(
+        server
+            .ws_refused(&format!("?since=0&ticket={agents_ticket}"), None)
+            .await,
+        401
+    );
+    // Tokens in URLs are refused, known or not, with a message saying what to do instead.
+    assert_eq!(server.ws_refused(&format!("?token={agent}"), None).await, 401);
     assert_eq!(server.ws_refused("?token=agt_unknown", None).await, 401);
+    let (status, body) = server
+        .request("GET", &format!("/v1/events?token={agent}"), None, None)
+        .await;
+    assert_eq!(status, 401);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("POST /v1/events/ticket"),
+        "{body}"
+    );
+    assert_eq!(
+        server
+            .ws_refused(&format!("?ticket=tkt_{}", "0".repeat(64)), None)
+            .await,
+        401
+    );
     assert_eq!(server.ws_refused("", None).await, 401);
+    // A metrics token may not get a ticket (it reads nothing but /metrics).
+    let metrics = server.token("metrics", "ops", None).await;
+    assert_eq!(
+        server
+            .request("POST", "/v1/events/ticket", Some(&metrics), None)
+            .await
+            .0,
+        403
+    );
 }
 
 on_both_backends!(
@@ -268,5 +307,5 @@ on_both_backends!(
     the_overview_counts_the_callers_tenant_by_state_with_rates_and_phase_percentiles,
     a_viewer_sees_only_its_own_users_numbers_and_no_breakers,
     dead_and_timed_out_executions_land_in_the_current_minute,
-    browsers_open_the_event_stream_with_the_token_in_the_query,
+    browsers_open_the_event_stream_with_a_single_use_ticket,
 );

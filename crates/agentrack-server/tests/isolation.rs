@@ -52,8 +52,9 @@ async fn a_viewer_sees_only_its_own_users_executions_and_events(backend: Backend
         .await;
     assert!(events.iter().all(|e| e["execution_id"] == a.as_str()), "{events:#?}");
     assert!(alice_stream.drain(Duration::from_millis(200)).await.is_empty());
-    // The same through a replay, and through ?token= (browsers cannot set headers).
-    let mut replay = server.ws(&format!("?since=0&token={alice}"), None).await;
+    // The same through a replay, and through a ticket (browsers cannot set headers).
+    let ticket = server.ticket(&alice).await;
+    let mut replay = server.ws(&format!("?since=0&ticket={ticket}"), None).await;
     let replayed = replay.until(5 * SECOND, |e| e["type"] == "execution_completed").await;
     assert!(replayed.iter().all(|e| e["execution_id"] == a.as_str()));
     // A subscription to someone else's execution looks like one to a missing execution.
@@ -148,10 +149,12 @@ async fn requests_without_a_valid_token_are_401(backend: Backend) {
     }
     assert_eq!(server.ws_refused("", None).await, 401);
     assert_eq!(server.ws_refused("?token=nope", None).await, 401);
+    assert_eq!(server.ws_refused("?ticket=nope", None).await, 401);
     // The public endpoints stay public.
     assert_eq!(server.request("GET", "/healthz", None, None).await.0, 200);
     assert_eq!(server.request("GET", "/readyz", None, None).await.0, 200);
-    assert_eq!(server.request("GET", "/metrics", None, None).await.0, 200);
+    // /metrics needs an admin or metrics token (see access.rs).
+    assert_eq!(server.request("GET", "/metrics", None, None).await.0, 401);
     assert_eq!(server.request("GET", "/openapi.json", None, None).await.0, 200);
     // And the execution was not touched.
     assert_eq!(

@@ -233,7 +233,7 @@ async fn metrics_health_and_the_openapi_document(backend: Backend) {
     assert!(phases.contains_key("thinking") && phases.contains_key("tool_execution"));
     assert!(phases["thinking"]["p99"].is_u64());
 
-    let (status, text) = server.request("GET", "/metrics", None, None).await;
+    let (status, text) = server.request("GET", "/metrics", Some(&server.admin), None).await;
     assert_eq!(status, 200);
     let text = text.as_str().unwrap();
     assert_eq!(
@@ -270,7 +270,10 @@ async fn metrics_health_and_the_openapi_document(backend: Backend) {
         ("/v1/breakers/{name}/acquire", "post"),
         ("/v1/breakers/{name}/record", "post"),
         ("/v1/tokens", "post"),
+        ("/v1/tokens", "get"),
+        ("/v1/tokens/{token_id}", "delete"),
         ("/v1/events", "get"),
+        ("/v1/events/ticket", "post"),
         ("/v1/heartbeats", "post"),
         ("/v1/metrics", "get"),
         ("/v1/overview", "get"),
@@ -283,7 +286,7 @@ async fn metrics_health_and_the_openapi_document(backend: Backend) {
         assert!(paths[path][method].is_object(), "{method} {path} is documented");
     }
     let documented: usize = paths.values().map(|ops| ops.as_object().unwrap().len()).sum();
-    assert_eq!(documented, 22, "no undocumented extras, none missing");
+    assert_eq!(documented, 25, "no undocumented extras, none missing");
     // An unknown route is a JSON 404 too.
     let (status, body) = server.request("GET", "/v2/nothing", None, None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("route_not_found")));
@@ -357,7 +360,7 @@ async fn finished_executions_that_left_memory_are_still_served_from_the_store(ba
 
     // Wait until the tracker has let go of it (its Prometheus gauge says so).
     eventually("the execution left memory", || async {
-        let (_, text) = server.request("GET", "/metrics", None, None).await;
+        let (_, text) = server.request("GET", "/metrics", Some(&server.admin), None).await;
         common::metric_value(text.as_str().unwrap(), "agentrack_executions_in_memory") == Some(0)
     })
     .await;

@@ -64,7 +64,10 @@ fn assert_refused(schemas: &Schemas, refusal: &(u16, Option<u64>, Value), quota:
 }
 
 async fn prometheus(server: &TestServer) -> String {
-    reqwest::get(format!("{}/metrics", server.url))
+    reqwest::Client::new()
+        .get(format!("{}/metrics", server.url))
+        .bearer_auth(&server.admin)
+        .send()
         .await
         .unwrap()
         .text()
@@ -269,13 +272,20 @@ async fn permits_held_past_the_limit_are_refused_until_one_is_recorded() {
     assert_eq!(refusals(&server, "permits_per_tenant").await, 2);
 }
 
-/// A WebSocket handshake's refusal: status, `Retry-After` and body.
+/// A WebSocket handshake's refusal: status, `Retry-After` and body. `token` is a bearer token,
+/// or `?ticket=…`.
 async fn ws_refusal(server: &TestServer, token: &str) -> (u16, Option<u64>, Value) {
-    let url = format!("{}/v1/events", server.url.replacen("http://", "ws://", 1));
+    let (query, bearer) = match token.strip_prefix('?') {
+        Some(_) => (token, None),
+        None => ("", Some(token)),
+    };
+    let url = format!("{}/v1/events{query}", server.url.replacen("http://", "ws://", 1));
     let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    if let Some(token) = bearer {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
     match tokio_tungstenite::connect_async(request).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             let retry_after = response
@@ -299,6 +309,10 @@ async fn too_many_event_streams_on_one_token_are_refused_at_the_handshake() {
     let first = server.ws("", Some(&agent)).await;
     let mut second = server.ws("", Some(&agent)).await;
     let refused = ws_refusal(&server, &agent).await;
+    assert_refused(&schemas, &refused, "subscribers_per_token", 2, 2);
+    // A ticket made for the token counts against the token.
+    let ticket = server.ok("/v1/events/ticket", &agent, json!({})).await;
+    let refused = ws_refusal(&server, &format!("?ticket={}", ticket["ticket"].as_str().unwrap())).await;
     assert_refused(&schemas, &refused, "subscribers_per_token", 2, 2);
     // Another token of the same tenant has its own streams, and they get the events.
     let mut third = server.ws("", Some(&other)).await;

@@ -122,7 +122,23 @@ async fn every_response_matches_its_documented_schema() {
         client.ok("GET", "/v1/overview", token, None).await;
     }
     client.ok("GET", "/v1/cluster", &admin, None).await;
-    let (status, metrics) = client.call("GET", "/metrics", None, None).await;
+    // Tokens: one expiring, listed, revoked; a ticket for the stream.
+    let expiring = client
+        .ok(
+            "POST",
+            "/v1/tokens",
+            &admin,
+            Some(json!({"role": "metrics", "tenant": "ops", "expires_in_seconds": 3600})),
+        )
+        .await;
+    client.ok("GET", "/v1/tokens", &admin, None).await;
+    let revoked = format!("/v1/tokens/{}", expiring["id"].as_str().unwrap());
+    client.ok("DELETE", &revoked, &admin, None).await;
+    client
+        .call("DELETE", "/v1/tokens/tok_0000000000000000", Some(&admin), None)
+        .await;
+    client.ok("POST", "/v1/events/ticket", &viewer, None).await;
+    let (status, metrics) = client.call("GET", "/metrics", Some(&admin), None).await;
     assert_eq!(status, 200);
     assert!(metrics.as_str().unwrap().contains("agentrack_executions_total 2"));
     for path in ["/healthz", "/readyz", "/openapi.json"] {

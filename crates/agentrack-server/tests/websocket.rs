@@ -56,7 +56,7 @@ async fn a_client_that_stops_reading_is_closed_with_the_sequence_to_resume_from(
                 )
                 .await;
         }
-        let (_, text) = server.request("GET", "/metrics", None, None).await;
+        let (_, text) = server.request("GET", "/metrics", Some(&server.admin), None).await;
         if metric(text.as_str().unwrap(), "agentrack_websocket_slow_disconnects_total") > 0 {
             break;
         }

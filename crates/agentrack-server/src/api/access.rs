@@ -23,22 +23,21 @@ use crate::auth::{Role, Scope};
 pub enum Access {
     /// No token needed.
     Public,
-    /// Any valid token (results are limited to the caller's scope).
+    /// Any valid token but a `metrics` one (results are limited to the caller's scope).
     Read,
     /// Admin or agent tokens.
     Write(&'static str),
     /// Admin tokens only.
     Admin(&'static str),
-    /// Public, unless the server's `metrics_require_auth` is set: then as [`Access::Admin`].
-    AdminIfConfigured(&'static str),
+    /// Admin or `metrics` tokens; public when the server's `metrics_require_auth` is off.
+    Metrics(&'static str),
 }
 
 impl Access {
     /// The level in force on a server with these settings.
     fn in_force(self, state: &AppState) -> Self {
         match self {
-            Self::AdminIfConfigured(action) if state.settings.metrics_require_auth => Self::Admin(action),
-            Self::AdminIfConfigured(_) => Self::Public,
+            Self::Metrics(_) if !state.settings.metrics_require_auth => Self::Public,
             other => other,
         }
     }
@@ -46,9 +45,11 @@ impl Access {
     /// Whether a token of `role` meets this level.
     pub fn admits(self, role: Role) -> bool {
         match self {
-            Self::Public | Self::Read => true,
+            Self::Public => true,
+            Self::Read => role != Role::Metrics,
             Self::Write(_) => matches!(role, Role::Admin | Role::Agent),
-            Self::Admin(_) | Self::AdminIfConfigured(_) => role == Role::Admin,
+            Self::Admin(_) => role == Role::Admin,
+            Self::Metrics(_) => matches!(role, Role::Admin | Role::Metrics),
         }
     }
 
@@ -62,8 +63,9 @@ impl Access {
             return Ok(());
         }
         let action = match self {
-            Self::Write(action) | Self::Admin(action) | Self::AdminIfConfigured(action) => action,
-            Self::Public | Self::Read => "call this route",
+            Self::Write(action) | Self::Admin(action) | Self::Metrics(action) => action,
+            Self::Read => "read executions, events or metrics of a tenant",
+            Self::Public => "call this route",
         };
         Err(ApiError::forbidden(format!(
             "a {} token may not {action}",
@@ -78,7 +80,7 @@ impl Access {
             Self::Read => "any token",
             Self::Write(_) => "admin or agent",
             Self::Admin(_) => "admin",
-            Self::AdminIfConfigured(_) => "public, or admin when the server sets metrics_require_auth",
+            Self::Metrics(_) => "admin or metrics (public when the server sets metrics_require_auth = false)",
         }
     }
 }
@@ -88,10 +90,10 @@ impl Access {
 pub struct Guard {
     /// The route's level.
     pub access: Access,
-    /// Whether `?token=` is accepted when there is no `Authorization` header (browsers cannot
-    /// set headers on a WebSocket): the routes whose documented query parameters include
-    /// `token`.
-    pub query_token: bool,
+    /// Whether a single-use `?ticket=` is accepted when there is no `Authorization` header
+    /// (browsers cannot set headers on a WebSocket): the routes whose documented query
+    /// parameters include `ticket`.
+    pub query_ticket: bool,
     /// Whether the route is refused while the store is failing (see [`RouteDoc::durable`](super::RouteDoc)).
     pub durable: bool,
 }
@@ -103,7 +105,7 @@ pub async fn guard(guard: Guard, state: AppState, mut request: Request, next: Ne
     if access == Access::Public {
         return next.run(request).await;
     }
-    let scope = match Scope::authenticate(&state, request.headers(), request.uri(), guard.query_token).await {
+    let scope = match Scope::authenticate(&state, request.headers(), request.uri(), guard.query_ticket).await {
         Ok(scope) => scope,
         Err(error) => return error.into_response(),
     };
@@ -123,11 +125,12 @@ mod tests {
 
     #[test]
     fn each_level_admits_the_roles_it_documents() {
-        let all = [Role::Admin, Role::Agent, Role::Viewer];
+        let all = [Role::Admin, Role::Agent, Role::Viewer, Role::Metrics];
         let admitted = |access: Access| -> Vec<Role> { all.into_iter().filter(|r| access.admits(*r)).collect() };
-        assert_eq!(admitted(Access::Read), all);
+        assert_eq!(admitted(Access::Public), all);
+        assert_eq!(admitted(Access::Read), [Role::Admin, Role::Agent, Role::Viewer]);
         assert_eq!(admitted(Access::Write("x")), [Role::Admin, Role::Agent]);
         assert_eq!(admitted(Access::Admin("x")), [Role::Admin]);
-        assert_eq!(admitted(Access::AdminIfConfigured("x")), [Role::Admin]);
+        assert_eq!(admitted(Access::Metrics("x")), [Role::Admin, Role::Metrics]);
     }
 }

@@ -1,47 +1,103 @@
-//! `GET /v1/events`: the live event stream over a WebSocket (see [`crate::ws`]).
+//! `GET /v1/events`: the live event stream over a WebSocket (see [`crate::ws`]), and
+//! `POST /v1/events/ticket`: a ticket to open it with.
+//!
+//! Browsers cannot set an `Authorization` header on a WebSocket, and a token in the URL ends up
+//! in proxies' access logs. So a browser first asks for a ticket (with its bearer token, in a
+//! header) and opens the stream with `?ticket=`: a ticket is good for one connection, within
+//! `tokens.ticket_ttl` (30 s by default), on any node (tickets are kept in the store and taken
+//! from it once), and carries the scope of its token as it stands when the stream opens (a
+//! revoked token's tickets are refused). `?token=` is refused with a 401 saying so: no switch
+//! brings it back, as one switch left on would put every token back into the logs.
 
 use std::collections::BTreeMap;
 
 use axum::Extension;
+use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
+use chrono::Utc;
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
-use crate::auth::Scope;
+use crate::auth::{Scope, generate_ticket, hash_token};
 use crate::cursor::Positions;
 use crate::http::ConnectionSlot;
 use crate::quotas::Quotas;
+use crate::store::Ticket;
 use crate::ws::{Protocol, Subscription};
 
 /// The routes of this resource.
 pub fn routes() -> Vec<Route> {
-    vec![Route {
-        doc: RouteDoc {
-            method: "GET",
-            path: "/v1/events",
-            operation_id: "events",
-            summary: "WebSocket stream of the events in the caller's scope; `since` replays stored events first.",
-            durable: false,
-            access: Access::Read,
-            request: None,
-            success: (101, Some("EventStream")),
-            errors: &[400, 401, 404, 422, 429],
-            query: PARAMETERS,
+    vec![
+        Route {
+            doc: RouteDoc {
+                method: "POST",
+                path: "/v1/events/ticket",
+                operation_id: "eventTicket",
+                summary: "A single-use ticket for one event stream (`GET /v1/events?ticket=`), valid briefly on any node, with the caller's scope.",
+                durable: true,
+                access: Access::Read,
+                request: None,
+                success: (201, Some("EventTicket")),
+                errors: &[401, 403, 503],
+                query: &[],
+            },
+            handler: post(ticket),
         },
-        handler: get(subscribe),
-    }]
+        Route {
+            doc: RouteDoc {
+                method: "GET",
+                path: "/v1/events",
+                operation_id: "events",
+                summary: "WebSocket stream of the events in the caller's scope; `since` replays stored events first.",
+                durable: false,
+                access: Access::Read,
+                request: None,
+                success: (101, Some("EventStream")),
+                errors: &[400, 401, 404, 422, 429],
+                query: PARAMETERS,
+            },
+            handler: get(subscribe),
+        },
+    ]
 }
 
-/// The stream's query parameters, for its documentation and its error messages. Listing `token`
-/// is what makes the access guard accept `?token=` here.
+async fn ticket(State(state): State<AppState>, scope: Scope) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Some(token) = scope.token() else {
+        return Err(ApiError::unauthorized("a ticket is made for a bearer token"));
+    };
+    let ticket = generate_ticket().map_err(|error| ApiError::internal(format!("no randomness: {error}")))?;
+    let ttl = state.settings.ticket_ttl;
+    let expires_at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(30));
+    state
+        .pipeline
+        .insert_ticket(Ticket {
+            hash: hash_token(&ticket),
+            token_hash: hash_token(token),
+            expires_at,
+        })
+        .await
+        .map_err(ApiError::store)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "ticket": ticket,
+            "expires_at": expires_at,
+            "expires_in_seconds": ttl.as_secs_f64(),
+        })),
+    ))
+}
+
+/// The stream's query parameters, for its documentation and its error messages. Listing
+/// `ticket` is what makes the access guard accept `?ticket=` here.
 const PARAMETERS: &[(&str, &str)] = &[
     ("thread_id", "Only this thread's executions."),
     ("execution_id", "Only this execution."),
@@ -55,8 +111,8 @@ const PARAMETERS: &[(&str, &str)] = &[
         "true: start with the current state of the matching executions.",
     ),
     (
-        "token",
-        "The token, for clients that cannot set headers (a browser's WebSocket).",
+        "ticket",
+        "A single-use ticket from POST /v1/events/ticket, for clients that cannot set headers (a browser's WebSocket).",
     ),
 ];
 
@@ -70,8 +126,8 @@ struct Parameters {
     protocol: Option<String>,
     snapshot: Option<String>,
     /// Read by the access guard.
-    #[serde(rename = "token")]
-    _token: Option<String>,
+    #[serde(rename = "ticket")]
+    _ticket: Option<String>,
     /// Anything else, refused by name.
     #[serde(flatten)]
     unknown: BTreeMap<String, String>,
@@ -123,7 +179,7 @@ async fn subscription(state: &AppState, scope: Scope, parameters: Parameters) ->
         since,
         protocol,
         snapshot,
-        _token,
+        _ticket,
         unknown,
     } = parameters;
     if let Some(name) = unknown.keys().next() {

@@ -41,7 +41,7 @@ pub fn routes() -> Vec<Route> {
                 operation_id: "prometheus",
                 summary: "This node's metrics in the Prometheus text format (in a cluster, every sample is labelled with `node`: scrape every node and sum without it).",
                 durable: false,
-                access: Access::AdminIfConfigured("read server metrics"),
+                access: Access::Metrics("read server metrics"),
                 request: None,
                 success: (200, None),
                 errors: &[401, 403],
@@ -96,12 +96,13 @@ async fn scoped(State(state): State<AppState>, scope: Scope, headers: HeaderMap)
 }
 
 async fn prometheus(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(
-        &state.shards.locals(),
-        &state.pipeline,
-        state.started.elapsed(),
-        state.cluster.as_ref().map(|cluster| cluster.member.node_id.as_str()),
-    );
+    let node = state.cluster.as_ref().map(|cluster| cluster.member.node_id.as_str());
+    let mut text = state
+        .metrics
+        .render(&state.shards.locals(), &state.pipeline, state.started.elapsed(), node);
+    text += &state
+        .tokens
+        .prometheus(&node.map_or_else(String::new, |node| format!("{{node=\"{node}\"}}")));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,

@@ -56,8 +56,8 @@ pub struct RouteDoc {
     pub success: (u16, Option<&'static str>),
     /// The error statuses it can answer with.
     pub errors: &'static [u16],
-    /// Query parameters: name and description. A route that lists `token` accepts its token
-    /// as `?token=` too.
+    /// Query parameters: name and description. A route that lists `ticket` accepts a
+    /// single-use `?ticket=` (from `POST /v1/events/ticket`) in place of a bearer token.
     pub query: &'static [(&'static str, &'static str)],
 }
 
@@ -78,7 +78,7 @@ impl RouteDoc {
     pub fn guard(&self) -> access::Guard {
         access::Guard {
             access: self.access,
-            query_token: self.query.iter().any(|(name, _)| *name == "token"),
+            query_ticket: self.query.iter().any(|(name, _)| *name == "ticket"),
             durable: self.durable,
         }
     }

@@ -102,8 +102,8 @@ fn operation(doc: &RouteDoc) -> Value {
     });
     match doc.access {
         Access::Public => op["security"] = json!([]),
-        // Without a token unless the server requires one.
-        Access::AdminIfConfigured(_) => op["security"] = json!([{}, {"bearer": []}]),
+        // A token by default; none on a server that sets metrics_require_auth = false.
+        Access::Metrics(_) => op["security"] = json!([{"bearer": []}, {}]),
         Access::Read | Access::Write(_) | Access::Admin(_) => {}
     }
     if let Some(request) = doc.request {

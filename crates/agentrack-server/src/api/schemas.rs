@@ -193,13 +193,37 @@ fn service_schemas(add: &mut impl FnMut(&str, Value)) {
             &["role", "tenant"],
             json!({"role": reference("Role"), "tenant": string(),
                 "user_id": {"type": "string", "description": "Required for viewers, refused otherwise."},
-                "label": string()}),
+                "label": string(),
+                "expires_in_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 31_622_400,
+                    "description": "The token is refused after this many seconds (at most a year); never, without it."}}),
         ),
     );
     add(
         "TokenCreated",
-        exact(json!({"token": string(), "role": reference("Role"), "tenant": string(),
-            "user_id": nullable(string()), "label": nullable(string())})),
+        exact(
+            json!({"token": {"type": "string", "description": "Shown once; only its hash is stored."},
+            "id": {"type": "string", "description": "Its public id (tok_…): what lists and revocations name it by."},
+            "role": reference("Role"), "tenant": string(),
+            "user_id": nullable(string()), "label": nullable(string()), "expires_at": nullable(time())}),
+        ),
+    );
+    add(
+        "TokenInfo",
+        exact(json!({"id": string(), "role": reference("Role"), "tenant": string(),
+            "user_id": nullable(string()), "label": nullable(string()), "created_at": time(),
+            "expires_at": nullable(time()), "revoked_at": nullable(time()),
+            "active": {"type": "boolean", "description": "Neither revoked nor expired: accepted now."}})),
+    );
+    add(
+        "TokenList",
+        exact(json!({"tokens": {"type": "array", "items": reference("TokenInfo")}})),
+    );
+    add(
+        "EventTicket",
+        exact(
+            json!({"ticket": {"type": "string", "description": "For one GET /v1/events?ticket=, on any node."},
+            "expires_at": time(), "expires_in_seconds": number()}),
+        ),
     );
     add("Scope", scope());
     add(

@@ -1,4 +1,5 @@
-//! Client verbs that make one request: `status`, `list`, `get`, `token create`, `cluster status`.
+//! Client verbs that make one request: `status`, `list`, `get`, `token create|list|revoke`,
+//! `cluster status`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -158,7 +159,11 @@ pub(super) async fn get(args: &ClientArgs, id: &str) -> anyhow::Result<()> {
 pub(super) async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
     let role: Role = args.role.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(data) = &args.data {
-        let grant = TokenGrant::new(role, args.tenant, args.user, args.label)?;
+        let mut grant = TokenGrant::new(role, args.tenant, args.user, args.label)?;
+        grant.expires_at = args
+            .expires_in
+            .map(|expires_in| chrono::Duration::from_std(expires_in).map(|after| grant.created_at + after))
+            .transpose()?;
         let store = StoreConfig {
             url: args.store,
             ..StoreConfig::default()
@@ -176,10 +181,50 @@ pub(super) async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
     let created = api
         .post(
             "/v1/tokens",
-            &json!({"role": role, "tenant": args.tenant, "user_id": args.user, "label": args.label}),
+            &json!({"role": role, "tenant": args.tenant, "user_id": args.user, "label": args.label,
+                "expires_in_seconds": args.expires_in.map(|expires_in| expires_in.as_secs_f64())}),
         )
         .await?;
     println!("{}", text(&created["token"]));
+    Ok(())
+}
+
+/// `agentrack token list`.
+pub(super) async fn token_list(args: &ClientArgs, as_json: bool) -> anyhow::Result<()> {
+    let api = Api::new(args)?;
+    let list = api.get("/v1/tokens", &[]).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    let empty = Vec::new();
+    println!(
+        "{:<21} {:<8} {:<14} {:<12} {:<16} {:<25} {:<25} REVOKED",
+        "ID", "ROLE", "TENANT", "USER", "LABEL", "CREATED", "EXPIRES"
+    );
+    for token in list["tokens"].as_array().unwrap_or(&empty) {
+        println!(
+            "{:<21} {:<8} {:<14} {:<12} {:<16} {:<25} {:<25} {}",
+            text(&token["id"]),
+            text(&token["role"]),
+            text(&token["tenant"]),
+            text(&token["user_id"]),
+            text(&token["label"]),
+            text(&token["created_at"]),
+            text(&token["expires_at"]),
+            text(&token["revoked_at"]),
+        );
+    }
+    Ok(())
+}
+
+/// `agentrack token revoke ID`.
+pub(super) async fn token_revoke(args: &ClientArgs, id: &str) -> anyhow::Result<()> {
+    let api = Api::new(args)?;
+    let revoked = api
+        .send(api.http.delete(format!("{}/v1/tokens/{id}", api.base)))
+        .await?;
+    println!("revoked {} at {}", text(&revoked["id"]), text(&revoked["revoked_at"]));
     Ok(())
 }
 

@@ -177,6 +177,29 @@ struct ClusterStatusArgs {
 enum TokenCommand {
     /// Make a token; prints it (it is shown only once).
     Create(TokenCreateArgs),
+    /// List every token (admin): id, role, tenant, user, label, created, expiry, revoked. Never
+    /// the tokens themselves.
+    List(TokenListArgs),
+    /// Revoke a token by its id (tok_..., from `token list`): refused from the next request on,
+    /// on every node. The last valid admin token cannot be revoked.
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+struct TokenListArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct TokenRevokeArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The token's id (tok_...).
+    id: String,
 }
 
 #[allow(
@@ -185,7 +208,7 @@ enum TokenCommand {
 )]
 #[derive(Debug, Args)]
 struct TokenCreateArgs {
-    /// admin, agent or viewer.
+    /// admin, agent, viewer or metrics (reads /metrics only).
     #[arg(long)]
     role: String,
     /// The tenant it acts in.
@@ -197,6 +220,9 @@ struct TokenCreateArgs {
     /// A note to remember it by.
     #[arg(long)]
     label: Option<String>,
+    /// The token stops being accepted after this (e.g. 90d, 12h); never by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    expires_in: Option<Duration>,
     /// Write the token straight into this data directory's store instead of asking a server.
     #[arg(long = "data", value_name = "DIR", conflicts_with_all = ["url", "token"])]
     data: Option<PathBuf>,
@@ -253,6 +279,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Token(TokenCommand::Create(args)) => client::token_create(args).await,
+        Command::Token(TokenCommand::List(args)) => client::token_list(&args.client, args.json).await,
+        Command::Token(TokenCommand::Revoke(args)) => client::token_revoke(&args.client, &args.id).await,
         Command::Cluster(ClusterCommand::Status(args)) => client::cluster_status(&args.client, args.json).await,
         Command::Load(args) => load::run(args).await,
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Shards;
+use crate::app::AppState;
 use crate::hub::Hub;
 use crate::serialized_event::SerializedEvent;
 use crate::store::{ShardId, Store, StoreError};
@@ -77,6 +78,41 @@ pub async fn follow(store: Arc<dyn Store>, shards: Arc<Shards>, hub: Arc<Hub>, s
                     None => break,
                 },
                 _ = tick.tick() => sweep(store.as_ref(), &shards, &hub).await,
+            }
+        }
+    }
+}
+
+/// Forgets what this node's token cache holds of every token made or revoked on any node, as
+/// the store tells, until `shutdown`. Whenever the listening connection is made again after it
+/// was lost, the whole cache is forgotten: a revocation notified while it was down must not be
+/// missed. (Before the first connection, a revocation elsewhere reaches this node through the
+/// revoking node's call.)
+pub async fn follow_tokens(state: AppState, shutdown: CancellationToken) {
+    let Some(cluster) = state.store.cluster() else { return };
+    let mut lost = false;
+    while !shutdown.is_cancelled() {
+        let mut notifications = match cluster.listen_tokens().await {
+            Ok(notifications) => notifications,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for token changes; retrying");
+                if wait(&shutdown, Duration::from_secs(1)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if lost {
+            state.tokens.clear();
+        }
+        lost = true;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                hash = notifications.recv() => match hash {
+                    Some(hash) => state.tokens.forget(&hash),
+                    None => break,
+                },
             }
         }
     }

@@ -120,21 +120,21 @@ impl Forwarder {
             .await
     }
 
-    /// `GET path` on the node at `base` for the caller holding `token` (a part of a
-    /// cluster-wide read).
+    /// `method path` (no body) on the node at `base` for the caller holding `token` (a part of
+    /// a cluster-wide read, or of a revocation).
     ///
     /// # Errors
     ///
     /// 503 `shard_unavailable` when the node cannot be reached or does not answer JSON.
-    pub async fn get_json(
+    pub async fn request_json(
         &self,
+        method: axum::http::Method,
         base: &str,
         node_id: &str,
         path: &str,
         token: &str,
     ) -> Result<(axum::http::StatusCode, serde_json::Value), ApiError> {
-        self.json(axum::http::Method::GET, base, node_id, path, token, None)
-            .await
+        self.json(method, base, node_id, path, token, None).await
     }
 
     async fn json(

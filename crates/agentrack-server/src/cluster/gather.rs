@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use serde_json::Value;
 
 use super::forward::FORWARDED_BY;
@@ -36,6 +36,18 @@ pub fn is_part_request(headers: &HeaderMap) -> bool {
 /// node answers alone: no cluster, the request is itself a part request, or the caller is
 /// in-process.
 pub async fn from_peers(state: &AppState, scope: &Scope, headers: &HeaderMap, path: &str) -> Option<Gathered> {
+    ask_peers(state, scope, headers, Method::GET, path).await
+}
+
+/// As [`from_peers`], with any method: `method path` on every other alive node, as a part
+/// request (a revocation's, for each node to forget the token).
+pub async fn ask_peers(
+    state: &AppState,
+    scope: &Scope,
+    headers: &HeaderMap,
+    method: Method,
+    path: &str,
+) -> Option<Gathered> {
     let cluster = state.cluster.as_ref()?;
     let token = scope.token()?;
     if is_part_request(headers) {
@@ -49,19 +61,24 @@ pub async fn from_peers(state: &AppState, scope: &Scope, headers: &HeaderMap, pa
         .filter(|(node, alive)| *alive && node.node_id != cluster.member.node_id)
         .map(|(node, _)| (node.node_id.clone(), node.url.clone()))
         .collect();
-    let asked = peers.into_iter().map(|(node_id, url)| async move {
-        let answer = tokio::time::timeout(
-            PEER_TIMEOUT,
-            cluster.forwarder.get_json(&url, &cluster.member.node_id, path, token),
-        )
-        .await;
-        match answer {
-            Ok(Ok((status, body))) if status.is_success() => Ok((node_id, body)),
-            Ok(Ok((status, body))) => {
-                tracing::warn!(node = %node_id, %status, %body, "a node refused its part of a cluster-wide read");
-                Err(node_id)
+    let asked = peers.into_iter().map(|(node_id, url)| {
+        let method = method.clone();
+        async move {
+            let answer = tokio::time::timeout(
+                PEER_TIMEOUT,
+                cluster
+                    .forwarder
+                    .request_json(method, &url, &cluster.member.node_id, path, token),
+            )
+            .await;
+            match answer {
+                Ok(Ok((status, body))) if status.is_success() => Ok((node_id, body)),
+                Ok(Ok((status, body))) => {
+                    tracing::warn!(node = %node_id, %status, %body, "a node refused its part of a cluster-wide read");
+                    Err(node_id)
+                }
+                Ok(Err(_)) | Err(_) => Err(node_id),
             }
-            Ok(Err(_)) | Err(_) => Err(node_id),
         }
     });
     let mut gathered = Gathered::default();

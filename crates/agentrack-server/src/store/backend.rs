@@ -10,7 +10,38 @@ use chrono::{DateTime, Utc};
 use super::{
     Batch, ClusterStore, Cutoff, EventQuery, ListQuery, Loaded, Page, Purged, ShardId, StoreError, StoredEvent,
 };
-use crate::auth::TokenGrant;
+use crate::auth::{TokenGrant, TokenInfo};
+
+/// What revoking a token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// Revoked now, or already before (then `info.revoked_at` is the first revocation's time).
+    Done {
+        /// The token as it is now.
+        info: TokenInfo,
+        /// Its hash, for the caches of every node to forget.
+        hash: String,
+    },
+    /// No token has this id.
+    Unknown,
+    /// It is the last admin token that is neither revoked nor expired: refused, as nobody could
+    /// make tokens over the API any more.
+    LastAdmin,
+}
+
+/// A ticket taken from the store: the hash of its token, and its expiry.
+pub type TakenTicket = (String, DateTime<Utc>);
+
+/// A single-use event-stream ticket as stored: never the ticket itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    /// The ticket's SHA-256 (lower-case hex).
+    pub hash: String,
+    /// The hash of the token it acts for.
+    pub token_hash: String,
+    /// When it stops being accepted.
+    pub expires_at: DateTime<Utc>,
+}
 
 /// A boxed future returned by [`Store`] methods.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -50,8 +81,12 @@ pub trait Store: Send + Sync + 'static {
     /// Whether an admin token exists (an empty store gets its first one at start-up).
     fn has_admin_token(&self) -> StoreFuture<'_, bool>;
 
-    /// The token whose SHA-256 hash (lower-case hex) is `hash`.
+    /// The token whose SHA-256 hash (lower-case hex) is `hash`, unless it was revoked (an
+    /// expired one is returned: its grant says when it expired).
     fn token(&self, hash: String) -> StoreFuture<'_, Option<TokenGrant>>;
+
+    /// Every token, revoked and expired ones included, oldest first.
+    fn tokens(&self) -> StoreFuture<'_, Vec<TokenInfo>>;
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -84,6 +119,29 @@ pub trait StoreWriter: Send {
     ///
     /// A database error.
     fn insert_token(&mut self, hash: &str, grant: &TokenGrant) -> Result<(), StoreError>;
+
+    /// Revokes the token whose public id is `id` at `at`, unless it is the last valid admin
+    /// token. On a shared store every node is notified (with the token's hash).
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn revoke_token(&mut self, id: &str, at: DateTime<Utc>) -> Result<Revoked, StoreError>;
+
+    /// Stores an event-stream ticket (and forgets expired ones).
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn insert_ticket(&mut self, ticket: &Ticket) -> Result<(), StoreError>;
+
+    /// Removes the ticket of hash `hash` and returns its token's hash and expiry: a ticket is
+    /// taken once, on whichever node.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn take_ticket(&mut self, hash: &str) -> Result<Option<TakenTicket>, StoreError>;
 
     /// Checks that the backend still answers, reconnecting if it can; called when the writer is
     /// idle, so that an outage shows (and ends) without waiting for the next write.

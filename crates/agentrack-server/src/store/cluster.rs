@@ -107,4 +107,9 @@ pub trait ClusterStore: Send + Sync {
     /// Notifications of the log's growth, `(shard, highest number)`, as commits land. The
     /// channel closes when the listening connection is lost (listen again).
     fn listen(&self) -> StoreFuture<'_, mpsc::UnboundedReceiver<(ShardId, u64)>>;
+
+    /// Notifications of tokens made or revoked (their hashes), from every node, as their
+    /// transactions commit. The channel closes when the listening connection is lost (listen
+    /// again, and forget every cached token: notifications may have been missed meanwhile).
+    fn listen_tokens(&self) -> StoreFuture<'_, mpsc::UnboundedReceiver<String>>;
 }

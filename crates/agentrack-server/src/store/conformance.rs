@@ -207,6 +207,55 @@ async fn purges_by_shard_and_age(writer: &mut Option<Box<dyn StoreWriter>>) {
     );
 }
 
+/// Revocation (the last valid admin token refused), listing, and tickets taken once.
+async fn tokens_revoke_and_tickets_are_taken_once(store: &dyn Store, writer: &mut Option<Box<dyn StoreWriter>>) {
+    use crate::auth::token_id;
+    use crate::store::{Revoked, Ticket};
+    let admin_hash = "a".repeat(64);
+    let mut expired = TokenGrant::new(Role::Admin, "ops".into(), None, None).unwrap();
+    expired.expires_at = Some(Utc::now() - chrono::Duration::seconds(1));
+    let admin = TokenGrant::new(Role::Admin, "ops".into(), None, None).unwrap();
+    let (stored, hash) = (admin.clone(), admin_hash.clone());
+    on_writer(writer, move |w| {
+        w.insert_token(&hash, &stored)?;
+        w.insert_token(&"e".repeat(64), &expired)
+    })
+    .await
+    .unwrap();
+    let listed = store.tokens().await.unwrap();
+    let mine = listed.iter().find(|info| info.id == token_id(&admin_hash)).unwrap();
+    assert_eq!((mine.grant.role, mine.revoked_at), (Role::Admin, None));
+    let now = Utc::now();
+    let id = token_id(&admin_hash);
+    let answer = on_writer(writer, move |w| w.revoke_token(&id, now)).await.unwrap();
+    assert_eq!(answer, Revoked::LastAdmin, "the expired admin token is no other");
+    let id = token_id("abc");
+    let answer = on_writer(writer, move |w| w.revoke_token(&id, now)).await.unwrap();
+    let Revoked::Done { info, hash } = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!((hash.as_str(), info.revoked_at.is_some()), ("abc", true));
+    assert_eq!(
+        store.token("abc".into()).await.unwrap(),
+        None,
+        "a revoked token is not found"
+    );
+    let answer = on_writer(writer, move |w| w.revoke_token("tok_0000000000000000", now))
+        .await
+        .unwrap();
+    assert_eq!(answer, Revoked::Unknown);
+
+    let ticket = Ticket {
+        hash: "t1".into(),
+        token_hash: admin_hash.clone(),
+        expires_at: Utc::now() + chrono::Duration::seconds(30),
+    };
+    on_writer(writer, move |w| w.insert_ticket(&ticket)).await.unwrap();
+    let taken = on_writer(writer, |w| w.take_ticket("t1")).await.unwrap();
+    assert_eq!(taken.map(|(token, _)| token), Some(admin_hash));
+    assert_eq!(on_writer(writer, |w| w.take_ticket("t1")).await.unwrap(), None);
+}
+
 async fn writes_reads_purges_and_reloads(config: StoreConfig) {
     let store = open(&config, std::path::Path::new(".")).await.unwrap();
     let mut writer = Some(store.writer().await.unwrap());
@@ -245,6 +294,8 @@ async fn writes_reads_purges_and_reloads(config: StoreConfig) {
     assert_eq!(loaded.records.len(), 2);
     assert_eq!(loaded.high_water, 10_000);
     assert!(!store.has_admin_token().await.unwrap());
+    tokens_revoke_and_tickets_are_taken_once(store.as_ref(), &mut writer).await;
+    assert!(store.has_admin_token().await.unwrap());
     let loaded = store.load(0, Utc::now() + chrono::Duration::hours(1)).await.unwrap();
     assert_eq!(loaded.records.len(), 1, "old finished executions stay in the store");
     assert_eq!(loaded.counts.iter().map(|c| c.count).sum::<u64>(), 2);

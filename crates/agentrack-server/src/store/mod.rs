@@ -30,7 +30,7 @@ mod shard;
 mod sqlite;
 pub mod unreadable;
 
-pub use backend::{Store, StoreFuture, StoreWriter};
+pub use backend::{Revoked, Store, StoreFuture, StoreWriter, TakenTicket, Ticket};
 pub use batch::{Batch, RowUpdate};
 pub use cluster::{ClusterStore, NodeRow, ShardMove, ShardRow, Taken};
 pub use config::{DEFAULT_SQLITE_FILE, StoreConfig, StoreUrl, Synchronous};

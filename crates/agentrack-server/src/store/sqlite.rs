@@ -17,11 +17,11 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 use super::baseline::{RawInserts, RawRow};
 use super::row::{self, EventColumns, ExecutionColumns, from_millis, from_sql, millis, to_sql};
 use super::{
-    Batch, ClusterStore, Cutoff, EventQuery, ListQuery, Loaded, Page, Purged, RowUpdate, ShardId, StateCount, Store,
-    StoreConfig, StoreError, StoreFuture, StoreUrl, StoreWriter, StoredEvent, Synchronous,
+    Batch, ClusterStore, Cutoff, EventQuery, ListQuery, Loaded, Page, Purged, Revoked, RowUpdate, ShardId, StateCount,
+    Store, StoreConfig, StoreError, StoreFuture, StoreUrl, StoreWriter, StoredEvent, Synchronous, TakenTicket, Ticket,
 };
 use super::{replay, unreadable};
-use crate::auth::{Role, TokenGrant};
+use crate::auth::{Role, TokenGrant, TokenInfo, token_id};
 
 /// The schema, one migration per version (version = index + 1).
 const MIGRATIONS: &[&str] = &[
@@ -73,6 +73,18 @@ const MIGRATIONS: &[&str] = &[
         replay_from = (SELECT COALESCE(MAX(global_seq), 0) FROM events);
     DROP INDEX events_by_tenant;
     DROP INDEX events_by_execution;",
+    // 3: tokens get a public id (derived from the hash, see `auth::token_id`), an optional expiry
+    // and a revocation time; single-use event-stream tickets (see `api::events`).
+    "ALTER TABLE tokens ADD COLUMN token_id TEXT;
+    ALTER TABLE tokens ADD COLUMN expires_at_ms INTEGER;
+    ALTER TABLE tokens ADD COLUMN revoked_at_ms INTEGER;
+    UPDATE tokens SET token_id = 'tok_' || substr(token_hash, 1, 16);
+    CREATE UNIQUE INDEX tokens_by_id ON tokens (token_id);
+    CREATE TABLE tickets (
+        ticket_hash   TEXT PRIMARY KEY,
+        token_hash    TEXT NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    );",
 ];
 
 fn pragma(synchronous: Synchronous) -> &'static str {
@@ -252,6 +264,9 @@ fn decode_record(text: &str) -> rusqlite::Result<ExecutionRecord> {
         .map_err(|error| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(error)))
 }
 
+/// The columns [`grant_from_row`] reads, then those [`info_from_row`] adds.
+const GRANT_COLUMNS: &str = "role, tenant, user_id, label, created_at_ms, expires_at_ms, token_id, revoked_at_ms";
+
 fn grant_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenGrant> {
     let role: String = row.get(0)?;
     let role = role
@@ -263,6 +278,15 @@ fn grant_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenGrant> {
         user_id: row.get(2)?,
         label: row.get(3)?,
         created_at: from_millis(row.get(4)?),
+        expires_at: row.get::<_, Option<i64>>(5)?.map(from_millis),
+    })
+}
+
+fn info_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
+    Ok(TokenInfo {
+        grant: grant_from_row(row)?,
+        id: row.get(6)?,
+        revoked_at: row.get::<_, Option<i64>>(7)?.map(from_millis),
     })
 }
 
@@ -467,12 +491,21 @@ impl Store for SqliteStore {
 
     fn token(&self, hash: String) -> StoreFuture<'_, Option<TokenGrant>> {
         self.blocking(move |conn| {
-            conn.query_row(
-                "SELECT role, tenant, user_id, label, created_at_ms FROM tokens WHERE token_hash = ?1",
-                [&hash],
-                grant_from_row,
-            )
+            conn.prepare_cached(&format!(
+                "SELECT {GRANT_COLUMNS} FROM tokens WHERE token_hash = ?1 AND revoked_at_ms IS NULL"
+            ))?
+            .query_row([&hash], grant_from_row)
             .optional()
+        })
+    }
+
+    fn tokens(&self) -> StoreFuture<'_, Vec<TokenInfo>> {
+        self.blocking(|conn| {
+            conn.prepare(&format!(
+                "SELECT {GRANT_COLUMNS} FROM tokens ORDER BY created_at_ms, token_id"
+            ))?
+            .query_map([], info_from_row)?
+            .collect()
         })
     }
 }
@@ -658,19 +691,85 @@ impl StoreWriter for SqliteWriter {
     fn insert_token(&mut self, hash: &str, grant: &TokenGrant) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "INSERT INTO tokens (token_hash, role, tenant, user_id, label, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO tokens (token_hash, role, tenant, user_id, label, created_at_ms, expires_at_ms, token_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     hash,
                     grant.role.as_str(),
                     grant.tenant,
                     grant.user_id,
                     grant.label,
-                    millis(grant.created_at)
+                    millis(grant.created_at),
+                    grant.expires_at.map(millis),
+                    token_id(hash),
                 ],
             )
             .map_err(db_error)?;
         Ok(())
+    }
+
+    fn revoke_token(&mut self, id: &str, at: DateTime<Utc>) -> Result<Revoked, StoreError> {
+        // One writer: the check of the other admins and the revocation cannot interleave with
+        // another revocation.
+        let tx = self.conn.transaction().map_err(db_error)?;
+        let found = tx
+            .query_row(
+                &format!("SELECT {GRANT_COLUMNS}, token_hash FROM tokens WHERE token_id = ?1"),
+                [id],
+                |row| Ok((info_from_row(row)?, row.get::<_, String>(8)?)),
+            )
+            .optional()
+            .map_err(db_error)?;
+        let Some((mut info, hash)) = found else {
+            return Ok(Revoked::Unknown);
+        };
+        if info.revoked_at.is_none() {
+            if info.grant.role == Role::Admin && !info.grant.expired(at) {
+                let others: i64 = tx
+                    .query_row(
+                        "SELECT COUNT(*) FROM tokens WHERE role = 'admin' AND revoked_at_ms IS NULL
+                         AND (expires_at_ms IS NULL OR expires_at_ms > ?1) AND token_id <> ?2",
+                        params![millis(at), id],
+                        |row| row.get(0),
+                    )
+                    .map_err(db_error)?;
+                if others == 0 {
+                    return Ok(Revoked::LastAdmin);
+                }
+            }
+            tx.execute(
+                "UPDATE tokens SET revoked_at_ms = ?1 WHERE token_id = ?2",
+                params![millis(at), id],
+            )
+            .map_err(db_error)?;
+            info.revoked_at = Some(from_millis(millis(at)));
+        }
+        tx.commit().map_err(db_error)?;
+        Ok(Revoked::Done { info, hash })
+    }
+
+    fn insert_ticket(&mut self, ticket: &Ticket) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(db_error)?;
+        // Tickets live seconds: the table holds only those of the last moments.
+        tx.execute("DELETE FROM tickets WHERE expires_at_ms <= ?1", [millis(Utc::now())])
+            .map_err(db_error)?;
+        tx.execute(
+            "INSERT INTO tickets (ticket_hash, token_hash, expires_at_ms) VALUES (?1, ?2, ?3)",
+            params![ticket.hash, ticket.token_hash, millis(ticket.expires_at)],
+        )
+        .map_err(db_error)?;
+        tx.commit().map_err(db_error)
+    }
+
+    fn take_ticket(&mut self, hash: &str) -> Result<Option<TakenTicket>, StoreError> {
+        self.conn
+            .query_row(
+                "DELETE FROM tickets WHERE ticket_hash = ?1 RETURNING token_hash, expires_at_ms",
+                [hash],
+                |row| Ok((row.get(0)?, from_millis(row.get(1)?))),
+            )
+            .optional()
+            .map_err(db_error)
     }
 
     fn close(&mut self) -> Result<(), StoreError> {

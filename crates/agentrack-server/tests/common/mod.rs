@@ -293,6 +293,20 @@ impl TestServer {
         body["token"].as_str().unwrap().to_owned()
     }
 
+    /// A single-use event-stream ticket for `token` (`?ticket=`).
+    pub async fn ticket(&self, token: &str) -> String {
+        let (status, body) = self.request("POST", "/v1/events/ticket", Some(token), None).await;
+        assert_eq!(status, 201, "{body}");
+        body["ticket"].as_str().unwrap().to_owned()
+    }
+
+    /// The Prometheus text of `/metrics`, read with the admin token.
+    pub async fn prometheus(&self) -> String {
+        let (status, text) = self.request("GET", "/metrics", Some(&self.admin), None).await;
+        assert_eq!(status, 200, "{text}");
+        text.as_str().unwrap().to_owned()
+    }
+
     pub async fn create(&self, token: &str, agent: &str, thread: &str, user: &str) -> String {
         let body = self
             .ok(

@@ -62,6 +62,11 @@ async function request(method, path, { tokenOverride, signal } = {}) {
   return body;
 }
 
+/** A single-use ticket to open the event stream with (`?ticket=`): tokens stay out of URLs. */
+export function eventTicket() {
+  return request("POST", "/v1/events/ticket");
+}
+
 /** GET a JSON resource. */
 export function get(path, options) {
   return request("GET", path, options);

@@ -3,11 +3,11 @@
 // (the server replays stored events first, then goes live, without gaps or duplicates — on any
 // node of a cluster).
 //
-// Browsers cannot set an Authorization header on a WebSocket, so the token goes in the query
-// (the dashboard's pages are served with Referrer-Policy: no-referrer, and the server logs paths
-// without their query).
+// Browsers cannot set an Authorization header on a WebSocket, and a token in a URL ends up in
+// proxies' access logs. So each connection first gets a single-use, short-lived ticket
+// (POST /v1/events/ticket, with the token in a header) and passes that in the query.
 
-import { token } from "./api.js";
+import { eventTicket } from "./api.js";
 
 const MIN_DELAY_MS = 250;
 const MAX_DELAY_MS = 8000;
@@ -36,17 +36,26 @@ export class EventStream {
     this.connect();
   }
 
-  url() {
+  url(ticket) {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const search = new URLSearchParams({ ...this.params, since: String(this.cursor), token: token() ?? "" });
+    const search = new URLSearchParams({ ...this.params, since: String(this.cursor), ticket });
     return `${scheme}//${location.host}/v1/events?${search}`;
   }
 
-  connect() {
+  async connect() {
     if (this.stopped) return;
     this.onStatus({ state: "connecting" });
+    let ticket;
+    try {
+      ({ ticket } = await eventTicket());
+    } catch {
+      // A refused token signs the page out (api.js); anything else is retried.
+      if (!this.stopped) this.retry();
+      return;
+    }
+    if (this.stopped) return;
     let opened = false;
-    const socket = new WebSocket(this.url());
+    const socket = new WebSocket(this.url(ticket));
     this.socket = socket;
     socket.addEventListener("open", () => {
       opened = true;
@@ -69,11 +78,16 @@ export class EventStream {
       this.socket = null;
       if (this.stopped) return;
       if (!opened) this.onRefused();
-      const wait = Math.round(this.delay * (0.75 + Math.random() * 0.5));
-      this.delay = Math.min(this.delay * 2, MAX_DELAY_MS);
-      this.onStatus({ state: "disconnected", retryInMs: wait });
-      this.timer = setTimeout(() => this.connect(), wait);
+      this.retry();
     });
+  }
+
+  /** Reconnects after a jittered, growing delay. */
+  retry() {
+    const wait = Math.round(this.delay * (0.75 + Math.random() * 0.5));
+    this.delay = Math.min(this.delay * 2, MAX_DELAY_MS);
+    this.onStatus({ state: "disconnected", retryInMs: wait });
+    this.timer = setTimeout(() => this.connect(), wait);
   }
 
   /** Closes the stream for good. */

@@ -58,7 +58,7 @@ use tokio::sync::{oneshot, watch};
 
 use dashmap::DashMap;
 
-use super::{Purged, ShardId, StoreError, StoreWriter};
+use super::{Purged, Revoked, ShardId, StoreError, StoreWriter, TakenTicket, Ticket};
 use crate::auth::TokenGrant;
 use crate::serialized_event::SerializedEvent;
 
@@ -159,6 +159,19 @@ enum Message {
         hash: String,
         grant: TokenGrant,
         reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Revoke {
+        id: String,
+        at: DateTime<Utc>,
+        reply: oneshot::Sender<Result<Revoked, StoreError>>,
+    },
+    Ticket {
+        ticket: Ticket,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    TakeTicket {
+        hash: String,
+        reply: oneshot::Sender<Result<Option<TakenTicket>, StoreError>>,
     },
     Purge {
         before: DateTime<Utc>,
@@ -342,6 +355,33 @@ impl Pipeline {
     /// The store's error, or [`StoreError::Task`] if the writer has stopped.
     pub async fn insert_token(&self, hash: String, grant: TokenGrant) -> Result<(), StoreError> {
         self.ask(|reply| Message::Token { hash, grant, reply }).await
+    }
+
+    /// Revokes the token of public id `id` through the writer (see [`StoreWriter::revoke_token`]).
+    ///
+    /// # Errors
+    ///
+    /// The store's error, or [`StoreError::Task`] if the writer has stopped.
+    pub async fn revoke_token(&self, id: String, at: DateTime<Utc>) -> Result<Revoked, StoreError> {
+        self.ask(|reply| Message::Revoke { id, at, reply }).await
+    }
+
+    /// Stores an event-stream ticket through the writer.
+    ///
+    /// # Errors
+    ///
+    /// The store's error, or [`StoreError::Task`] if the writer has stopped.
+    pub async fn insert_ticket(&self, ticket: Ticket) -> Result<(), StoreError> {
+        self.ask(|reply| Message::Ticket { ticket, reply }).await
+    }
+
+    /// Takes (removes) the ticket of hash `hash`: its token's hash and expiry, once.
+    ///
+    /// # Errors
+    ///
+    /// The store's error, or [`StoreError::Task`] if the writer has stopped.
+    pub async fn take_ticket(&self, hash: String) -> Result<Option<TakenTicket>, StoreError> {
+        self.ask(|reply| Message::TakeTicket { hash, reply }).await
     }
 
     /// Removes finished executions that completed before `before` from the store, and the log's

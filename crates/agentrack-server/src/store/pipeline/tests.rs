@@ -61,6 +61,20 @@ impl StoreWriter for Recorder {
     fn insert_token(&mut self, _hash: &str, _grant: &TokenGrant) -> Result<(), StoreError> {
         Ok(())
     }
+    // The recorder stores no tokens: there is nothing to revoke, and tickets are never taken.
+    fn revoke_token(
+        &mut self,
+        _id: &str,
+        _at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::store::Revoked, StoreError> {
+        Ok(crate::store::Revoked::Unknown)
+    }
+    fn insert_ticket(&mut self, _ticket: &crate::store::Ticket) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn take_ticket(&mut self, _hash: &str) -> Result<Option<crate::store::TakenTicket>, StoreError> {
+        Ok(None)
+    }
     fn close(&mut self) -> Result<(), StoreError> {
         Ok(())
     }

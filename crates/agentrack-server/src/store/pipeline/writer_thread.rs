@@ -68,7 +68,7 @@ const CATCH_UP_ROUNDS: usize = 64;
 #[derive(Default)]
 struct Gathered {
     events: Vec<(ShardId, Arc<Event>)>,
-    /// Token inserts and purges: written on their own, not part of the event batch.
+    /// Token and ticket writes and purges: written on their own, not part of the event batch.
     requests: Vec<Message>,
     /// Shards coming and going, applied before the cycle's events.
     membership: Vec<Message>,
@@ -88,7 +88,11 @@ impl Gathered {
             | Message::WriteNextHeartbeat(..)) => {
                 self.membership.push(membership);
             }
-            request @ (Message::Token { .. } | Message::Purge { .. }) => self.requests.push(request),
+            request @ (Message::Token { .. }
+            | Message::Revoke { .. }
+            | Message::Ticket { .. }
+            | Message::TakeTicket { .. }
+            | Message::Purge { .. }) => self.requests.push(request),
         }
     }
 
@@ -515,12 +519,21 @@ impl WriterThread {
         }
     }
 
-    /// Token inserts and purges, each on its own.
+    /// Token and ticket writes and purges, each on its own.
     fn answer_requests(&mut self, requests: &mut Vec<Message>) {
         for request in requests.drain(..) {
             match request {
                 Message::Token { hash, grant, reply } => {
                     let _ = reply.send(self.writer.insert_token(&hash, &grant));
+                }
+                Message::Revoke { id, at, reply } => {
+                    let _ = reply.send(self.writer.revoke_token(&id, at));
+                }
+                Message::Ticket { ticket, reply } => {
+                    let _ = reply.send(self.writer.insert_ticket(&ticket));
+                }
+                Message::TakeTicket { hash, reply } => {
+                    let _ = reply.send(self.writer.take_ticket(&hash));
                 }
                 Message::Purge { before, reply } => {
                     let kept = LOG_KEPT_AT_LEAST.max(self.config.heartbeat_flush * 10);

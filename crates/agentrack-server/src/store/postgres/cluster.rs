@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 
 use super::writer::EVENTS_CHANNEL;
-use super::{ADMIN_EXISTS, PgStore, db_error, insert_token_row};
+use super::{ADMIN_EXISTS, PgStore, TOKENS_CHANNEL, db_error, insert_token_row};
 use crate::auth::TokenGrant;
 use crate::store::row::{from_sql, to_sql};
 use crate::store::{ClusterStore, NodeRow, ShardId, ShardMove, ShardRow, StoreFuture, StoredEvent, Taken};
@@ -331,45 +331,68 @@ impl ClusterStore for PgStore {
 
     fn listen(&self) -> StoreFuture<'_, mpsc::UnboundedReceiver<(ShardId, u64)>> {
         Box::pin(async move {
-            let (client, mut connection) = self
-                .target
-                .config
-                .connect(self.target.tls.clone())
-                .await
-                .map_err(db_error)?;
             let (sender, receiver) = mpsc::unbounded_channel();
-            let (ended, end) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(async move {
-                let _ended = ended;
-                let mut messages = std::pin::pin!(futures_util::stream::poll_fn(move |cx| connection.poll_message(cx)));
-                while let Some(message) = messages.next().await {
-                    match message {
-                        Ok(AsyncMessage::Notification(note)) => {
-                            for growth in parse_growth(note.payload()) {
-                                if sender.send(growth).is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(error) => {
-                            tracing::warn!(%error, "the listening connection ended");
+            self.listen_on(EVENTS_CHANNEL, move |payload| {
+                parse_growth(payload).all(|growth| sender.send(growth).is_ok())
+            })
+            .await?;
+            Ok(receiver)
+        })
+    }
+
+    fn listen_tokens(&self) -> StoreFuture<'_, mpsc::UnboundedReceiver<String>> {
+        Box::pin(async move {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            self.listen_on(TOKENS_CHANNEL, move |payload| sender.send(payload.to_owned()).is_ok())
+                .await?;
+            Ok(receiver)
+        })
+    }
+}
+
+impl PgStore {
+    /// `LISTEN channel` on a connection of its own, handing each notification's payload to
+    /// `deliver` until it returns false or the connection ends.
+    async fn listen_on(
+        &self,
+        channel: &str,
+        mut deliver: impl FnMut(&str) -> bool + Send + 'static,
+    ) -> Result<(), crate::store::StoreError> {
+        let (client, mut connection) = self
+            .target
+            .config
+            .connect(self.target.tls.clone())
+            .await
+            .map_err(db_error)?;
+        let (ended, end) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ended = ended;
+            let mut messages = std::pin::pin!(futures_util::stream::poll_fn(move |cx| connection.poll_message(cx)));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(note)) => {
+                        if !deliver(note.payload()) {
                             return;
                         }
                     }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "the listening connection ended");
+                        return;
+                    }
                 }
-            });
-            client
-                .batch_execute(&format!("LISTEN {EVENTS_CHANNEL}"))
-                .await
-                .map_err(db_error)?;
-            // The connection lives as long as its client: keep it until the reading task ends.
-            tokio::spawn(async move {
-                let _ = end.await;
-                drop(client);
-            });
-            Ok(receiver)
-        })
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {channel}"))
+            .await
+            .map_err(db_error)?;
+        // The connection lives as long as its client: keep it until the reading task ends.
+        tokio::spawn(async move {
+            let _ = end.await;
+            drop(client);
+        });
+        Ok(())
     }
 }
 

@@ -40,7 +40,7 @@ use super::{
     StoreFuture, StoreUrl, StoreWriter, StoredEvent,
 };
 use super::{replay, unreadable};
-use crate::auth::{Role, TokenGrant};
+use crate::auth::{Role, TokenGrant, TokenInfo, token_id};
 
 mod baseline;
 mod cluster;
@@ -69,7 +69,15 @@ fn db_error(error: tokio_postgres::Error) -> StoreError {
 /// Whether the store holds an admin token.
 const ADMIN_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin')";
 
-/// Stores a token's row (by the writer, or by the first node of a cluster under its lock).
+/// The channel on which every node hears of a token made or revoked (its hash), to forget what
+/// its cache holds of it.
+pub(crate) const TOKENS_CHANNEL: &str = "agentrack_tokens";
+
+/// The columns [`grant_from_row`] reads, then those [`info_from_row`] adds.
+const GRANT_COLUMNS: &str = "role, tenant, user_id, label, created_at_ms, expires_at_ms, token_id, revoked_at_ms";
+
+/// Stores a token's row (by the writer, or by the first node of a cluster under its lock), and
+/// tells the other nodes (a refusal of it they cached is forgotten).
 async fn insert_token_row(
     client: &impl tokio_postgres::GenericClient,
     hash: &str,
@@ -77,8 +85,8 @@ async fn insert_token_row(
 ) -> Result<(), StoreError> {
     client
         .execute(
-            "INSERT INTO tokens (token_hash, role, tenant, user_id, label, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO tokens (token_hash, role, tenant, user_id, label, created_at_ms, expires_at_ms, token_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &hash,
                 &grant.role.as_str(),
@@ -86,8 +94,14 @@ async fn insert_token_row(
                 &grant.user_id,
                 &grant.label,
                 &millis(grant.created_at),
+                &grant.expires_at.map(millis),
+                &token_id(hash),
             ],
         )
+        .await
+        .map_err(db_error)?;
+    client
+        .execute("SELECT pg_notify($1, $2)", &[&TOKENS_CHANNEL, &hash])
         .await
         .map_err(db_error)?;
     Ok(())
@@ -191,6 +205,15 @@ fn grant_from_row(row: &tokio_postgres::Row) -> Result<TokenGrant, StoreError> {
         user_id: row.get(2),
         label: row.get(3),
         created_at: from_millis(row.get(4)),
+        expires_at: row.get::<_, Option<i64>>(5).map(from_millis),
+    })
+}
+
+fn info_from_row(row: &tokio_postgres::Row) -> Result<TokenInfo, StoreError> {
+    Ok(TokenInfo {
+        grant: grant_from_row(row)?,
+        id: row.get(6),
+        revoked_at: row.get::<_, Option<i64>>(7).map(from_millis),
     })
 }
 
@@ -438,11 +461,27 @@ impl Store for PgStore {
         Box::pin(async move {
             let client = self.client().await?;
             let statement = client
-                .prepare_cached("SELECT role, tenant, user_id, label, created_at_ms FROM tokens WHERE token_hash = $1")
+                .prepare_cached(&format!(
+                    "SELECT {GRANT_COLUMNS} FROM tokens WHERE token_hash = $1 AND revoked_at_ms IS NULL"
+                ))
                 .await
                 .map_err(db_error)?;
             let row = client.query_opt(&statement, &[&hash]).await.map_err(db_error)?;
             row.as_ref().map(grant_from_row).transpose()
+        })
+    }
+
+    fn tokens(&self) -> StoreFuture<'_, Vec<TokenInfo>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    &format!("SELECT {GRANT_COLUMNS} FROM tokens ORDER BY created_at_ms, token_id"),
+                    &[],
+                )
+                .await
+                .map_err(db_error)?;
+            rows.iter().map(info_from_row).collect()
         })
     }
 }

@@ -87,6 +87,18 @@ const MIGRATIONS: &[&str] = &[
     // 4: the fencing number each event was written under: an audit of who wrote what (along a
     // shard's log the numbers never decrease), which the cluster tests check fencing with.
     "ALTER TABLE events ADD COLUMN range_id BIGINT NOT NULL DEFAULT 0;",
+    // 5: as SQLite's 3: tokens get a public id, an optional expiry and a revocation time;
+    // single-use event-stream tickets.
+    "ALTER TABLE tokens ADD COLUMN token_id TEXT;
+    ALTER TABLE tokens ADD COLUMN expires_at_ms BIGINT;
+    ALTER TABLE tokens ADD COLUMN revoked_at_ms BIGINT;
+    UPDATE tokens SET token_id = 'tok_' || substr(token_hash, 1, 16);
+    CREATE UNIQUE INDEX tokens_by_id ON tokens (token_id);
+    CREATE TABLE tickets (
+        ticket_hash   TEXT PRIMARY KEY,
+        token_hash    TEXT NOT NULL,
+        expires_at_ms BIGINT NOT NULL
+    );",
 ];
 
 /// Any number; it only has to be the same for every agentrack server on one database.

@@ -6,10 +6,12 @@ use agentrack::ExecutionRecord;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
-use super::{Target, db_error, insert_token_row};
-use crate::auth::TokenGrant;
-use crate::store::row::{self, EventColumns, ExecutionColumns, millis, to_sql};
-use crate::store::{Batch, Cutoff, Purged, RowUpdate, StoreError, StoreWriter};
+use chrono::{DateTime, Utc};
+
+use super::{GRANT_COLUMNS, TOKENS_CHANNEL, Target, db_error, info_from_row, insert_token_row};
+use crate::auth::{Role, TokenGrant};
+use crate::store::row::{self, EventColumns, ExecutionColumns, from_millis, millis, to_sql};
+use crate::store::{Batch, Cutoff, Purged, Revoked, RowUpdate, StoreError, StoreWriter, TakenTicket, Ticket};
 
 /// The writer's connection and its prepared statements.
 pub(super) struct Connection {
@@ -443,6 +445,87 @@ impl StoreWriter for PgWriter {
 
     fn insert_token(&mut self, hash: &str, grant: &TokenGrant) -> Result<(), StoreError> {
         self.with(async |connection| insert_token_row(&connection.client, hash, grant).await)
+    }
+
+    fn revoke_token(&mut self, id: &str, at: DateTime<Utc>) -> Result<Revoked, StoreError> {
+        self.with(async move |connection| {
+            let tx = connection.client.transaction().await.map_err(db_error)?;
+            // Every node has its own writer: the valid admin tokens' rows are locked, so that two
+            // nodes revoking the last two admin tokens at once cannot both succeed.
+            let admins = tx
+                .query(
+                    "SELECT token_id FROM tokens WHERE role = 'admin' AND revoked_at_ms IS NULL
+                     AND (expires_at_ms IS NULL OR expires_at_ms > $1) ORDER BY token_id FOR UPDATE",
+                    &[&millis(at)],
+                )
+                .await
+                .map_err(db_error)?;
+            let row = tx
+                .query_opt(
+                    &format!("SELECT {GRANT_COLUMNS}, token_hash FROM tokens WHERE token_id = $1 FOR UPDATE"),
+                    &[&id],
+                )
+                .await
+                .map_err(db_error)?;
+            let Some(row) = row else {
+                return Ok(Revoked::Unknown);
+            };
+            let mut info = info_from_row(&row)?;
+            let hash: String = row.get(8);
+            if info.revoked_at.is_none() {
+                let valid_admin = info.grant.role == Role::Admin && !info.grant.expired(at);
+                if valid_admin && admins.iter().all(|admin| admin.get::<_, String>(0) == id) {
+                    return Ok(Revoked::LastAdmin);
+                }
+                tx.execute(
+                    "UPDATE tokens SET revoked_at_ms = $1 WHERE token_id = $2",
+                    &[&millis(at), &id],
+                )
+                .await
+                .map_err(db_error)?;
+                info.revoked_at = Some(from_millis(millis(at)));
+            }
+            // Delivered to every node when the revocation commits, and only then.
+            tx.execute("SELECT pg_notify($1, $2)", &[&TOKENS_CHANNEL, &hash])
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(Revoked::Done { info, hash })
+        })
+    }
+
+    fn insert_ticket(&mut self, ticket: &Ticket) -> Result<(), StoreError> {
+        self.with(async move |connection| {
+            // Tickets live seconds: the table holds only those of the last moments.
+            connection
+                .client
+                .execute("DELETE FROM tickets WHERE expires_at_ms <= $1", &[&millis(Utc::now())])
+                .await
+                .map_err(db_error)?;
+            connection
+                .client
+                .execute(
+                    "INSERT INTO tickets (ticket_hash, token_hash, expires_at_ms) VALUES ($1, $2, $3)",
+                    &[&ticket.hash, &ticket.token_hash, &millis(ticket.expires_at)],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(())
+        })
+    }
+
+    fn take_ticket(&mut self, hash: &str) -> Result<Option<TakenTicket>, StoreError> {
+        self.with(async move |connection| {
+            let row = connection
+                .client
+                .query_opt(
+                    "DELETE FROM tickets WHERE ticket_hash = $1 RETURNING token_hash, expires_at_ms",
+                    &[&hash],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(row.map(|row| (row.get(0), from_millis(row.get(1)))))
+        })
     }
 
     fn check(&mut self) -> Result<(), StoreError> {
