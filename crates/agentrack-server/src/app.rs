@@ -7,6 +7,7 @@ use agentrack::Change;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::error::ApiError;
+use crate::api::overview::OverviewCache;
 use crate::auth::TokenCache;
 use crate::cluster::forward::Forwarder;
 use crate::cluster::{Member, Shards, View};
@@ -15,6 +16,7 @@ use crate::http::requests::RequestLimit;
 use crate::hub::Hub;
 use crate::metrics::ServerMetrics;
 use crate::permits::Permits;
+use crate::quotas::Quotas;
 use crate::store::ShardId;
 use crate::store::Store;
 use crate::store::pipeline::Pipeline;
@@ -80,6 +82,10 @@ pub struct Shared {
     pub tokens: TokenCache,
     /// Breaker permits handed to remote callers.
     pub permits: Permits,
+    /// Per-tenant and per-token quotas.
+    pub quotas: Quotas,
+    /// Recent overview walks, per scope.
+    pub overview: OverviewCache,
     /// Turns for requests handled at once (`http.max_requests`).
     pub requests: RequestLimit,
     /// Counters for `/metrics`.

@@ -469,6 +469,9 @@ pub struct Scope {
     /// The token as presented, to act for the caller on the node that owns a shard (a batch of
     /// heartbeats spanning nodes); `None` for in-process callers.
     token: Option<Arc<str>>,
+    /// For a stream opened with a ticket, the hash of the token it was made for (what the
+    /// per-token stream quota counts).
+    ticket_for: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Scope {
@@ -564,6 +567,7 @@ impl Scope {
         Ok(Self {
             grant,
             token: Some(token.into()),
+            ticket_for: None,
         })
     }
 
@@ -587,8 +591,15 @@ impl Scope {
                 "the ticket has expired: get a new one from POST /v1/events/ticket",
             ));
         }
-        let grant = state.tokens.resolve_hash(state.store.as_ref(), token_hash).await?;
-        Ok(Self { grant, token: None })
+        let grant = state
+            .tokens
+            .resolve_hash(state.store.as_ref(), token_hash.clone())
+            .await?;
+        Ok(Self {
+            grant,
+            token: None,
+            ticket_for: Some(token_hash.into()),
+        })
     }
 
     /// A scope for a grant (for tests and in-process callers).
@@ -596,12 +607,22 @@ impl Scope {
         Self {
             grant: Arc::new(grant),
             token: None,
+            ticket_for: None,
         }
     }
 
     /// The token the caller presented, if it came over the network.
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
+    }
+
+    /// The hash of the caller's token: of the one presented, or of the one its ticket was made
+    /// for; `None` for in-process callers.
+    pub fn token_hash(&self) -> Option<String> {
+        self.token
+            .as_deref()
+            .map(hash_token)
+            .or_else(|| self.ticket_for.as_deref().map(str::to_owned))
     }
 
     /// The caller's grant.

@@ -30,6 +30,16 @@
 //! max_message_bytes = 65536      # larger messages close the stream with 1009
 //! max_frame_bytes = 65536        # larger frames too, refused from their header
 //!
+//! [quotas]                       # per-tenant bounds (past them: 429 quota_exceeded, Retry-After)
+//! executions_per_tenant = 100000 # alive executions
+//! users_per_tenant = 100000      # distinct users with executions counted on this node
+//! breakers_per_tenant = 1000     # named breakers
+//! breaker_idle = "1h"            # a closed named breaker unused this long is dropped
+//! permits_per_tenant = 10000     # breaker permits held at once
+//! subscribers_per_token = 1000   # event streams open at once with one token
+//! snapshot_executions = 1000     # executions in a stream's snapshot (the rest: next_cursor)
+//! overview_cache = "1s"          # how long one scope's overview walk is reused
+//!
 //! [cluster]                      # nodes sharing one PostgreSQL store
 //! advertise = "http://10.0.0.5:7700"   # how the others reach this node (default: the listen address)
 //! lease_ttl = "10s"              # a dead node's shards are taken over within this
@@ -109,6 +119,8 @@ pub struct ServerConfig {
     pub http: HttpConfig,
     /// Bounds on WebSocket event streams (the `[websocket]` section).
     pub websocket: WebSocketConfig,
+    /// Per-tenant and per-token quotas (the `[quotas]` section).
+    pub quotas: QuotaConfig,
     /// How this node takes part in a cluster (the `[cluster]` section; only on a shared store).
     pub cluster: ClusterConfig,
     /// The core's settings.
@@ -137,6 +149,7 @@ impl Default for ServerConfig {
             store: StoreConfig::default(),
             http: HttpConfig::default(),
             websocket: WebSocketConfig::default(),
+            quotas: QuotaConfig::default(),
             cluster: ClusterConfig::default(),
             tracker,
         }
@@ -239,6 +252,56 @@ impl Default for WebSocketConfig {
     }
 }
 
+/// Per-tenant (and per-token) quotas: what one tenant may hold at once on a node, so that no
+/// tenant can grow the server without bound or crowd the others out. A request past one is
+/// refused with 429 `quota_exceeded` and `Retry-After`, naming the quota, its limit and the
+/// current count; nothing is changed. In a cluster each node counts what the shards it owns
+/// hold (see CLUSTER.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Alive executions per tenant (finished ones leave memory after the tracker's
+    /// `cleanup_age` and the store after `retention`).
+    pub executions_per_tenant: usize,
+    /// Distinct users per tenant whose executions this node counts (the per-user counters of
+    /// the overview and metrics): an execution for one more user is refused.
+    pub users_per_tenant: usize,
+    /// Named breakers per tenant held in memory.
+    pub breakers_per_tenant: usize,
+    /// A named breaker that is closed, holds no permit and has not been used for this long is
+    /// dropped (its next use starts it afresh, closed), so the bound never locks a tenant out.
+    #[serde(deserialize_with = "duration")]
+    pub breaker_idle: Duration,
+    /// Breaker permits a tenant holds at once (each until its outcome is recorded or it expires).
+    pub permits_per_tenant: usize,
+    /// Event streams open at once with one token.
+    pub subscribers_per_token: usize,
+    /// Executions a stream's snapshot carries at most, newest first; the snapshot's
+    /// `next_cursor` pages the rest through `GET /v1/executions?active=true`.
+    pub snapshot_executions: usize,
+    /// How long an overview walk of the records in memory is reused for the same scope (0: a
+    /// walk per request).
+    #[serde(deserialize_with = "duration")]
+    pub overview_cache: Duration,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            // Far above the loads of BENCHMARKS.md (its fan-out runs spread one tenant over 10,000 users).
+            executions_per_tenant: 100_000,
+            users_per_tenant: 100_000,
+            breakers_per_tenant: 1000,
+            breaker_idle: Duration::from_secs(3600),
+            permits_per_tenant: 10_000,
+            // An agent process per stream, sharing its tenant's agent token.
+            subscribers_per_token: 1000,
+            snapshot_executions: 1000,
+            overview_cache: Duration::from_secs(1),
+        }
+    }
+}
+
 impl ServerConfig {
     /// Checks the values no default would ever hold: zero or absurd limits and timeouts.
     ///
@@ -255,6 +318,12 @@ impl ServerConfig {
             ("http.max_requests", self.http.max_requests),
             ("websocket.max_message_bytes", self.websocket.max_message_bytes),
             ("websocket.max_frame_bytes", self.websocket.max_frame_bytes),
+            ("quotas.executions_per_tenant", self.quotas.executions_per_tenant),
+            ("quotas.users_per_tenant", self.quotas.users_per_tenant),
+            ("quotas.breakers_per_tenant", self.quotas.breakers_per_tenant),
+            ("quotas.permits_per_tenant", self.quotas.permits_per_tenant),
+            ("quotas.subscribers_per_token", self.quotas.subscribers_per_token),
+            ("quotas.snapshot_executions", self.quotas.snapshot_executions),
             ("tokens.refused_cache_size", self.tokens.refused_cache_size),
         ] {
             if value == 0 || value > MAX_LIMIT {
@@ -267,6 +336,7 @@ impl ServerConfig {
             ("http.queue_timeout", self.http.queue_timeout),
             ("websocket.pong_timeout", self.websocket.pong_timeout),
             ("keepalive", self.keepalive),
+            ("quotas.breaker_idle", self.quotas.breaker_idle),
             ("tokens.ticket_ttl", self.tokens.ticket_ttl),
             ("tokens.refused_cache_ttl", self.tokens.refused_cache_ttl),
         ] {
@@ -434,6 +504,14 @@ mod tests {
         assert!(error.contains("http.max_requests"), "{error}");
         let instant: ServerConfig = toml::from_str("[websocket]\npong_timeout = \"0s\"\n").unwrap();
         assert!(instant.validate().is_err());
+        let quotas: ServerConfig =
+            toml::from_str("[quotas]\nexecutions_per_tenant = 5\nbreaker_idle = \"10m\"\n").unwrap();
+        assert_eq!(quotas.quotas.executions_per_tenant, 5);
+        assert_eq!(quotas.quotas.breaker_idle, Duration::from_secs(600));
+        assert_eq!(quotas.quotas.permits_per_tenant, 10_000);
+        let none: ServerConfig = toml::from_str("[quotas]\nsubscribers_per_token = 0\n").unwrap();
+        let error = none.validate().unwrap_err().to_string();
+        assert!(error.contains("quotas.subscribers_per_token"), "{error}");
         let tokens: ServerConfig = toml::from_str("[tokens]\nticket_ttl = \"5s\"\nrefused_cache_size = 7\n").unwrap();
         assert_eq!(tokens.tokens.ticket_ttl, Duration::from_secs(5));
         assert_eq!(tokens.tokens.refused_cache_size, 7);

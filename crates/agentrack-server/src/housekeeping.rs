@@ -1,6 +1,7 @@
 //! Periodic upkeep while the server runs: expired breaker permits are given back every second,
-//! and finished executions past retention are purged from the store every `purge_interval`
-//! (the first purge right at start-up).
+//! named breakers idle for `quotas.breaker_idle` are dropped (checked every quarter of it, at
+//! most every minute), and finished executions past retention are purged from the store every
+//! `purge_interval` (the first purge right at start-up).
 
 use std::time::Duration;
 
@@ -20,10 +21,14 @@ pub async fn run(state: AppState, retention: Retention) {
     let mut permits = tokio::time::interval(Duration::from_secs(1));
     let mut purge = tokio::time::interval(retention.interval.max(Duration::from_secs(1)));
     purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sweep_every = (state.quotas.config.breaker_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(60));
+    let mut breakers = tokio::time::interval(sweep_every);
+    breakers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = state.shutdown.cancelled() => break,
             _ = permits.tick() => { state.permits.expire(); }
+            _ = breakers.tick() => { state.quotas.evict_idle_breakers(&state.shards.locals()); }
             _ = purge.tick() => purge_expired(&state, retention.keep).await,
         }
     }

@@ -14,6 +14,7 @@
 //! - [`http`]: the listener's bounds: header and body timeouts, connection and request limits.
 //! - [`ws`], [`hub`] and [`agui`]: the event stream, its per-user fan-out, and its AG-UI view.
 //! - [`metrics`]: scoped counters and the Prometheus text format.
+//! - [`quotas`]: per-tenant and per-token quotas (429 `quota_exceeded` past them).
 //! - [`dashboard`]: the web dashboard at `/`, its assets compiled into the binary.
 //! - [`fuzzing`]: the request-body parsers and stored-row decoders as the fuzz targets drive them.
 //!
@@ -48,6 +49,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod permits;
+pub mod quotas;
 pub mod serialized_event;
 pub mod server;
 pub mod store;

@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::cluster::LocalShard;
+use crate::quotas::Quota;
 use crate::store::pipeline::Pipeline;
 use crate::store::{ShardId, StateCount};
 
@@ -171,11 +172,81 @@ pub fn samples_of(records: &[ExecutionRecord]) -> HashMap<Phase, Vec<u64>> {
     samples
 }
 
+/// What one tenant holds on this node's shards, for its quotas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Alive executions.
+    pub alive: u64,
+    /// Distinct users with counted executions.
+    pub users: u64,
+}
+
+/// The execution counters, by shard, tenant and user, and their per-tenant sums.
+#[derive(Debug, Default)]
+struct Counters {
+    /// By shard, tenant and user: a shard's counts leave with it when another node takes it.
+    by_user: HashMap<(ShardId, String, String), Counts>,
+    /// Per (tenant, user): on how many shards it has counts.
+    users: HashMap<(String, String), u32>,
+    /// Per tenant: alive executions and distinct users, kept with `by_user` so that a quota
+    /// check costs one lookup.
+    tenants: HashMap<String, Tally>,
+}
+
+impl Counters {
+    /// Changes the counts of (`shard`, `tenant`, `user`), created at zero, and the tenant's tally.
+    fn update(&mut self, shard: ShardId, tenant: &str, user: &str, change: impl FnOnce(&mut Counts)) {
+        let key = (shard, tenant.to_owned(), user.to_owned());
+        let (counts, new) = match self.by_user.get_mut(&key) {
+            Some(counts) => (counts, false),
+            None => (self.by_user.entry(key).or_default(), true),
+        };
+        let before = counts.active;
+        change(counts);
+        let after = counts.active;
+        let tally = self.tenants.entry(tenant.to_owned()).or_default();
+        tally.alive = (tally.alive + after).saturating_sub(before);
+        if new {
+            let shards = self.users.entry((tenant.to_owned(), user.to_owned())).or_default();
+            *shards += 1;
+            if *shards == 1 {
+                tally.users += 1;
+            }
+        }
+    }
+
+    /// Drops a shard's counts and their share of the tallies.
+    fn remove_shard(&mut self, shard: ShardId) {
+        let keys: Vec<(ShardId, String, String)> =
+            self.by_user.keys().filter(|(of, _, _)| *of == shard).cloned().collect();
+        for key in keys {
+            let Some(counts) = self.by_user.remove(&key) else {
+                continue;
+            };
+            let (_, tenant, user) = key;
+            let Some(tally) = self.tenants.get_mut(&tenant) else {
+                continue;
+            };
+            tally.alive = tally.alive.saturating_sub(counts.active);
+            let key = (tenant, user);
+            if let Some(shards) = self.users.get_mut(&key) {
+                *shards -= 1;
+                if *shards == 0 {
+                    self.users.remove(&key);
+                    tally.users = tally.users.saturating_sub(1);
+                }
+            }
+            if *tally == Tally::default() {
+                self.tenants.remove(&key.0);
+            }
+        }
+    }
+}
+
 /// The server's counters.
 #[derive(Debug, Default)]
 pub struct ServerMetrics {
-    /// By shard, tenant and user: a shard's counts leave with it when another node takes it.
-    counts: Mutex<HashMap<(ShardId, String, String), Counts>>,
+    counts: Mutex<Counters>,
     phases: Mutex<HashMap<String, HashMap<Phase, VecDeque<u64>>>>,
     http: [AtomicU64; 5],
     /// WebSocket connections open now.
@@ -192,29 +263,36 @@ pub struct ServerMetrics {
     pub http_header_timeouts: AtomicU64,
     /// Requests refused with 503 `server_busy` past `http.max_requests`.
     pub requests_refused: AtomicU64,
+    /// Requests refused with 429 `quota_exceeded`, by [`Quota::index`].
+    pub quota_refusals: [AtomicU64; Quota::ALL.len()],
+    /// Named breakers dropped for being idle.
+    pub breakers_evicted: AtomicU64,
+    /// Overviews computed by walking the records in memory.
+    pub overview_walks: AtomicU64,
+    /// Overviews answered from a recent walk of the same scope.
+    pub overview_cache_hits: AtomicU64,
 }
 
 impl ServerMetrics {
     /// Starts a shard from the store's counts and the phase durations of its executions in
     /// memory (when this node takes the shard).
     pub fn restore(&self, shard: ShardId, stored: &[StateCount], records: &[ExecutionRecord]) {
-        let mut counts = self.counts.lock();
-        counts.retain(|(of, _, _), _| *of != shard);
+        let mut counters = self.counts.lock();
+        counters.remove_shard(shard);
         for entry in stored {
-            let counts = counts
-                .entry((shard, entry.tenant.clone(), entry.user_id.clone()))
-                .or_default();
-            counts.total += entry.count;
-            match entry.state {
-                ExecutionState::Completed => counts.completed += entry.count,
-                ExecutionState::Failed => counts.failed += entry.count,
-                ExecutionState::Timeout => counts.timeout += entry.count,
-                ExecutionState::Dead => counts.dead += entry.count,
-                ExecutionState::Cancelled => counts.cancelled += entry.count,
-                _ => counts.active += entry.count,
-            }
+            counters.update(shard, &entry.tenant, &entry.user_id, |counts| {
+                counts.total += entry.count;
+                match entry.state {
+                    ExecutionState::Completed => counts.completed += entry.count,
+                    ExecutionState::Failed => counts.failed += entry.count,
+                    ExecutionState::Timeout => counts.timeout += entry.count,
+                    ExecutionState::Dead => counts.dead += entry.count,
+                    ExecutionState::Cancelled => counts.cancelled += entry.count,
+                    _ => counts.active += entry.count,
+                }
+            });
         }
-        drop(counts);
+        drop(counters);
         let mut phases = self.phases.lock();
         for record in records {
             let tenant = phases.entry(record.tenant.clone()).or_default();
@@ -226,7 +304,7 @@ impl ServerMetrics {
 
     /// Forgets a shard's counts (another node serves it now).
     pub fn forget(&self, shard: ShardId) {
-        self.counts.lock().retain(|(of, _, _), _| *of != shard);
+        self.counts.lock().remove_shard(shard);
     }
 
     /// Counts one committed event of `shard`.
@@ -235,19 +313,19 @@ impl ServerMetrics {
         let owner = &scope.owner;
         match counted(&event.kind) {
             Some(Counted::Created) => {
-                let mut counts = self.counts.lock();
-                let entry = counts
-                    .entry((shard, owner.tenant.clone(), owner.user_id.clone()))
-                    .or_default();
-                entry.total += 1;
-                entry.active += 1;
+                self.counts
+                    .lock()
+                    .update(shard, &owner.tenant, &owner.user_id, |counts| {
+                        counts.total += 1;
+                        counts.active += 1;
+                    });
             }
             Some(Counted::Finished(finished)) => {
-                let mut counts = self.counts.lock();
-                counts
-                    .entry((shard, owner.tenant.clone(), owner.user_id.clone()))
-                    .or_default()
-                    .finish(finished.state);
+                self.counts
+                    .lock()
+                    .update(shard, &owner.tenant, &owner.user_id, |counts| {
+                        counts.finish(finished.state);
+                    });
             }
             Some(Counted::PhaseLeft(transition)) => {
                 let mut phases = self.phases.lock();
@@ -262,12 +340,25 @@ impl ServerMetrics {
     pub fn counts(&self, tenant: Option<&str>, user_id: Option<&str>) -> Counts {
         let counts = self.counts.lock();
         let mut sum = Counts::default();
-        for ((_, t, u), c) in counts.iter() {
+        for ((_, t, u), c) in &counts.by_user {
             if tenant.is_none_or(|x| x == t) && user_id.is_none_or(|x| x == u) {
                 sum.add(c);
             }
         }
         sum
+    }
+
+    /// What `tenant` holds on this node's shards: alive executions and distinct users.
+    pub fn tally(&self, tenant: &str) -> Tally {
+        self.counts.lock().tenants.get(tenant).copied().unwrap_or_default()
+    }
+
+    /// Whether this node counts executions of `user_id` in `tenant`.
+    pub fn knows_user(&self, tenant: &str, user_id: &str) -> bool {
+        self.counts
+            .lock()
+            .users
+            .contains_key(&(tenant.to_owned(), user_id.to_owned()))
     }
 
     /// Phase-duration samples of one tenant, or of all.
@@ -308,6 +399,7 @@ impl ServerMetrics {
         self.render_executions(&mut out, trackers);
         render_store(&mut out, pipeline, shards);
         self.render_connections(&mut out);
+        self.render_quotas(&mut out);
         render_breakers(&mut out, trackers);
         self.render_phases(&mut out);
         out.one(
@@ -425,6 +517,39 @@ impl ServerMetrics {
             "counter",
             "Requests refused with 503 server_busy past http.max_requests.",
             load(&self.requests_refused),
+        );
+    }
+
+    /// Quota refusals, breaker evictions and overview walks.
+    fn render_quotas(&self, out: &mut Exposition) {
+        out.metric(
+            "agentrack_quota_refusals_total",
+            "counter",
+            "Requests refused with 429 quota_exceeded, by quota.",
+            &Quota::ALL.map(|quota| {
+                (
+                    format!("{{quota=\"{}\"}}", quota.name()),
+                    load(&self.quota_refusals[quota.index()]),
+                )
+            }),
+        );
+        out.one(
+            "agentrack_breakers_evicted_total",
+            "counter",
+            "Named breakers dropped after quotas.breaker_idle unused (closed, no permit held).",
+            load(&self.breakers_evicted),
+        );
+        out.one(
+            "agentrack_overview_walks_total",
+            "counter",
+            "Overviews computed by walking the records in memory.",
+            load(&self.overview_walks),
+        );
+        out.one(
+            "agentrack_overview_cache_hits_total",
+            "counter",
+            "Overviews answered from a walk of the same scope at most quotas.overview_cache old.",
+            load(&self.overview_cache_hits),
         );
     }
 

@@ -24,6 +24,43 @@ struct Held {
 #[derive(Debug, Default)]
 pub struct Permits {
     held: DashMap<String, Held>,
+    /// Permits held or reserved per tenant (`quotas.permits_per_tenant`).
+    per_tenant: DashMap<String, usize>,
+}
+
+/// Room for one more permit of a tenant, taken before the breaker is asked; given back when
+/// dropped unless [`Reserved::hold`] keeps a permit in it.
+#[derive(Debug)]
+pub struct Reserved<'a> {
+    permits: &'a Permits,
+    tenant: String,
+    kept: bool,
+}
+
+impl Reserved<'_> {
+    /// Keeps `permit` for the tenant's breaker `name`; returns its id.
+    pub fn hold(mut self, permit: Permit, name: &str, lifetime: Duration) -> String {
+        self.kept = true;
+        let id = format!("pmt_{}", uuid::Uuid::new_v4().simple());
+        self.permits.held.insert(
+            id.clone(),
+            Held {
+                permit,
+                tenant: std::mem::take(&mut self.tenant),
+                name: name.to_owned(),
+                expires: Instant::now() + lifetime,
+            },
+        );
+        id
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.permits.release(&self.tenant);
+        }
+    }
 }
 
 /// Why a permit could not be settled.
@@ -34,19 +71,29 @@ pub enum SettleError {
 }
 
 impl Permits {
-    /// Keeps `permit` for `tenant`'s breaker `name`; returns its id.
-    pub fn hold(&self, permit: Permit, tenant: &str, name: &str, lifetime: Duration) -> String {
-        let id = format!("pmt_{}", uuid::Uuid::new_v4().simple());
-        self.held.insert(
-            id.clone(),
-            Held {
-                permit,
-                tenant: tenant.to_owned(),
-                name: name.to_owned(),
-                expires: Instant::now() + lifetime,
-            },
-        );
-        id
+    /// Room for one more permit of `tenant`, unless it holds `limit` already.
+    ///
+    /// # Errors
+    ///
+    /// How many it holds, when that is `limit` or more.
+    pub fn reserve(&self, tenant: &str, limit: usize) -> Result<Reserved<'_>, usize> {
+        let mut held = self.per_tenant.entry(tenant.to_owned()).or_default();
+        if *held >= limit {
+            return Err(*held);
+        }
+        *held += 1;
+        Ok(Reserved {
+            permits: self,
+            tenant: tenant.to_owned(),
+            kept: false,
+        })
+    }
+
+    fn release(&self, tenant: &str) {
+        if let Some(mut held) = self.per_tenant.get_mut(tenant) {
+            *held = held.saturating_sub(1);
+        }
+        self.per_tenant.remove_if(tenant, |_, held| *held == 0);
     }
 
     /// Reports the outcome of the call made under permit `id`. Returns the event of the breaker
@@ -68,15 +115,25 @@ impl Permits {
                 held.name == name && tenant.is_none_or(|t| t == held.tenant) && held.expires > Instant::now()
             })
             .ok_or(SettleError::NotFound)?;
+        self.release(&held.tenant);
         Ok(held.permit.record(outcome))
     }
 
     /// Drops expired permits (releasing their slots). Returns how many.
     pub fn expire(&self) -> usize {
         let now = Instant::now();
-        let before = self.held.len();
-        self.held.retain(|_, held| held.expires > now);
-        before - self.held.len()
+        let mut expired = Vec::new();
+        self.held.retain(|_, held| {
+            let live = held.expires > now;
+            if !live {
+                expired.push(held.tenant.clone());
+            }
+            live
+        });
+        for tenant in &expired {
+            self.release(tenant);
+        }
+        expired.len()
     }
 
     /// How many permits are held.

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::overview::OverviewCache;
 use crate::app::{AppState, ClusterState, Settings, Shared};
 use crate::auth::{RefusedBounds, Role, TokenCache, TokenGrant, generate_token, hash_token};
 use crate::cluster::forward::Forwarder;
@@ -28,6 +29,7 @@ use crate::http::requests::RequestLimit;
 use crate::hub::Hub;
 use crate::metrics::ServerMetrics;
 use crate::permits::Permits;
+use crate::quotas::Quotas;
 use crate::serialized_event::SerializedEvent;
 use crate::store::pipeline::{Pipeline, PipelineConfig, Publisher};
 use crate::store::{self, StoreConfig, StoreError};
@@ -302,6 +304,8 @@ impl Server {
             cluster,
             tokens,
             permits: Permits::default(),
+            quotas: Quotas::new(config.quotas.clone(), Arc::clone(&metrics)),
+            overview: OverviewCache::default(),
             requests: RequestLimit::new(config.http.max_requests, config.http.queue_timeout),
             metrics,
             settings: Settings {

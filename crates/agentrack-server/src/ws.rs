@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use agentrack::{Event, EventFilter, ExecutionId, ExecutionRecord, Tracker};
+use agentrack::{Event, EventFilter, ExecutionId, ExecutionRecord};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
@@ -286,34 +286,87 @@ pub async fn serve(socket: WebSocket, state: AppState, subscription: Subscriptio
     state.metrics.websockets.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// What a snapshot shows: at most `quotas.snapshot_executions` records, newest first, and
+/// when there are more, the id to page the rest from.
+struct Snapshot {
+    executions: Vec<ExecutionRecord>,
+    /// `GET /v1/executions?cursor=` this (with the query of [`next_page`]) lists the rest.
+    next_cursor: Option<ExecutionId>,
+}
+
 /// The records a snapshot shows, of the shards this node serves: the one execution, the
-/// thread's, or the alive ones in scope.
-fn snapshot_records(state: &AppState, subscription: &Subscription) -> Vec<ExecutionRecord> {
+/// thread's, or the alive ones in scope — newest first, at most `limit`. Only the ids of the
+/// matching records are gathered first, so a snapshot never copies more than `limit` records.
+fn snapshot_records(state: &AppState, subscription: &Subscription, limit: usize) -> Snapshot {
     let trackers = state.shards.trackers();
-    let records: Vec<ExecutionRecord> = match (&subscription.execution_id, &subscription.thread_id) {
-        (Some(id), _) => state.shards.get(*id).into_iter().collect(),
-        (None, Some(thread)) => trackers.iter().flat_map(|tracker| tracker.by_thread(thread)).collect(),
-        // A viewer's own executions through the user index, rather than every alive one.
-        (None, None) => match subscription.scope.event_filter(None, None).user_id {
-            Some(user_id) => state
-                .shards
-                .by_user(&user_id)
-                .into_iter()
-                .filter(ExecutionRecord::is_alive)
-                .collect(),
-            None => trackers.iter().flat_map(Tracker::active).collect(),
-        },
-    };
-    records
-        .into_iter()
-        .filter(|record| subscription.scope.sees(record))
-        .filter(|record| {
-            subscription
+    let wanted = |record: &ExecutionRecord| {
+        subscription.scope.sees(record)
+            && subscription
                 .thread_id
                 .as_ref()
                 .is_none_or(|thread| *thread == record.thread_id)
-        })
-        .collect()
+    };
+    let mut ids: Vec<ExecutionId> = match (&subscription.execution_id, &subscription.thread_id) {
+        (Some(id), _) => state
+            .shards
+            .get(*id)
+            .filter(wanted)
+            .map(|r| r.execution_id)
+            .into_iter()
+            .collect(),
+        (None, Some(thread)) => trackers
+            .iter()
+            .flat_map(|tracker| tracker.by_thread(thread))
+            .filter(wanted)
+            .map(|record| record.execution_id)
+            .collect(),
+        // A viewer's own executions through the user index, rather than every alive one.
+        (None, None) => {
+            if let Some(user_id) = subscription.scope.event_filter(None, None).user_id {
+                state
+                    .shards
+                    .by_user(&user_id)
+                    .into_iter()
+                    .filter(|record| record.is_alive() && wanted(record))
+                    .map(|record| record.execution_id)
+                    .collect()
+            } else {
+                let mut ids = Vec::new();
+                for tracker in &trackers {
+                    tracker.visit(|record| {
+                        if record.is_alive() && wanted(record) {
+                            ids.push(record.execution_id);
+                        }
+                    });
+                }
+                ids
+            }
+        }
+    };
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    let next_cursor = if ids.len() > limit {
+        ids.get(limit.saturating_sub(1)).copied()
+    } else {
+        None
+    };
+    ids.truncate(limit);
+    Snapshot {
+        executions: ids.into_iter().filter_map(|id| state.shards.get(id)).collect(),
+        next_cursor,
+    }
+}
+
+/// Where a truncated snapshot's rest is listed: `GET /v1/executions` with this query (the
+/// list's own paging goes on from there).
+fn next_page(subscription: &Subscription, cursor: ExecutionId) -> serde_json::Value {
+    let mut query = serde_json::Map::new();
+    if let Some(thread) = &subscription.thread_id {
+        query.insert("thread_id".into(), thread.clone().into());
+    } else {
+        query.insert("active".into(), "true".into());
+    }
+    query.insert("cursor".into(), cursor.to_string().into());
+    json!({"path": "/v1/executions", "query": query})
 }
 
 /// Runs one connection through the steps of the module documentation.
@@ -367,15 +420,21 @@ async fn send_snapshot(
     subscription: &Subscription,
     horizon: &Positions,
 ) -> ControlFlow<()> {
-    let executions = snapshot_records(state, subscription);
+    let Snapshot {
+        executions,
+        next_cursor,
+    } = snapshot_records(state, subscription, state.quotas.config.snapshot_executions);
     let cursor = horizon.encode(stream.shards);
     let global_seq = horizon.get(0);
+    let truncated = next_cursor.is_some();
+    let next_page = next_cursor.map(|id| next_page(subscription, id));
+    let next_cursor = next_cursor.map(|id| id.to_string());
     let message = match subscription.protocol {
-        Protocol::Agentrack => {
-            json!({"type": "snapshot", "global_seq": global_seq, "cursor": cursor, "executions": executions})
-        }
+        Protocol::Agentrack => json!({"type": "snapshot", "global_seq": global_seq, "cursor": cursor,
+            "executions": executions, "truncated": truncated, "next_cursor": next_cursor, "next_page": next_page}),
         Protocol::Agui => json!({"type": "STATE_SNAPSHOT", "snapshot": {"executions": executions},
-            "rawEvent": {"type": "snapshot", "global_seq": global_seq, "cursor": cursor}}),
+            "rawEvent": {"type": "snapshot", "global_seq": global_seq, "cursor": cursor,
+                "truncated": truncated, "next_cursor": next_cursor, "next_page": next_page}}),
     };
     stream.queue_wait(Message::Text(message.to_string().into()), None).await
 }

@@ -23,13 +23,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-/// A server with `config` as its TOML file (kept with the returned directory).
+/// A server with `config` as its TOML file.
 async fn start(config: &str) -> (TestServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("agentrack.toml");
-    std::fs::write(&path, config).unwrap();
-    let server = TestServer::start_with(&["--config", path.to_str().unwrap()]).await;
-    (server, dir)
+    TestServer::start_with_config(config).await
 }
 
 fn host(server: &TestServer) -> String {

@@ -356,6 +356,12 @@ impl Breaker {
         self.shared.core.lock().config.call_timeout
     }
 
+    /// Whether nothing would be lost by dropping the breaker: it is closed, and no permit or
+    /// other handle of it is held (this one aside).
+    pub(crate) fn is_unused(&self) -> bool {
+        Arc::strong_count(&self.shared) == 1 && self.shared.core.lock().state == BreakerState::Closed
+    }
+
     /// The current state and counters.
     pub fn status(&self) -> BreakerStatus {
         let mono = self.shared.clock.monotonic();

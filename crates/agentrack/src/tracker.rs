@@ -775,6 +775,21 @@ impl Tracker {
             .clone()
     }
 
+    /// Whether the named breaker `name` exists (without creating it).
+    pub fn has_breaker(&self, name: &str) -> bool {
+        self.inner.breakers.contains_key(name)
+    }
+
+    /// Drops the named breaker `name` if it is closed and nobody holds it (no permit, no handle
+    /// from [`Tracker::breaker`]): its next use starts a fresh, closed breaker. Returns whether
+    /// it was dropped. A server bounding its callers' breakers evicts idle ones with this.
+    pub fn remove_unused_breaker(&self, name: &str) -> bool {
+        self.inner
+            .breakers
+            .remove_if(name, |_, breaker| breaker.is_unused())
+            .is_some()
+    }
+
     /// Every named breaker's status, by name.
     pub fn breakers(&self) -> Vec<crate::breaker::BreakerStatus> {
         let mut all: Vec<_> = self.inner.breakers.iter().map(|entry| entry.value().status()).collect();

@@ -96,3 +96,25 @@ fn an_execution_breaker_returns_its_changes_as_changes_of_the_execution() {
     let scope = reset.events[0].execution.as_ref().unwrap();
     assert_eq!((scope.execution_id, scope.seq), (id, tracker.get(id).unwrap().seq));
 }
+
+#[test]
+fn only_a_closed_breaker_nobody_holds_can_be_removed() {
+    let (tracker, _clock) = manual(TrackerConfig::default());
+    let name = "openai:gpt-4o";
+    assert!(!tracker.has_breaker(name));
+    let breaker = tracker.breaker(name);
+    assert!(tracker.has_breaker(name));
+    assert!(!tracker.remove_unused_breaker(name), "a handle is held");
+    let permit = breaker.acquire().unwrap();
+    drop(breaker);
+    assert!(!tracker.remove_unused_breaker(name), "a permit is held");
+    drop(permit);
+    for _ in 0..3 {
+        let _ = tracker.breaker(name).acquire().unwrap().record(Outcome::Failure);
+    }
+    assert!(!tracker.remove_unused_breaker(name), "an open breaker is kept");
+    let _ = tracker.breaker(name).reset();
+    assert!(tracker.remove_unused_breaker(name));
+    assert!(!tracker.has_breaker(name) && tracker.breakers().is_empty());
+    assert!(!tracker.remove_unused_breaker(name), "already gone");
+}

@@ -20,6 +20,7 @@ use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
 use crate::auth::Scope;
 use crate::cluster::{LocalShard, gather};
+use crate::quotas::Quota;
 
 /// Who may list the named breakers (and see them on the overview).
 pub const LIST_BREAKERS: Access = Access::Write("list breakers");
@@ -55,7 +56,7 @@ pub fn routes() -> Vec<Route> {
                 access: USE_BREAKERS,
                 request: None,
                 success: (200, Some("PermitGrant")),
-                errors: &[400, 401, 403, 413, 422, 503],
+                errors: &[400, 401, 403, 413, 422, 429, 503],
                 query: &[],
             },
             handler: post(acquire),
@@ -157,7 +158,15 @@ async fn acquire(
     Fields::new(body, &[])?;
     check_name(&name)?;
     let shard = serving_breaker(&state, &scope, &name)?;
-    let breaker = shard.tracker.breaker(&scope.breaker_key(&name));
+    let key = scope.breaker_key(&name);
+    let tenant = scope.tenant();
+    let limit = state.quotas.config.permits_per_tenant;
+    let room = state
+        .permits
+        .reserve(tenant, limit)
+        .map_err(|held| state.quotas.refuse(Quota::Permits, held))?;
+    state.quotas.use_breaker(&state.shards.locals(), &shard, tenant, &key)?;
+    let breaker = shard.tracker.breaker(&key);
     let permit = breaker.acquire()?;
     // A trial admission moved the breaker to half-open: durable before the caller hears of it.
     // (Should the store not confirm, the permit is dropped here, released uncounted.)
@@ -166,7 +175,7 @@ async fn acquire(
     }
     let config = state.shards.config();
     let lifetime = config.timeout_config.llm_api_timeout + config.call_grace;
-    let id = state.permits.hold(permit, scope.tenant(), &name, lifetime);
+    let id = room.hold(permit, &name, lifetime);
     Ok(Json(json!({
         "permit": id,
         "breaker": name,
@@ -206,6 +215,10 @@ async fn record(
     if let Some(event) = change {
         state.durable_up_to(shard.id, event.global_seq).await?;
     }
-    let status = shard.tracker.breaker(&scope.breaker_key(&name)).status();
+    let key = scope.breaker_key(&name);
+    shard
+        .named_breakers
+        .touch(scope.tenant(), &key, std::time::Instant::now());
+    let status = shard.tracker.breaker(&key).status();
     Ok(Json(public(status)))
 }

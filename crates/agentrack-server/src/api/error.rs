@@ -279,6 +279,26 @@ impl ApiError {
             .header(header::RETRY_AFTER, HeaderValue::from(STORE_RETRY_AFTER))
     }
 
+    /// 429: past one of the caller's quotas; nothing was changed.
+    pub fn quota(quota: crate::quotas::Quota, limit: usize, current: usize, counts: &str) -> Self {
+        let retry_after = quota.retry_after();
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            format!(
+                "quota {} exceeded: {current} {counts}, the limit is {limit} ({}); nothing was changed, retry after {retry_after} s",
+                quota.name(),
+                quota.key()
+            ),
+        )
+        .with("quota", quota.name())
+        .with("key", quota.key())
+        .with("limit", limit)
+        .with("current", current)
+        .with("retry_after_seconds", retry_after)
+        .header(header::RETRY_AFTER, HeaderValue::from(retry_after))
+    }
+
     /// 500.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)

@@ -30,6 +30,7 @@ use crate::app::AppState;
 use crate::auth::{Scope, generate_ticket, hash_token};
 use crate::cursor::Positions;
 use crate::http::ConnectionSlot;
+use crate::quotas::Quotas;
 use crate::store::Ticket;
 use crate::ws::{Protocol, Subscription};
 
@@ -61,7 +62,7 @@ pub fn routes() -> Vec<Route> {
                 access: Access::Read,
                 request: None,
                 success: (101, Some("EventStream")),
-                errors: &[400, 401, 404, 422],
+                errors: &[400, 401, 404, 422, 429],
                 query: PARAMETERS,
             },
             handler: get(subscribe),
@@ -153,6 +154,8 @@ async fn subscribe(
     // read buffer is 128 KiB per connection, allocated up front: 1.5 GiB at 10,000 subscribers
     // (see BENCHMARKS.md). The frame limit is what refuses a large frame from its header: the
     // message limit alone is checked only once the frame (up to 16 MiB by default) is buffered.
+    // Counted against the token from before the handshake until the stream ends.
+    let stream_slot = Quotas::open_stream(&state, &subscription.scope)?;
     let subscribed = crate::ws::subscribe(&state, &subscription);
     let limits = &state.settings.websocket;
     let (message, frame) = (limits.max_message_bytes, limits.max_frame_bytes);
@@ -163,6 +166,7 @@ async fn subscribe(
         .on_upgrade(move |socket| async move {
             // The stream keeps its connection's slot under http.max_connections until it closes.
             let _slot = slot;
+            let _stream_slot = stream_slot;
             crate::ws::serve(socket, state, subscription, subscribed).await;
         }))
 }

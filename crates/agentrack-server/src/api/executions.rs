@@ -49,7 +49,7 @@ fn record_routes() -> Vec<Route> {
                 access: Access::Write("create executions"),
                 request: Some("NewExecution"),
                 success: (201, Some("ExecutionRecord")),
-                errors: &[400, 401, 403, 413, 422, 503],
+                errors: &[400, 401, 403, 413, 422, 429, 503],
                 query: &[],
             },
             handler: post(create),
@@ -276,12 +276,16 @@ async fn create(
     body: JsonBody,
 ) -> Result<(StatusCode, Json<ExecutionRecord>), ApiError> {
     let (new, tenant) = new_execution(body)?;
-    let new = new.tenant(scope.owning_tenant(tenant)?);
+    let tenant = scope.owning_tenant(tenant)?;
+    let creating = state.quotas.admit_execution(&tenant, &new.user_id)?;
+    let new = new.tenant(tenant);
     let change = match state.shards.create(new) {
         Some(created) => created?.1,
         None => return Err(ApiError::no_shard_here()),
     };
     state.durable(&change).await?;
+    // Durable, so counted as alive: no longer a creation under way.
+    drop(creating);
     Ok((StatusCode::CREATED, Json(current(&state, change.id()).await?)))
 }
 

@@ -46,6 +46,9 @@ fn status_text(status: u16) -> &'static str {
         409 => "Illegal lifecycle change or finished execution",
         413 => "Body over 1 MiB",
         422 => "A field of the wrong kind or value",
+        429 => {
+            "Past one of the caller's quotas (quota_exceeded, naming the quota, its limit and the current count; with Retry-After); nothing changed"
+        }
         503 => "Store unavailable, circuit open, or the server busy past http.max_requests (with Retry-After)",
         _ => "Response",
     }
@@ -105,11 +108,13 @@ fn operation(doc: &RouteDoc) -> Value {
     errors.sort_unstable();
     errors.dedup();
     for status in &errors {
-        responses.insert(
-            status.to_string(),
-            json!({"description": status_text(*status),
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
-        );
+        let mut response = json!({"description": status_text(*status),
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+        if *status == 429 {
+            response["headers"] = json!({"Retry-After": {"description": "Seconds to wait before retrying.",
+                "schema": {"type": "integer", "minimum": 1}}});
+        }
+        responses.insert(status.to_string(), response);
     }
     let mut op = json!({
         "operationId": doc.operation_id,

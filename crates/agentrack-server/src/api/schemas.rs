@@ -321,6 +321,11 @@ fn error() -> Value {
         "retry_after_seconds": number(),
         "operation": string(),
         "limit_bytes": integer(),
+        "quota": {"type": "string", "description": "The quota refused (429 quota_exceeded), e.g. executions_per_tenant.",
+            "enum": crate::quotas::Quota::ALL.map(crate::quotas::Quota::name)},
+        "key": {"type": "string", "description": "The config key of the quota, e.g. quotas.executions_per_tenant."},
+        "limit": integer(),
+        "current": integer(),
     });
     exact(json!({"error": partial(&["code", "message"], details)}))
 }
@@ -630,7 +635,14 @@ fn stream_messages() -> Vec<(&'static str, Value)> {
                 "global_seq": {"type": "integer", "minimum": 0,
                     "description": "On a store with one shard: the events after this one follow."},
                 "cursor": {"type": "string", "description": "The events after this position follow."},
-                "executions": {"type": "array", "items": reference("ExecutionRecord")},
+                "executions": {"type": "array", "items": reference("ExecutionRecord"),
+                    "description": "Newest first, at most quotas.snapshot_executions."},
+                "truncated": {"type": "boolean", "description": "Whether more executions match than the snapshot carries."},
+                "next_cursor": {"type": ["string", "null"],
+                    "description": "When truncated: the last execution carried; GET /v1/executions with cursor=this lists the rest."},
+                "next_page": {"description": "When truncated: the request listing the rest.",
+                    "oneOf": [{"type": "null"}, exact(json!({"path": {"const": "/v1/executions"},
+                        "query": {"type": "object", "additionalProperties": {"type": "string"}}}))]},
             })),
         ),
         ("HeartbeatAckMessage", exact(Value::Object(ack))),

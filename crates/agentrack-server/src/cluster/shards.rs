@@ -15,6 +15,7 @@ use agentrack::{
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 
+use crate::quotas::NamedBreakers;
 use crate::store::{ShardId, shard_of, shard_of_name};
 
 /// A shard's fencing number and how long this node may trust its lease.
@@ -36,6 +37,8 @@ pub struct LocalShard {
     pub tracker: Tracker,
     /// Its fencing number on a shared store.
     pub fence: Option<i64>,
+    /// Its named breakers by tenant and when each was last used (for their quota).
+    pub named_breakers: NamedBreakers,
     /// Where `until` counts from (its lease's end is kept as ms after it, to be read lock-free).
     base: Instant,
     /// When the lease ends, in ms after `base`; `u64::MAX` without a lease (a single node).
@@ -52,6 +55,7 @@ impl LocalShard {
             id,
             tracker,
             fence: lease.map(|lease| lease.fence),
+            named_breakers: NamedBreakers::default(),
             base: Instant::now(),
             lease_until_ms: AtomicU64::new(u64::MAX),
             monitor: Mutex::new(Some(monitor)),

@@ -124,6 +124,15 @@ impl TestServer {
         Self::start_on(Backend::Sqlite, args).await
     }
 
+    /// A fresh server on SQLite with `config` as its TOML file (kept with the returned directory).
+    pub async fn start_with_config(config: &str) -> (Self, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agentrack.toml");
+        std::fs::write(&path, config).unwrap();
+        let server = Self::start_with(&["--config", path.to_str().unwrap()]).await;
+        (server, dir)
+    }
+
     /// A fresh server on `backend` (a fresh database for PostgreSQL) with extra `serve` flags.
     pub async fn start_on(backend: Backend, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
