@@ -284,6 +284,8 @@ async fn create(
             "timeout_seconds",
             "metadata",
             "tenant",
+            "heartbeat_timeout_seconds",
+            "timeout_config",
         ],
     )?;
     let agent_name = fields.string("agent_name")?;
@@ -291,16 +293,82 @@ async fn create(
     let user_id = fields.string("user_id")?;
     let timeout = fields.optional_seconds("timeout_seconds")?;
     let metadata = fields.optional_object("metadata")?;
+    let heartbeat_timeout = fields.optional_seconds("heartbeat_timeout_seconds")?;
+    let timeout_config = fields
+        .optional_object("timeout_config")?
+        .map(|given| timeout_config(JsonBody(given), &state.shards.config().timeout_config))
+        .transpose()?;
     let tenant = scope.owning_tenant(fields.optional_string("tenant")?)?;
     let mut new = NewExecution::new(agent_name, thread_id, user_id).tenant(tenant);
     new.timeout = timeout;
     new.metadata = metadata.unwrap_or_default();
+    new.heartbeat_timeout = heartbeat_timeout;
+    new.timeout_config = timeout_config;
     let change = match state.shards.create(new) {
         Some(created) => created?.1,
         None => return Err(ApiError::no_shard_here()),
     };
     state.durable(&change).await?;
     Ok((StatusCode::CREATED, Json(current(&state, change.id()).await?)))
+}
+
+/// The fields of a per-execution `TimeoutConfig`.
+const TIMEOUT_CONFIG_FIELDS: &[&str] = &[
+    "agent_execution_timeout",
+    "llm_api_timeout",
+    "failure_threshold",
+    "recovery_timeout",
+    "success_threshold",
+    "max_retries",
+    "retry_base_delay",
+    "retry_max_delay",
+    "retry_exponential_base",
+];
+
+/// A creation's `timeout_config`: each field given replaces the server's default. Durations are
+/// seconds (greater than 0, at most a year), thresholds whole numbers of at least 1.
+fn timeout_config(given: JsonBody, defaults: &agentrack::TimeoutConfig) -> Result<agentrack::TimeoutConfig, ApiError> {
+    let fields = Fields::new(given, TIMEOUT_CONFIG_FIELDS)?;
+    let mut config = *defaults;
+    let seconds = |name: &str, target: &mut std::time::Duration| -> Result<(), ApiError> {
+        if let Some(value) = fields.optional_seconds(name)? {
+            *target = value;
+        }
+        Ok(())
+    };
+    seconds("agent_execution_timeout", &mut config.agent_execution_timeout)?;
+    seconds("llm_api_timeout", &mut config.llm_api_timeout)?;
+    seconds("recovery_timeout", &mut config.recovery_timeout)?;
+    seconds("retry_base_delay", &mut config.retry_base_delay)?;
+    seconds("retry_max_delay", &mut config.retry_max_delay)?;
+    let count = |name: &str, least: u64, target: &mut u32| -> Result<(), ApiError> {
+        let Some(value) = fields.value(name)? else {
+            return Ok(());
+        };
+        *target = value
+            .as_u64()
+            .filter(|n| *n >= least)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| {
+                ApiError::invalid_field(
+                    name,
+                    format!("timeout_config.{name} must be a whole number from {least} to {}, not {value}", u32::MAX),
+                )
+            })?;
+        Ok(())
+    };
+    count("failure_threshold", 1, &mut config.failure_threshold)?;
+    count("success_threshold", 1, &mut config.success_threshold)?;
+    count("max_retries", 0, &mut config.max_retries)?;
+    if let Some(value) = fields.value("retry_exponential_base")? {
+        config.retry_exponential_base = value.as_f64().filter(|b| b.is_finite() && *b >= 1.0).ok_or_else(|| {
+            ApiError::invalid_field(
+                "retry_exponential_base",
+                format!("timeout_config.retry_exponential_base must be a number of at least 1, not {value}"),
+            )
+        })?;
+    }
+    Ok(config)
 }
 
 async fn read(
@@ -330,13 +398,24 @@ async fn set_state(
     Path(id): Path<String>,
     body: JsonBody,
 ) -> Result<Json<ExecutionRecord>, ApiError> {
-    let fields = Fields::new(body, &["state", "error", "result"])?;
+    let fields = Fields::new(body, &["state", "error", "result", "metadata"])?;
     let new_state: ExecutionState = fields.enumeration("state", "invalid_state", "execution state")?;
     let update = StateUpdate {
         error: fields.optional_text("error", 64 * 1024)?,
         result: fields.value("result")?,
     };
+    let metadata = fields.optional_object("metadata")?;
     let (id, tracker) = changeable(&state, &scope, &id).await?;
+    // Merged first, so that the state change's events carry it (a completion's execution time,
+    // a failure's context).
+    if let Some(metadata) = metadata {
+        let update = agentrack::AgentStateUpdate {
+            metadata: Some(metadata),
+            ..agentrack::AgentStateUpdate::default()
+        };
+        let change = tracker.update_agent_state(id, update)?;
+        state.durable(&change).await?;
+    }
     let change = tracker.set_state(id, new_state, update)?;
     state.durable(&change).await?;
     Ok(Json(current(&state, id).await?))

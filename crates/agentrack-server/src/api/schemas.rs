@@ -126,14 +126,29 @@ fn execution_schemas(add: &mut impl FnMut(&str, Value)) {
             &["agent_name", "thread_id", "user_id"],
             json!({"agent_name": string(), "thread_id": string(), "user_id": string(),
                 "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
-                "metadata": object(), "tenant": {"type": "string", "description": "Admin tokens only."}}),
+                "metadata": object(), "tenant": {"type": "string", "description": "Admin tokens only."},
+                "heartbeat_timeout_seconds": {"type": "number", "exclusiveMinimum": 0,
+                    "description": "This execution's heartbeat timeout (the server's when absent)."},
+                "timeout_config": {"type": "object", "additionalProperties": false,
+                    "description": "This execution's timeouts and breaker thresholds; each field given replaces the server's default.",
+                    "properties": {
+                        "agent_execution_timeout": {"type": "number", "exclusiveMinimum": 0},
+                        "llm_api_timeout": {"type": "number", "exclusiveMinimum": 0},
+                        "failure_threshold": {"type": "integer", "minimum": 1},
+                        "recovery_timeout": {"type": "number", "exclusiveMinimum": 0},
+                        "success_threshold": {"type": "integer", "minimum": 1},
+                        "max_retries": {"type": "integer", "minimum": 0},
+                        "retry_base_delay": {"type": "number", "exclusiveMinimum": 0},
+                        "retry_max_delay": {"type": "number", "exclusiveMinimum": 0},
+                        "retry_exponential_base": {"type": "number", "minimum": 1}}}}),
         ),
     );
     add(
         "StateChange",
         partial(
             &["state"],
-            json!({"state": reference("ExecutionState"), "error": nullable(string()), "result": any()}),
+            json!({"state": reference("ExecutionState"), "error": nullable(string()), "result": any(),
+                "metadata": {"type": "object", "description": "Merged into the execution's metadata before the state changes."}}),
         ),
     );
     add(
@@ -320,6 +335,7 @@ fn execution_record() -> Map<String, Value> {
         "warning_count": integer(),
         "error_count": integer(),
         "timeout_config": nullable(reference("TimeoutConfig")),
+        "heartbeat_timeout_seconds": nullable(number()),
         "circuit_breaker_state": reference("BreakerState"),
         "circuit_breaker_failures": integer(),
         "last_failure_time": nullable(time()),
