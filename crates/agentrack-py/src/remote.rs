@@ -389,7 +389,8 @@ fn message(body: &Value) -> String {
     format!("{code}: {text}")
 }
 
-/// The body of a success; `None` for 404 (unknown, or not the caller's) and 409 (finished);
+/// The body of a success; `None` for 404 (unknown, or not the caller's) and 409 (finished, or a
+/// lifecycle move the server refuses);
 /// other refusals as the Python error they mean.
 fn answer_body(answer: Answer) -> PyResult<Option<Value>> {
     let why = || {
@@ -401,6 +402,9 @@ fn answer_body(answer: Answer) -> PyResult<Option<Value>> {
     };
     match answer.status {
         200..=299 => Ok(Some(answer.body)),
+        // The server keeps the phase rules strictly (the in-process core, leniently): a refused
+        // transition is an error, not the `False` of an unknown execution.
+        409 if answer.body["error"]["code"] == "invalid_transition" => Err(PyValueError::new_err(why())),
         404 | 409 => Ok(None),
         400 | 413 | 422 => Err(PyValueError::new_err(why())),
         401 | 403 => Err(PyPermissionError::new_err(why())),
@@ -807,6 +811,32 @@ impl RemoteCore {
         self.fetch(py, execution_id)?
             .map(|record| agent_state_dict(py, &AgentState::of(&record, now), now))
             .transpose()
+    }
+
+    /// Updates `warning_count` and `error_count` and merges `metadata` from `state_updates`;
+    /// `False` for an unknown or finished execution.
+    fn set_agent_state(&self, py: Python<'_>, execution_id: &Bound<'_, PyAny>, state_updates: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Some(id) = id_of(execution_id) else {
+            return Ok(false);
+        };
+        let updates = state_updates.cast::<PyDict>().map_err(|_| {
+            pyo3::exceptions::PyTypeError::new_err(format!(
+                "state_updates must be a dict, got {}",
+                crate::types::type_name(state_updates)
+            ))
+        })?;
+        let mut body = Map::new();
+        for key in ["warning_count", "error_count"] {
+            if let Some(value) = updates.get_item(key)?.filter(|v| !v.is_none()) {
+                body.insert(key.into(), json!(value.extract::<u32>()?));
+            }
+        }
+        if let Some(value) = updates.get_item("metadata")?.filter(|v| !v.is_none()) {
+            body.insert("metadata".into(), Value::Object(py_to_map(Some(&value), "metadata")?));
+        }
+        let path = format!("/v1/executions/{id}/agent-state");
+        let answer = self.client.call(py, Method::POST, &path, &[], Some(&Value::Object(body)))?;
+        Ok(answer_body(answer)?.is_some())
     }
 
     /// The execution's timeout position as a dict, or `None`.

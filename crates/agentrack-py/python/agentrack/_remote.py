@@ -49,6 +49,7 @@ _BOUND = (
     "validate_state_transition",
     "get_state_history",
     "get_agent_state",
+    "set_agent_state",
     "check_timeout",
     "register_circuit_breaker",
     "reset_circuit_breaker",
@@ -210,16 +211,18 @@ class RemoteTracker(AgentExecutionTracker):
 
     # ------------------------------------------------------------------ not served remotely
 
-    def set_agent_state(self, execution_id: str, state_updates: dict[str, Any]) -> bool:
-        """Not available in remote mode: the server has no route for agent-state counters yet."""
-        raise NotImplementedError("set_agent_state is not available in remote mode (no server route yet)")
-
     def set_timeout(self, execution_id: str, timeout_config: TimeoutConfig) -> bool:
         """Not available in remote mode: give the tracker its timeout_config instead, which every
         execution it creates gets."""
         raise NotImplementedError(
             "set_timeout is not available in remote mode: pass timeout_config to AgentExecutionTracker(...)"
         )
+
+    def _begin_call(self, execution_id: str, operation_name: str) -> Any:
+        raise NotImplementedError("the execution's own circuit breaker is not available in remote mode yet")
+
+    def _record_breaker_outcome(self, execution_id: str, success: bool) -> Any:
+        raise NotImplementedError("the execution's own circuit breaker is not available in remote mode yet")
 
     async def execute_with_circuit_breaker(
         self,

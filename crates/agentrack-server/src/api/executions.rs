@@ -153,6 +153,21 @@ fn change_routes() -> Vec<Route> {
         Route {
             doc: RouteDoc {
                 method: "POST",
+                path: "/v1/executions/{id}/agent-state",
+                operation_id: "setAgentState",
+                summary: "Set the warning and error counts and merge metadata (the original's set_agent_state).",
+                durable: true,
+                access: CHANGE_EXECUTIONS,
+                request: Some("AgentStateChange"),
+                success: (200, Some("ExecutionRecord")),
+                errors: ID_ERRORS,
+                query: &[],
+            },
+            handler: post(set_agent_state),
+        },
+        Route {
+            doc: RouteDoc {
+                method: "POST",
                 path: "/v1/executions/{id}/phase",
                 operation_id: "transition",
                 summary: "Move to another phase; returns the record and the transition.",
@@ -417,6 +432,34 @@ async fn set_state(
         state.durable(&change).await?;
     }
     let change = tracker.set_state(id, new_state, update)?;
+    state.durable(&change).await?;
+    Ok(Json(current(&state, id).await?))
+}
+
+async fn set_agent_state(
+    State(state): State<AppState>,
+    scope: Scope,
+    Path(id): Path<String>,
+    body: JsonBody,
+) -> Result<Json<ExecutionRecord>, ApiError> {
+    let fields = Fields::new(body, &["warning_count", "error_count", "metadata"])?;
+    let count = |name: &str| -> Result<Option<u32>, ApiError> {
+        fields
+            .value(name)?
+            .map(|value| {
+                value.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+                    ApiError::invalid_field(name, format!("field {name} must be a whole number from 0 to {}, not {value}", u32::MAX))
+                })
+            })
+            .transpose()
+    };
+    let update = agentrack::AgentStateUpdate {
+        warning_count: count("warning_count")?,
+        error_count: count("error_count")?,
+        metadata: fields.optional_object("metadata")?,
+    };
+    let (id, tracker) = changeable(&state, &scope, &id).await?;
+    let change = tracker.update_agent_state(id, update)?;
     state.durable(&change).await?;
     Ok(Json(current(&state, id).await?))
 }

@@ -152,6 +152,14 @@ fn execution_schemas(add: &mut impl FnMut(&str, Value)) {
         ),
     );
     add(
+        "AgentStateChange",
+        partial::<&str>(
+            &[],
+            json!({"warning_count": {"type": "integer", "minimum": 0}, "error_count": {"type": "integer", "minimum": 0},
+                "metadata": {"type": "object", "description": "Keys to add or replace."}}),
+        ),
+    );
+    add(
         "PhaseChange",
         partial(&["phase"], json!({"phase": reference("Phase"), "metadata": object()})),
     );
