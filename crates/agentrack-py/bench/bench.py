@@ -310,7 +310,9 @@ def remote_bench(calls: int, beats: int, rounds: int, json_path: str | None) -> 
     with tempfile.TemporaryDirectory() as data:
         server = Server(Path(data))
         try:
-            tracker: Any = agentrack.AgentExecutionTracker(url=server.url, token=server.mint(), heartbeat_timeout=60)
+            tracker: Any = agentrack.AgentExecutionTracker(
+                url=server.url, token=server.mint(), heartbeat_timeout=600, execution_timeout=3600
+            )
             remote = tracker._remote
             one = tracker.create_execution("bench", "thread", "user")
             tracker.start_execution(one)

@@ -335,11 +335,11 @@ impl Client {
     /// Reads the event stream until the tracker closes, reconnecting (to the next node, from the
     /// last event seen) when it drops.
     async fn watch(self: Arc<Self>) {
-        let mut since: Option<u64> = None;
+        let mut since: Option<String> = None;
         loop {
             let (index, base) = self.base();
             let mut url = format!("{}/v1/events", base.replacen("http", "ws", 1));
-            if let Some(since) = since {
+            if let Some(since) = &since {
                 url = format!("{url}?since={since}");
             }
             let connected = match tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url) {
@@ -363,8 +363,8 @@ impl Client {
                     match message {
                         Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) => {
                             if let Ok(event) = serde_json::from_str::<Value>(&text) {
-                                if let Some(seq) = event["global_seq"].as_u64() {
-                                    since = Some(seq);
+                                if let Some(cursor) = event["cursor"].as_str() {
+                                    since = Some(cursor.to_owned());
                                 }
                                 self.remember(event);
                             }
@@ -815,7 +815,12 @@ impl RemoteCore {
 
     /// Updates `warning_count` and `error_count` and merges `metadata` from `state_updates`;
     /// `False` for an unknown or finished execution.
-    fn set_agent_state(&self, py: Python<'_>, execution_id: &Bound<'_, PyAny>, state_updates: &Bound<'_, PyAny>) -> PyResult<bool> {
+    fn set_agent_state(
+        &self,
+        py: Python<'_>,
+        execution_id: &Bound<'_, PyAny>,
+        state_updates: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
         let Some(id) = id_of(execution_id) else {
             return Ok(false);
         };
@@ -835,7 +840,9 @@ impl RemoteCore {
             body.insert("metadata".into(), Value::Object(py_to_map(Some(&value), "metadata")?));
         }
         let path = format!("/v1/executions/{id}/agent-state");
-        let answer = self.client.call(py, Method::POST, &path, &[], Some(&Value::Object(body)))?;
+        let answer = self
+            .client
+            .call(py, Method::POST, &path, &[], Some(&Value::Object(body)))?;
         Ok(answer_body(answer)?.is_some())
     }
 

@@ -95,7 +95,10 @@ async fn an_execution_created_with_its_own_heartbeat_timeout_and_breaker_setting
     assert_eq!(created["heartbeat_timeout_seconds"], 0.3);
     assert_eq!(created["timeout_config"]["failure_threshold"], 7);
     assert_eq!(created["timeout_config"]["llm_api_timeout"], 2.5);
-    assert_eq!(created["timeout_config"]["success_threshold"], 2, "the rest is the server's");
+    assert_eq!(
+        created["timeout_config"]["success_threshold"], 2,
+        "the rest is the server's"
+    );
     let id = created["execution_id"].as_str().unwrap().to_owned();
     let plain = server.create_started(&agent, "plain", "own", "alice").await;
     server.start_execution(&agent, &id).await;
@@ -105,7 +108,10 @@ async fn an_execution_created_with_its_own_heartbeat_timeout_and_breaker_setting
     let events = stream.until(5 * SECOND, |e| e["type"] == "dead").await;
     assert_eq!(events.last().unwrap()["execution_id"], id.as_str());
     let (_, record) = server.get(&format!("/v1/executions/{plain}"), &agent).await;
-    assert_eq!(record["state"], "starting", "the server's 30 s still apply to the other");
+    assert_eq!(
+        record["state"], "starting",
+        "the server's 30 s still apply to the other"
+    );
     assert_eq!(record["heartbeat_timeout_seconds"], serde_json::Value::Null);
 }
 

@@ -45,7 +45,6 @@ pub struct NewExecution {
     pub heartbeat_timeout: Option<Duration>,
 }
 
-
 impl NewExecution {
     /// An execution of `agent_name` for `user_id` in `thread_id`, with defaults for the rest.
     pub fn new(agent_name: impl Into<String>, thread_id: impl Into<String>, user_id: impl Into<String>) -> Self {

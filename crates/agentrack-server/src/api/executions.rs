@@ -367,7 +367,10 @@ fn timeout_config(given: JsonBody, defaults: &agentrack::TimeoutConfig) -> Resul
             .ok_or_else(|| {
                 ApiError::invalid_field(
                     name,
-                    format!("timeout_config.{name} must be a whole number from {least} to {}, not {value}", u32::MAX),
+                    format!(
+                        "timeout_config.{name} must be a whole number from {least} to {}, not {value}",
+                        u32::MAX
+                    ),
                 )
             })?;
         Ok(())
@@ -448,7 +451,13 @@ async fn set_agent_state(
             .value(name)?
             .map(|value| {
                 value.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
-                    ApiError::invalid_field(name, format!("field {name} must be a whole number from 0 to {}, not {value}", u32::MAX))
+                    ApiError::invalid_field(
+                        name,
+                        format!(
+                            "field {name} must be a whole number from 0 to {}, not {value}",
+                            u32::MAX
+                        ),
+                    )
                 })
             })
             .transpose()
