@@ -63,7 +63,9 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTRACK_")}
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.wait_ready()
-        self.admin_token = (data_dir / "admin.token").read_text().strip()
+        # On a shared store only the node that made the admin token writes it.
+        token_file = data_dir / "admin.token"
+        self.admin_token = token_file.read_text().strip() if token_file.exists() else ""
 
     def wait_ready(self, bound: float = 60.0) -> None:
         deadline = time.monotonic() + bound
