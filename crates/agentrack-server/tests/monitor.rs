@@ -104,6 +104,17 @@ async fn an_execution_created_with_its_own_heartbeat_timeout_and_breaker_setting
     server.start_execution(&agent, &id).await;
     let (_, breaker) = server.get(&format!("/v1/executions/{id}/breaker"), &agent).await;
     assert_eq!(breaker["failure_threshold"], 7);
+    // The original's set_agent_state, and a completion's metadata merged with the state change.
+    let path = format!("/v1/executions/{plain}/agent-state");
+    let updated = server
+        .ok(&path, &agent, json!({"warning_count": 2, "metadata": {"step": "one"}}))
+        .await;
+    assert_eq!(
+        (updated["warning_count"].clone(), updated["metadata"]["step"].clone()),
+        (json!(2), json!("one"))
+    );
+    let (status, refused) = server.post(&path, &agent, json!({"error_count": -1})).await;
+    assert_eq!((status, refused["error"]["field"].clone()), (422, json!("error_count")));
 
     let events = stream.until(5 * SECOND, |e| e["type"] == "dead").await;
     assert_eq!(events.last().unwrap()["execution_id"], id.as_str());
@@ -113,6 +124,15 @@ async fn an_execution_created_with_its_own_heartbeat_timeout_and_breaker_setting
         "the server's 30 s still apply to the other"
     );
     assert_eq!(record["heartbeat_timeout_seconds"], serde_json::Value::Null);
+    assert_eq!(record["error_count"], 0, "the refused update changed nothing");
+    let done = server
+        .ok(
+            &format!("/v1/executions/{plain}/state"),
+            &agent,
+            json!({"state": "completed", "metadata": {"execution_time_ms": 12}}),
+        )
+        .await;
+    assert_eq!(done["metadata"], json!({"step": "one", "execution_time_ms": 12}));
 }
 
 on_both_backends!(
