@@ -6,6 +6,8 @@
 # Needs only python3 (3.10+, with venv and pip) and cargo; the tools come from PyPI, ruff and
 # mypy at pinned versions so that a new release cannot fail a clean CI run. The venv lives in
 # target/py-venv and is reused between runs. Exit code: the first failing check's, else pytest's.
+# The suite runs twice: in local mode, then in remote mode against a real `agentrack serve` (the
+# debug binary built here; AGENTRACK_PY_MODES=local or =remote runs one of them).
 #
 #   crates/agentrack-py/run-tests.sh            # debug build (fast to compile), all tests
 #   crates/agentrack-py/run-tests.sh -k breaker # extra arguments go to pytest
@@ -49,8 +51,13 @@ mypy tests bench
 # The stub against the module maturin just built (stubtest imports it).
 python -m mypy.stubtest agentrack._core
 
-set +e
-python -m pytest -q "$@"
-status=$?
-set -e
+modes="${AGENTRACK_PY_MODES:-local remote}"
+case " $modes " in
+  *" remote "*) (cd "$root" && cargo build --quiet -p agentrack-server --bin agentrack) ;;
+esac
+status=0
+for mode in $modes; do
+  echo "== pytest, $mode mode"
+  python -m pytest -q --mode "$mode" "$@" || status=$?
+done
 exit "$status"

@@ -286,14 +286,112 @@ def peak_rss(side: str, workload: str, original: str | None, scale: float) -> di
 # --------------------------------------------------------------------------- the table
 
 
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def remote_bench(calls: int, beats: int, rounds: int, json_path: str | None) -> None:
+    """Remote mode against a real server started here (``AGENTRACK_BIN``, else the release build).
+
+    Latency: each sample times a bare ``GET /healthz`` through the same client and pool, then one
+    tracker call, alternately, so both see the same moments of load; p50 and p99 of each and their
+    ratios. Heartbeats: ``beats`` calls of ``heartbeat()`` over 1,000 running executions, timed
+    until the last batch is acknowledged by the server (``flush()``)."""
+    import tempfile
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    os.environ.setdefault("AGENTRACK_BIN", str(Path(__file__).resolve().parents[3] / "target/release/agentrack"))
+    from agentrack_server import Server
+
+    import agentrack
+
+    with tempfile.TemporaryDirectory() as data:
+        server = Server(Path(data))
+        try:
+            tracker: Any = agentrack.AgentExecutionTracker(
+                url=server.url, token=server.mint(), heartbeat_timeout=600, execution_timeout=3600
+            )
+            remote = tracker._remote
+            one = tracker.create_execution("bench", "thread", "user")
+            tracker.start_execution(one)
+            results: dict[str, Any] = {"calls": calls, "beats": beats}
+            operations: dict[str, Callable[[], Any]] = {
+                "get_execution_state": lambda: tracker.get_execution_state(one),
+                "create_execution": lambda: tracker.create_execution("bench", "thread", "user"),
+            }
+            for name, operation in operations.items():
+                base: list[float] = []
+                timed: list[float] = []
+                for _ in range(200):  # warm the pool and the server
+                    remote._bare_get("/healthz")
+                    operation()
+                for _ in range(calls):
+                    start = time.perf_counter()
+                    remote._bare_get("/healthz")
+                    middle = time.perf_counter()
+                    operation()
+                    end = time.perf_counter()
+                    base.append(middle - start)
+                    timed.append(end - middle)
+                figures = {
+                    f"{q}": {
+                        "healthz_us": _percentile(base, p) * 1e6,
+                        "call_us": _percentile(timed, p) * 1e6,
+                        "ratio": _percentile(timed, p) / _percentile(base, p),
+                    }
+                    for q, p in (("p50", 0.5), ("p99", 0.99))
+                }
+                results[name] = figures
+                print(
+                    f"{name:22} p50 {figures['p50']['call_us']:8.1f} us vs /healthz"
+                    f" {figures['p50']['healthz_us']:8.1f} us"
+                    f" = {figures['p50']['ratio']:.2f}x;  p99 {figures['p99']['call_us']:8.1f} us vs"
+                    f" {figures['p99']['healthz_us']:8.1f} us = {figures['p99']['ratio']:.2f}x"
+                )
+            ids = [tracker.create_execution("bench", f"t{i}", "user") for i in range(1000)]
+            for execution_id in ids:
+                tracker.start_execution(execution_id)
+            rates = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                heartbeat = tracker.heartbeat
+                for i in range(beats):
+                    heartbeat(ids[i % 1000])
+                tracker.flush()
+                rates.append(beats / (time.perf_counter() - start))
+            results["heartbeats_per_second"] = {
+                "median": statistics.median(rates),
+                "min": min(rates),
+                "max": max(rates),
+            }
+            print(
+                f"heartbeats/s (sent and acknowledged): median {statistics.median(rates):,.0f}"
+                f" (range {min(rates):,.0f}-{max(rates):,.0f}) over {rounds} rounds of {beats:,}"
+            )
+            tracker.close()
+        finally:
+            server.stop()
+    if json_path:
+        with open(json_path, "w") as out:
+            json.dump(results, out, indent=2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--original", help="path of the original agent_execution_tracker.py")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every workload size by this")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per workload")
     parser.add_argument("--json", help="also write the raw figures to this file")
+    parser.add_argument("--remote", action="store_true", help="remote mode against a server started here")
+    parser.add_argument("--calls", type=int, default=5000, help="remote: latency samples per call")
+    parser.add_argument("--beats", type=int, default=500_000, help="remote: heartbeats per round")
     parser.add_argument("--child", nargs=2, metavar=("SIDE", "WORKLOAD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.remote:
+        remote_bench(args.calls, args.beats, args.rounds, args.json)
+        return
     if args.child:
         _child(args.child[0], args.child[1], args.original, args.scale)
         return

@@ -440,6 +440,7 @@ fn blank_record(now: DateTime<Utc>) -> ExecutionRecord {
         warning_count: 0,
         error_count: 0,
         timeout_config: None,
+        heartbeat_timeout: None,
         circuit_breaker_state: agentrack::BreakerState::Closed,
         circuit_breaker_failures: 0,
         last_failure_time: None,

@@ -23,6 +23,7 @@ mod clock;
 mod convert;
 mod fields;
 mod record;
+mod remote;
 mod tracker;
 mod types;
 
@@ -37,6 +38,8 @@ mod core_module {
     use crate::clock::PyManualClock;
     #[pymodule_export]
     use crate::record::RecordView;
+    #[pymodule_export]
+    use crate::remote::{AgentrackUnavailableError, RemoteCore};
     #[pymodule_export]
     use crate::tracker::TrackerCore;
     #[pymodule_export]

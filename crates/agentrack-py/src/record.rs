@@ -53,10 +53,18 @@ enum Backing {
 }
 
 struct Live {
-    tracker: Tracker,
+    source: Source,
     id: ExecutionId,
     last: Mutex<Arc<ExecutionRecord>>,
     gone: AtomicBool,
+}
+
+/// Where a tracked record's current values come from.
+enum Source {
+    /// The in-process tracker.
+    Local(Tracker),
+    /// The server (remote mode): each read fetches the record; assignments are refused.
+    Remote(Arc<crate::remote::Client>),
 }
 
 impl Live {
@@ -67,11 +75,31 @@ impl Live {
         if self.gone.load(Ordering::Acquire) {
             return self.last();
         }
-        let found = if let Ok(record) = self.tracker.get(self.id) {
+        let tracker = match &self.source {
+            Source::Local(tracker) => tracker,
+            Source::Remote(client) => {
+                return match client.fetch(self.id) {
+                    Ok(Some(record)) => {
+                        let record = Arc::new(record);
+                        *self.last.lock() = Arc::clone(&record);
+                        record
+                    }
+                    // Purged on the server: the last values seen, as a local record once purged.
+                    Ok(None) => {
+                        self.gone.store(true, Ordering::Release);
+                        self.last()
+                    }
+                    // A read of an attribute cannot say "unavailable" in the original's API: the
+                    // last values seen.
+                    Err(_) => self.last(),
+                };
+            }
+        };
+        let found = if let Ok(record) = tracker.get(self.id) {
             Some(record)
         } else {
             self.gone.store(true, Ordering::Release);
-            self.tracker
+            tracker
                 .completed_history()
                 .into_iter()
                 .rev()
@@ -95,11 +123,24 @@ impl Live {
         if self.gone.load(Ordering::Acquire) {
             return self.last().state;
         }
-        self.tracker.state(self.id).unwrap_or_else(|_| self.current().state)
+        match &self.source {
+            Source::Local(tracker) => tracker.state(self.id).unwrap_or_else(|_| self.current().state),
+            Source::Remote(_) => self.current().state,
+        }
     }
 
     /// Assigns `value` to `field` of the execution in the tracker.
     fn write(&self, types: &Types, field: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let tracker = match &self.source {
+            Source::Local(tracker) => tracker,
+            Source::Remote(_) => {
+                return Err(PyAttributeError::new_err(format!(
+                    "record.{field} cannot be assigned in remote mode: the record is the server's \
+                     (execution {}); change it through the tracker's methods",
+                    self.id
+                )));
+            }
+        };
         let outcome = match field {
             "execution_id" => {
                 let Ok(text) = value.cast::<PyString>() else {
@@ -116,18 +157,18 @@ impl Live {
             }
             "timeout_config" => {
                 let config = fields::timeout_config(types, value)?;
-                self.set_timeout_config(config)
+                Self::set_timeout_config(tracker, self.id, config)
             }
             // The original's records were plain objects: assigning an alive state to a finished
             // one revived it, and callers rely on that. The core's finality-keeping edit refuses
             // it, so this one assignment goes through the legacy edit, which may revive.
             "state" => {
                 let edit = fields::parse(types, field, value)?;
-                self.tracker.legacy_edit(self.id, edit).map(drop)
+                tracker.legacy_edit(self.id, edit).map(drop)
             }
             _ => {
                 let edit = fields::parse(types, field, value)?;
-                self.tracker.edit(self.id, edit).map(drop)
+                tracker.edit(self.id, edit).map(drop)
             }
         };
         outcome.map_err(|error| self.edit_error(field, error))?;
@@ -140,17 +181,21 @@ impl Live {
     /// Sets the record's timeout config and, as the original's next protected call would read
     /// it, the breaker's thresholds and call timeout; the execution timeout (`timeout_seconds`)
     /// stays as it was, as an assignment in the original left it.
-    fn set_timeout_config(&self, config: Option<agentrack::TimeoutConfig>) -> Result<(), TrackerError> {
+    fn set_timeout_config(
+        tracker: &Tracker,
+        id: ExecutionId,
+        config: Option<agentrack::TimeoutConfig>,
+    ) -> Result<(), TrackerError> {
         if let Some(config) = config {
-            let before = self.tracker.get(self.id)?.timeout;
+            let before = tracker.get(id)?.timeout;
             // Refused for a finished execution (no breaker to configure) or a zero
             // agent_execution_timeout (not used here): the plain edit below still stores it.
-            if self.tracker.set_timeout_config(self.id, config).is_ok() {
-                return self.tracker.edit(self.id, move |r| r.timeout = before).map(drop);
+            if tracker.set_timeout_config(id, config).is_ok() {
+                return tracker.edit(id, move |r| r.timeout = before).map(drop);
             }
         }
-        self.tracker
-            .edit(self.id, move |r| r.timeout_config = config.map(Box::new))
+        tracker
+            .edit(id, move |r| r.timeout_config = config.map(Box::new))
             .map(drop)
     }
 
@@ -174,9 +219,18 @@ impl Live {
 impl RecordView {
     /// A view of `record`, kept current through `tracker`.
     pub(crate) fn new(tracker: Tracker, record: ExecutionRecord) -> Self {
+        Self::tracked(Source::Local(tracker), record)
+    }
+
+    /// A view of `record`, a server's, kept current by reading it from the server.
+    pub(crate) fn remote(client: Arc<crate::remote::Client>, record: ExecutionRecord) -> Self {
+        Self::tracked(Source::Remote(client), record)
+    }
+
+    fn tracked(source: Source, record: ExecutionRecord) -> Self {
         Self {
             backing: Backing::Live(Live {
-                tracker,
+                source,
                 id: record.execution_id,
                 last: Mutex::new(Arc::new(record)),
                 gone: AtomicBool::new(false),
@@ -204,8 +258,11 @@ impl RecordView {
     /// The current time: the tracker's clock, or the wall clock for a record built by hand.
     fn now(&self) -> DateTime<Utc> {
         match &self.backing {
-            Backing::Live(live) => live.tracker.clock().now(),
-            Backing::Detached(_) => Utc::now(),
+            Backing::Live(Live {
+                source: Source::Local(tracker),
+                ..
+            }) => tracker.clock().now(),
+            Backing::Live(_) | Backing::Detached(_) => Utc::now(),
         }
     }
 

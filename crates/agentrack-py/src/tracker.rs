@@ -35,23 +35,23 @@ pub(crate) struct TrackerCore {
 }
 
 /// The execution id in `obj`, if it is a well-formed id string. Anything else names no execution.
-fn id_of(obj: &Bound<'_, PyAny>) -> Option<ExecutionId> {
+pub(crate) fn id_of(obj: &Bound<'_, PyAny>) -> Option<ExecutionId> {
     obj.cast::<PyString>().ok()?.to_str().ok()?.parse().ok()
 }
 
 /// `obj` as text: a `str` as itself, anything else as `str(obj)`.
-fn text(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+pub(crate) fn text(obj: &Bound<'_, PyAny>) -> PyResult<String> {
     match obj.cast::<PyString>() {
         Ok(s) => Ok(s.to_str()?.to_owned()),
         Err(_) => Ok(obj.str()?.to_str()?.to_owned()),
     }
 }
 
-fn some<'a, 'py>(obj: Option<&'a Bound<'py, PyAny>>) -> Option<&'a Bound<'py, PyAny>> {
+pub(crate) fn some<'a, 'py>(obj: Option<&'a Bound<'py, PyAny>>) -> Option<&'a Bound<'py, PyAny>> {
     obj.filter(|obj| !obj.is_none())
 }
 
-fn isoformat(py: Python<'_>, time: DateTime<Utc>) -> PyResult<Bound<'_, PyAny>> {
+pub(crate) fn isoformat(py: Python<'_>, time: DateTime<Utc>) -> PyResult<Bound<'_, PyAny>> {
     time.into_bound_py_any(py)?.call_method0("isoformat")
 }
 
@@ -67,6 +67,143 @@ fn valid_states() -> String {
 )]
 fn input_error(error: TrackerError) -> PyErr {
     PyValueError::new_err(error.to_string())
+}
+
+/// `state` as an `ExecutionState`, or the error `update_execution_state` raises for anything else.
+pub(crate) fn state_arg(
+    py: Python<'_>,
+    execution_id: &Bound<'_, PyAny>,
+    state: &Bound<'_, PyAny>,
+) -> PyResult<ExecutionState> {
+    let Some(new_state) = types(py)?.as_state(state) else {
+        let shown = text(execution_id).unwrap_or_default();
+        return Err(if state.is_instance_of::<PyDict>() {
+            PyValueError::new_err(format!(
+                "Dict object passed as ExecutionState: {}. A dict is not a state (this was the \
+                 \"'dict' object has no attribute 'value'\" bug); pass an ExecutionState member, e.g. \
+                 ExecutionState.COMPLETED. Valid ExecutionState values: {}. Agent execution ID: {shown}",
+                repr(state),
+                valid_states()
+            ))
+        } else {
+            PyTypeError::new_err(format!(
+                "Expected ExecutionState enum, got {}: {}. Valid ExecutionState values: {}. Agent execution ID: {shown}",
+                type_name(state),
+                repr(state),
+                valid_states()
+            ))
+        });
+    };
+    Ok(new_state)
+}
+
+/// Whether the phase rules allow `current_phase → new_phase` (`None` → only `CREATED`).
+pub(crate) fn valid_transition(
+    py: Python<'_>,
+    current_phase: Option<&Bound<'_, PyAny>>,
+    new_phase: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    let types = types(py)?;
+    let Ok(to) = types.as_phase(new_phase) else {
+        return Ok(false);
+    };
+    match some(current_phase) {
+        None => Ok(to == Phase::Created),
+        Some(from) => Ok(types.as_phase(from).is_ok_and(|from| from.can_transition_to(to))),
+    }
+}
+
+/// The counters as `get_metrics` returns them.
+pub(crate) fn metrics_dict<'py>(py: Python<'py>, m: &agentrack::Metrics) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("total_executions", m.total_executions)?;
+    dict.set_item("active_executions", m.active_executions)?;
+    dict.set_item("successful_executions", m.successful_executions)?;
+    dict.set_item("failed_executions", m.failed_executions)?;
+    dict.set_item("timeout_executions", m.timeout_executions)?;
+    dict.set_item("dead_executions", m.dead_executions)?;
+    dict.set_item("cancelled_executions", m.cancelled_executions)?;
+    dict.set_item("success_rate", m.success_rate)?;
+    dict.set_item("failure_rate", m.failure_rate)?;
+    Ok(dict)
+}
+
+/// Phase transitions as `get_state_history` returns them (phases as value strings, ISO times).
+pub(crate) fn history_list<'py>(py: Python<'py>, history: &[agentrack::Transition]) -> PyResult<Bound<'py, PyList>> {
+    let items = history
+        .iter()
+        .map(|t| {
+            let dict = PyDict::new(py);
+            dict.set_item("from_phase", t.from_phase.as_str())?;
+            dict.set_item("to_phase", t.to_phase.as_str())?;
+            dict.set_item("timestamp", isoformat(py, t.timestamp)?)?;
+            dict.set_item("duration_ms", float_ms(t.duration_ms))?;
+            dict.set_item("metadata", json_map_to_py(py, &t.metadata)?)?;
+            dict.set_item("websocket_event_sent", t.websocket_event_sent)?;
+            dict.set_item("valid", t.valid)?;
+            Ok(dict)
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, items)
+}
+
+/// The agent-state view as `get_agent_state` returns it, its total duration counted to `now`.
+pub(crate) fn agent_state_dict<'py>(
+    py: Python<'py>,
+    state: &agentrack::AgentState,
+    now: DateTime<Utc>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("execution_id", state.execution_id.to_string())?;
+    dict.set_item("agent_name", &state.agent_name)?;
+    dict.set_item("user_id", &state.user_id)?;
+    dict.set_item("thread_id", &state.thread_id)?;
+    dict.set_item("state", state.state.as_str())?;
+    dict.set_item("current_phase", state.current_phase.as_str())?;
+    dict.set_item("started_at", isoformat(py, state.started_at)?)?;
+    dict.set_item("last_heartbeat", isoformat(py, state.last_heartbeat)?)?;
+    dict.set_item("total_duration_ms", millis_between(state.started_at, now))?;
+    dict.set_item("current_phase_duration_ms", float_ms(state.current_phase_duration_ms))?;
+    dict.set_item("phase_count", state.phase_count)?;
+    dict.set_item("warning_count", state.warning_count)?;
+    dict.set_item("error_count", state.error_count)?;
+    dict.set_item("metadata", json_map_to_py(py, &state.metadata)?)?;
+    Ok(dict)
+}
+
+/// The timeout position as `check_timeout` returns it.
+pub(crate) fn timeout_dict<'py>(py: Python<'py>, status: &agentrack::TimeoutStatus) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("execution_id", status.execution_id.to_string())?;
+    dict.set_item("elapsed_seconds", status.elapsed_seconds)?;
+    dict.set_item("timeout_seconds", status.timeout_seconds)?;
+    dict.set_item("is_timed_out", status.is_timed_out)?;
+    dict.set_item("circuit_breaker_state", status.circuit_breaker_state.as_str())?;
+    dict.set_item("circuit_breaker_failures", status.circuit_breaker_failures)?;
+    dict.set_item("time_until_timeout", status.time_until_timeout)?;
+    Ok(dict)
+}
+
+/// The breaker as `circuit_breaker_status` returns it. Times are POSIX seconds (0.0 = none), as
+/// in the original.
+pub(crate) fn breaker_dict<'py>(
+    py: Python<'py>,
+    execution_id: &str,
+    status: &agentrack::BreakerStatus,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("execution_id", execution_id)?;
+    dict.set_item("state", status.state.as_str())?;
+    dict.set_item("failure_count", status.failure_count)?;
+    dict.set_item("failure_threshold", status.failure_threshold)?;
+    dict.set_item("success_count", status.success_count)?;
+    dict.set_item("last_failure_time", epoch_secs(status.last_failure_time))?;
+    dict.set_item("next_attempt_time", epoch_secs(status.next_attempt_time))?;
+    // The original's is_open: open and still refusing calls.
+    dict.set_item("is_open", status.is_open && !status.can_retry)?;
+    dict.set_item("can_retry", status.can_retry)?;
+    dict.set_item("recovery_timeout", status.recovery_timeout)?;
+    Ok(dict)
 }
 
 impl TrackerCore {
@@ -206,25 +343,7 @@ impl TrackerCore {
         error: Option<&Bound<'_, PyAny>>,
         result: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let Some(new_state) = types(py)?.as_state(state) else {
-            let shown = text(execution_id).unwrap_or_default();
-            return Err(if state.is_instance_of::<PyDict>() {
-                PyValueError::new_err(format!(
-                    "Dict object passed as ExecutionState: {}. A dict is not a state (this was the \
-                     \"'dict' object has no attribute 'value'\" bug); pass an ExecutionState member, e.g. \
-                     ExecutionState.COMPLETED. Valid ExecutionState values: {}. Agent execution ID: {shown}",
-                    repr(state),
-                    valid_states()
-                ))
-            } else {
-                PyTypeError::new_err(format!(
-                    "Expected ExecutionState enum, got {}: {}. Valid ExecutionState values: {}. Agent execution ID: {shown}",
-                    type_name(state),
-                    repr(state),
-                    valid_states()
-                ))
-            });
-        };
+        let new_state = state_arg(py, execution_id, state)?;
         let Some(id) = id_of(execution_id) else {
             return Ok(false);
         };
@@ -352,18 +471,7 @@ impl TrackerCore {
     /// The counters: total, active, successful, failed, timeout, dead (and cancelled) executions,
     /// success and failure rates.
     fn get_metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let m = self.t()?.metrics();
-        let dict = PyDict::new(py);
-        dict.set_item("total_executions", m.total_executions)?;
-        dict.set_item("active_executions", m.active_executions)?;
-        dict.set_item("successful_executions", m.successful_executions)?;
-        dict.set_item("failed_executions", m.failed_executions)?;
-        dict.set_item("timeout_executions", m.timeout_executions)?;
-        dict.set_item("dead_executions", m.dead_executions)?;
-        dict.set_item("cancelled_executions", m.cancelled_executions)?;
-        dict.set_item("success_rate", m.success_rate)?;
-        dict.set_item("failure_rate", m.failure_rate)?;
-        Ok(dict)
+        metrics_dict(py, &self.t()?.metrics())
     }
 
     /// Removes a finished execution from every index, keeping it in the completed history (capped
@@ -383,14 +491,7 @@ impl TrackerCore {
         current_phase: Option<&Bound<'_, PyAny>>,
         new_phase: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        let types = types(py)?;
-        let Ok(to) = types.as_phase(new_phase) else {
-            return Ok(false);
-        };
-        match some(current_phase) {
-            None => Ok(to == Phase::Created),
-            Some(from) => Ok(types.as_phase(from).is_ok_and(|from| from.can_transition_to(to))),
-        }
+        valid_transition(py, current_phase, new_phase)
     }
 
     /// The execution's phase transitions as dicts (phases as value strings, ISO timestamps);
@@ -401,21 +502,7 @@ impl TrackerCore {
             Some(Ok(history)) => history,
             _ => Vec::new(),
         };
-        let items = history
-            .iter()
-            .map(|t| {
-                let dict = PyDict::new(py);
-                dict.set_item("from_phase", t.from_phase.as_str())?;
-                dict.set_item("to_phase", t.to_phase.as_str())?;
-                dict.set_item("timestamp", isoformat(py, t.timestamp)?)?;
-                dict.set_item("duration_ms", float_ms(t.duration_ms))?;
-                dict.set_item("metadata", json_map_to_py(py, &t.metadata)?)?;
-                dict.set_item("websocket_event_sent", t.websocket_event_sent)?;
-                dict.set_item("valid", t.valid)?;
-                Ok(dict)
-            })
-            .collect::<PyResult<Vec<_>>>()?;
-        PyList::new(py, items)
+        history_list(py, &history)
     }
 
     /// The execution's agent-state view as a dict, or `None`.
@@ -428,25 +515,7 @@ impl TrackerCore {
         let Some(Ok(state)) = id_of(execution_id).map(|id| tracker.agent_state(id)) else {
             return Ok(None);
         };
-        let dict = PyDict::new(py);
-        dict.set_item("execution_id", state.execution_id.to_string())?;
-        dict.set_item("agent_name", &state.agent_name)?;
-        dict.set_item("user_id", &state.user_id)?;
-        dict.set_item("thread_id", &state.thread_id)?;
-        dict.set_item("state", state.state.as_str())?;
-        dict.set_item("current_phase", state.current_phase.as_str())?;
-        dict.set_item("started_at", isoformat(py, state.started_at)?)?;
-        dict.set_item("last_heartbeat", isoformat(py, state.last_heartbeat)?)?;
-        dict.set_item(
-            "total_duration_ms",
-            millis_between(state.started_at, tracker.clock().now()),
-        )?;
-        dict.set_item("current_phase_duration_ms", float_ms(state.current_phase_duration_ms))?;
-        dict.set_item("phase_count", state.phase_count)?;
-        dict.set_item("warning_count", state.warning_count)?;
-        dict.set_item("error_count", state.error_count)?;
-        dict.set_item("metadata", json_map_to_py(py, &state.metadata)?)?;
-        Ok(Some(dict))
+        agent_state_dict(py, &state, tracker.clock().now()).map(Some)
     }
 
     /// Updates `warning_count` and `error_count` and merges `metadata` from `state_updates`;
@@ -538,15 +607,7 @@ impl TrackerCore {
         let Some(Ok(status)) = id_of(execution_id).map(|id| tracker.timeout_status(id)) else {
             return Ok(None);
         };
-        let dict = PyDict::new(py);
-        dict.set_item("execution_id", status.execution_id.to_string())?;
-        dict.set_item("elapsed_seconds", status.elapsed_seconds)?;
-        dict.set_item("timeout_seconds", status.timeout_seconds)?;
-        dict.set_item("is_timed_out", status.is_timed_out)?;
-        dict.set_item("circuit_breaker_state", status.circuit_breaker_state.as_str())?;
-        dict.set_item("circuit_breaker_failures", status.circuit_breaker_failures)?;
-        dict.set_item("time_until_timeout", status.time_until_timeout)?;
-        Ok(Some(dict))
+        timeout_dict(py, &status).map(Some)
     }
 
     /// Closes the execution's circuit breaker with its counters zeroed; `False` for an unknown
@@ -573,19 +634,7 @@ impl TrackerCore {
         let Some(Ok(status)) = id_of(execution_id).map(|id| tracker.breaker_status(id)) else {
             return Ok(None);
         };
-        let dict = PyDict::new(py);
-        dict.set_item("execution_id", text(execution_id)?)?;
-        dict.set_item("state", status.state.as_str())?;
-        dict.set_item("failure_count", status.failure_count)?;
-        dict.set_item("failure_threshold", status.failure_threshold)?;
-        dict.set_item("success_count", status.success_count)?;
-        dict.set_item("last_failure_time", epoch_secs(status.last_failure_time))?;
-        dict.set_item("next_attempt_time", epoch_secs(status.next_attempt_time))?;
-        // The original's is_open: open and still refusing calls.
-        dict.set_item("is_open", status.is_open && !status.can_retry)?;
-        dict.set_item("can_retry", status.can_retry)?;
-        dict.set_item("recovery_timeout", status.recovery_timeout)?;
-        Ok(Some(dict))
+        breaker_dict(py, &text(execution_id)?, &status).map(Some)
     }
 
     /// Asks the execution's breaker to admit one call.

@@ -31,7 +31,7 @@ pub fn request_body(input: &[u8]) {
         return;
     };
     let outcome = JsonBody::parse(bytes).and_then(|body| match route_of(route) {
-        Route::Create => executions::new_execution(body).map(|(new, tenant)| {
+        Route::Create => executions::new_execution(body, &agentrack::TimeoutConfig::default()).map(|(new, tenant)| {
             for name in [&new.agent_name, &new.thread_id, &new.user_id]
                 .into_iter()
                 .chain(&tenant)
@@ -50,9 +50,12 @@ pub fn request_body(input: &[u8]) {
                 assert_stored(&tracker, id);
             }
         }),
-        Route::State => executions::state_change(body).map(|(state, update)| {
+        Route::State => executions::state_change(body).map(|(state, update, metadata)| {
             if let Some(result) = &update.result {
                 assert_shallow(result);
+            }
+            if let Some(metadata) = &metadata {
+                assert_shallow(&Value::Object(metadata.clone()));
             }
             let tracker = Tracker::new();
             let id = created(&tracker);

@@ -80,6 +80,28 @@ async fn creating_with_bad_input_is_refused_and_creates_nothing(backend: Backend
             422,
             "unknown_field",
         ),
+        (
+            json!({"agent_name": "a", "thread_id": "t", "user_id": "u", "heartbeat_timeout_seconds": 0}).to_string(),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"agent_name": "a", "thread_id": "t", "user_id": "u", "timeout_config": {"failure_threshold": 0}})
+                .to_string(),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"agent_name": "a", "thread_id": "t", "user_id": "u", "timeout_config": {"llm_api_timeout": "5"}})
+                .to_string(),
+            422,
+            "invalid_field",
+        ),
+        (
+            json!({"agent_name": "a", "thread_id": "t", "user_id": "u", "timeout_config": {"colour": 1}}).to_string(),
+            422,
+            "unknown_field",
+        ),
         (big_body(), 413, "payload_too_large"),
     ];
     for (body, status, code) in &cases {

@@ -264,6 +264,7 @@ async fn metrics_health_and_the_openapi_document(backend: Backend) {
         ("/v1/executions/{id}/heartbeat", "post"),
         ("/v1/executions/{id}/state", "post"),
         ("/v1/executions/{id}/phase", "post"),
+        ("/v1/executions/{id}/agent-state", "post"),
         ("/v1/executions/{id}/breaker", "get"),
         ("/v1/executions/{id}/breaker/reset", "post"),
         ("/v1/breakers", "get"),
@@ -286,7 +287,7 @@ async fn metrics_health_and_the_openapi_document(backend: Backend) {
         assert!(paths[path][method].is_object(), "{method} {path} is documented");
     }
     let documented: usize = paths.values().map(|ops| ops.as_object().unwrap().len()).sum();
-    assert_eq!(documented, 25, "no undocumented extras, none missing");
+    assert_eq!(documented, 26, "no undocumented extras, none missing");
     // An unknown route is a JSON 404 too.
     let (status, body) = server.request("GET", "/v2/nothing", None, None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("route_not_found")));

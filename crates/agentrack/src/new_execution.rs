@@ -31,7 +31,7 @@ pub struct NewExecution {
     /// The owning tenant ([`DEFAULT_TENANT`] when `None`).
     pub tenant: Option<String>,
     /// The execution timeout; defaults to the timeout config's, then the tracker's.
-    #[serde(default, with = "opt_secs")]
+    #[serde(default, with = "crate::serde_secs::opt")]
     pub timeout: Option<Duration>,
     /// Caller data.
     #[serde(default)]
@@ -40,26 +40,9 @@ pub struct NewExecution {
     pub timeout_config: Option<TimeoutConfig>,
     /// The state to start in (an alive one); `Pending` when `None`.
     pub initial_state: Option<ExecutionState>,
-}
-
-mod opt_secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    #[allow(clippy::ref_option, reason = "the signature serde's `with` attribute calls")]
-    pub(super) fn serialize<S: Serializer>(value: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(d) => serializer.serialize_some(&d.as_secs_f64()),
-            None => serializer.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-        Option::<f64>::deserialize(deserializer)?
-            .map(|secs| Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom))
-            .transpose()
-    }
+    /// The execution's own heartbeat timeout; the tracker's when `None`.
+    #[serde(default, with = "crate::serde_secs::opt")]
+    pub heartbeat_timeout: Option<Duration>,
 }
 
 impl NewExecution {
@@ -94,6 +77,13 @@ impl NewExecution {
         self
     }
 
+    /// Sets the execution's own heartbeat timeout (the tracker's otherwise).
+    #[must_use]
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = Some(timeout);
+        self
+    }
+
     /// Sets per-execution timeouts and breaker settings.
     #[must_use]
     pub fn timeout_config(mut self, config: TimeoutConfig) -> Self {
@@ -117,6 +107,12 @@ impl NewExecution {
         if timeout.is_zero() {
             return Err(TrackerError::InvalidInput {
                 field: "timeout",
+                reason: "must be greater than zero".into(),
+            });
+        }
+        if self.heartbeat_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(TrackerError::InvalidInput {
+                field: "heartbeat_timeout",
                 reason: "must be greater than zero".into(),
             });
         }
@@ -168,6 +164,7 @@ impl NewExecution {
             warning_count: 0,
             error_count: 0,
             timeout_config: self.timeout_config.map(Box::new),
+            heartbeat_timeout: self.heartbeat_timeout,
             circuit_breaker_state: BreakerState::Closed,
             circuit_breaker_failures: 0,
             last_failure_time: None,

@@ -76,6 +76,10 @@ pub struct ExecutionRecord {
     pub error_count: u32,
     /// Per-execution timeout and breaker settings, if set.
     pub timeout_config: Option<Box<TimeoutConfig>>,
+    /// The execution's own heartbeat timeout, if set (else the tracker's): a client whose agents
+    /// beat at their own pace gives it when it creates them.
+    #[serde(rename = "heartbeat_timeout_seconds", default, with = "crate::serde_secs::opt")]
+    pub heartbeat_timeout: Option<Duration>,
     /// The per-execution breaker's state.
     pub circuit_breaker_state: BreakerState,
     /// Consecutive failures counted by the per-execution breaker.

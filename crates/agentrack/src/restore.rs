@@ -123,7 +123,10 @@ impl Tracker {
                 // Never after now: a heartbeat in the future would read as negative silence.
                 Some((lag, reconnect)) => (mono + lag)
                     .saturating_sub(elapsed(record.last_heartbeat))
-                    .max((mono + reconnect).saturating_sub(self.inner.config.heartbeat_timeout))
+                    .max(
+                        (mono + reconnect)
+                            .saturating_sub(record.heartbeat_timeout.unwrap_or(self.inner.config.heartbeat_timeout)),
+                    )
                     .min(mono),
             },
             completed_mono: record.completed_at.map(ago),

@@ -87,7 +87,7 @@ impl Slot {
     /// execution alive until the call's own timeout plus a grace: a slow LLM call is not a dead
     /// agent.
     pub(crate) fn liveness_deadline(&self, config: &TrackerConfig) -> Duration {
-        let heartbeat = self.heartbeat_mono + config.heartbeat_timeout;
+        let heartbeat = self.heartbeat_mono + self.record.heartbeat_timeout.unwrap_or(config.heartbeat_timeout);
         match &self.calls {
             Some(calls) if calls.in_flight > 0 => heartbeat.max(calls.deadline + config.call_grace),
             _ => heartbeat,

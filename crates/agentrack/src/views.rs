@@ -208,6 +208,20 @@ impl Tracker {
     }
 }
 
+impl AgentState {
+    /// `record`'s agent-state view at `now` (for a record read elsewhere, e.g. from a server).
+    pub fn of(record: &ExecutionRecord, now: DateTime<Utc>) -> Self {
+        agent_state_of(record, now)
+    }
+}
+
+impl TimeoutStatus {
+    /// `record`'s timeout position at `now` (for a record read elsewhere, e.g. from a server).
+    pub fn of(record: &ExecutionRecord, now: DateTime<Utc>) -> Self {
+        timeout_status_of(record, now)
+    }
+}
+
 fn agent_state_of(record: &ExecutionRecord, now: DateTime<Utc>) -> AgentState {
     AgentState {
         execution_id: record.execution_id,

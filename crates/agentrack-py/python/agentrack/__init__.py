@@ -11,6 +11,11 @@ to
 and every public name keeps its signature, defaults, return values and errors, while the tracker
 becomes thread-safe, never reuses an execution id, and no longer scans every execution to find
 dead ones.
+
+With ``AGENTRACK_URL`` set (and ``AGENTRACK_TOKEN``, an agent token), or given
+``AgentExecutionTracker(url=..., token=...)``, the tracker is the server's instead: every worker
+process of every machine sees the same executions, and the server declares a dead worker's runs
+dead (remote mode, see the README).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from ._core import ExecutionRecord, ManualClock, __version__
+from ._core import AgentrackUnavailableError, ExecutionRecord, ManualClock, __version__
+from ._remote import RemoteTracker
 from ._tracker import AgentExecutionTracker
 from ._types import (
     AgentExecutionPhase,
@@ -32,6 +38,7 @@ from ._types import (
 __all__ = [
     "AgentExecutionPhase",
     "AgentExecutionTracker",
+    "AgentrackUnavailableError",
     "CircuitBreakerOpenError",
     "CircuitBreakerState",
     "ExecutionRecord",
@@ -39,6 +46,7 @@ __all__ = [
     "ExecutionTracker",
     "ManualClock",
     "PhaseTransition",
+    "RemoteTracker",
     "TimeoutConfig",
     "__version__",
     "get_agent_state_tracker",

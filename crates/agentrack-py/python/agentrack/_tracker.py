@@ -20,9 +20,10 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._core import ExecutionRecord, ManualClock, PendingNotification, TrackerCore
 from ._types import (
@@ -32,7 +33,10 @@ from ._types import (
     TimeoutConfig,
 )
 
-__all__ = ["AgentExecutionTracker"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["AgentExecutionTracker", "remote_target"]
 
 logger = logging.getLogger("agentrack")
 
@@ -108,6 +112,21 @@ def _with_callers_metadata(method: str, kwargs: dict[str, Any], metadata: Any) -
     return kwargs
 
 
+def remote_target(url: str | None, token: str | None) -> tuple[str, str] | None:
+    """The server to use, ``(urls, token)``, or ``None`` for the in-process core: ``url`` when
+    given (``""`` chooses local mode explicitly), else ``AGENTRACK_URL``; the token given, else
+    ``AGENTRACK_TOKEN``."""
+    if url is None:
+        url = os.environ.get("AGENTRACK_URL", "")
+    if not url.strip():
+        return None
+    if token is None:
+        token = os.environ.get("AGENTRACK_TOKEN", "")
+    if not token.strip():
+        raise ValueError(f"remote mode (url {url!r}) needs an agent token: pass token=... or set AGENTRACK_TOKEN")
+    return url, token
+
+
 class AgentExecutionTracker(TrackerCore):
     """Central tracker for agent executions: lifecycle, heartbeats and death detection, phases
     and WebSocket events, timeouts and per-execution circuit breakers, metrics.
@@ -130,8 +149,11 @@ class AgentExecutionTracker(TrackerCore):
         clock: ManualClock | None = None,
         history_cap: int = 100,
         max_finished: int = 100_000,
+        url: str | None = None,
+        token: str | None = None,
     ) -> None:
-        timeout_config = timeout_config or TimeoutConfig()
+        if url is not None and url.strip():
+            raise ValueError("url: this tracker is local; AgentExecutionTracker(url=...) makes a remote one")
         self._init_core(
             heartbeat_timeout,
             execution_timeout,
@@ -142,6 +164,28 @@ class AgentExecutionTracker(TrackerCore):
             history_cap,
             max_finished,
         )
+        self._setup_python_state(
+            heartbeat_timeout, execution_timeout, cleanup_interval, timeout_config, monitor_interval
+        )
+        self._max_completed_history = history_cap
+
+    def __new__(cls, *args: Any, url: str | None = None, token: str | None = None, **kwargs: Any) -> Self:
+        """The in-process tracker, or with ``url=`` (or ``AGENTRACK_URL`` set) a remote one."""
+        if cls is AgentExecutionTracker and remote_target(url, token) is not None:
+            from ._remote import RemoteTracker
+
+            return super().__new__(RemoteTracker)  # type: ignore[return-value]
+        return super().__new__(cls)
+
+    def _setup_python_state(
+        self,
+        heartbeat_timeout: float,
+        execution_timeout: float,
+        cleanup_interval: float,
+        timeout_config: TimeoutConfig | None,
+        monitor_interval: float,
+    ) -> None:
+        timeout_config = timeout_config or TimeoutConfig()
         self._settings: dict[str, Any] = {
             "heartbeat_timeout": heartbeat_timeout,
             "execution_timeout": execution_timeout,
@@ -153,7 +197,6 @@ class AgentExecutionTracker(TrackerCore):
         self._monitor_task: asyncio.Task[None] | None = None
         self._death_callbacks: list[Callback] = []
         self._timeout_callbacks: list[Callback] = []
-        self._max_completed_history = history_cap
 
     heartbeat_timeout = _read_only("heartbeat_timeout")
     execution_timeout = _read_only("execution_timeout")

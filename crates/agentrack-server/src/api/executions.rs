@@ -153,6 +153,21 @@ fn change_routes() -> Vec<Route> {
         Route {
             doc: RouteDoc {
                 method: "POST",
+                path: "/v1/executions/{id}/agent-state",
+                operation_id: "setAgentState",
+                summary: "Set the warning and error counts and merge metadata (the original's set_agent_state).",
+                durable: true,
+                access: CHANGE_EXECUTIONS,
+                request: Some("AgentStateChange"),
+                success: (200, Some("ExecutionRecord")),
+                errors: ID_ERRORS,
+                query: &[],
+            },
+            handler: post(set_agent_state),
+        },
+        Route {
+            doc: RouteDoc {
+                method: "POST",
                 path: "/v1/executions/{id}/phase",
                 operation_id: "transition",
                 summary: "Move to another phase; returns the record and the transition.",
@@ -275,7 +290,7 @@ async fn create(
     scope: Scope,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<ExecutionRecord>), ApiError> {
-    let (new, tenant) = new_execution(body)?;
+    let (new, tenant) = new_execution(body, &state.shards.config().timeout_config)?;
     let tenant = scope.owning_tenant(tenant)?;
     let creating = state.quotas.admit_execution(&tenant, &new.user_id)?;
     let new = new.tenant(tenant);
@@ -290,8 +305,12 @@ async fn create(
 }
 
 /// `POST /v1/executions`' body: the new execution, and the tenant it names (whether the caller
-/// may name it is the caller's scope's business).
-pub(crate) fn new_execution(body: JsonBody) -> Result<(NewExecution, Option<String>), ApiError> {
+/// may name it is the caller's scope's business). `defaults` fill the fields a `timeout_config`
+/// leaves out.
+pub(crate) fn new_execution(
+    body: JsonBody,
+    defaults: &agentrack::TimeoutConfig,
+) -> Result<(NewExecution, Option<String>), ApiError> {
     let fields = Fields::new(
         body,
         &[
@@ -301,6 +320,8 @@ pub(crate) fn new_execution(body: JsonBody) -> Result<(NewExecution, Option<Stri
             "timeout_seconds",
             "metadata",
             "tenant",
+            "heartbeat_timeout_seconds",
+            "timeout_config",
         ],
     )?;
     let agent_name = fields.string("agent_name")?;
@@ -308,11 +329,80 @@ pub(crate) fn new_execution(body: JsonBody) -> Result<(NewExecution, Option<Stri
     let user_id = fields.string("user_id")?;
     let timeout = fields.optional_seconds("timeout_seconds")?;
     let metadata = fields.optional_object("metadata")?;
+    let heartbeat_timeout = fields.optional_seconds("heartbeat_timeout_seconds")?;
+    let timeout_config = fields
+        .optional_object("timeout_config")?
+        .map(|given| timeout_config(JsonBody(given), defaults))
+        .transpose()?;
     let tenant = fields.optional_string("tenant")?;
     let mut new = NewExecution::new(agent_name, thread_id, user_id);
     new.timeout = timeout;
     new.metadata = metadata.unwrap_or_default();
+    new.heartbeat_timeout = heartbeat_timeout;
+    new.timeout_config = timeout_config;
     Ok((new, tenant))
+}
+
+/// The fields of a per-execution `TimeoutConfig`.
+const TIMEOUT_CONFIG_FIELDS: &[&str] = &[
+    "agent_execution_timeout",
+    "llm_api_timeout",
+    "failure_threshold",
+    "recovery_timeout",
+    "success_threshold",
+    "max_retries",
+    "retry_base_delay",
+    "retry_max_delay",
+    "retry_exponential_base",
+];
+
+/// A creation's `timeout_config`: each field given replaces the server's default. Durations are
+/// seconds (greater than 0, at most a year), thresholds whole numbers of at least 1.
+fn timeout_config(given: JsonBody, defaults: &agentrack::TimeoutConfig) -> Result<agentrack::TimeoutConfig, ApiError> {
+    let fields = Fields::new(given, TIMEOUT_CONFIG_FIELDS)?;
+    let mut config = *defaults;
+    let seconds = |name: &str, target: &mut std::time::Duration| -> Result<(), ApiError> {
+        if let Some(value) = fields.optional_seconds(name)? {
+            *target = value;
+        }
+        Ok(())
+    };
+    seconds("agent_execution_timeout", &mut config.agent_execution_timeout)?;
+    seconds("llm_api_timeout", &mut config.llm_api_timeout)?;
+    seconds("recovery_timeout", &mut config.recovery_timeout)?;
+    seconds("retry_base_delay", &mut config.retry_base_delay)?;
+    seconds("retry_max_delay", &mut config.retry_max_delay)?;
+    let count = |name: &str, least: u64, target: &mut u32| -> Result<(), ApiError> {
+        let Some(value) = fields.value(name)? else {
+            return Ok(());
+        };
+        *target = value
+            .as_u64()
+            .filter(|n| *n >= least)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| {
+                ApiError::invalid_field(
+                    name,
+                    format!(
+                        "timeout_config.{name} must be a whole number from {least} to {}, not {value}",
+                        u32::MAX
+                    ),
+                )
+            })?;
+        Ok(())
+    };
+    count("failure_threshold", 1, &mut config.failure_threshold)?;
+    count("success_threshold", 1, &mut config.success_threshold)?;
+    count("max_retries", 0, &mut config.max_retries)?;
+    if let Some(value) = fields.value("retry_exponential_base")? {
+        config.retry_exponential_base = value.as_f64().filter(|b| b.is_finite() && *b >= 1.0).ok_or_else(|| {
+            ApiError::invalid_field(
+                "retry_exponential_base",
+                format!("timeout_config.retry_exponential_base must be a number of at least 1, not {value}"),
+            )
+        })?;
+    }
+    Ok(config)
 }
 
 async fn read(
@@ -342,22 +432,34 @@ async fn set_state(
     Path(id): Path<String>,
     body: JsonBody,
 ) -> Result<Json<ExecutionRecord>, ApiError> {
-    let (new_state, update) = state_change(body)?;
+    let (new_state, update, metadata) = state_change(body)?;
     let (id, tracker) = changeable(&state, &scope, &id).await?;
+    // Merged first, so that the state change's events carry it (a completion's execution time,
+    // a failure's context).
+    if let Some(metadata) = metadata {
+        let update = agentrack::AgentStateUpdate {
+            metadata: Some(metadata),
+            ..agentrack::AgentStateUpdate::default()
+        };
+        let change = tracker.update_agent_state(id, update)?;
+        state.durable(&change).await?;
+    }
     let change = tracker.set_state(id, new_state, update)?;
     state.durable(&change).await?;
     Ok(Json(current(&state, id).await?))
 }
 
 /// `POST /v1/executions/{id}/state`'s body.
-pub(crate) fn state_change(body: JsonBody) -> Result<(ExecutionState, StateUpdate), ApiError> {
-    let fields = Fields::new(body, &["state", "error", "result"])?;
+pub(crate) fn state_change(
+    body: JsonBody,
+) -> Result<(ExecutionState, StateUpdate, Option<Map<String, Value>>), ApiError> {
+    let fields = Fields::new(body, &["state", "error", "result", "metadata"])?;
     let new_state: ExecutionState = fields.enumeration("state", "invalid_state", "execution state")?;
     let update = StateUpdate {
         error: fields.optional_text("error", MAX_ERROR_CHARS)?,
         result: fields.value("result")?,
     };
-    Ok((new_state, update))
+    Ok((new_state, update, fields.optional_object("metadata")?))
 }
 
 /// `POST /v1/executions/{id}/phase`'s body.
@@ -365,6 +467,40 @@ pub(crate) fn phase_change(body: JsonBody) -> Result<(Phase, Option<Map<String, 
     let fields = Fields::new(body, &["phase", "metadata"])?;
     let phase: Phase = fields.enumeration("phase", "invalid_phase", "phase")?;
     Ok((phase, fields.optional_object("metadata")?))
+}
+
+async fn set_agent_state(
+    State(state): State<AppState>,
+    scope: Scope,
+    Path(id): Path<String>,
+    body: JsonBody,
+) -> Result<Json<ExecutionRecord>, ApiError> {
+    let fields = Fields::new(body, &["warning_count", "error_count", "metadata"])?;
+    let count = |name: &str| -> Result<Option<u32>, ApiError> {
+        fields
+            .value(name)?
+            .map(|value| {
+                value.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+                    ApiError::invalid_field(
+                        name,
+                        format!(
+                            "field {name} must be a whole number from 0 to {}, not {value}",
+                            u32::MAX
+                        ),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let update = agentrack::AgentStateUpdate {
+        warning_count: count("warning_count")?,
+        error_count: count("error_count")?,
+        metadata: fields.optional_object("metadata")?,
+    };
+    let (id, tracker) = changeable(&state, &scope, &id).await?;
+    let change = tracker.update_agent_state(id, update)?;
+    state.durable(&change).await?;
+    Ok(Json(current(&state, id).await?))
 }
 
 async fn transition(

@@ -95,6 +95,11 @@ fn integer() -> Value {
     json!({"type": "integer", "minimum": 0})
 }
 
+/// A whole number from `least` to `u32::MAX` (counts and thresholds).
+fn count(least: u32) -> Value {
+    json!({"type": "integer", "minimum": least, "maximum": u32::MAX})
+}
+
 fn number() -> Value {
     json!({"type": "number"})
 }
@@ -162,7 +167,22 @@ fn execution_schemas(add: &mut impl FnMut(&str, Value)) {
             json!({"agent_name": name(), "thread_id": name(), "user_id": name(),
                 "timeout_seconds": nullable(seconds()),
                 "metadata": nullable(object()),
-                "tenant": {"description": "Admin tokens only.", "anyOf": [name(), {"type": "null"}]}}),
+                "tenant": {"description": "Admin tokens only.", "anyOf": [name(), {"type": "null"}]},
+                "heartbeat_timeout_seconds": {"description": "This execution's heartbeat timeout (the server's when absent).",
+                    "anyOf": [seconds(), {"type": "null"}]},
+                "timeout_config": {"description": "This execution's timeouts and breaker thresholds; each field given replaces the server's default.",
+                    "anyOf": [{"type": "object", "additionalProperties": false,
+                        "properties": {
+                            "agent_execution_timeout": nullable(seconds()),
+                            "llm_api_timeout": nullable(seconds()),
+                            "failure_threshold": nullable(count(1)),
+                            "recovery_timeout": nullable(seconds()),
+                            "success_threshold": nullable(count(1)),
+                            "max_retries": nullable(count(0)),
+                            "retry_base_delay": nullable(seconds()),
+                            "retry_max_delay": nullable(seconds()),
+                            "retry_exponential_base": nullable(json!({"type": "number", "minimum": 1}))}},
+                        {"type": "null"}]}}),
         ),
     );
     add(
@@ -170,7 +190,17 @@ fn execution_schemas(add: &mut impl FnMut(&str, Value)) {
         partial(
             &["state"],
             json!({"state": reference("ExecutionState"),
-                "error": nullable(text(super::executions::MAX_ERROR_CHARS)), "result": any()}),
+                "error": nullable(text(super::executions::MAX_ERROR_CHARS)), "result": any(),
+                "metadata": {"description": "Merged into the execution's metadata before the state changes.",
+                    "anyOf": [object(), {"type": "null"}]}}),
+        ),
+    );
+    add(
+        "AgentStateChange",
+        partial::<&str>(
+            &[],
+            json!({"warning_count": nullable(count(0)), "error_count": nullable(count(0)),
+                "metadata": {"description": "Keys to add or replace.", "anyOf": [object(), {"type": "null"}]}}),
         ),
     );
     add(
@@ -379,6 +409,7 @@ fn execution_record() -> Map<String, Value> {
         "warning_count": integer(),
         "error_count": integer(),
         "timeout_config": nullable(reference("TimeoutConfig")),
+        "heartbeat_timeout_seconds": nullable(number()),
         "circuit_breaker_state": reference("BreakerState"),
         "circuit_breaker_failures": integer(),
         "last_failure_time": nullable(time()),
