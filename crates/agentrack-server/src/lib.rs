@@ -15,6 +15,7 @@
 //! - [`ws`], [`hub`] and [`agui`]: the event stream, its per-user fan-out, and its AG-UI view.
 //! - [`metrics`]: scoped counters and the Prometheus text format.
 //! - [`dashboard`]: the web dashboard at `/`, its assets compiled into the binary.
+//! - [`files`]: the data directory and the files in it, private to the server's user.
 //!
 //! The `agentrack` binary (`serve`, the command-line client, `agentrack load`) is the default
 //! `cli` feature; with `default-features = false` this library embeds the server without the
@@ -41,6 +42,7 @@ pub mod cluster;
 pub mod config;
 pub mod cursor;
 pub mod dashboard;
+pub mod files;
 pub mod housekeeping;
 pub mod http;
 pub mod hub;

@@ -86,36 +86,24 @@ fn advertised(configured: Option<&str>, local: SocketAddr) -> String {
     format!("http://{addr}")
 }
 
+fn file_error(error: crate::files::FileError) -> ServerError {
+    ServerError::Io(error.to_string())
+}
+
 fn write_secret(path: &Path, secret: &str) -> Result<(), ServerError> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .map_err(|error| ServerError::Io(format!("cannot write {}: {error}", path.display())))?;
-    file.write_all(format!("{secret}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|error| ServerError::Io(format!("cannot write {}: {error}", path.display())))
+    crate::files::write_secret(path, secret).map_err(file_error)
 }
 
 /// Creates the data directory if needed, readable by its owner only (it holds the admin token,
-/// and by default the store).
+/// and by default the store); an existing one, and the admin token in it, are checked and
+/// tightened (see [`crate::files`]).
 fn prepare_data_dir(data: &Path) -> Result<(), ServerError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
+    crate::files::private_dir(data)
+        .map_err(|error| ServerError::Io(format!("the data directory cannot be used: {error}")))?;
+    for name in [ADMIN_TOKEN_FILE, ADMIN_TOKEN_PENDING_FILE] {
+        crate::files::check_secret(&data.join(name)).map_err(file_error)?;
     }
-    builder
-        .create(data)
-        .map_err(|error| ServerError::Io(format!("cannot create the data directory {}: {error}", data.display())))
+    Ok(())
 }
 
 fn new_token() -> Result<String, ServerError> {

@@ -198,11 +198,20 @@ impl SqliteStore {
     ///
     /// The directory cannot be created, the file cannot be opened, or a migration fails.
     pub(super) fn open(path: &Path, synchronous: Synchronous) -> Result<Self, StoreError> {
+        let private = |error: crate::files::FileError| StoreError::Io {
+            path: path.display().to_string(),
+            source: Box::new(error),
+        };
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
-                path: dir.display().to_string(),
-                source: error.into(),
-            })?;
+            crate::files::create_dir(dir).map_err(private)?;
+        }
+        // Created here, 0600, before SQLite opens it (SQLite would use the umask); its -wal and
+        // -shm files take the database's mode, or are tightened if an older version made them.
+        crate::files::private_file(path).map_err(private)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            crate::files::private_file_if_present(Path::new(&side)).map_err(private)?;
         }
         let path = path.to_path_buf();
         let mut conn = open_connection(&path, false, synchronous)?;
