@@ -47,6 +47,7 @@ pub mod housekeeping;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod names;
 pub mod permits;
 pub mod serialized_event;
 pub mod server;

@@ -21,6 +21,7 @@ use super::{Access, Route, RouteDoc, heartbeats};
 use crate::app::AppState;
 use crate::auth::Scope;
 use crate::cluster::LocalShard;
+use crate::names::NameKind;
 use crate::store::ListQuery;
 
 /// Setting an execution's state or phase.
@@ -286,12 +287,12 @@ async fn create(
             "tenant",
         ],
     )?;
-    let agent_name = fields.string("agent_name")?;
-    let thread_id = fields.string("thread_id")?;
-    let user_id = fields.string("user_id")?;
+    let agent_name = fields.name("agent_name", NameKind::Agent)?;
+    let thread_id = fields.name("thread_id", NameKind::Thread)?;
+    let user_id = fields.name("user_id", NameKind::User)?;
     let timeout = fields.optional_seconds("timeout_seconds")?;
     let metadata = fields.optional_object("metadata")?;
-    let tenant = scope.owning_tenant(fields.optional_string("tenant")?)?;
+    let tenant = scope.owning_tenant(fields.optional_name("tenant", NameKind::Tenant)?)?;
     let mut new = NewExecution::new(agent_name, thread_id, user_id).tenant(tenant);
     new.timeout = timeout;
     new.metadata = metadata.unwrap_or_default();

@@ -11,6 +11,7 @@ use agentrack::{BreakerState, ExecutionState, Phase};
 use serde_json::{Map, Value, json};
 
 use crate::auth::Role;
+use crate::names::{MAX_NAME_BYTES, NameKind};
 
 /// A reference to the component schema `name`.
 pub fn reference(name: &str) -> Value {
@@ -72,6 +73,16 @@ fn string() -> Value {
     json!({"type": "string"})
 }
 
+/// A name a client gives (see [`crate::names`]): at most 256 bytes, so at most 256 characters.
+fn name(kind: NameKind) -> Value {
+    let mut schema = json!({"type": "string", "minLength": 1, "maxLength": MAX_NAME_BYTES,
+        "description": format!("{}; anything else is refused with 422 invalid_field naming the field and the rule.", kind.rule())});
+    if kind == NameKind::Tenant {
+        schema["pattern"] = json!("^[^/]*$");
+    }
+    schema
+}
+
 fn integer() -> Value {
     json!({"type": "integer", "minimum": 0})
 }
@@ -120,13 +131,15 @@ fn execution_schemas(add: &mut impl FnMut(&str, Value)) {
     add("Phase", json!({"type": "string", "enum": Phase::VALUES}));
     add("BreakerState", json!({"type": "string", "enum": BreakerState::VALUES}));
     add("Role", json!({"type": "string", "enum": Role::VALUES}));
+    add("Name", name(NameKind::User));
+    add("TenantName", name(NameKind::Tenant));
     add(
         "NewExecution",
         partial(
             &["agent_name", "thread_id", "user_id"],
-            json!({"agent_name": string(), "thread_id": string(), "user_id": string(),
+            json!({"agent_name": reference("Name"), "thread_id": reference("Name"), "user_id": reference("Name"),
                 "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
-                "metadata": object(), "tenant": {"type": "string", "description": "Admin tokens only."}}),
+                "metadata": object(), "tenant": {"allOf": [reference("TenantName")], "description": "Admin tokens only."}}),
         ),
     );
     add(
@@ -191,8 +204,8 @@ fn service_schemas(add: &mut impl FnMut(&str, Value)) {
         "NewToken",
         partial(
             &["role", "tenant"],
-            json!({"role": reference("Role"), "tenant": string(),
-                "user_id": {"type": "string", "description": "Required for viewers, refused otherwise."},
+            json!({"role": reference("Role"), "tenant": reference("TenantName"),
+                "user_id": {"allOf": [reference("Name")], "description": "Required for viewers, refused otherwise."},
                 "label": string()}),
         ),
     );

@@ -11,6 +11,7 @@ use super::error::ApiError;
 use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
 use crate::auth::{Role, TokenGrant, generate_token, hash_token};
+use crate::names::NameKind;
 
 /// The routes of this resource.
 pub fn routes() -> Vec<Route> {
@@ -34,8 +35,8 @@ pub fn routes() -> Vec<Route> {
 async fn create(State(state): State<AppState>, body: JsonBody) -> Result<(StatusCode, Json<Value>), ApiError> {
     let fields = Fields::new(body, &["role", "tenant", "user_id", "label"])?;
     let role: Role = fields.enumeration("role", "invalid_role", "role")?;
-    let tenant = fields.string("tenant")?;
-    let user_id = fields.optional_string("user_id")?;
+    let tenant = fields.name("tenant", NameKind::Tenant)?;
+    let user_id = fields.optional_name("user_id", NameKind::User)?;
     let label = fields.optional_string("label")?;
     let grant = TokenGrant::new(role, tenant, user_id, label)
         .map_err(|error| ApiError::invalid_field("user_id", error.to_string()))?;
