@@ -89,6 +89,12 @@ pub struct ServerConfig {
     /// How long a write may wait for the store before it fails with 503.
     #[serde(deserialize_with = "duration")]
     pub ack_timeout: Duration,
+    /// Messages waiting for the store's writer past which writes are refused at once (503
+    /// `store_unavailable`, nothing changed).
+    pub max_store_queue: usize,
+    /// How long the answer to a request sent with an `Idempotency-Key` is kept for its retries.
+    #[serde(deserialize_with = "duration")]
+    pub idempotency_retention: Duration,
     /// How often WebSockets are pinged.
     #[serde(deserialize_with = "duration")]
     pub keepalive: Duration,
@@ -123,6 +129,8 @@ impl Default for ServerConfig {
             purge_interval: Duration::from_secs(3600),
             heartbeat_flush: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(30),
+            max_store_queue: 65_536,
+            idempotency_retention: Duration::from_secs(24 * 3600),
             keepalive: Duration::from_secs(15),
             subscriber_buffer: 1024,
             metrics_require_auth: false,
@@ -221,6 +229,7 @@ impl ServerConfig {
             ("http.max_requests", self.http.max_requests),
             ("websocket.max_message_bytes", self.websocket.max_message_bytes),
             ("websocket.max_frame_bytes", self.websocket.max_frame_bytes),
+            ("max_store_queue", self.max_store_queue),
         ] {
             if value == 0 || value > MAX_LIMIT {
                 return Err(invalid(key, format!("{value} is not between 1 and {MAX_LIMIT}")));
@@ -232,6 +241,7 @@ impl ServerConfig {
             ("http.queue_timeout", self.http.queue_timeout),
             ("websocket.pong_timeout", self.websocket.pong_timeout),
             ("keepalive", self.keepalive),
+            ("idempotency_retention", self.idempotency_retention),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "a duration of 0 is not valid; give e.g. 10s".into()));

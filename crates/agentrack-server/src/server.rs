@@ -236,6 +236,9 @@ impl Server {
             store.writer().await?,
             PipelineConfig {
                 heartbeat_flush: config.heartbeat_flush,
+                max_queued: config.max_store_queue,
+                answer_timeout: config.ack_timeout,
+                idempotency_retention: config.idempotency_retention,
                 ..PipelineConfig::default()
             },
             Box::new(CommittedEvents {

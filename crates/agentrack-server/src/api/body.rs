@@ -85,7 +85,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 /// to read the 413 instead of a reset connection; beyond it the connection is closed.
 const DRAIN_LIMIT: usize = 16 * MAX_BODY_BYTES;
 
-async fn read_limited(mut body: Body) -> Result<bytes::Bytes, ApiError> {
+pub(crate) async fn read_limited(mut body: Body) -> Result<bytes::Bytes, ApiError> {
     let mut buffer = Vec::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {

@@ -11,6 +11,7 @@ use super::{
     Batch, ClusterStore, Cutoff, EventQuery, ListQuery, Loaded, Page, Purged, ShardId, StoreError, StoredEvent,
 };
 use crate::auth::TokenGrant;
+use crate::store::{KeyOp, KeyState};
 
 /// A boxed future returned by [`Store`] methods.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -84,6 +85,16 @@ pub trait StoreWriter: Send {
     ///
     /// A database error.
     fn insert_token(&mut self, hash: &str, grant: &TokenGrant) -> Result<(), StoreError>;
+
+    /// Reserves, completes, releases or expires kept idempotency keys (see [`KeyOp`]).
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn idempotency(&mut self, op: &KeyOp) -> Result<KeyState, StoreError> {
+        let _ = op;
+        Err(StoreError::database("this store keeps no idempotency keys"))
+    }
 
     /// Checks that the backend still answers, reconnecting if it can; called when the writer is
     /// idle, so that an outage shows (and ends) without waiting for the next write.

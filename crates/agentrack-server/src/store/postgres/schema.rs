@@ -87,6 +87,18 @@ const MIGRATIONS: &[&str] = &[
     // 4: the fencing number each event was written under: an audit of who wrote what (along a
     // shard's log the numbers never decrease), which the cluster tests check fencing with.
     "ALTER TABLE events ADD COLUMN range_id BIGINT NOT NULL DEFAULT 0;",
+    // 5: idempotency keys, as SQLite's: shared by every node, so a retry finds the first answer
+    // on any of them.
+    "CREATE TABLE idempotency_keys (
+        scope         TEXT NOT NULL,
+        key           TEXT NOT NULL,
+        fingerprint   TEXT NOT NULL,
+        status        INT,
+        body          TEXT,
+        created_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at_ms);",
 ];
 
 /// Any number; it only has to be the same for every agentrack server on one database.
