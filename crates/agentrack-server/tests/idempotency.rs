@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod openapi;
 
 use common::pg_cluster::PgCluster;
 use common::{Backend, TestServer, eventually};
@@ -48,6 +49,22 @@ async fn a_retried_request_runs_once_and_gets_the_first_answer(backend: Backend)
     let (status, again, replayed) = keyed(&server, "/v1/executions", &agent, "create-1", &create).await;
     assert_eq!((status, replayed), (201, true), "{again}");
     assert_eq!(again, first, "the first answer, as it was");
+    let schemas = openapi::Schemas::published(&server).await;
+    schemas.assert_matches("ExecutionRecord", &again, "a replayed create");
+    let (_, document) = server.request("GET", "/openapi.json", None, None).await;
+    let create_doc = &document["paths"]["/v1/executions"]["post"];
+    assert!(
+        create_doc["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "Idempotency-Key"),
+        "{create_doc}"
+    );
+    assert!(create_doc["responses"]["201"]["headers"]["Idempotent-Replayed"].is_object());
+    for status in ["400", "409", "422"] {
+        assert!(create_doc["responses"][status].is_object(), "{status} documented");
+    }
     assert_eq!(in_thread(&server, "once").await.len(), 1, "one execution");
 
     // A state change: applied once, however often it is retried.
@@ -92,6 +109,9 @@ async fn a_key_sent_again_with_another_body_is_refused(backend: Backend) {
     let (status, refused, _) = keyed(&server, "/v1/executions", &agent, "k", &other).await;
     assert_eq!(status, 422, "{refused}");
     assert_eq!(refused["error"]["code"], "idempotency_key_reused");
+    openapi::Schemas::published(&server)
+        .await
+        .assert_matches("Error", &refused, "the refusal of a reused key");
     assert!(
         refused["error"]["message"]
             .as_str()

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod openapi;
 
 use std::process::Command;
 
@@ -51,6 +52,7 @@ async fn bad_names_are_refused_with_the_field_and_the_rule_and_nothing_is_stored
     let agent = server.token("agent", "acme", None).await;
     let valid = json!({"agent_name": "a", "thread_id": "t", "user_id": "u"});
     let before = executions(&server).await;
+    let schemas = openapi::Schemas::published(&server).await;
 
     let mut attacks: Vec<(String, String)> = BAD.iter().map(|(n, p)| ((*n).to_owned(), (*p).to_owned())).collect();
     attacks.push((long(), "257 bytes long".to_owned()));
@@ -60,6 +62,7 @@ async fn bad_names_are_refused_with_the_field_and_the_rule_and_nothing_is_stored
             body[field] = json!(name);
             let (status, answer) = server.post("/v1/executions", &server.admin, body).await;
             assert_refused(status, &answer, field, problem);
+            schemas.assert_matches("Error", &answer, "a refused name");
         }
         let (status, answer) = server
             .post("/v1/tokens", &server.admin, json!({"role": "agent", "tenant": name}))

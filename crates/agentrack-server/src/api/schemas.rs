@@ -280,6 +280,10 @@ fn error() -> Value {
         "retry_after_seconds": number(),
         "operation": string(),
         "limit_bytes": integer(),
+        "rule": {"type": "string", "description": "The rule a refused name breaks: what a valid one is."},
+        "header": {"type": "string", "description": "The request header that was refused."},
+        "limit": {"type": "integer", "description": "The limit that was reached, e.g. max_store_queue."},
+        "idempotency": {"type": "string", "description": "What became of a request sent with an Idempotency-Key."},
     });
     exact(json!({"error": partial(&["code", "message"], details)}))
 }
