@@ -86,12 +86,14 @@ fn advertised(configured: Option<&str>, local: SocketAddr) -> String {
     format!("http://{addr}")
 }
 
-fn file_error(error: crate::files::FileError) -> ServerError {
-    ServerError::Io(error.to_string())
+impl From<crate::files::FileError> for ServerError {
+    fn from(error: crate::files::FileError) -> Self {
+        Self::Io(error.to_string())
+    }
 }
 
 fn write_secret(path: &Path, secret: &str) -> Result<(), ServerError> {
-    crate::files::write_secret(path, secret).map_err(file_error)
+    Ok(crate::files::write_secret(path, secret)?)
 }
 
 /// Creates the data directory if needed, readable by its owner only (it holds the admin token,
@@ -101,7 +103,7 @@ fn prepare_data_dir(data: &Path) -> Result<(), ServerError> {
     crate::files::private_dir(data)
         .map_err(|error| ServerError::Io(format!("the data directory cannot be used: {error}")))?;
     for name in [ADMIN_TOKEN_FILE, ADMIN_TOKEN_PENDING_FILE] {
-        crate::files::check_secret(&data.join(name)).map_err(file_error)?;
+        crate::files::check_secret(&data.join(name))?;
     }
     Ok(())
 }
