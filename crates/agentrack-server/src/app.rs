@@ -131,8 +131,16 @@ impl AppState {
     ///
     /// 503 when the store does not confirm in time (or the shard moved to another node).
     pub async fn durable_up_to(&self, shard: ShardId, seq: u64) -> Result<(), ApiError> {
+        // A request with an Idempotency-Key runs in its own task (api/idempotency.rs), which
+        // waits for its change however long the store takes, so that the key keeps its answer;
+        // its client got its 503 after ack_timeout from the middleware.
+        let timeout = if crate::api::idempotency::keyed() {
+            Duration::MAX
+        } else {
+            self.settings.ack_timeout
+        };
         self.pipeline
-            .wait_committed(shard, seq, self.settings.ack_timeout)
+            .wait_committed(shard, seq, timeout)
             .await
             .map_err(ApiError::commit)
     }

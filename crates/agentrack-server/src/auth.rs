@@ -35,6 +35,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::error::ApiError;
 use crate::app::AppState;
+use crate::names::{self, NameError, NameKind};
 use crate::store::{EventQuery, ListQuery, Store};
 
 /// What a token may do.
@@ -117,9 +118,14 @@ pub enum GrantError {
     /// Only viewer tokens are bound to a user.
     #[error("only viewer tokens are bound to a user_id")]
     UserOnNonViewer,
-    /// The tenant is empty.
-    #[error("tenant must not be empty")]
-    EmptyTenant,
+    /// The tenant or the user id breaks the names' rule ([`crate::names`]).
+    #[error("{field} is not a valid name: {error}")]
+    InvalidName {
+        /// `tenant` or `user_id`.
+        field: &'static str,
+        /// What is wrong.
+        error: NameError,
+    },
 }
 
 impl TokenGrant {
@@ -127,10 +133,15 @@ impl TokenGrant {
     ///
     /// # Errors
     ///
-    /// A viewer without a user, a user on another role, or an empty tenant.
+    /// A viewer without a user, a user on another role, or a tenant or user id that is not a
+    /// valid name.
     pub fn new(role: Role, tenant: String, user_id: Option<String>, label: Option<String>) -> Result<Self, GrantError> {
-        if tenant.trim().is_empty() {
-            return Err(GrantError::EmptyTenant);
+        names::check(NameKind::Tenant, &tenant).map_err(|error| GrantError::InvalidName { field: "tenant", error })?;
+        if let Some(user_id) = &user_id {
+            names::check(NameKind::User, user_id).map_err(|error| GrantError::InvalidName {
+                field: "user_id",
+                error,
+            })?;
         }
         match (role, &user_id) {
             (Role::Viewer, None) => return Err(GrantError::ViewerWithoutUser),
@@ -736,7 +747,9 @@ impl Scope {
 
     /// Whether the caller may see the named breaker the tracker holds as `key`.
     pub fn sees_breaker(&self, key: &str) -> bool {
-        match key.split_once('/') {
+        // The last '/' separates: a breaker name has none, while a tenant made before the names'
+        // rule may ("acme/eu" must not see into "acme").
+        match key.rsplit_once('/') {
             Some((tenant, _)) => self.is_admin() || tenant == self.grant.tenant,
             // Per-execution breakers are reached through their execution.
             None => false,

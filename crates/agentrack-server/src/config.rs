@@ -104,6 +104,12 @@ pub struct ServerConfig {
     /// How long a write may wait for the store before it fails with 503.
     #[serde(deserialize_with = "duration")]
     pub ack_timeout: Duration,
+    /// Messages waiting for the store's writer past which writes are refused at once (503
+    /// `store_unavailable`, nothing changed).
+    pub max_store_queue: usize,
+    /// How long the answer to a request sent with an `Idempotency-Key` is kept for its retries.
+    #[serde(deserialize_with = "duration")]
+    pub idempotency_retention: Duration,
     /// How often WebSockets are pinged.
     #[serde(deserialize_with = "duration")]
     pub keepalive: Duration,
@@ -142,6 +148,8 @@ impl Default for ServerConfig {
             purge_interval: Duration::from_secs(3600),
             heartbeat_flush: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(30),
+            max_store_queue: 65_536,
+            idempotency_retention: Duration::from_secs(24 * 3600),
             keepalive: Duration::from_secs(15),
             subscriber_buffer: 1024,
             metrics_require_auth: true,
@@ -325,6 +333,7 @@ impl ServerConfig {
             ("quotas.subscribers_per_token", self.quotas.subscribers_per_token),
             ("quotas.snapshot_executions", self.quotas.snapshot_executions),
             ("tokens.refused_cache_size", self.tokens.refused_cache_size),
+            ("max_store_queue", self.max_store_queue),
         ] {
             if value == 0 || value > MAX_LIMIT {
                 return Err(invalid(key, format!("{value} is not between 1 and {MAX_LIMIT}")));
@@ -339,6 +348,7 @@ impl ServerConfig {
             ("quotas.breaker_idle", self.quotas.breaker_idle),
             ("tokens.ticket_ttl", self.tokens.ticket_ttl),
             ("tokens.refused_cache_ttl", self.tokens.refused_cache_ttl),
+            ("idempotency_retention", self.idempotency_retention),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "a duration of 0 is not valid; give e.g. 10s".into()));

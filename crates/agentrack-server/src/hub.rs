@@ -46,10 +46,13 @@ pub struct Hub {
     positions: Mutex<Positions>,
 }
 
+/// The key of a user's channel: the tenant's length first, so that no tenant or user id (a
+/// stored one may predate the names' rule) reaches into the other's part.
 fn user_key(tenant: &str, user_id: &str) -> String {
-    let mut key = String::with_capacity(tenant.len() + user_id.len() + 1);
+    use std::fmt::Write as _;
+    let mut key = String::with_capacity(tenant.len() + user_id.len() + 8);
+    let _ = write!(key, "{}:", tenant.len());
     key.push_str(tenant);
-    key.push('\n');
     key.push_str(user_id);
     key
 }
@@ -143,6 +146,21 @@ mod tests {
 
     use super::Hub;
     use crate::serialized_event::SerializedEvent;
+
+    #[test]
+    fn no_tenant_or_user_reaches_into_the_others_part_of_a_user_key() {
+        // Names stored before the names' rule may hold a newline or a colon.
+        let pairs = [
+            ("a\nb", "c"),
+            ("a", "b\nc"),
+            ("a:", "b"),
+            ("a", ":b"),
+            ("1:a", ""),
+            ("", "1:a"),
+        ];
+        let keys: std::collections::HashSet<String> = pairs.iter().map(|(t, u)| super::user_key(t, u)).collect();
+        assert_eq!(keys.len(), pairs.len(), "{keys:?}");
+    }
 
     #[tokio::test]
     async fn a_user_channel_gets_only_its_users_events_and_the_shared_one_gets_all() {

@@ -17,6 +17,7 @@
 //! - [`quotas`]: per-tenant and per-token quotas (429 `quota_exceeded` past them).
 //! - [`dashboard`]: the web dashboard at `/`, its assets compiled into the binary.
 //! - [`fuzzing`]: the request-body parsers and stored-row decoders as the fuzz targets drive them.
+//! - [`files`]: the data directory and the files in it, private to the server's user.
 //!
 //! The `agentrack` binary (`serve`, the command-line client, `agentrack load`) is the default
 //! `cli` feature; with `default-features = false` this library embeds the server without the
@@ -43,11 +44,13 @@ pub mod cluster;
 pub mod config;
 pub mod cursor;
 pub mod dashboard;
+pub mod files;
 pub mod fuzzing;
 pub mod housekeeping;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod names;
 pub mod permits;
 pub mod quotas;
 pub mod serialized_event;

@@ -88,36 +88,26 @@ fn advertised(configured: Option<&str>, local: SocketAddr) -> String {
     format!("http://{addr}")
 }
 
-fn write_secret(path: &Path, secret: &str) -> Result<(), ServerError> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+impl From<crate::files::FileError> for ServerError {
+    fn from(error: crate::files::FileError) -> Self {
+        Self::Io(error.to_string())
     }
-    let mut file = options
-        .open(path)
-        .map_err(|error| ServerError::Io(format!("cannot write {}: {error}", path.display())))?;
-    file.write_all(format!("{secret}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|error| ServerError::Io(format!("cannot write {}: {error}", path.display())))
+}
+
+fn write_secret(path: &Path, secret: &str) -> Result<(), ServerError> {
+    Ok(crate::files::write_secret(path, secret)?)
 }
 
 /// Creates the data directory if needed, readable by its owner only (it holds the admin token,
-/// and by default the store).
+/// and by default the store); an existing one, and the admin token in it, are checked and
+/// tightened (see [`crate::files`]).
 fn prepare_data_dir(data: &Path) -> Result<(), ServerError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
+    crate::files::private_dir(data)
+        .map_err(|error| ServerError::Io(format!("the data directory cannot be used: {error}")))?;
+    for name in [ADMIN_TOKEN_FILE, ADMIN_TOKEN_PENDING_FILE] {
+        crate::files::check_secret(&data.join(name))?;
     }
-    builder
-        .create(data)
-        .map_err(|error| ServerError::Io(format!("cannot create the data directory {}: {error}", data.display())))
+    Ok(())
 }
 
 fn new_token() -> Result<String, ServerError> {
@@ -250,6 +240,9 @@ impl Server {
             store.writer().await?,
             PipelineConfig {
                 heartbeat_flush: config.heartbeat_flush,
+                max_queued: config.max_store_queue,
+                answer_timeout: config.ack_timeout,
+                idempotency_retention: config.idempotency_retention,
                 ..PipelineConfig::default()
             },
             Box::new(CommittedEvents {

@@ -96,6 +96,9 @@ pub struct Guard {
     pub query_ticket: bool,
     /// Whether the route is refused while the store is failing (see [`RouteDoc::durable`](super::RouteDoc)).
     pub durable: bool,
+    /// Whether the route changes anything (every method but `GET`): refused while the store's
+    /// queue is full (`max_store_queue`), heartbeats included.
+    pub writes: bool,
 }
 
 /// The middleware every route runs behind: resolves the token, refuses a caller below the
@@ -114,6 +117,9 @@ pub async fn guard(guard: Guard, state: AppState, mut request: Request, next: Ne
     }
     if guard.durable && !state.pipeline.is_healthy() {
         return ApiError::store_failing().into_response();
+    }
+    if guard.writes && !state.pipeline.has_room() {
+        return ApiError::store_backlog(state.pipeline.max_queued()).into_response();
     }
     request.extensions_mut().insert(scope);
     next.run(request).await

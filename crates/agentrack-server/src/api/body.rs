@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use crate::names::{self, NameKind};
 
 /// The largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -105,7 +106,7 @@ impl JsonBody {
 /// to read the 413 instead of a reset connection; beyond it the connection is closed.
 const DRAIN_LIMIT: usize = 16 * MAX_BODY_BYTES;
 
-async fn read_limited(mut body: Body) -> Result<bytes::Bytes, ApiError> {
+pub(crate) async fn read_limited(mut body: Body) -> Result<bytes::Bytes, ApiError> {
     let mut buffer = Vec::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
@@ -145,6 +146,17 @@ pub fn describe(value: &Value) -> String {
         Value::Array(_) => "a JSON array".into(),
         Value::Object(_) => "a JSON object".into(),
     }
+}
+
+/// `text`, the value of `field`, checked as a `kind` of name.
+///
+/// # Errors
+///
+/// 422 `invalid_field` naming the field, what is wrong, and the rule (also as `rule`).
+pub fn check_name(field: &str, kind: NameKind, text: &str) -> Result<(), ApiError> {
+    names::check(kind, text).map_err(|error| {
+        ApiError::invalid_field(field, format!("field {field} is not a valid name: {error}")).with("rule", error.rule)
+    })
 }
 
 /// Field-by-field access to a body, with errors that name the field.
@@ -226,6 +238,36 @@ impl Fields {
     /// 422 `invalid_field` for another kind of value, an empty string or a longer one.
     pub fn optional_string(&self, name: &str) -> Result<Option<String>, ApiError> {
         self.optional_text(name, MAX_NAME_CHARS)
+    }
+
+    /// A name (tenant, user, thread, agent) under the rule of its kind ([`crate::names`]).
+    ///
+    /// # Errors
+    ///
+    /// 422 `missing_field` when absent, `invalid_field` naming the field, what is wrong and the
+    /// rule when it breaks the rule.
+    pub fn name(&self, name: &str, kind: NameKind) -> Result<String, ApiError> {
+        self.optional_name(name, kind)?
+            .ok_or_else(|| ApiError::missing_field(name))
+    }
+
+    /// An optional name; see [`Fields::name`].
+    ///
+    /// # Errors
+    ///
+    /// 422 `invalid_field` as for [`Fields::name`].
+    pub fn optional_name(&self, name: &str, kind: NameKind) -> Result<Option<String>, ApiError> {
+        match self.present(name) {
+            None => Ok(None),
+            Some(Value::String(text)) => {
+                check_name(name, kind, text)?;
+                Ok(Some(text.clone()))
+            }
+            Some(other) => Err(ApiError::invalid_field(
+                name,
+                format!("field {name} must be a string, not {}", describe(other)),
+            )),
+        }
     }
 
     /// An optional non-empty string of at most `max` characters.

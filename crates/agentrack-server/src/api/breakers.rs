@@ -20,6 +20,7 @@ use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
 use crate::auth::Scope;
 use crate::cluster::{LocalShard, gather};
+use crate::names::NameKind;
 use crate::quotas::Quota;
 
 /// Who may list the named breakers (and see them on the overview).
@@ -79,21 +80,10 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-/// The longest breaker name, in characters.
-pub(super) const MAX_NAME_CHARS: usize = 200;
-
+/// A breaker's name from its path, under the names' rule (no `/`: the tenant is its key's
+/// first part).
 fn check_name(name: &str) -> Result<(), ApiError> {
-    if name.is_empty()
-        || name.chars().count() > MAX_NAME_CHARS
-        || name.contains('/')
-        || name.chars().any(char::is_control)
-    {
-        return Err(ApiError::invalid_field(
-            "name",
-            "a breaker name must be 1 to 200 characters, without '/' or control characters",
-        ));
-    }
-    Ok(())
+    super::body::check_name("name", NameKind::Breaker, name)
 }
 
 /// A named breaker as the API shows it: its tenant beside its name rather than in it.
@@ -109,9 +99,10 @@ pub struct NamedBreaker {
 /// The status of the breaker the tracker holds as `TENANT/NAME`, as the API shows it (by
 /// `/v1/breakers` and `/v1/overview`).
 pub fn public(mut status: BreakerStatus) -> NamedBreaker {
+    // The last '/' separates: names have none, while a tenant stored before the names' rule may.
     let (tenant, name) = status
         .name
-        .split_once('/')
+        .rsplit_once('/')
         .map(|(t, n)| (t.to_owned(), n.to_owned()))
         .unwrap_or_default();
     status.name = name;

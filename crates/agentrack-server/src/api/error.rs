@@ -237,6 +237,15 @@ impl ApiError {
         ))
     }
 
+    /// 503: the store's writer has `limit` messages waiting, so a change was refused before it
+    /// was applied.
+    pub fn store_backlog(limit: usize) -> Self {
+        Self::unavailable(format!(
+            "the store is behind: {limit} changes wait to be written (max_store_queue); nothing was changed; retry after {STORE_RETRY_AFTER} s"
+        ))
+        .with("limit", limit)
+    }
+
     /// 503: the execution's shard is moving between nodes (or its owner is not known yet).
     pub fn shard_unavailable(shard: crate::store::ShardId) -> Self {
         Self::new(

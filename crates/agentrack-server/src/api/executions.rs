@@ -21,6 +21,7 @@ use super::{Access, Route, RouteDoc, heartbeats};
 use crate::app::AppState;
 use crate::auth::Scope;
 use crate::cluster::LocalShard;
+use crate::names::NameKind;
 use crate::store::ListQuery;
 
 /// Setting an execution's state or phase.
@@ -324,9 +325,9 @@ pub(crate) fn new_execution(
             "timeout_config",
         ],
     )?;
-    let agent_name = fields.string("agent_name")?;
-    let thread_id = fields.string("thread_id")?;
-    let user_id = fields.string("user_id")?;
+    let agent_name = fields.name("agent_name", NameKind::Agent)?;
+    let thread_id = fields.name("thread_id", NameKind::Thread)?;
+    let user_id = fields.name("user_id", NameKind::User)?;
     let timeout = fields.optional_seconds("timeout_seconds")?;
     let metadata = fields.optional_object("metadata")?;
     let heartbeat_timeout = fields.optional_seconds("heartbeat_timeout_seconds")?;
@@ -334,7 +335,7 @@ pub(crate) fn new_execution(
         .optional_object("timeout_config")?
         .map(|given| timeout_config(JsonBody(given), defaults))
         .transpose()?;
-    let tenant = fields.optional_string("tenant")?;
+    let tenant = fields.optional_name("tenant", NameKind::Tenant)?;
     let mut new = NewExecution::new(agent_name, thread_id, user_id);
     new.timeout = timeout;
     new.metadata = metadata.unwrap_or_default();
@@ -449,10 +450,12 @@ async fn set_state(
     Ok(Json(current(&state, id).await?))
 }
 
+/// A state change as its body gives it: the new state, its error and result, and metadata to
+/// merge first.
+pub(crate) type StateChange = (ExecutionState, StateUpdate, Option<Map<String, Value>>);
+
 /// `POST /v1/executions/{id}/state`'s body.
-pub(crate) fn state_change(
-    body: JsonBody,
-) -> Result<(ExecutionState, StateUpdate, Option<Map<String, Value>>), ApiError> {
+pub(crate) fn state_change(body: JsonBody) -> Result<StateChange, ApiError> {
     let fields = Fields::new(body, &["state", "error", "result", "metadata"])?;
     let new_state: ExecutionState = fields.enumeration("state", "invalid_state", "execution state")?;
     let update = StateUpdate {

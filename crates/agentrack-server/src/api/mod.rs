@@ -14,6 +14,7 @@ pub mod events;
 pub mod executions;
 pub mod health;
 pub mod heartbeats;
+pub mod idempotency;
 pub mod metrics;
 pub mod openapi;
 pub mod overview;
@@ -80,6 +81,7 @@ impl RouteDoc {
             access: self.access,
             query_ticket: self.query.iter().any(|(name, _)| *name == "ticket"),
             durable: self.durable,
+            writes: self.method != "GET",
         }
     }
 }
@@ -122,8 +124,17 @@ pub fn router(state: AppState) -> Router {
         let key = route.doc.key();
         // The guard runs first (the caller's scope decides a breaker's shard), then the request
         // is answered here or forwarded to the shard's owner.
-        let guarded = route
-            .handler
+        let mut handler = route.handler;
+        if idempotency::applies(route.doc.durable, route.doc.operation_id) {
+            // Inside the forwarding layer: the node that answers keeps the key.
+            handler = handler.route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                |State(state): State<AppState>, request: Request, next: Next| {
+                    idempotency::remember(state, request, next)
+                },
+            ));
+        }
+        let guarded = handler
             .route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 move |State(state): State<AppState>, request: Request, next: Next| {

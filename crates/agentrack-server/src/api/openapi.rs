@@ -43,13 +43,17 @@ fn status_text(status: u16) -> &'static str {
         403 => "The token's role may not do this",
         404 => "Unknown id, or outside the caller's tenant/user",
         408 => "The request body did not arrive within http.body_read_timeout",
-        409 => "Illegal lifecycle change or finished execution",
+        409 => {
+            "Illegal lifecycle change or finished execution, or the first request with this Idempotency-Key still running"
+        }
         413 => "Body over 1 MiB",
-        422 => "A field of the wrong kind or value",
+        422 => "A field of the wrong kind or value, or an Idempotency-Key sent before with another request",
         429 => {
             "Past one of the caller's quotas (quota_exceeded, naming the quota, its limit and the current count; with Retry-After); nothing changed"
         }
-        503 => "Store unavailable, circuit open, or the server busy past http.max_requests (with Retry-After)",
+        503 => {
+            "Store unavailable or behind past max_store_queue (nothing changed), circuit open, or the server busy past http.max_requests (with Retry-After)"
+        }
         _ => "Response",
     }
 }
@@ -68,9 +72,8 @@ fn parameter_schema(name: &str) -> Value {
         "protocol" => json!({"type": "string", "enum": ["agentrack", "agui", ""]}),
         // An execution id (the last of the previous page).
         "cursor" => json!({"type": "string", "pattern": "^exec_[0-9a-fA-F]{32}$"}),
-        // A breaker's name: 1 to 200 characters, no '/' and no control character.
-        "name" => json!({"type": "string", "minLength": 1, "maxLength": super::breakers::MAX_NAME_CHARS,
-            "pattern": "^[^/\\u0000-\\u001f\\u007f-\\u009f]*$"}),
+        // A breaker's name, under the names' rule.
+        "name" => super::schemas::name(crate::names::NameKind::Breaker),
         _ => json!({"type": "string"}),
     }
 }
@@ -88,21 +91,33 @@ fn operation(doc: &RouteDoc) -> Value {
         parameters.push(json!({"name": name, "in": "query", "required": false,
             "description": description, "schema": parameter_schema(name)}));
     }
+    let keyed = super::idempotency::applies(doc.durable, doc.operation_id);
+    if keyed {
+        parameters.push(json!({"name": "Idempotency-Key", "in": "header", "required": false,
+            "description": "1 to 255 visible ASCII characters. A retry with the same key (same token, method, path and body) gets the first answer, with Idempotent-Replayed: true, instead of running again; kept in the store for idempotency_retention (24 h). Same key, another body: 422 idempotency_key_reused; the first still running: 409 idempotency_key_in_progress with Retry-After.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": super::idempotency::MAX_KEY_BYTES, "pattern": "^[!-~]+$"}}));
+    }
     let mut responses = Map::new();
     let (status, schema) = doc.success;
     let content = match schema {
         Some(name) => json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}),
         None => json!({"text/plain": {"schema": {"type": "string"}}}),
     };
-    responses.insert(
-        status.to_string(),
-        json!({"description": status_text(status), "content": content}),
-    );
+    let mut success = json!({"description": status_text(status), "content": content});
+    if keyed {
+        success["headers"] = json!({"Idempotent-Replayed": {
+            "description": "true when this is the kept answer of an earlier request with the same Idempotency-Key",
+            "schema": {"type": "string", "enum": ["true"]}}});
+    }
+    responses.insert(status.to_string(), success);
     // Any route can be refused past http.max_requests, and one that takes a body when the body
     // is too slow (see crate::http): the listener's refusals, not the routes'.
     let mut errors = doc.errors.to_vec();
     if doc.request.is_some() {
         errors.push(408);
+    }
+    if keyed {
+        errors.extend([400, 409, 422]);
     }
     errors.push(503);
     errors.sort_unstable();
@@ -195,6 +210,17 @@ mod tests {
             for name in doc.request.into_iter().chain(doc.success.1) {
                 assert!(schemas.contains_key(name), "missing schema {name}");
             }
+            let header = op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header");
+            assert_eq!(
+                header,
+                crate::api::idempotency::applies(doc.durable, doc.operation_id),
+                "{}: Idempotency-Key documented exactly where it is taken",
+                doc.operation_id
+            );
         }
     }
 }

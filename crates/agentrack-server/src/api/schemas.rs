@@ -11,6 +11,7 @@ use agentrack::{BreakerState, ExecutionState, Phase};
 use serde_json::{Map, Value, json};
 
 use crate::auth::Role;
+use crate::names::{MAX_NAME_CHARS, NameKind};
 
 /// A reference to the component schema `name`.
 pub fn reference(name: &str) -> Value {
@@ -86,9 +87,20 @@ fn seconds() -> Value {
     json!({"type": "number", "minimum": super::body::MIN_SECONDS, "maximum": super::body::MAX_SECONDS})
 }
 
-/// A name or an identifier in a request body.
-fn name() -> Value {
-    text(super::body::MAX_NAME_CHARS)
+/// A name a client gives (see [`crate::names`]): printable, not starting or ending with white
+/// space, at most [`MAX_NAME_CHARS`] characters, and for tenants and breakers without `/`.
+pub(super) fn name(kind: NameKind) -> Value {
+    const WHITE: &str = "\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+    const HIDDEN: &str =
+        "\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff";
+    let slash = if kind == NameKind::Tenant || kind == NameKind::Breaker {
+        "/"
+    } else {
+        ""
+    };
+    let pattern = format!("^[^{WHITE}{HIDDEN}{slash}]([^{HIDDEN}{slash}]*[^{WHITE}{HIDDEN}{slash}])?$");
+    json!({"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS, "pattern": pattern,
+        "description": format!("{}; anything else is refused with 422 invalid_field naming the field and the rule.", kind.rule())})
 }
 
 fn integer() -> Value {
@@ -126,14 +138,14 @@ fn any() -> Value {
 fn new_token() -> Value {
     let mut schema = partial(
         &["role", "tenant"],
-        json!({"role": reference("Role"), "tenant": name(),
-            "user_id": {"description": "Required for viewers, refused otherwise.", "anyOf": [name(), {"type": "null"}]},
-            "label": nullable(name()),
+        json!({"role": reference("Role"), "tenant": reference("TenantName"),
+            "user_id": {"description": "Required for viewers, refused otherwise.", "anyOf": [reference("Name"), {"type": "null"}]},
+            "label": nullable(text(super::body::MAX_NAME_CHARS)),
             "expires_in_seconds": {"description": "The token is refused after this many seconds (at most a year); never, without it.",
                 "anyOf": [seconds(), {"type": "null"}]}}),
     );
     schema["if"] = json!({"properties": {"role": {"const": "viewer"}}});
-    schema["then"] = json!({"required": ["user_id"], "properties": {"user_id": name()}});
+    schema["then"] = json!({"required": ["user_id"], "properties": {"user_id": reference("Name")}});
     schema["else"] = json!({"properties": {"user_id": {"type": "null"}}});
     schema
 }
@@ -160,14 +172,16 @@ fn execution_schemas(add: &mut impl FnMut(&str, Value)) {
     add("Phase", json!({"type": "string", "enum": Phase::VALUES}));
     add("BreakerState", json!({"type": "string", "enum": BreakerState::VALUES}));
     add("Role", json!({"type": "string", "enum": Role::VALUES}));
+    add("Name", name(NameKind::User));
+    add("TenantName", name(NameKind::Tenant));
     add(
         "NewExecution",
         partial(
             &["agent_name", "thread_id", "user_id"],
-            json!({"agent_name": name(), "thread_id": name(), "user_id": name(),
+            json!({"agent_name": reference("Name"), "thread_id": reference("Name"), "user_id": reference("Name"),
                 "timeout_seconds": nullable(seconds()),
                 "metadata": nullable(object()),
-                "tenant": {"description": "Admin tokens only.", "anyOf": [name(), {"type": "null"}]},
+                "tenant": {"description": "Admin tokens only.", "anyOf": [reference("TenantName"), {"type": "null"}]},
                 "heartbeat_timeout_seconds": {"description": "This execution's heartbeat timeout (the server's when absent).",
                     "anyOf": [seconds(), {"type": "null"}]},
                 "timeout_config": {"description": "This execution's timeouts and breaker thresholds; each field given replaces the server's default.",
@@ -254,7 +268,7 @@ fn service_schemas(add: &mut impl FnMut(&str, Value)) {
     );
     add(
         "PermitOutcome",
-        exact(json!({"permit": name(),
+        exact(json!({"permit": text(super::body::MAX_NAME_CHARS),
             "outcome": {"type": "string", "enum": ["success", "failure", "timeout", "ignored"]}})),
     );
     add("NewToken", new_token());
@@ -356,6 +370,9 @@ fn error() -> Value {
         "key": {"type": "string", "description": "The config key of the quota, e.g. quotas.executions_per_tenant."},
         "limit": integer(),
         "current": integer(),
+        "rule": {"type": "string", "description": "The rule a refused name breaks: what a valid one is."},
+        "header": {"type": "string", "description": "The request header that was refused."},
+                "idempotency": {"type": "string", "description": "What became of a request sent with an Idempotency-Key."},
     });
     exact(json!({"error": partial(&["code", "message"], details)}))
 }

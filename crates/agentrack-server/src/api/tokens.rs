@@ -19,6 +19,7 @@ use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
 use crate::auth::{Role, Scope, TokenGrant, generate_token, hash_token, token_id};
 use crate::cluster::gather;
+use crate::names::NameKind;
 use crate::store::Revoked;
 
 /// The routes of this resource.
@@ -76,8 +77,8 @@ pub fn routes() -> Vec<Route> {
 pub(crate) fn new_token(body: JsonBody) -> Result<TokenGrant, ApiError> {
     let fields = Fields::new(body, &["role", "tenant", "user_id", "label", "expires_in_seconds"])?;
     let role: Role = fields.enumeration("role", "invalid_role", "role")?;
-    let tenant = fields.string("tenant")?;
-    let user_id = fields.optional_string("user_id")?;
+    let tenant = fields.name("tenant", NameKind::Tenant)?;
+    let user_id = fields.optional_name("user_id", NameKind::User)?;
     let label = fields.optional_string("label")?;
     let expires_in = fields.optional_seconds("expires_in_seconds")?;
     let mut grant = TokenGrant::new(role, tenant, user_id, label)

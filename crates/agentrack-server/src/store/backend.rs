@@ -11,6 +11,7 @@ use super::{
     Batch, ClusterStore, Cutoff, EventQuery, ListQuery, Loaded, Page, Purged, ShardId, StoreError, StoredEvent,
 };
 use crate::auth::{TokenGrant, TokenInfo};
+use crate::store::{KeyOp, KeyState};
 
 /// What revoking a token did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +143,16 @@ pub trait StoreWriter: Send {
     ///
     /// A database error.
     fn take_ticket(&mut self, hash: &str) -> Result<Option<TakenTicket>, StoreError>;
+
+    /// Reserves, completes, releases or expires kept idempotency keys (see [`KeyOp`]).
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn idempotency(&mut self, op: &KeyOp) -> Result<KeyState, StoreError> {
+        let _ = op;
+        Err(StoreError::database("this store keeps no idempotency keys"))
+    }
 
     /// Checks that the backend still answers, reconnecting if it can; called when the writer is
     /// idle, so that an outage shows (and ends) without waiting for the next write.

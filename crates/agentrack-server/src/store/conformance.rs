@@ -160,6 +160,64 @@ async fn reads_filter_and_page(store: &dyn Store, a_id: ExecutionId, b_id: Execu
     assert_eq!(kinds, ["\"execution_created\"", "\"phase_changed\""]);
 }
 
+/// Idempotency keys: one reservation wins, the answer is kept, a release frees only a key not
+/// answered, expiry by age.
+async fn idempotency_keys(writer: &mut Option<Box<dyn StoreWriter>>) {
+    use super::{KeyOp, KeyState};
+    let at = Utc::now() - chrono::Duration::hours(2);
+    let reserve = move |key: &str, fingerprint: &str| KeyOp::Reserve {
+        scope: "s".into(),
+        key: key.into(),
+        fingerprint: fingerprint.into(),
+        at,
+    };
+    let mut run = async |op: KeyOp| on_writer(writer, move |w| w.idempotency(&op)).await.unwrap();
+    assert_eq!(run(reserve("k", "f1")).await, KeyState::Reserved);
+    assert_eq!(
+        run(reserve("k", "f2")).await,
+        KeyState::Pending {
+            fingerprint: "f1".into()
+        }
+    );
+    let complete = KeyOp::Complete {
+        scope: "s".into(),
+        key: "k".into(),
+        status: 201,
+        body: "{}".into(),
+    };
+    assert_eq!(run(complete).await, KeyState::Changed(1));
+    let done = KeyState::Done {
+        fingerprint: "f1".into(),
+        status: 201,
+        body: "{}".into(),
+    };
+    assert_eq!(run(reserve("k", "f1")).await, done);
+    let release = |key: &str| KeyOp::Release {
+        scope: "s".into(),
+        key: key.into(),
+    };
+    assert_eq!(run(release("k")).await, KeyState::Changed(0), "an answered key stays");
+    assert_eq!(run(reserve("free", "f")).await, KeyState::Reserved);
+    assert_eq!(run(release("free")).await, KeyState::Changed(1));
+    assert_eq!(
+        run(reserve("free", "g")).await,
+        KeyState::Reserved,
+        "released: usable again"
+    );
+    let other_scope = KeyOp::Reserve {
+        scope: "t".into(),
+        key: "k".into(),
+        fingerprint: "x".into(),
+        at: Utc::now(),
+    };
+    assert_eq!(run(other_scope).await, KeyState::Reserved, "keys are per scope");
+    let expire = KeyOp::Expire {
+        before: Utc::now() - chrono::Duration::hours(1),
+    };
+    assert_eq!(run(expire).await, KeyState::Changed(2), "the two old ones of scope s");
+    assert_eq!(run(reserve("k", "f9")).await, KeyState::Reserved);
+}
+
 /// Retention: only the shards given (a node purges its own), finished executions past the
 /// cut-off, and the log's events older than its own cut-off.
 async fn purges_by_shard_and_age(writer: &mut Option<Box<dyn StoreWriter>>) {
@@ -288,6 +346,7 @@ async fn writes_reads_purges_and_reloads(config: StoreConfig) {
     let found = store.token("abc".into()).await.unwrap().unwrap();
     assert_eq!((found.role, found.user_id), (grant.role, grant.user_id));
     assert_eq!(store.token("nope".into()).await.unwrap(), None);
+    idempotency_keys(&mut writer).await;
 
     // Reloading: the finished one only when recent enough; counts of all; the reservation.
     let loaded = store.load(0, Utc::now() - chrono::Duration::hours(1)).await.unwrap();

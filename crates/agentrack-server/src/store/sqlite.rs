@@ -17,8 +17,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 use super::baseline::{RawInserts, RawRow};
 use super::row::{self, EventColumns, ExecutionColumns, from_millis, from_sql, millis, to_sql};
 use super::{
-    Batch, ClusterStore, Cutoff, EventQuery, ListQuery, Loaded, Page, Purged, Revoked, RowUpdate, ShardId, StateCount,
-    Store, StoreConfig, StoreError, StoreFuture, StoreUrl, StoreWriter, StoredEvent, Synchronous, TakenTicket, Ticket,
+    Batch, ClusterStore, Cutoff, EventQuery, KeyOp, KeyState, ListQuery, Loaded, Page, Purged, Revoked, RowUpdate,
+    ShardId, StateCount, Store, StoreConfig, StoreError, StoreFuture, StoreUrl, StoreWriter, StoredEvent, Synchronous,
+    TakenTicket, Ticket,
 };
 use super::{replay, unreadable};
 use crate::auth::{Role, TokenGrant, TokenInfo, token_id};
@@ -85,6 +86,18 @@ const MIGRATIONS: &[&str] = &[
         token_hash    TEXT NOT NULL,
         expires_at_ms INTEGER NOT NULL
     );",
+    // 4: idempotency keys (store/idempotency.rs): a request's fingerprint, then its answer
+    // (status NULL while it runs); expired by age.
+    "CREATE TABLE idempotency_keys (
+        scope         TEXT NOT NULL,
+        key           TEXT NOT NULL,
+        fingerprint   TEXT NOT NULL,
+        status        INTEGER,
+        body          TEXT,
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at_ms);",
 ];
 
 fn pragma(synchronous: Synchronous) -> &'static str {
@@ -210,11 +223,20 @@ impl SqliteStore {
     ///
     /// The directory cannot be created, the file cannot be opened, or a migration fails.
     pub(super) fn open(path: &Path, synchronous: Synchronous) -> Result<Self, StoreError> {
+        let private = |error: crate::files::FileError| StoreError::Io {
+            path: path.display().to_string(),
+            source: Box::new(error),
+        };
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
-                path: dir.display().to_string(),
-                source: error.into(),
-            })?;
+            crate::files::create_dir(dir).map_err(private)?;
+        }
+        // Created here, 0600, before SQLite opens it (SQLite would use the umask); its -wal and
+        // -shm files take the database's mode, or are tightened if an older version made them.
+        crate::files::private_file(path).map_err(private)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            crate::files::private_file_if_present(Path::new(&side)).map_err(private)?;
         }
         let path = path.to_path_buf();
         let mut conn = open_connection(&path, false, synchronous)?;
@@ -770,6 +792,66 @@ impl StoreWriter for SqliteWriter {
             )
             .optional()
             .map_err(db_error)
+    }
+
+    fn idempotency(&mut self, op: &KeyOp) -> Result<KeyState, StoreError> {
+        let changed = |n: usize| Ok(KeyState::Changed(n as u64));
+        match op {
+            KeyOp::Reserve {
+                scope,
+                key,
+                fingerprint,
+                at,
+            } => {
+                let inserted = self
+                    .conn
+                    .execute(
+                        "INSERT INTO idempotency_keys (scope, key, fingerprint, created_at_ms)
+                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                        params![scope, key, fingerprint, millis(*at)],
+                    )
+                    .map_err(db_error)?;
+                if inserted == 1 {
+                    return Ok(KeyState::Reserved);
+                }
+                self.conn
+                    .query_row(
+                        "SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
+                        params![scope, key],
+                        |row| Ok(KeyState::stored(row.get(0)?, row.get(1)?, row.get(2)?)),
+                    )
+                    .map_err(db_error)
+            }
+            KeyOp::Complete {
+                scope,
+                key,
+                status,
+                body,
+            } => changed(
+                self.conn
+                    .execute(
+                        "UPDATE idempotency_keys SET status = ?3, body = ?4 WHERE scope = ?1 AND key = ?2",
+                        params![scope, key, status, body],
+                    )
+                    .map_err(db_error)?,
+            ),
+            KeyOp::Release { scope, key } => changed(
+                self.conn
+                    .execute(
+                        "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND status IS NULL",
+                        params![scope, key],
+                    )
+                    .map_err(db_error)?,
+            ),
+            KeyOp::Expire { before } => changed(
+                self.conn
+                    .execute(
+                        "DELETE FROM idempotency_keys WHERE created_at_ms < ?1",
+                        [millis(*before)],
+                    )
+                    .map_err(db_error)?,
+            ),
+        }
     }
 
     fn close(&mut self) -> Result<(), StoreError> {

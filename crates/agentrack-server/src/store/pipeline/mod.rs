@@ -46,7 +46,7 @@ mod writer_thread;
 pub use deferred::{HEARTBEATS_UNWRITTEN, SEQ_HEADROOM};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -58,7 +58,7 @@ use tokio::sync::{oneshot, watch};
 
 use dashmap::DashMap;
 
-use super::{Purged, Revoked, ShardId, StoreError, StoreWriter, TakenTicket, Ticket};
+use super::{KeyOp, KeyState, Purged, Revoked, ShardId, StoreError, StoreWriter, TakenTicket, Ticket};
 use crate::auth::TokenGrant;
 use crate::serialized_event::SerializedEvent;
 
@@ -69,6 +69,13 @@ pub struct PipelineConfig {
     pub heartbeat_flush: Duration,
     /// At most this many messages go in one transaction.
     pub max_batch: usize,
+    /// Past this many messages waiting for the writer, writes are refused before they change
+    /// anything ([`Pipeline::accepts_writes`]); see `max_store_queue`.
+    pub max_queued: usize,
+    /// The longest a token insert or an idempotency key waits for the writer's answer.
+    pub answer_timeout: Duration,
+    /// Idempotency keys older than this are removed by the retention purge.
+    pub idempotency_retention: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -76,6 +83,9 @@ impl Default for PipelineConfig {
         Self {
             heartbeat_flush: Duration::from_secs(1),
             max_batch: 8192,
+            max_queued: 65_536,
+            answer_timeout: Duration::from_secs(30),
+            idempotency_retention: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -177,6 +187,10 @@ enum Message {
         before: DateTime<Utc>,
         reply: oneshot::Sender<Result<Purged, StoreError>>,
     },
+    Key {
+        op: KeyOp,
+        reply: oneshot::Sender<Result<KeyState, StoreError>>,
+    },
     /// Rows to write at the next flush (rows caught up by a replay when the shard was loaded).
     HoldRows(ShardId, Vec<ExecutionId>),
     /// Executions whose next heartbeat is written rather than deferred (restored ones).
@@ -187,7 +201,11 @@ enum Message {
 
 /// The running pipeline; see the module documentation.
 pub struct Pipeline {
-    sender: Mutex<Option<mpsc::Sender<Message>>>,
+    sender: Mutex<Option<Queue>>,
+    /// Messages sent and not yet taken by the writer (every sender counts up, the writer down).
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
+    answer_timeout: Duration,
     committed: DashMap<ShardId, watch::Receiver<u64>>,
     healthy: Arc<AtomicBool>,
     stats: Arc<PipelineStats>,
@@ -200,6 +218,23 @@ impl std::fmt::Debug for Pipeline {
             .field("shards", &self.committed.len())
             .field("healthy", &self.healthy.load(Ordering::Relaxed))
             .finish_non_exhaustive()
+    }
+}
+
+/// The sending end of the writer's channel, counting what it sends.
+#[derive(Clone)]
+struct Queue {
+    sender: mpsc::Sender<Message>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    fn send(&self, message: Message) -> Result<(), CommitError> {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.sender.send(message).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            CommitError::Stopped
+        })
     }
 }
 
@@ -217,11 +252,13 @@ impl Pipeline {
         lost: tokio::sync::mpsc::UnboundedSender<ShardId>,
     ) -> Result<Arc<Self>, StoreError> {
         let (sender, receiver) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let healthy = Arc::new(AtomicBool::new(true));
         let stats = Arc::new(PipelineStats::default());
+        let (max_queued, answer_timeout) = (config.max_queued, config.answer_timeout);
         let thread = writer_thread::WriterThread::new(
             writer,
-            receiver,
+            writer_thread::Inbox::new(receiver, Arc::clone(&queued)),
             publisher,
             writer_thread::Health {
                 healthy: Arc::clone(&healthy),
@@ -235,7 +272,13 @@ impl Pipeline {
             .spawn(move || thread.run())
             .map_err(|error| StoreError::Task(error.to_string()))?;
         Ok(Arc::new(Self {
-            sender: Mutex::new(Some(sender)),
+            sender: Mutex::new(Some(Queue {
+                sender,
+                queued: Arc::clone(&queued),
+            })),
+            queued,
+            max_queued,
+            answer_timeout,
             committed: DashMap::new(),
             healthy,
             stats,
@@ -303,6 +346,23 @@ impl Pipeline {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// Messages waiting for the writer (events, heartbeats, requests).
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// The most messages that may wait before writes are refused.
+    pub fn max_queued(&self) -> usize {
+        self.max_queued
+    }
+
+    /// Whether the writer's queue has room for more: past [`PipelineConfig::max_queued`] every
+    /// write is refused before it changes anything, so a store that stalls cannot make the
+    /// queue (and the changes in memory nobody was promised) grow without bound.
+    pub fn has_room(&self) -> bool {
+        self.queued() < self.max_queued
+    }
+
     /// The counters.
     pub fn stats(&self) -> &PipelineStats {
         &self.stats
@@ -330,31 +390,50 @@ impl Pipeline {
 
     fn send(&self, message: Message) -> Result<(), CommitError> {
         match &*self.sender.lock() {
-            Some(sender) => sender.send(message).map_err(|_| CommitError::Stopped),
+            Some(sender) => sender.send(message),
             None => Err(CommitError::Stopped),
         }
     }
 
-    /// Sends a request that expects an answer, and waits for it.
+    /// Sends a request that expects an answer, and waits for it (at most `timeout`).
     async fn ask<T>(
         &self,
         message: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Message,
+        timeout: Option<Duration>,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(message(reply))
             .map_err(|error| StoreError::Task(error.to_string()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Task(CommitError::Stopped.to_string()))?
+        let answer = match timeout {
+            Some(timeout) => tokio::time::timeout(timeout, answer)
+                .await
+                .map_err(|_| StoreError::Task(format!("the store did not answer within {timeout:?} (ack_timeout)")))?,
+            None => answer.await,
+        };
+        answer.map_err(|_| StoreError::Task(CommitError::Stopped.to_string()))?
     }
 
-    /// Stores a token through the writer.
+    /// Stores a token through the writer, waiting at most `answer_timeout` (should the store
+    /// answer later, the token is stored unseen: nobody ever got it).
     ///
     /// # Errors
     ///
-    /// The store's error, or [`StoreError::Task`] if the writer has stopped.
+    /// The store's error, [`StoreError::Task`] if the writer has stopped or did not answer in
+    /// time.
     pub async fn insert_token(&self, hash: String, grant: TokenGrant) -> Result<(), StoreError> {
-        self.ask(|reply| Message::Token { hash, grant, reply }).await
+        self.ask(|reply| Message::Token { hash, grant, reply }, Some(self.answer_timeout))
+            .await
+    }
+
+    /// Reserves, completes or releases an idempotency key through the writer (see
+    /// [`KeyOp`]), waiting at most `answer_timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Pipeline::insert_token`].
+    pub async fn idempotency(&self, op: KeyOp) -> Result<KeyState, StoreError> {
+        self.ask(|reply| Message::Key { op, reply }, Some(self.answer_timeout))
+            .await
     }
 
     /// Revokes the token of public id `id` through the writer (see [`StoreWriter::revoke_token`]).
@@ -363,7 +442,8 @@ impl Pipeline {
     ///
     /// The store's error, or [`StoreError::Task`] if the writer has stopped.
     pub async fn revoke_token(&self, id: String, at: DateTime<Utc>) -> Result<Revoked, StoreError> {
-        self.ask(|reply| Message::Revoke { id, at, reply }).await
+        self.ask(|reply| Message::Revoke { id, at, reply }, Some(self.answer_timeout))
+            .await
     }
 
     /// Stores an event-stream ticket through the writer.
@@ -372,7 +452,8 @@ impl Pipeline {
     ///
     /// The store's error, or [`StoreError::Task`] if the writer has stopped.
     pub async fn insert_ticket(&self, ticket: Ticket) -> Result<(), StoreError> {
-        self.ask(|reply| Message::Ticket { ticket, reply }).await
+        self.ask(|reply| Message::Ticket { ticket, reply }, Some(self.answer_timeout))
+            .await
     }
 
     /// Takes (removes) the ticket of hash `hash`: its token's hash and expiry, once.
@@ -381,7 +462,8 @@ impl Pipeline {
     ///
     /// The store's error, or [`StoreError::Task`] if the writer has stopped.
     pub async fn take_ticket(&self, hash: String) -> Result<Option<TakenTicket>, StoreError> {
-        self.ask(|reply| Message::TakeTicket { hash, reply }).await
+        self.ask(|reply| Message::TakeTicket { hash, reply }, Some(self.answer_timeout))
+            .await
     }
 
     /// Removes finished executions that completed before `before` from the store, and the log's
@@ -391,7 +473,7 @@ impl Pipeline {
     ///
     /// The store's error, or [`StoreError::Task`] if the writer has stopped.
     pub async fn purge(&self, before: DateTime<Utc>) -> Result<Purged, StoreError> {
-        self.ask(|reply| Message::Purge { before, reply }).await
+        self.ask(|reply| Message::Purge { before, reply }, None).await
     }
 
     /// Has the rows of `ids` (of `shard`) written again at the next flush: the alive rows a

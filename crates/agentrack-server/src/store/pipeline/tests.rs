@@ -305,3 +305,76 @@ async fn no_row_is_committed_ahead_of_its_log_under_concurrent_changes() {
     assert_eq!(written.len(), 1200, "every execution reached the log");
     pipeline.shutdown();
 }
+
+/// A writer whose token inserts hang until `release` is dropped: a store that stopped answering.
+struct Stalled {
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl StoreWriter for Stalled {
+    fn commit(&mut self, _batches: &[Batch]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn purge(&mut self, _cutoff: &crate::store::Cutoff) -> Result<Purged, StoreError> {
+        Ok(Purged::default())
+    }
+
+    fn insert_token(&mut self, _hash: &str, _grant: &TokenGrant) -> Result<(), StoreError> {
+        let _ = self.release.lock().map(|release| release.recv());
+        Ok(())
+    }
+
+    fn revoke_token(
+        &mut self,
+        _id: &str,
+        _at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::store::Revoked, StoreError> {
+        Ok(crate::store::Revoked::Unknown)
+    }
+
+    fn insert_ticket(&mut self, _ticket: &crate::store::Ticket) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn take_ticket(&mut self, _hash: &str) -> Result<Option<crate::store::TakenTicket>, StoreError> {
+        Ok(None)
+    }
+
+    fn close(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+// Real time, but no threshold: the writer never answers until released, so every wait ends
+// by its timeout (50 ms, the shortest that is not a busy loop).
+#[tokio::test]
+async fn a_request_the_store_does_not_answer_times_out_and_the_queue_refuses_past_its_bound() {
+    let (release, stalled) = std::sync::mpsc::channel();
+    let pipeline = Pipeline::start(
+        Box::new(Stalled {
+            release: std::sync::Mutex::new(stalled),
+        }),
+        PipelineConfig {
+            max_queued: 2,
+            answer_timeout: Duration::from_millis(50),
+            ..PipelineConfig::default()
+        },
+        Box::new(()),
+        tokio::sync::mpsc::unbounded_channel().0,
+    )
+    .unwrap();
+    let grant = || TokenGrant::new(crate::auth::Role::Admin, "t".into(), None, None).unwrap();
+    // The writer takes the first and hangs in it; the answer is not waited for past the timeout.
+    let error = pipeline.insert_token("a".into(), grant()).await.unwrap_err();
+    assert!(error.to_string().contains("did not answer within 50ms"), "{error}");
+    assert!(pipeline.has_room());
+    // What the stalled writer cannot take stays queued, up to the bound.
+    for hash in ["b", "c"] {
+        assert!(pipeline.insert_token(hash.into(), grant()).await.is_err());
+    }
+    assert_eq!(pipeline.queued(), 2);
+    assert!(!pipeline.has_room(), "writes are refused at the bound");
+    drop(release);
+    tokio::task::spawn_blocking(move || pipeline.shutdown()).await.unwrap();
+}

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use super::deferred::Deferred;
 use super::{Attach, LOG_KEPT_AT_LEAST, Message, PipelineConfig, PipelineStats, Publisher, SEQUENCE_RESERVATION};
 use crate::serialized_event::SerializedEvent;
 use crate::store::replay::row_can_wait;
-use crate::store::{Batch, Cutoff, RowUpdate, ShardId, StoreError, StoreWriter};
+use crate::store::{Batch, Cutoff, KeyOp, KeyState, RowUpdate, ShardId, StoreError, StoreWriter};
 
 /// What the thread reports about itself to the [`Pipeline`](super::Pipeline) handle.
 pub(super) struct Health {
@@ -43,9 +43,35 @@ struct Shard {
     deferred: Deferred,
 }
 
+/// The receiving end of the writer's channel, counting down what it takes (see
+/// [`Pipeline::queued`](super::Pipeline::queued)).
+pub(super) struct Inbox {
+    receiver: mpsc::Receiver<Message>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Inbox {
+    pub(super) fn new(receiver: mpsc::Receiver<Message>, queued: Arc<AtomicUsize>) -> Self {
+        Self { receiver, queued }
+    }
+
+    fn taken(&self, message: Message) -> Message {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        message
+    }
+
+    fn recv_timeout(&self, timeout: Duration) -> Result<Message, mpsc::RecvTimeoutError> {
+        self.receiver.recv_timeout(timeout).map(|message| self.taken(message))
+    }
+
+    fn try_recv(&self) -> Result<Message, mpsc::TryRecvError> {
+        self.receiver.try_recv().map(|message| self.taken(message))
+    }
+}
+
 pub(super) struct WriterThread {
     writer: Box<dyn StoreWriter>,
-    receiver: mpsc::Receiver<Message>,
+    receiver: Inbox,
     publisher: Box<dyn Publisher>,
     health: Health,
     shards: HashMap<ShardId, Shard>,
@@ -92,7 +118,8 @@ impl Gathered {
             | Message::Revoke { .. }
             | Message::Ticket { .. }
             | Message::TakeTicket { .. }
-            | Message::Purge { .. }) => self.requests.push(request),
+            | Message::Purge { .. }
+            | Message::Key { .. }) => self.requests.push(request),
         }
     }
 
@@ -128,7 +155,7 @@ struct Pass {
 impl WriterThread {
     pub(super) fn new(
         writer: Box<dyn StoreWriter>,
-        receiver: mpsc::Receiver<Message>,
+        receiver: Inbox,
         publisher: Box<dyn Publisher>,
         health: Health,
         config: PipelineConfig,
@@ -553,10 +580,29 @@ impl WriterThread {
                             .purged_executions
                             .fetch_add(purged.executions, Ordering::Relaxed);
                     }
+                    self.expire_keys();
                     let _ = reply.send(purged);
+                }
+                Message::Key { op, reply } => {
+                    let _ = reply.send(self.writer.idempotency(&op));
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+impl WriterThread {
+    /// Forgets the idempotency keys older than their retention (with each retention purge).
+    fn expire_keys(&mut self) {
+        let before = chrono::Duration::from_std(self.config.idempotency_retention)
+            .ok()
+            .and_then(|kept| chrono::Utc::now().checked_sub_signed(kept))
+            .unwrap_or_default();
+        match self.writer.idempotency(&KeyOp::Expire { before }) {
+            Ok(KeyState::Changed(0)) => {}
+            Ok(expired) => tracing::debug!(?expired, "idempotency keys expired"),
+            Err(error) => tracing::warn!(%error, "expiring idempotency keys failed"),
         }
     }
 }

@@ -99,6 +99,18 @@ const MIGRATIONS: &[&str] = &[
         token_hash    TEXT NOT NULL,
         expires_at_ms BIGINT NOT NULL
     );",
+    // 6: idempotency keys, as SQLite's 4: shared by every node, so a retry finds the first answer
+    // on any of them.
+    "CREATE TABLE idempotency_keys (
+        scope         TEXT NOT NULL,
+        key           TEXT NOT NULL,
+        fingerprint   TEXT NOT NULL,
+        status        INT,
+        body          TEXT,
+        created_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at_ms);",
 ];
 
 /// Any number; it only has to be the same for every agentrack server on one database.

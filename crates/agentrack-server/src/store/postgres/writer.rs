@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use super::{GRANT_COLUMNS, TOKENS_CHANNEL, Target, db_error, info_from_row, insert_token_row};
 use crate::auth::{Role, TokenGrant};
 use crate::store::row::{self, EventColumns, ExecutionColumns, from_millis, millis, to_sql};
-use crate::store::{Batch, Cutoff, Purged, Revoked, RowUpdate, StoreError, StoreWriter, TakenTicket, Ticket};
+use crate::store::{
+    Batch, Cutoff, KeyOp, KeyState, Purged, Revoked, RowUpdate, StoreError, StoreWriter, TakenTicket, Ticket,
+};
 
 /// The writer's connection and its prepared statements.
 pub(super) struct Connection {
@@ -525,6 +527,68 @@ impl StoreWriter for PgWriter {
                 .await
                 .map_err(db_error)?;
             Ok(row.map(|row| (row.get(0), from_millis(row.get(1)))))
+        })
+    }
+
+    fn idempotency(&mut self, op: &KeyOp) -> Result<KeyState, StoreError> {
+        self.with(async |connection| {
+            let client = &connection.client;
+            let changed = match op {
+                KeyOp::Reserve {
+                    scope,
+                    key,
+                    fingerprint,
+                    at,
+                } => {
+                    let inserted = client
+                        .execute(
+                            "INSERT INTO idempotency_keys (scope, key, fingerprint, created_at_ms)
+                             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                            &[scope, key, fingerprint, &millis(*at)],
+                        )
+                        .await
+                        .map_err(db_error)?;
+                    if inserted == 1 {
+                        return Ok(KeyState::Reserved);
+                    }
+                    let row = client
+                        .query_one(
+                            "SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
+                            &[scope, key],
+                        )
+                        .await
+                        .map_err(db_error)?;
+                    let status: Option<i32> = row.get(1);
+                    return Ok(KeyState::stored(row.get(0), status.map(i64::from), row.get(2)));
+                }
+                KeyOp::Complete {
+                    scope,
+                    key,
+                    status,
+                    body,
+                } => client
+                    .execute(
+                        "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2",
+                        &[scope, key, &i32::from(*status), body],
+                    )
+                    .await
+                    .map_err(db_error)?,
+                KeyOp::Release { scope, key } => client
+                    .execute(
+                        "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND status IS NULL",
+                        &[scope, key],
+                    )
+                    .await
+                    .map_err(db_error)?,
+                KeyOp::Expire { before } => client
+                    .execute(
+                        "DELETE FROM idempotency_keys WHERE created_at_ms < $1",
+                        &[&millis(*before)],
+                    )
+                    .await
+                    .map_err(db_error)?,
+            };
+            Ok(KeyState::Changed(changed))
         })
     }
 
