@@ -10,7 +10,7 @@ use crate::api::error::ApiError;
 use crate::auth::TokenCache;
 use crate::cluster::forward::Forwarder;
 use crate::cluster::{Member, Shards, View};
-use crate::config::WebSocketConfig;
+use crate::config::{RecordLimits, WebSocketConfig};
 use crate::http::requests::RequestLimit;
 use crate::hub::Hub;
 use crate::metrics::ServerMetrics;
@@ -32,6 +32,8 @@ pub struct Settings {
     pub subscriber_queue: usize,
     /// Bounds on WebSocket streams: pong deadline, message and frame sizes.
     pub websocket: WebSocketConfig,
+    /// What one execution may hold.
+    pub records: RecordLimits,
 }
 
 impl Default for Settings {
@@ -42,6 +44,7 @@ impl Default for Settings {
             metrics_require_auth: false,
             subscriber_queue: 1024,
             websocket: WebSocketConfig::default(),
+            records: RecordLimits::default(),
         }
     }
 }

@@ -13,9 +13,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use super::body::{Fields, JsonBody};
+use super::body::{self, Fields, JsonBody};
 use super::error::ApiError;
 use super::{Access, Route, RouteDoc, heartbeats};
 use crate::app::AppState;
@@ -290,7 +290,7 @@ async fn create(
     let thread_id = fields.string("thread_id")?;
     let user_id = fields.string("user_id")?;
     let timeout = fields.optional_seconds("timeout_seconds")?;
-    let metadata = fields.optional_object("metadata")?;
+    let metadata = metadata_within(&state, fields.optional_object("metadata")?)?;
     let tenant = scope.owning_tenant(fields.optional_string("tenant")?)?;
     let mut new = NewExecution::new(agent_name, thread_id, user_id).tenant(tenant);
     new.timeout = timeout;
@@ -301,6 +301,12 @@ async fn create(
     };
     state.durable(&change).await?;
     Ok((StatusCode::CREATED, Json(current(&state, change.id()).await?)))
+}
+
+/// `metadata`, unless it is over `records.max_metadata_bytes`.
+fn metadata_within(state: &AppState, metadata: Option<Map<String, Value>>) -> Result<Option<Map<String, Value>>, ApiError> {
+    let limit = state.settings.records.max_metadata_bytes;
+    body::within("metadata", metadata, limit, "records.max_metadata_bytes")
 }
 
 async fn read(
@@ -334,7 +340,12 @@ async fn set_state(
     let new_state: ExecutionState = fields.enumeration("state", "invalid_state", "execution state")?;
     let update = StateUpdate {
         error: fields.optional_text("error", 64 * 1024)?,
-        result: fields.value("result")?,
+        result: body::within(
+            "result",
+            fields.value("result")?,
+            state.settings.records.max_result_bytes,
+            "records.max_result_bytes",
+        )?,
     };
     let (id, tracker) = changeable(&state, &scope, &id).await?;
     let change = tracker.set_state(id, new_state, update)?;
@@ -350,7 +361,7 @@ async fn transition(
 ) -> Result<Json<Value>, ApiError> {
     let fields = Fields::new(body, &["phase", "metadata"])?;
     let phase: Phase = fields.enumeration("phase", "invalid_phase", "phase")?;
-    let metadata = fields.optional_object("metadata")?;
+    let metadata = metadata_within(&state, fields.optional_object("metadata")?)?;
     let (id, tracker) = changeable(&state, &scope, &id).await?;
     let change = tracker.transition(id, phase, metadata)?;
     state.durable(&change).await?;

@@ -42,7 +42,7 @@ fn status_text(status: u16) -> &'static str {
         404 => "Unknown id, or outside the caller's tenant/user",
         408 => "The request body did not arrive within http.body_read_timeout",
         409 => "Illegal lifecycle change or finished execution",
-        413 => "Body over 1 MiB",
+        413 => "Body over 1 MiB, or a field over its limit (`field_too_large`)",
         422 => "A field of the wrong kind or value",
         503 => "Store unavailable, circuit open, or the server busy past http.max_requests (with Retry-After)",
         _ => "Response",
