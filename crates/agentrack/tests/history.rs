@@ -17,7 +17,11 @@ fn looping(tracker: &Tracker, n: usize) -> (agentrack::ExecutionId, Vec<agentrac
         events.extend(change.events.iter().map(|e| (**e).clone()));
     }
     for step in 0..n {
-        let phase = if step % 2 == 0 { Phase::Thinking } else { Phase::LlmInteraction };
+        let phase = if step % 2 == 0 {
+            Phase::Thinking
+        } else {
+            Phase::LlmInteraction
+        };
         let change = tracker.transition(id, phase, meta(json!({"step": step}))).unwrap();
         events.extend(change.events.iter().map(|e| (**e).clone()));
     }
@@ -45,7 +49,11 @@ fn a_capped_history_keeps_the_latest_changes_and_counts_the_rest() {
     assert_eq!(record.phase_history_dropped, 93);
     assert_eq!(record.phase_count(), 103);
     // The latest ten, in order.
-    let steps: Vec<_> = record.phase_history.iter().map(|t| t.metadata["step"].clone()).collect();
+    let steps: Vec<_> = record
+        .phase_history
+        .iter()
+        .map(|t| t.metadata["step"].clone())
+        .collect();
     assert_eq!(steps, (90..100).map(|step| json!(step)).collect::<Vec<_>>());
     // Every change still had its event, numbered from the first change.
     assert_eq!(events.len(), 103);
@@ -83,7 +91,10 @@ async fn a_notified_transition_is_marked_sent_even_after_the_cap_moved_it() {
     });
     let (id, _) = looping(&tracker, 4);
     clock.advance(ms(10));
-    let sent = tracker.transition_notify(id, Phase::Thinking, None, &Recorder::default()).await.unwrap();
+    let sent = tracker
+        .transition_notify(id, Phase::Thinking, None, &Recorder::default())
+        .await
+        .unwrap();
     assert!(sent.websocket_event_sent);
     let record = tracker.get(id).unwrap();
     assert_eq!(record.phase_history.len(), 2);

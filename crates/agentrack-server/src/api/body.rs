@@ -46,7 +46,12 @@ pub fn json_size(value: &impl serde::Serialize) -> usize {
 /// # Errors
 ///
 /// As above.
-pub fn within<T: serde::Serialize>(name: &str, value: Option<T>, limit: usize, key: &str) -> Result<Option<T>, ApiError> {
+pub fn within<T: serde::Serialize>(
+    name: &str,
+    value: Option<T>,
+    limit: usize,
+    key: &str,
+) -> Result<Option<T>, ApiError> {
     let Some(value) = value else {
         return Ok(None);
     };

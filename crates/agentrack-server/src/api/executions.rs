@@ -304,7 +304,10 @@ async fn create(
 }
 
 /// `metadata`, unless it is over `records.max_metadata_bytes`.
-fn metadata_within(state: &AppState, metadata: Option<Map<String, Value>>) -> Result<Option<Map<String, Value>>, ApiError> {
+fn metadata_within(
+    state: &AppState,
+    metadata: Option<Map<String, Value>>,
+) -> Result<Option<Map<String, Value>>, ApiError> {
     let limit = state.settings.records.max_metadata_bytes;
     body::within("metadata", metadata, limit, "records.max_metadata_bytes")
 }

@@ -140,7 +140,12 @@ pub(super) fn new_phases(record: &ExecutionRecord, stored: u64) -> Result<Vec<(i
     (first..)
         .zip(&record.phase_history)
         .skip(skip)
-        .map(|(n, transition)| Ok((to_sql(n), serde_json::to_string(transition).map_err(StoreError::corrupt)?)))
+        .map(|(n, transition)| {
+            Ok((
+                to_sql(n),
+                serde_json::to_string(transition).map_err(StoreError::corrupt)?,
+            ))
+        })
         .collect()
 }
 

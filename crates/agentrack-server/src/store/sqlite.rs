@@ -276,7 +276,11 @@ fn with_phases(conn: &Connection, records: &mut [ExecutionRecord]) -> rusqlite::
     let mut phases = Vec::new();
     for record in records.iter() {
         let rows = statement.query_map([record.execution_id.to_string()], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?))
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+            ))
         })?;
         for row in rows {
             phases.push(row?);
@@ -326,7 +330,11 @@ fn load(conn: &Connection, finished_since: DateTime<Utc>) -> rusqlite::Result<Lo
     )?;
     let phases = statement
         .query_map([millis(finished_since)], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?))
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+            ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     row::attach_phases(
@@ -464,10 +472,7 @@ impl Store for SqliteStore {
                     Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut page = unreadable::page(
-                rows.iter().map(|(id, text)| (id.as_str(), text.as_str())),
-                query.limit,
-            );
+            let mut page = unreadable::page(rows.iter().map(|(id, text)| (id.as_str(), text.as_str())), query.limit);
             with_phases(conn, &mut page.records)?;
             Ok(page)
         })
@@ -627,7 +632,11 @@ fn write_row(tx: &rusqlite::Transaction<'_>, record: &ExecutionRecord, replay_fr
     // The history is appended: only the changes the stored row does not account for yet.
     let stored: Option<i64> = tx
         .prepare_cached("SELECT phase_count FROM executions WHERE execution_id = ?1")
-        .and_then(|mut statement| statement.query_row([&row.execution_id], |found| found.get(0)).optional())
+        .and_then(|mut statement| {
+            statement
+                .query_row([&row.execution_id], |found| found.get(0))
+                .optional()
+        })
         .map_err(db_error)?;
     let added = row::new_phases(record, from_sql(stored.unwrap_or(0)))?;
     if !added.is_empty() {
