@@ -267,6 +267,8 @@ fn error() -> Value {
         "retry_after_seconds": number(),
         "operation": string(),
         "limit_bytes": integer(),
+        "size_bytes": integer(),
+        "config_key": {"type": "string", "description": "The setting that holds the limit refused, e.g. records.max_metadata_bytes."},
     });
     exact(json!({"error": partial(&["code", "message"], details)}))
 }
