@@ -1,13 +1,15 @@
 //! The optional cap on each record's phase history: the latest changes are kept, the older ones
 //! are counted, and nothing else about a transition changes.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use agentrack::{EventKind, NewExecution, Phase, Tracker, TrackerConfig};
 use common::{Recorder, manual, meta, ms};
 use serde_json::json;
 
-/// `n` transitions looping between thinking and llm_interaction, after the way there.
+/// `n` transitions looping between `thinking` and `llm_interaction`, after the way there.
 fn looping(tracker: &Tracker, n: usize) -> (agentrack::ExecutionId, Vec<agentrack::Event>) {
     let id = tracker.create(NewExecution::new("a", "t", "u")).unwrap().id();
     tracker.start(id).unwrap();

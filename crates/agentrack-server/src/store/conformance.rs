@@ -329,7 +329,7 @@ async fn history_is_appended_capped_and_read_back(config: StoreConfig) {
             })
             .await
             .unwrap();
-        assert_eq!(page.records, [held.clone()], "round {round}: list");
+        assert_eq!(page.records, std::slice::from_ref(&held), "round {round}: list");
         let loaded = store.load(0, Utc::now() - chrono::Duration::hours(1)).await.unwrap();
         assert_eq!(loaded.records, [held], "round {round}: load");
     }

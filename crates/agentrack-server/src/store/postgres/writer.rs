@@ -138,61 +138,20 @@ impl Connection {
         let drop_params: [&(dyn ToSql + Sync); 2] = [&phases.dropping, &phases.below];
         let fence_params: [&(dyn ToSql + Sync); 2] = [&fence_shards, &fence_ranges];
         let reserve_params: [&(dyn ToSql + Sync); 2] = [&reserve_shards, &reserve_values];
+        let notify_params: [&(dyn ToSql + Sync); 1] = [&grown];
         let tx = self.client.transaction().await.map_err(db_error)?;
         // Pipelined: the statements go out together (a future sends its statement when first
         // polled, and join! polls in order: the fence first) and are answered together; one with
         // nothing to write is not sent. The first error in order is the cause; the ones after it
         // only say the transaction was aborted.
         let (fence, events, added, dropped, executions, reserved, notified) = tokio::join!(
-            async {
-                if fence_shards.is_empty() {
-                    Ok(0)
-                } else {
-                    tx.execute(&self.fence, &fence_params).await
-                }
-            },
-            async {
-                if events.is_empty() {
-                    Ok(0)
-                } else {
-                    tx.execute(&self.insert_events, &event_params).await
-                }
-            },
-            async {
-                if phases.n.is_empty() {
-                    Ok(0)
-                } else {
-                    tx.execute(&self.insert_phases, &phase_params).await
-                }
-            },
-            async {
-                if phases.below.is_empty() {
-                    Ok(0)
-                } else {
-                    tx.execute(&self.drop_phases, &drop_params).await
-                }
-            },
-            async {
-                if rows.is_empty() {
-                    Ok(0)
-                } else {
-                    tx.execute(&self.upsert_executions, &row_params).await
-                }
-            },
-            async {
-                if reserve_shards.is_empty() {
-                    Ok(0)
-                } else {
-                    tx.execute(&self.reserve, &reserve_params).await
-                }
-            },
-            async {
-                if grown.is_empty() {
-                    Ok(0)
-                } else {
-                    tx.execute(&self.notify, &[&grown]).await
-                }
-            },
+            unless_empty(&tx, fence_shards.is_empty(), &self.fence, &fence_params),
+            unless_empty(&tx, events.is_empty(), &self.insert_events, &event_params),
+            unless_empty(&tx, phases.n.is_empty(), &self.insert_phases, &phase_params),
+            unless_empty(&tx, phases.below.is_empty(), &self.drop_phases, &drop_params),
+            unless_empty(&tx, rows.is_empty(), &self.upsert_executions, &row_params),
+            unless_empty(&tx, reserve_shards.is_empty(), &self.reserve, &reserve_params),
+            unless_empty(&tx, grown.is_empty(), &self.notify, &notify_params),
         );
         let fence = fence.map_err(db_error)?;
         events
@@ -250,6 +209,21 @@ impl Connection {
             }
         }
         Ok(rows)
+    }
+}
+
+/// Runs `statement` in `tx`, unless it has nothing to write (`empty`). Lazy, like the statement
+/// it sends: it goes out when first polled.
+async fn unless_empty(
+    tx: &tokio_postgres::Transaction<'_>,
+    empty: bool,
+    statement: &Statement,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    if empty {
+        Ok(0)
+    } else {
+        tx.execute(statement, params).await
     }
 }
 
