@@ -82,6 +82,26 @@ fn batch_of(tracker: &Tracker, changes: &[Change], reserved: u64) -> Batch {
     }
 }
 
+/// Commits the terminal event of `finished` as for an execution that left memory before its
+/// row was written: applied to the stored row.
+async fn finish_out_of_memory(writer: &mut Option<Box<dyn StoreWriter>>, finished: &Change) {
+    let terminal = Arc::clone(finished.events.last().unwrap());
+    let batch = Batch {
+        shard: 0,
+        fence: None,
+        events: vec![Arc::new(SerializedEvent::new(Arc::clone(&terminal)))],
+        rows: vec![RowUpdate::Finish {
+            execution_id: finished.execution_id,
+            event: terminal,
+        }],
+        reserved: None,
+        replay_from: 0,
+    };
+    on_writer(writer, move |w| w.commit(std::slice::from_ref(&batch)))
+        .await
+        .unwrap();
+}
+
 /// Runs a blocking writer call off the runtime (the PostgreSQL writer drives its connection
 /// on the runtime it was opened on).
 async fn on_writer<T: Send + 'static>(
@@ -258,21 +278,7 @@ async fn writes_reads_purges_and_reloads(config: StoreConfig) {
         .await
         .unwrap();
     let finished = tracker.fail(c_id, "gone").unwrap();
-    let terminal = Arc::clone(finished.events.last().unwrap());
-    let batch = Batch {
-        shard: 0,
-        fence: None,
-        events: vec![Arc::new(SerializedEvent::new(Arc::clone(&terminal)))],
-        rows: vec![RowUpdate::Finish {
-            execution_id: c_id,
-            event: terminal,
-        }],
-        reserved: None,
-        replay_from: 0,
-    };
-    on_writer(&mut writer, move |w| w.commit(std::slice::from_ref(&batch)))
-        .await
-        .unwrap();
+    finish_out_of_memory(&mut writer, &finished).await;
     let stored = store.get(c_id).await.unwrap().unwrap();
     assert_eq!(stored.state, ExecutionState::Failed);
     assert_eq!(stored.error.as_deref(), Some("gone"));
@@ -338,21 +344,7 @@ async fn history_is_appended_capped_and_read_back(config: StoreConfig) {
     assert_eq!(held.phase_history_dropped, 3 + 2 + 5 + 1 - 4);
     // The terminal event applied to the stored row keeps its history.
     let finished = tracker.complete(id, None).unwrap();
-    let terminal = Arc::clone(finished.events.last().unwrap());
-    let batch = Batch {
-        shard: 0,
-        fence: None,
-        events: vec![Arc::new(SerializedEvent::new(Arc::clone(&terminal)))],
-        rows: vec![RowUpdate::Finish {
-            execution_id: id,
-            event: terminal,
-        }],
-        reserved: None,
-        replay_from: 0,
-    };
-    on_writer(&mut writer, move |w| w.commit(std::slice::from_ref(&batch)))
-        .await
-        .unwrap();
+    finish_out_of_memory(&mut writer, &finished).await;
     let stored = store.get(id).await.unwrap().unwrap();
     assert_eq!(stored.state, ExecutionState::Completed);
     assert_eq!(stored.phase_history, held.phase_history);
