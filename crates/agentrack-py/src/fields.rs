@@ -437,6 +437,7 @@ fn blank_record(now: DateTime<Utc>) -> ExecutionRecord {
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECONDS),
         metadata: serde_json::Map::new(),
         phase_history: Vec::new(),
+        phase_history_dropped: 0,
         warning_count: 0,
         error_count: 0,
         timeout_config: None,

@@ -11,7 +11,7 @@ use crate::api::overview::OverviewCache;
 use crate::auth::TokenCache;
 use crate::cluster::forward::Forwarder;
 use crate::cluster::{Member, Shards, View};
-use crate::config::WebSocketConfig;
+use crate::config::{RecordLimits, WebSocketConfig};
 use crate::http::requests::RequestLimit;
 use crate::hub::Hub;
 use crate::metrics::ServerMetrics;
@@ -36,6 +36,8 @@ pub struct Settings {
     pub websocket: WebSocketConfig,
     /// How long an event-stream ticket is valid.
     pub ticket_ttl: Duration,
+    /// What one execution may hold.
+    pub records: RecordLimits,
 }
 
 impl Default for Settings {
@@ -47,6 +49,7 @@ impl Default for Settings {
             subscriber_queue: 1024,
             websocket: WebSocketConfig::default(),
             ticket_ttl: Duration::from_secs(30),
+            records: RecordLimits::default(),
         }
     }
 }

@@ -44,6 +44,11 @@
 //! advertise = "http://10.0.0.5:7700"   # how the others reach this node (default: the listen address)
 //! lease_ttl = "10s"              # a dead node's shards are taken over within this
 //!
+//! [records]                      # what one execution may hold
+//! max_metadata_bytes = 65536     # metadata of a create or a phase change, as JSON (past it: 413)
+//! max_result_bytes = 262144      # a state change's result, as JSON (past it: 413)
+//! max_phase_history = 200        # phase changes kept per record; older ones stay in the event log
+//!
 //! [tracker]                      # the core's TrackerConfig; durations in seconds
 //! heartbeat_timeout = 10.0
 //! execution_timeout = 15.0
@@ -129,8 +134,46 @@ pub struct ServerConfig {
     pub quotas: QuotaConfig,
     /// How this node takes part in a cluster (the `[cluster]` section; only on a shared store).
     pub cluster: ClusterConfig,
+    /// What one execution may hold (the `[records]` section).
+    pub records: RecordLimits,
     /// The core's settings.
     pub tracker: TrackerConfig,
+}
+
+/// What one execution may hold, so that no client can grow a record (in memory, and in every
+/// row and event written of it) without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordLimits {
+    /// The largest `metadata` of a create or a phase change, in bytes of JSON.
+    pub max_metadata_bytes: usize,
+    /// The largest `result` of a state change, in bytes of JSON.
+    pub max_result_bytes: usize,
+    /// Phase changes kept in each record's `phase_history`; older ones are dropped from it (and
+    /// counted in `phase_history_dropped`) and stay in the event log.
+    pub max_phase_history: usize,
+}
+
+impl Default for RecordLimits {
+    fn default() -> Self {
+        Self {
+            max_metadata_bytes: 64 * 1024,
+            max_result_bytes: 256 * 1024,
+            // Far more than a run's golden path (nine changes); a looping agent keeps its latest.
+            max_phase_history: 200,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The core's settings as this server runs them: [`RecordLimits::max_phase_history`] caps the
+    /// history (the core keeps every change by default).
+    pub fn tracker_config(&self) -> TrackerConfig {
+        TrackerConfig {
+            max_phase_history: Some(self.records.max_phase_history),
+            ..self.tracker.clone()
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -159,6 +202,7 @@ impl Default for ServerConfig {
             websocket: WebSocketConfig::default(),
             quotas: QuotaConfig::default(),
             cluster: ClusterConfig::default(),
+            records: RecordLimits::default(),
             tracker,
         }
     }
@@ -334,6 +378,9 @@ impl ServerConfig {
             ("quotas.snapshot_executions", self.quotas.snapshot_executions),
             ("tokens.refused_cache_size", self.tokens.refused_cache_size),
             ("max_store_queue", self.max_store_queue),
+            ("records.max_metadata_bytes", self.records.max_metadata_bytes),
+            ("records.max_result_bytes", self.records.max_result_bytes),
+            ("records.max_phase_history", self.records.max_phase_history),
         ] {
             if value == 0 || value > MAX_LIMIT {
                 return Err(invalid(key, format!("{value} is not between 1 and {MAX_LIMIT}")));
@@ -534,5 +581,11 @@ mod tests {
                 .to_string();
             assert!(error.contains("tokens."), "{error}");
         }
+        let records: ServerConfig = toml::from_str("[records]\nmax_phase_history = 5\n").unwrap();
+        assert_eq!(records.records.max_metadata_bytes, 64 * 1024);
+        assert_eq!(records.tracker_config().max_phase_history, Some(5));
+        let none: ServerConfig = toml::from_str("[records]\nmax_phase_history = 0\n").unwrap();
+        let error = none.validate().unwrap_err().to_string();
+        assert!(error.contains("records.max_phase_history"), "{error}");
     }
 }

@@ -234,7 +234,7 @@ impl Server {
         let store = store::open(&config.store, &config.data).await?;
         let metrics = Arc::new(ServerMetrics::default());
         let hub = Arc::new(Hub::new(config.subscriber_buffer.max(MIN_HUB_BUFFER)));
-        let shards = Arc::new(Shards::new(store.shard_count(), config.tracker.clone()));
+        let shards = Arc::new(Shards::new(store.shard_count(), config.tracker_config()));
         let (lost, lost_shards) = tokio::sync::mpsc::unbounded_channel();
         let pipeline = Pipeline::start(
             store.writer().await?,
@@ -257,7 +257,7 @@ impl Server {
             shards: Arc::clone(&shards),
             metrics: Arc::clone(&metrics),
             hub: Arc::clone(&hub),
-            config: config.tracker.clone(),
+            config: config.tracker_config(),
             heartbeat_flush: config.heartbeat_flush,
         };
         let listener = TcpListener::bind(config.listen)
@@ -308,6 +308,7 @@ impl Server {
                 subscriber_queue: config.subscriber_buffer,
                 websocket: config.websocket.clone(),
                 ticket_ttl: config.tokens.ticket_ttl,
+                records: config.records,
             },
             shutdown: CancellationToken::new(),
             started: Instant::now(),

@@ -582,3 +582,198 @@ async fn a_stored_row_that_cannot_be_decoded_is_skipped_by_lists() {
     let logged = server.log().matches("skipping an unreadable stored execution").count();
     assert_eq!(logged, 1, "logged once");
 }
+
+/// The phases of a loop that never ends: `thinking` ↔ `llm_interaction`.
+fn loop_phase(step: i64) -> &'static str {
+    if step % 2 == 0 { "thinking" } else { "llm_interaction" }
+}
+
+/// The stored execution row's record size, its `phase_count`, and its history rows.
+fn stored_row(server: &TestServer, id: &str) -> (i64, i64, i64) {
+    let db = rusqlite::Connection::open(server.data().join("agentrack.db")).unwrap();
+    db.busy_timeout(10 * SECOND).unwrap();
+    let (size, count): (i64, i64) = db
+        .query_row(
+            "SELECT length(record), phase_count FROM executions WHERE execution_id = ?1",
+            [id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    let phases: i64 = db
+        .query_row("SELECT COUNT(*) FROM phases WHERE execution_id = ?1", [id], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    (size, count, phases)
+}
+
+/// `after` is `before` but for `seq`, which numbers on past a headroom after a restart (a number
+/// a subscriber saw is never reused); the differing fields are named, histories by length.
+fn same_but_seq(before: &Value, after: &Value) {
+    let differing: Vec<String> = before
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(key, value)| key.as_str() != "seq" && after.get(key.as_str()) != Some(value))
+        .map(|(key, value)| {
+            let short = |v: &Value| match v.as_array() {
+                Some(items) if key == "phase_history" => format!("{} changes", items.len()),
+                _ => v.to_string(),
+            };
+            format!("{key}: {} before, {} after", short(value), short(&after[key.as_str()]))
+        })
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "the record is the same after the crash: {differing:?}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_metadata_and_results_are_refused_with_413_naming_the_limit_and_nothing_changes() {
+    let server = TestServer::start().await;
+    let agent = server.token("agent", "acme", None).await;
+    let id = server.create_started(&agent, "a", "t", "u").await;
+    let phase = format!("/v1/executions/{id}/phase");
+    // 1 MiB of metadata: over the body limit itself.
+    let mib = "x".repeat(1024 * 1024);
+    let (status, body) = server
+        .post(
+            &phase,
+            &agent,
+            json!({"phase": "websocket_setup", "metadata": {"blob": mib}}),
+        )
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    assert_eq!(body["error"]["limit_bytes"], 1024 * 1024, "{body}");
+    // Within the body limit, over the metadata limit (64 KiB by default).
+    let big = "x".repeat(900 * 1024);
+    for (path, request) in [
+        (
+            phase.clone(),
+            json!({"phase": "websocket_setup", "metadata": {"blob": big}}),
+        ),
+        (
+            "/v1/executions".to_owned(),
+            json!({"agent_name": "a", "thread_id": "t", "user_id": "u", "metadata": {"blob": big}}),
+        ),
+    ] {
+        let (status, body) = server.post(&path, &agent, request).await;
+        assert_eq!(status, 413, "{path}: {body}");
+        let error = &body["error"];
+        assert_eq!(error["code"], "field_too_large", "{body}");
+        assert_eq!(error["field"], "metadata", "{body}");
+        assert_eq!(error["limit_bytes"], 64 * 1024, "{body}");
+        assert_eq!(error["config_key"], "records.max_metadata_bytes", "{body}");
+        assert_eq!(error["size_bytes"], 900 * 1024 + r#"{"blob":""}"#.len(), "{body}");
+        assert!(error["message"].as_str().unwrap().contains("65536"), "{body}");
+    }
+    let (status, body) = server
+        .post(
+            &format!("/v1/executions/{id}/state"),
+            &agent,
+            json!({"state": "completed", "result": "y".repeat(300 * 1024)}),
+        )
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["field"], "result", "{body}");
+    assert_eq!(body["error"]["config_key"], "records.max_result_bytes", "{body}");
+    let (_, record) = server.get(&format!("/v1/executions/{id}"), &agent).await;
+    assert_eq!(record["current_phase"], "created", "{record}");
+    assert_eq!(record["state"], "starting", "{record}");
+    let (_, page) = server.get("/v1/executions", &agent).await;
+    assert_eq!(
+        page["executions"].as_array().unwrap().len(),
+        1,
+        "no execution was created: {page}"
+    );
+}
+
+#[tokio::test]
+async fn a_phase_loop_keeps_the_history_and_the_row_bounded_and_survives_a_crash() {
+    const CAP: i64 = 20;
+    let (mut server, _dir) = start(&format!(
+        "heartbeat_flush = \"50ms\"\n[records]\nmax_phase_history = {CAP}\n"
+    ))
+    .await;
+    let agent = server.token("agent", "acme", None).await;
+    let (status, created) = server
+        .post(
+            "/v1/executions",
+            &agent,
+            json!({"agent_name": "looper", "thread_id": "t", "user_id": "u", "timeout_seconds": 31_536_000}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["execution_id"].as_str().unwrap().to_owned();
+    server.start_execution(&agent, &id).await;
+    let phase = format!("/v1/executions/{id}/phase");
+    for first in ["websocket_setup", "context_validation", "starting"] {
+        server.ok(&phase, &agent, json!({"phase": first})).await;
+    }
+    // 32 KiB of metadata with every change: within the metadata limit, so only the cap bounds it.
+    let blob = "m".repeat(32 * 1024);
+    let mut sizes = Vec::new();
+    let loops: i64 = 150;
+    for step in 0..loops {
+        let body = server
+            .ok(
+                &phase,
+                &agent,
+                json!({"phase": loop_phase(step), "metadata": {"step": step, "blob": blob}}),
+            )
+            .await;
+        assert!(body["phase_history"].as_array().unwrap().len() <= 20, "step {step}");
+        if step % 50 == 49 {
+            let changes = 3 + step + 1;
+            eventually("the row catches up with the log", || async {
+                stored_row(&server, &id).1 == changes
+            })
+            .await;
+            let (size, _, phases) = stored_row(&server, &id);
+            assert_eq!(phases, CAP, "the stored history is capped too");
+            sizes.push(size);
+        }
+    }
+    let total = 3 + loops;
+    let (_, record) = server.get(&format!("/v1/executions/{id}"), &agent).await;
+    let history = record["phase_history"].as_array().unwrap();
+    assert_eq!(history.len(), 20);
+    assert_eq!(record["phase_history_dropped"], total - CAP);
+    assert_eq!(history[19]["metadata"]["step"], loops - 1, "the latest kept, in order");
+    // The row holds no history: its size does not grow with the changes.
+    assert!(sizes.iter().all(|size| *size < 4096), "rows stay small: {sizes:?}");
+    let spread = sizes.iter().max().unwrap() - sizes.iter().min().unwrap();
+    assert!(spread < 16, "only counters' digits differ: {sizes:?}");
+    // Every change is still in the event log.
+    let db = rusqlite::Connection::open(server.data().join("agentrack.db")).unwrap();
+    let logged: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE execution_id = ?1 AND json LIKE '%\"to_phase\"%'",
+            [&id],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(logged, total, "every transition is in the log");
+    drop(db);
+    // A few more, acknowledged (durable) but with the row behind, then a crash.
+    for step in loops..loops + 5 {
+        server
+            .ok(
+                &phase,
+                &agent,
+                json!({"phase": loop_phase(step), "metadata": {"step": step}}),
+            )
+            .await;
+    }
+    let (_, before) = server.get(&format!("/v1/executions/{id}"), &agent).await;
+    server.kill();
+    server.restart();
+    let (status, after) = server.get(&format!("/v1/executions/{id}"), &agent).await;
+    assert_eq!(status, 200, "{after}");
+    same_but_seq(&before, &after);
+    assert!(after["seq"].as_u64() >= before["seq"].as_u64());
+    assert_eq!(after["phase_history"].as_array().unwrap().len(), 20);
+    assert_eq!(after["phase_history_dropped"], total + 5 - CAP);
+}

@@ -254,7 +254,7 @@ async fn refused_calls_are_errors(
     golden: &str,
     failing: &str,
 ) {
-    let refused: [(&str, String, Option<&str>, Option<Value>); 8] = [
+    let refused: [(&str, String, Option<&str>, Option<Value>); 9] = [
         ("GET", "/v1/executions".into(), None, None),
         ("GET", "/v1/breakers".into(), Some(viewer), None),
         ("GET", "/v1/executions?colour=red".into(), Some(agent), None),
@@ -283,6 +283,12 @@ async fn refused_calls_are_errors(
             Some(admin),
             Some(json!({"role": "viewer", "tenant": "acme"})),
         ),
+        (
+            "POST",
+            exec(failing, "/phase"),
+            Some(agent),
+            Some(json!({"phase": "thinking", "metadata": {"blob": "x".repeat(100 * 1024)}})),
+        ),
     ];
     for (method, path, token, body) in refused {
         let (status, body) = client.call(method, &path, token, body).await;
@@ -295,6 +301,7 @@ async fn refused_calls_are_errors(
         "not_found",
         "terminal",
         "circuit_open",
+        "field_too_large",
     ] {
         assert!(
             client.errors.contains(code),

@@ -83,6 +83,10 @@ pub struct TrackerConfig {
     pub max_finished: usize,
     /// How many records [`Tracker::cleanup`](crate::Tracker::cleanup) keeps in the completed history.
     pub history_cap: usize,
+    /// At most this many phase changes are kept in each record's `phase_history` (the oldest
+    /// go first, counted in `phase_history_dropped`); `None`, the default, keeps every one, as
+    /// the original did.
+    pub max_phase_history: Option<usize>,
     /// Whether illegal phase transitions are refused or only flagged.
     pub phase_validation: Validation,
     /// Whether illegal lifecycle moves (e.g. running → pending) are refused or allowed.
@@ -110,6 +114,7 @@ impl Default for TrackerConfig {
             cleanup_age: Duration::from_secs(60),
             max_finished: 100_000,
             history_cap: 100,
+            max_phase_history: None,
             phase_validation: Validation::Strict,
             lifecycle_validation: Validation::Strict,
             call_grace: Duration::from_secs(5),

@@ -161,6 +161,7 @@ impl NewExecution {
             timeout,
             metadata: self.metadata,
             phase_history: Vec::new(),
+            phase_history_dropped: 0,
             warning_count: 0,
             error_count: 0,
             timeout_config: self.timeout_config.map(Box::new),

@@ -175,7 +175,7 @@ impl Notification {
     pub fn for_latest_transition(record: &ExecutionRecord, now: DateTime<Utc>) -> Option<Self> {
         let transition = record.phase_history.last()?;
         let phase = transition.to_phase;
-        let steps = record.phase_history.len();
+        let steps = record.phase_count();
         let step_number = u32::try_from(steps).unwrap_or(u32::MAX);
         let total = total_duration_ms(record.started_at, now);
         let run_id = record.thread_id.clone();

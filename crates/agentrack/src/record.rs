@@ -68,8 +68,14 @@ pub struct ExecutionRecord {
     pub timeout: Duration,
     /// Caller-supplied data.
     pub metadata: Map<String, Value>,
-    /// Every phase change, oldest first.
+    /// The phase changes kept, oldest first: every one, unless the tracker caps the history
+    /// ([`TrackerConfig::max_phase_history`](crate::TrackerConfig::max_phase_history)); then the
+    /// latest that many.
     pub phase_history: Vec<Transition>,
+    /// How many of the oldest phase changes were dropped from `phase_history` by the cap (0
+    /// without one); `phase_history_dropped + phase_history.len()` counts every change.
+    #[serde(default)]
+    pub phase_history_dropped: u64,
     /// Warnings reported through agent-state updates.
     pub warning_count: u32,
     /// Errors reported through agent-state updates.
@@ -127,12 +133,28 @@ impl ExecutionRecord {
         (now - self.last_heartbeat).to_std().unwrap_or_default() > heartbeat_timeout
     }
 
+    /// Every phase change this execution made, kept or dropped.
+    pub fn phase_count(&self) -> u64 {
+        self.phase_history_dropped + self.phase_history.len() as u64
+    }
+
+    /// Drops the oldest phase changes beyond `max`, counting them in `phase_history_dropped`.
+    pub fn cap_phase_history(&mut self, max: Option<usize>) {
+        let Some(max) = max else { return };
+        let excess = self.phase_history.len().saturating_sub(max);
+        if excess > 0 {
+            self.phase_history.drain(..excess);
+            self.phase_history_dropped += excess as u64;
+        }
+    }
+
     /// Milliseconds from creation to `now`.
     pub fn total_duration_ms(&self, now: DateTime<Utc>) -> u64 {
         millis(now - self.started_at)
     }
 
-    /// Milliseconds spent in `phase`, summed over every visit, including the current one.
+    /// Milliseconds spent in `phase`, summed over every visit, including the current one (of the
+    /// visits still in `phase_history`, when it is capped).
     pub fn phase_duration_ms(&self, phase: Phase, now: DateTime<Utc>) -> u64 {
         let past: u64 = self
             .phase_history

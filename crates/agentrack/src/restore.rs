@@ -80,9 +80,11 @@ impl Tracker {
     /// [`Self::restore_after_failover`].
     fn restore_as_of(
         &self,
-        record: ExecutionRecord,
+        mut record: ExecutionRecord,
         failover: Option<(Duration, Duration)>,
     ) -> Result<(), TrackerError> {
+        // A record stored under a larger cap (or none) is held to this tracker's.
+        record.cap_phase_history(self.inner.config.max_phase_history);
         let id = record.execution_id;
         if self.inner.records.contains_key(&id) {
             return Err(TrackerError::InvalidInput {

@@ -84,7 +84,8 @@ impl Tracker {
         if slot.record.is_alive() {
             touch(&mut slot, now, mono);
         }
-        let history_position = slot.record.phase_history.len() - 1;
+        // Counted from the first change ever, so that it survives the cap dropping older ones.
+        let history_position = slot.record.phase_count() - 1;
         let notification = if notification {
             Notification::for_latest_transition(&slot.record, now)
         } else {
@@ -92,10 +93,12 @@ impl Tracker {
         };
         let event = self.emit_when(&mut slot, now, want, |slot| {
             let history = &slot.record.phase_history;
-            let step_number = u32::try_from(history.len()).unwrap_or(u32::MAX);
+            let step_number = u32::try_from(slot.record.phase_count()).unwrap_or(u32::MAX);
             let execution_time_ms = millis(now - slot.record.started_at);
-            phase_event(history[history_position].clone(), step_number, execution_time_ms)
+            phase_event(history[history.len() - 1].clone(), step_number, execution_time_ms)
         });
+        // Only now: the event and the notification above are of the change just recorded.
+        slot.record.cap_phase_history(self.inner.config.max_phase_history);
         Ok(Recorded {
             event,
             valid,
@@ -133,10 +136,15 @@ impl Tracker {
         match sent {
             Some(Ok(())) => {
                 transition.websocket_event_sent = true;
-                // History only grows while the record lives, so the position is stable.
-                let position = change.history_position;
+                // Counted from the first change, so later changes (and the cap dropping older
+                // ones) do not move it; a change dropped meanwhile is not marked.
                 if let Ok(slot) = self.slot(id) {
-                    if let Some(stored) = slot.lock().record.phase_history.get_mut(position) {
+                    let record = &mut slot.lock().record;
+                    let kept = change
+                        .history_position
+                        .checked_sub(record.phase_history_dropped)
+                        .and_then(|position| usize::try_from(position).ok());
+                    if let Some(stored) = kept.and_then(|position| record.phase_history.get_mut(position)) {
                         stored.websocket_event_sent = true;
                     }
                 }
@@ -155,7 +163,7 @@ impl Tracker {
 pub(crate) struct Recorded {
     pub(crate) event: Option<Arc<Event>>,
     pub(crate) valid: bool,
-    history_position: usize,
+    history_position: u64,
     notification: Option<Notification>,
 }
 

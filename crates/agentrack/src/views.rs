@@ -234,7 +234,7 @@ fn agent_state_of(record: &ExecutionRecord, now: DateTime<Utc>) -> AgentState {
         last_heartbeat: record.last_heartbeat,
         total_duration_ms: record.total_duration_ms(now),
         current_phase_duration_ms: record.current_phase_duration_ms(now),
-        phase_count: record.phase_history.len(),
+        phase_count: usize::try_from(record.phase_count()).unwrap_or(usize::MAX),
         warning_count: record.warning_count,
         error_count: record.error_count,
         metadata: record.metadata.clone(),

@@ -33,6 +33,53 @@ pub const MAX_SECONDS: f64 = 366.0 * 24.0 * 3600.0;
 /// The longest name or identifier accepted in a body, in characters (as JSON Schema's
 /// `maxLength` counts them, so that the published schema says exactly what is accepted).
 pub const MAX_NAME_CHARS: usize = 1024;
+/// The size of `value` written as compact JSON, counted without writing it anywhere.
+pub fn json_size(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// `value` of field `name`, unless its JSON is larger than `limit` bytes (the setting `key`):
+/// 413 `field_too_large` naming the field, its size, the limit and the key.
+///
+/// # Errors
+///
+/// As above.
+pub fn within<T: serde::Serialize>(
+    name: &str,
+    value: Option<T>,
+    limit: usize,
+    key: &str,
+) -> Result<Option<T>, ApiError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let size = json_size(&value);
+    if size > limit {
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "field_too_large",
+            format!("field {name} is {size} bytes of JSON; the limit is {limit} bytes ({key})"),
+        )
+        .with("field", name)
+        .with("size_bytes", size)
+        .with("limit_bytes", limit)
+        .with("config_key", key));
+    }
+    Ok(Some(value))
+}
 
 /// How deeply `value` nests: 0 for a scalar, 1 for an object or array of scalars, and so on.
 /// Iterative, so that no input can exhaust the stack.

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::body::{Fields, JsonBody};
+use super::body::{self, Fields, JsonBody};
 use super::error::ApiError;
 use super::{Access, Route, RouteDoc, heartbeats};
 use crate::app::AppState;
@@ -292,6 +292,7 @@ async fn create(
     body: JsonBody,
 ) -> Result<(StatusCode, Json<ExecutionRecord>), ApiError> {
     let (new, tenant) = new_execution(body, &state.shards.config().timeout_config)?;
+    metadata_within(&state, Some(&new.metadata))?;
     let tenant = scope.owning_tenant(tenant)?;
     let creating = state.quotas.admit_execution(&tenant, &new.user_id)?;
     let new = new.tenant(tenant);
@@ -406,6 +407,12 @@ fn timeout_config(given: JsonBody, defaults: &agentrack::TimeoutConfig) -> Resul
     Ok(config)
 }
 
+/// `metadata`, unless it is over `records.max_metadata_bytes`.
+fn metadata_within<T: serde::Serialize>(state: &AppState, metadata: Option<T>) -> Result<Option<T>, ApiError> {
+    let limit = state.settings.records.max_metadata_bytes;
+    body::within("metadata", metadata, limit, "records.max_metadata_bytes")
+}
+
 async fn read(
     State(state): State<AppState>,
     scope: Scope,
@@ -433,7 +440,14 @@ async fn set_state(
     Path(id): Path<String>,
     body: JsonBody,
 ) -> Result<Json<ExecutionRecord>, ApiError> {
-    let (new_state, update, metadata) = state_change(body)?;
+    let (new_state, mut update, metadata) = state_change(body)?;
+    let metadata = metadata_within(&state, metadata)?;
+    update.result = body::within(
+        "result",
+        update.result.take(),
+        state.settings.records.max_result_bytes,
+        "records.max_result_bytes",
+    )?;
     let (id, tracker) = changeable(&state, &scope, &id).await?;
     // Merged first, so that the state change's events carry it (a completion's execution time,
     // a failure's context).
@@ -498,7 +512,7 @@ async fn set_agent_state(
     let update = agentrack::AgentStateUpdate {
         warning_count: count("warning_count")?,
         error_count: count("error_count")?,
-        metadata: fields.optional_object("metadata")?,
+        metadata: metadata_within(&state, fields.optional_object("metadata")?)?,
     };
     let (id, tracker) = changeable(&state, &scope, &id).await?;
     let change = tracker.update_agent_state(id, update)?;
@@ -513,6 +527,7 @@ async fn transition(
     body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let (phase, metadata) = phase_change(body)?;
+    let metadata = metadata_within(&state, metadata)?;
     let (id, tracker) = changeable(&state, &scope, &id).await?;
     let change = tracker.transition(id, phase, metadata)?;
     state.durable(&change).await?;

@@ -46,7 +46,7 @@ fn status_text(status: u16) -> &'static str {
         409 => {
             "Illegal lifecycle change or finished execution, or the first request with this Idempotency-Key still running"
         }
-        413 => "Body over 1 MiB",
+        413 => "Body over 1 MiB, or a field over its limit (`field_too_large`)",
         422 => "A field of the wrong kind or value, or an Idempotency-Key sent before with another request",
         429 => {
             "Past one of the caller's quotas (quota_exceeded, naming the quota, its limit and the current count; with Retry-After); nothing changed"

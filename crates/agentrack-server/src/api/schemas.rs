@@ -372,7 +372,9 @@ fn error() -> Value {
         "current": integer(),
         "rule": {"type": "string", "description": "The rule a refused name breaks: what a valid one is."},
         "header": {"type": "string", "description": "The request header that was refused."},
-                "idempotency": {"type": "string", "description": "What became of a request sent with an Idempotency-Key."},
+        "idempotency": {"type": "string", "description": "What became of a request sent with an Idempotency-Key."},
+        "size_bytes": integer(),
+        "config_key": {"type": "string", "description": "The setting that holds the limit refused, e.g. records.max_metadata_bytes."},
     });
     exact(json!({"error": partial(&["code", "message"], details)}))
 }
@@ -422,7 +424,10 @@ fn execution_record() -> Map<String, Value> {
         "heartbeat_count": integer(),
         "timeout_seconds": number(),
         "metadata": object(),
-        "phase_history": {"type": "array", "items": reference("Transition")},
+        "phase_history": {"type": "array", "items": reference("Transition"),
+            "description": "The latest changes, at most records.max_phase_history (200 by default); older ones stay in the event log."},
+        "phase_history_dropped": {"type": "integer", "minimum": 0,
+            "description": "How many of the oldest changes the cap dropped from phase_history."},
         "warning_count": integer(),
         "error_count": integer(),
         "timeout_config": nullable(reference("TimeoutConfig")),

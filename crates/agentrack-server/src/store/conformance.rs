@@ -82,6 +82,26 @@ fn batch_of(tracker: &Tracker, changes: &[Change], reserved: u64) -> Batch {
     }
 }
 
+/// Commits the terminal event of `finished` as for an execution that left memory before its
+/// row was written: applied to the stored row.
+async fn finish_out_of_memory(writer: &mut Option<Box<dyn StoreWriter>>, finished: &Change) {
+    let terminal = Arc::clone(finished.events.last().unwrap());
+    let batch = Batch {
+        shard: 0,
+        fence: None,
+        events: vec![Arc::new(SerializedEvent::new(Arc::clone(&terminal)))],
+        rows: vec![RowUpdate::Finish {
+            execution_id: finished.execution_id,
+            event: terminal,
+        }],
+        reserved: None,
+        replay_from: 0,
+    };
+    on_writer(writer, move |w| w.commit(std::slice::from_ref(&batch)))
+        .await
+        .unwrap();
+}
+
 /// Runs a blocking writer call off the runtime (the PostgreSQL writer drives its connection
 /// on the runtime it was opened on).
 async fn on_writer<T: Send + 'static>(
@@ -368,21 +388,7 @@ async fn writes_reads_purges_and_reloads(config: StoreConfig) {
         .await
         .unwrap();
     let finished = tracker.fail(c_id, "gone").unwrap();
-    let terminal = Arc::clone(finished.events.last().unwrap());
-    let batch = Batch {
-        shard: 0,
-        fence: None,
-        events: vec![Arc::new(SerializedEvent::new(Arc::clone(&terminal)))],
-        rows: vec![RowUpdate::Finish {
-            execution_id: c_id,
-            event: terminal,
-        }],
-        reserved: None,
-        replay_from: 0,
-    };
-    on_writer(&mut writer, move |w| w.commit(std::slice::from_ref(&batch)))
-        .await
-        .unwrap();
+    finish_out_of_memory(&mut writer, &finished).await;
     let stored = store.get(c_id).await.unwrap().unwrap();
     assert_eq!(stored.state, ExecutionState::Failed);
     assert_eq!(stored.error.as_deref(), Some("gone"));
@@ -396,6 +402,75 @@ async fn writes_reads_purges_and_reloads(config: StoreConfig) {
     // Reopening keeps everything and applies no migration twice.
     let store = open(&config, std::path::Path::new(".")).await.unwrap();
     assert!(store.get(a_id).await.unwrap().is_some());
+}
+
+/// A capped history kept out of the row: written in several batches (each row write adds only
+/// the changes since the last, the cap trims the oldest), read back by `get`, `list` and `load`
+/// exactly as the tracker holds it, and kept when a terminal event is applied to the stored row.
+async fn history_is_appended_capped_and_read_back(config: StoreConfig) {
+    let store = open(&config, std::path::Path::new(".")).await.unwrap();
+    let mut writer = Some(store.writer().await.unwrap());
+    let tracker = Tracker::with_config(agentrack::TrackerConfig {
+        max_phase_history: Some(4),
+        ..agentrack::TrackerConfig::default()
+    });
+    let created = tracker.create(NewExecution::new("a", "t", "u")).unwrap();
+    let id = created.execution_id;
+    let mut changes = vec![created, tracker.start(id).unwrap()];
+    for phase in [Phase::WebsocketSetup, Phase::ContextValidation, Phase::Starting] {
+        changes.push(tracker.transition(id, phase, None).unwrap());
+    }
+    let mut step = 0;
+    for (round, steps) in [2usize, 5, 1].into_iter().enumerate() {
+        for _ in 0..steps {
+            let phase = if step % 2 == 0 {
+                Phase::Thinking
+            } else {
+                Phase::LlmInteraction
+            };
+            let metadata = serde_json::json!({"step": step}).as_object().cloned();
+            changes.push(tracker.transition(id, phase, metadata).unwrap());
+            step += 1;
+        }
+        let batch = batch_of(&tracker, &std::mem::take(&mut changes), 10_000);
+        on_writer(&mut writer, move |w| w.commit(std::slice::from_ref(&batch)))
+            .await
+            .unwrap();
+        let held = tracker.get(id).unwrap();
+        assert_eq!(store.get(id).await.unwrap().unwrap(), held, "round {round}: get");
+        let page = store
+            .list(ListQuery {
+                limit: 10,
+                ..ListQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.records, std::slice::from_ref(&held), "round {round}: list");
+        let loaded = store.load(0, Utc::now() - chrono::Duration::hours(1)).await.unwrap();
+        assert_eq!(loaded.records, [held], "round {round}: load");
+    }
+    let held = tracker.get(id).unwrap();
+    assert_eq!(held.phase_history.len(), 4);
+    assert_eq!(held.phase_history_dropped, 3 + 2 + 5 + 1 - 4);
+    // The terminal event applied to the stored row keeps its history.
+    let finished = tracker.complete(id, None).unwrap();
+    finish_out_of_memory(&mut writer, &finished).await;
+    let stored = store.get(id).await.unwrap().unwrap();
+    assert_eq!(stored.state, ExecutionState::Completed);
+    assert_eq!(stored.phase_history, held.phase_history);
+    assert_eq!(stored.phase_history_dropped, held.phase_history_dropped);
+    on_writer(&mut writer, |w| w.close()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_history_is_appended_capped_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    history_is_appended_capped_and_read_back(sqlite(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_history_is_appended_capped_and_read_back() {
+    history_is_appended_capped_and_read_back(config(fresh_postgres().await)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

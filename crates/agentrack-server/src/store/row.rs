@@ -40,7 +40,10 @@ pub(super) struct ExecutionColumns<'a> {
     pub(super) seq: i64,
     /// Where in the log a replay onto this row starts ([`Batch::replay_from`](super::Batch)).
     pub(super) replay_from: i64,
-    /// The whole record as JSON.
+    /// How many phase changes the row accounts for ([`ExecutionRecord::phase_count`]): the
+    /// history's rows below this number are written (see [`new_phases`]).
+    pub(super) phase_count: i64,
+    /// The record as JSON, without its phase history (which has rows of its own).
     pub(super) record: String,
 }
 
@@ -57,8 +60,127 @@ impl<'a> ExecutionColumns<'a> {
             completed_at_ms: record.completed_at.map(millis),
             seq: to_sql(record.seq),
             replay_from: to_sql(replay_from),
-            record: serde_json::to_string(record).map_err(StoreError::corrupt)?,
+            phase_count: to_sql(record.phase_count()),
+            record: serde_json::to_string(&without_history(record)).map_err(StoreError::corrupt)?,
         })
+    }
+}
+
+/// A copy of `record` with an empty phase history: what the execution's row holds. The history
+/// is appended to rows of its own, one per change (`phases`), so that writing a row never
+/// rewrites it.
+fn without_history(record: &ExecutionRecord) -> ExecutionRecord {
+    // Destructured, so that a new field cannot be forgotten here.
+    let ExecutionRecord {
+        execution_id,
+        tenant,
+        agent_name,
+        thread_id,
+        user_id,
+        state,
+        current_phase,
+        started_at,
+        last_heartbeat,
+        updated_at,
+        phase_entered_at,
+        completed_at,
+        error,
+        result,
+        heartbeat_count,
+        timeout,
+        heartbeat_timeout,
+        metadata,
+        phase_history: _,
+        phase_history_dropped,
+        warning_count,
+        error_count,
+        timeout_config,
+        circuit_breaker_state,
+        circuit_breaker_failures,
+        last_failure_time,
+        next_attempt_time,
+        seq,
+    } = record;
+    ExecutionRecord {
+        execution_id: *execution_id,
+        tenant: tenant.clone(),
+        agent_name: agent_name.clone(),
+        thread_id: thread_id.clone(),
+        user_id: user_id.clone(),
+        state: *state,
+        current_phase: *current_phase,
+        started_at: *started_at,
+        last_heartbeat: *last_heartbeat,
+        updated_at: *updated_at,
+        phase_entered_at: *phase_entered_at,
+        completed_at: *completed_at,
+        error: error.clone(),
+        result: result.clone(),
+        heartbeat_count: *heartbeat_count,
+        timeout: *timeout,
+        heartbeat_timeout: *heartbeat_timeout,
+        metadata: metadata.clone(),
+        phase_history: Vec::new(),
+        phase_history_dropped: *phase_history_dropped,
+        warning_count: *warning_count,
+        error_count: *error_count,
+        timeout_config: timeout_config.clone(),
+        circuit_breaker_state: *circuit_breaker_state,
+        circuit_breaker_failures: *circuit_breaker_failures,
+        last_failure_time: *last_failure_time,
+        next_attempt_time: *next_attempt_time,
+        seq: *seq,
+    }
+}
+
+/// The phase changes of `record` its stored history lacks, given that the stored row accounts
+/// for `stored` changes: each with its number (counted from the execution's first change) and
+/// its JSON.
+pub(super) fn new_phases(record: &ExecutionRecord, stored: u64) -> Result<Vec<(i64, String)>, StoreError> {
+    let first = record.phase_history_dropped;
+    let skip = usize::try_from(stored.saturating_sub(first)).unwrap_or(usize::MAX);
+    (first..)
+        .zip(&record.phase_history)
+        .skip(skip)
+        .map(|(n, transition)| {
+            Ok((
+                to_sql(n),
+                serde_json::to_string(transition).map_err(StoreError::corrupt)?,
+            ))
+        })
+        .collect()
+}
+
+/// Below this number, `record`'s stored history rows are no longer kept (the cap dropped them
+/// from the record); `None` when nothing was dropped.
+pub(super) fn phases_dropped_below(record: &ExecutionRecord) -> Option<i64> {
+    (record.phase_history_dropped > 0).then(|| to_sql(record.phase_history_dropped))
+}
+
+/// Gives each of `records` (decoded from their rows, so without history) its stored history:
+/// `phases` are (execution id, number, JSON) rows in order of id and number. A row that cannot
+/// be decoded is left out (counted and logged as an unreadable row).
+pub(super) fn attach_phases<'a>(
+    records: &mut [ExecutionRecord],
+    phases: impl IntoIterator<Item = (&'a str, i64, &'a str)>,
+) {
+    let positions: std::collections::HashMap<String, usize> = records
+        .iter()
+        .enumerate()
+        .map(|(index, record)| (record.execution_id.to_string(), index))
+        .collect();
+    for (id, n, json) in phases {
+        let Some(&index) = positions.get(id) else {
+            continue;
+        };
+        let record = &mut records[index];
+        if from_sql(n) < record.phase_history_dropped {
+            continue;
+        }
+        match serde_json::from_str(json) {
+            Ok(transition) => record.phase_history.push(transition),
+            Err(error) => super::unreadable::skip(id, &error),
+        }
     }
 }
 

@@ -98,6 +98,23 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (scope, key)
     );
     CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at_ms);",
+    // 5: phase history out of the execution row, which every write rewrote whole: one row per
+    // change, appended once (`n` counts from the execution's first change; the cap deletes the
+    // oldest), and the row says how many changes it accounts for (`phase_count`).
+    "CREATE TABLE phases (
+        execution_id TEXT NOT NULL,
+        n            INTEGER NOT NULL,
+        transition   TEXT NOT NULL,
+        PRIMARY KEY (execution_id, n)
+    ) WITHOUT ROWID;
+    ALTER TABLE executions ADD COLUMN phase_count INTEGER NOT NULL DEFAULT 0;
+    INSERT INTO phases (execution_id, n, transition)
+        SELECT e.execution_id, COALESCE(json_extract(e.record, '$.phase_history_dropped'), 0) + j.key, j.value
+        FROM executions AS e, json_each(e.record, '$.phase_history') AS j;
+    UPDATE executions SET
+        phase_count = COALESCE(json_extract(record, '$.phase_history_dropped'), 0)
+            + COALESCE(json_array_length(record, '$.phase_history'), 0),
+        record = json_set(record, '$.phase_history', json('[]'));",
 ];
 
 fn pragma(synchronous: Synchronous) -> &'static str {
@@ -289,6 +306,30 @@ fn decode_record(text: &str) -> rusqlite::Result<ExecutionRecord> {
 /// The columns [`grant_from_row`] reads, then those [`info_from_row`] adds.
 const GRANT_COLUMNS: &str = "role, tenant, user_id, label, created_at_ms, expires_at_ms, token_id, revoked_at_ms";
 
+/// Gives `records`, read from their rows, their stored phase history.
+fn with_phases(conn: &Connection, records: &mut [ExecutionRecord]) -> rusqlite::Result<()> {
+    let mut statement =
+        conn.prepare_cached("SELECT execution_id, n, transition FROM phases WHERE execution_id = ?1 ORDER BY n")?;
+    let mut phases = Vec::new();
+    for record in records.iter() {
+        let rows = statement.query_map([record.execution_id.to_string()], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            phases.push(row?);
+        }
+    }
+    row::attach_phases(
+        records,
+        phases.iter().map(|(id, n, json)| (id.as_str(), *n, json.as_str())),
+    );
+    Ok(())
+}
+
 fn grant_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenGrant> {
     let role: String = row.get(0)?;
     let role = role
@@ -329,6 +370,23 @@ fn load(conn: &Connection, finished_since: DateTime<Utc>) -> rusqlite::Result<Lo
             }
         }
     }
+    let mut statement = conn.prepare(
+        "SELECT p.execution_id, p.n, p.transition FROM phases AS p JOIN executions AS e USING (execution_id)
+         WHERE e.completed_at_ms IS NULL OR e.completed_at_ms >= ?1 ORDER BY p.execution_id, p.n",
+    )?;
+    let phases = statement
+        .query_map([millis(finished_since)], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    row::attach_phases(
+        &mut records,
+        phases.iter().map(|(id, n, json)| (id.as_str(), *n, json.as_str())),
+    );
     // Alive rows may lag their log by replayable events.
     let mut statement = conn.prepare(
         "SELECT json FROM events WHERE global_seq >
@@ -414,6 +472,7 @@ impl Store for SqliteStore {
                 return Ok(None);
             };
             let mut record = decode_record(&text)?;
+            with_phases(conn, std::slice::from_mut(&mut record))?;
             if record.is_alive() {
                 let mut statement = conn.prepare_cached(
                     "SELECT json FROM events WHERE global_seq > ?1 AND execution_id = ?2 ORDER BY global_seq",
@@ -459,10 +518,9 @@ impl Store for SqliteStore {
                     Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(unreadable::page(
-                rows.iter().map(|(id, text)| (id.as_str(), text.as_str())),
-                query.limit,
-            ))
+            let mut page = unreadable::page(rows.iter().map(|(id, text)| (id.as_str(), text.as_str())), query.limit);
+            with_phases(conn, &mut page.records)?;
+            Ok(page)
         })
     }
 
@@ -626,14 +684,40 @@ struct SqliteWriter {
 
 fn write_row(tx: &rusqlite::Transaction<'_>, record: &ExecutionRecord, replay_from: u64) -> Result<(), StoreError> {
     let row = ExecutionColumns::of(record, replay_from)?;
+    // The history is appended: only the changes the stored row does not account for yet.
+    let stored: Option<i64> = tx
+        .prepare_cached("SELECT phase_count FROM executions WHERE execution_id = ?1")
+        .and_then(|mut statement| {
+            statement
+                .query_row([&row.execution_id], |found| found.get(0))
+                .optional()
+        })
+        .map_err(db_error)?;
+    let added = row::new_phases(record, from_sql(stored.unwrap_or(0)))?;
+    if !added.is_empty() {
+        let mut insert = tx
+            .prepare_cached("INSERT OR IGNORE INTO phases (execution_id, n, transition) VALUES (?1, ?2, ?3)")
+            .map_err(db_error)?;
+        for (n, transition) in &added {
+            insert
+                .execute(params![row.execution_id, n, transition])
+                .map_err(db_error)?;
+        }
+    }
+    if let Some(below) = row::phases_dropped_below(record) {
+        tx.prepare_cached("DELETE FROM phases WHERE execution_id = ?1 AND n < ?2")
+            .and_then(|mut statement| statement.execute(params![row.execution_id, below]))
+            .map_err(db_error)?;
+    }
     tx.prepare_cached(
         "INSERT INTO executions
             (execution_id, tenant, user_id, thread_id, agent_name, state, started_at_ms, completed_at_ms, seq,
-             replay_from, record)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             replay_from, phase_count, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (execution_id) DO UPDATE SET
             state = excluded.state, completed_at_ms = excluded.completed_at_ms, seq = excluded.seq,
-            replay_from = excluded.replay_from, record = excluded.record",
+            replay_from = excluded.replay_from, phase_count = MAX(phase_count, excluded.phase_count),
+            record = excluded.record",
     )
     .and_then(|mut statement| {
         statement.execute(params![
@@ -647,6 +731,7 @@ fn write_row(tx: &rusqlite::Transaction<'_>, record: &ExecutionRecord, replay_fr
             row.completed_at_ms,
             row.seq,
             row.replay_from,
+            row.phase_count,
             row.record,
         ])
     })
@@ -697,6 +782,12 @@ impl StoreWriter for SqliteWriter {
         let events = tx
             .execute(PURGE_EVENTS, [millis(cutoff.events_before)])
             .map_err(db_error)?;
+        tx.execute(
+            "DELETE FROM phases WHERE execution_id IN
+                (SELECT execution_id FROM executions WHERE completed_at_ms IS NOT NULL AND completed_at_ms < ?1)",
+            [millis(cutoff.finished_before)],
+        )
+        .map_err(db_error)?;
         let executions = tx
             .execute(
                 "DELETE FROM executions WHERE completed_at_ms IS NOT NULL AND completed_at_ms < ?1",

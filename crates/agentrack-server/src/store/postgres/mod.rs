@@ -246,6 +246,28 @@ impl Query {
     }
 }
 
+/// A stored phase change as `row::attach_phases` takes it.
+fn phase_row(row: &tokio_postgres::Row) -> (&str, i64, &str) {
+    (row.get(0), row.get(1), row.get(2))
+}
+
+/// Gives `records`, read from their rows, their stored phase history.
+async fn with_phases(client: &deadpool_postgres::Object, records: &mut [ExecutionRecord]) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = records.iter().map(|record| record.execution_id.to_string()).collect();
+    let statement = client
+        .prepare_cached(
+            "SELECT execution_id, n, transition FROM phases WHERE execution_id = ANY($1) ORDER BY execution_id, n",
+        )
+        .await
+        .map_err(db_error)?;
+    let phases = client.query(&statement, &[&ids]).await.map_err(db_error)?;
+    row::attach_phases(records, phases.iter().map(phase_row));
+    Ok(())
+}
+
 async fn load(client: &Client, shard: ShardId, finished_since: DateTime<Utc>) -> Result<Loaded, StoreError> {
     let shard = i32::from(shard);
     let rows = client
@@ -264,6 +286,16 @@ async fn load(client: &Client, shard: ShardId, finished_since: DateTime<Utc>) ->
             Err(error) => unreadable::skip(&id, &error),
         }
     }
+    let phases = client
+        .query(
+            "SELECT p.execution_id, p.n, p.transition FROM phases AS p JOIN executions AS e USING (execution_id)
+             WHERE e.shard_id = $1 AND (e.completed_at_ms IS NULL OR e.completed_at_ms >= $2)
+             ORDER BY p.execution_id, p.n",
+            &[&shard, &millis(finished_since)],
+        )
+        .await
+        .map_err(db_error)?;
+    row::attach_phases(&mut records, phases.iter().map(phase_row));
     // Alive rows may lag their log by replayable events.
     let tail = client
         .query(
@@ -350,6 +382,7 @@ impl Store for PgStore {
                 return Ok(None);
             };
             let mut record = row::decode(row.get(0))?;
+            with_phases(&client, std::slice::from_mut(&mut record)).await?;
             let replay_from: i64 = row.get(1);
             if record.is_alive() {
                 let statement = client
@@ -398,10 +431,12 @@ impl Store for PgStore {
             let client = self.client().await?;
             let statement = client.prepare_cached(&sql.sql).await.map_err(db_error)?;
             let rows = client.query(&statement, &sql.params()).await.map_err(db_error)?;
-            Ok(unreadable::page(
+            let mut page = unreadable::page(
                 rows.iter().map(|row| (row.get::<_, &str>(0), row.get::<_, &str>(1))),
                 query.limit,
-            ))
+            );
+            with_phases(&client, &mut page.records).await?;
+            Ok(page)
         })
     }
 

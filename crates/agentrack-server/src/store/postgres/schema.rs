@@ -111,6 +111,24 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (scope, key)
     );
     CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at_ms);",
+    // 7: as SQLite's 5: the phase history out of the execution row, one row per change appended
+    // once, and the row's `phase_count` of the changes it accounts for.
+    "CREATE TABLE phases (
+        execution_id TEXT NOT NULL,
+        n            BIGINT NOT NULL,
+        transition   TEXT NOT NULL,
+        PRIMARY KEY (execution_id, n)
+    );
+    ALTER TABLE executions ADD COLUMN phase_count BIGINT NOT NULL DEFAULT 0;
+    INSERT INTO phases (execution_id, n, transition)
+        SELECT e.execution_id,
+               COALESCE((e.record::jsonb->>'phase_history_dropped')::bigint, 0) + j.position - 1, j.value::text
+        FROM executions AS e,
+             jsonb_array_elements(e.record::jsonb->'phase_history') WITH ORDINALITY AS j(value, position);
+    UPDATE executions SET
+        phase_count = COALESCE((record::jsonb->>'phase_history_dropped')::bigint, 0)
+            + COALESCE(jsonb_array_length(record::jsonb->'phase_history'), 0),
+        record = jsonb_set(record::jsonb, '{phase_history}', '[]'::jsonb)::text;",
 ];
 
 /// Any number; it only has to be the same for every agentrack server on one database.

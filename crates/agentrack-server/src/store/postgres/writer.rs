@@ -21,6 +21,8 @@ pub(super) struct Connection {
     fence: Statement,
     insert_events: Statement,
     upsert_executions: Statement,
+    insert_phases: Statement,
+    drop_phases: Statement,
     reserve: Statement,
     notify: Statement,
 }
@@ -35,7 +37,7 @@ const NOTIFY: &str = "SELECT pg_notify('agentrack_events', $1)";
 impl Connection {
     pub(super) async fn open(target: &Target) -> Result<Self, StoreError> {
         let client = target.connect().await?;
-        let (fence, insert_events, upsert_executions, reserve, notify) = tokio::try_join!(
+        let (fence, insert_events, upsert_executions, insert_phases, drop_phases, reserve, notify) = tokio::try_join!(
             // Locks the shards' rows for the transaction: a node taking one over waits for this
             // commit, and a write after a takeover matches no row.
             client.prepare(
@@ -54,12 +56,27 @@ impl Connection {
             client.prepare(
                 "INSERT INTO executions
                     (shard_id, execution_id, tenant, user_id, thread_id, agent_name, state, started_at_ms,
-                     completed_at_ms, seq, replay_from, record)
+                     completed_at_ms, seq, replay_from, phase_count, record)
                  SELECT * FROM UNNEST($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                      $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[])
+                                      $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
+                                      $12::bigint[], $13::text[])
                  ON CONFLICT (execution_id) DO UPDATE SET
                     state = excluded.state, completed_at_ms = excluded.completed_at_ms, seq = excluded.seq,
-                    replay_from = excluded.replay_from, record = excluded.record",
+                    replay_from = excluded.replay_from,
+                    phase_count = GREATEST(executions.phase_count, excluded.phase_count), record = excluded.record",
+            ),
+            // The history is appended: of the changes sent, only those the stored row does not
+            // account for yet (the row is upserted after this, in the same transaction).
+            client.prepare(
+                "INSERT INTO phases (execution_id, n, transition)
+                 SELECT p.execution_id, p.n, p.transition
+                 FROM UNNEST($1::text[], $2::bigint[], $3::text[]) AS p(execution_id, n, transition)
+                 WHERE p.n >= COALESCE((SELECT e.phase_count FROM executions AS e WHERE e.execution_id = p.execution_id), 0)
+                 ON CONFLICT (execution_id, n) DO NOTHING",
+            ),
+            client.prepare(
+                "DELETE FROM phases AS p USING UNNEST($1::text[], $2::bigint[]) AS d(execution_id, below)
+                 WHERE p.execution_id = d.execution_id AND p.n < d.below",
             ),
             client.prepare(
                 "UPDATE shards AS s SET reserved = GREATEST(s.reserved, r.reserved)
@@ -74,6 +91,8 @@ impl Connection {
             fence,
             insert_events,
             upsert_executions,
+            insert_phases,
+            drop_phases,
             reserve,
             notify,
         })
@@ -98,6 +117,7 @@ impl Connection {
             .collect();
         let events = EventArrays::of(&events);
         let executions = ExecutionArrays::of(&row_shards, &rows);
+        let phases = PhaseArrays::of(&records)?;
         let fenced: Vec<&Batch> = batches.iter().filter(|batch| batch.fence.is_some()).collect();
         let fence_shards: Vec<i32> = fenced.iter().map(|batch| i32::from(batch.shard)).collect();
         let fence_ranges: Vec<i64> = fenced.iter().filter_map(|batch| batch.fence).collect();
@@ -118,52 +138,33 @@ impl Connection {
             .collect::<Vec<_>>()
             .join(",");
         let (event_params, row_params) = (events.params(), executions.params());
+        let phase_params: [&(dyn ToSql + Sync); 3] = [&phases.execution_id, &phases.n, &phases.transition];
+        let drop_params: [&(dyn ToSql + Sync); 2] = [&phases.dropping, &phases.below];
         let fence_params: [&(dyn ToSql + Sync); 2] = [&fence_shards, &fence_ranges];
         let reserve_params: [&(dyn ToSql + Sync); 2] = [&reserve_shards, &reserve_values];
+        let notify_params: [&(dyn ToSql + Sync); 1] = [&grown];
         let tx = self.client.transaction().await.map_err(db_error)?;
         // Pipelined: the statements go out together (a future sends its statement when first
         // polled, and join! polls in order: the fence first) and are answered together; one with
         // nothing to write is not sent. The first error in order is the cause; the ones after it
         // only say the transaction was aborted.
-        let (fence, events, executions, reserved, notified) = tokio::join!(
-            async {
-                if fence_shards.is_empty() {
-                    Ok(0)
-                } else {
-                    tx.execute(&self.fence, &fence_params).await
-                }
-            },
-            async {
-                if events.is_empty() {
-                    Ok(0)
-                } else {
-                    tx.execute(&self.insert_events, &event_params).await
-                }
-            },
-            async {
-                if rows.is_empty() {
-                    Ok(0)
-                } else {
-                    tx.execute(&self.upsert_executions, &row_params).await
-                }
-            },
-            async {
-                if reserve_shards.is_empty() {
-                    Ok(0)
-                } else {
-                    tx.execute(&self.reserve, &reserve_params).await
-                }
-            },
-            async {
-                if grown.is_empty() {
-                    Ok(0)
-                } else {
-                    tx.execute(&self.notify, &[&grown]).await
-                }
-            },
+        let (fence, events, added, dropped, executions, reserved, notified) = tokio::join!(
+            unless_empty(&tx, fence_shards.is_empty(), &self.fence, &fence_params),
+            unless_empty(&tx, events.is_empty(), &self.insert_events, &event_params),
+            unless_empty(&tx, phases.n.is_empty(), &self.insert_phases, &phase_params),
+            unless_empty(&tx, phases.below.is_empty(), &self.drop_phases, &drop_params),
+            unless_empty(&tx, rows.is_empty(), &self.upsert_executions, &row_params),
+            unless_empty(&tx, reserve_shards.is_empty(), &self.reserve, &reserve_params),
+            unless_empty(&tx, grown.is_empty(), &self.notify, &notify_params),
         );
         let fence = fence.map_err(db_error)?;
-        events.and(executions).and(reserved).and(notified).map_err(db_error)?;
+        events
+            .and(added)
+            .and(dropped)
+            .and(executions)
+            .and(reserved)
+            .and(notified)
+            .map_err(db_error)?;
         if fence != fence_shards.len() as u64 {
             let lost = lost_shards(&tx, &fence_params).await?;
             tx.rollback().await.map_err(db_error)?;
@@ -212,6 +213,21 @@ impl Connection {
             }
         }
         Ok(rows)
+    }
+}
+
+/// Runs `statement` in `tx`, unless it has nothing to write (`empty`). Lazy, like the statement
+/// it sends: it goes out when first polled.
+async fn unless_empty(
+    tx: &tokio_postgres::Transaction<'_>,
+    empty: bool,
+    statement: &Statement,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    if empty {
+        Ok(0)
+    } else {
+        tx.execute(statement, params).await
     }
 }
 
@@ -301,7 +317,44 @@ struct ExecutionArrays<'a> {
     completed_at_ms: Vec<Option<i64>>,
     seq: Vec<i64>,
     replay_from: Vec<i64>,
+    phase_count: Vec<i64>,
     record: Vec<&'a str>,
+}
+
+/// A batch's phase history rows as the column arrays `UNNEST` takes: every change each row's
+/// record keeps (the statement leaves out those already stored), and where the cap drops the
+/// oldest.
+struct PhaseArrays {
+    execution_id: Vec<String>,
+    n: Vec<i64>,
+    transition: Vec<String>,
+    dropping: Vec<String>,
+    below: Vec<i64>,
+}
+
+impl PhaseArrays {
+    fn of(records: &[(u16, Cow<'_, ExecutionRecord>, u64)]) -> Result<Self, StoreError> {
+        let mut arrays = Self {
+            execution_id: Vec::new(),
+            n: Vec::new(),
+            transition: Vec::new(),
+            dropping: Vec::new(),
+            below: Vec::new(),
+        };
+        for (_, record, _) in records {
+            let id = record.execution_id.to_string();
+            for (n, transition) in row::new_phases(record, 0)? {
+                arrays.execution_id.push(id.clone());
+                arrays.n.push(n);
+                arrays.transition.push(transition);
+            }
+            if let Some(below) = row::phases_dropped_below(record) {
+                arrays.dropping.push(id);
+                arrays.below.push(below);
+            }
+        }
+        Ok(arrays)
+    }
 }
 
 impl<'a> ExecutionArrays<'a> {
@@ -318,11 +371,12 @@ impl<'a> ExecutionArrays<'a> {
             completed_at_ms: rows.iter().map(|r| r.completed_at_ms).collect(),
             seq: rows.iter().map(|r| r.seq).collect(),
             replay_from: rows.iter().map(|r| r.replay_from).collect(),
+            phase_count: rows.iter().map(|r| r.phase_count).collect(),
             record: rows.iter().map(|r| r.record.as_str()).collect(),
         }
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 12] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 13] {
         [
             &self.shard_id,
             &self.execution_id,
@@ -335,6 +389,7 @@ impl<'a> ExecutionArrays<'a> {
             &self.completed_at_ms,
             &self.seq,
             &self.replay_from,
+            &self.phase_count,
             &self.record,
         ]
     }
@@ -432,6 +487,13 @@ impl StoreWriter for PgWriter {
                 )
                 .await
                 .map_err(db_error)?;
+            tx.execute(
+                "DELETE FROM phases WHERE execution_id IN (SELECT execution_id FROM executions
+                     WHERE completed_at_ms IS NOT NULL AND completed_at_ms < $1 AND shard_id = ANY($2))",
+                &[&finished_before, &shards],
+            )
+            .await
+            .map_err(db_error)?;
             let executions = tx
                 .execute(
                     "DELETE FROM executions
