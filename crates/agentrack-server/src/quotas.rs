@@ -1,6 +1,6 @@
 //! Per-tenant and per-token quotas: what one caller may hold at once, so that no tenant can grow
 //! the server without bound or crowd the others out (`[quotas]`, see
-//! [`QuotaConfig`](crate::config::QuotaConfig)).
+//! [`QuotaConfig`]).
 //!
 //! Each check happens before anything changes, and a refusal is 429 `quota_exceeded` with
 //! `Retry-After`, naming the quota, its config key, its limit and the current count

@@ -70,7 +70,7 @@ pub struct PipelineConfig {
     /// At most this many messages go in one transaction.
     pub max_batch: usize,
     /// Past this many messages waiting for the writer, writes are refused before they change
-    /// anything ([`Pipeline::accepts_writes`]); see `max_store_queue`.
+    /// anything ([`Pipeline::has_room`]); see `max_store_queue`.
     pub max_queued: usize,
     /// The longest a token insert or an idempotency key waits for the writer's answer.
     pub answer_timeout: Duration,
