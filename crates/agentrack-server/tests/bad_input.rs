@@ -471,7 +471,7 @@ async fn limits_count_characters_and_a_timeout_below_a_millisecond_is_refused(ba
         .await;
         assert_eq!(error["error"]["field"], "timeout_seconds", "{error}");
     }
-    let too_long = json!({"agent_name": "a".repeat(1025), "thread_id": "t", "user_id": "u"});
+    let too_long = json!({"agent_name": "a".repeat(257), "thread_id": "t", "user_id": "u"});
     expect(
         &server,
         &agent,
@@ -484,8 +484,8 @@ async fn limits_count_characters_and_a_timeout_below_a_millisecond_is_refused(ba
     let (_, page) = server.get("/v1/executions", &agent).await;
     assert_eq!(page["executions"], json!([]), "nothing was created");
 
-    // 1,024 two-byte characters: 2,048 bytes, within the limit of 1,024 characters.
-    let wide = "é".repeat(1024);
+    // 256 two-byte characters: 512 bytes, within the limit of 256 characters.
+    let wide = "é".repeat(256);
     let created = server
         .ok(
             "/v1/executions",
@@ -496,15 +496,15 @@ async fn limits_count_characters_and_a_timeout_below_a_millisecond_is_refused(ba
         .await;
     assert_eq!(
         created["agent_name"].as_str().map(|name| name.chars().count()),
-        Some(1024)
+        Some(256)
     );
 
-    // Breaker names: 1 to 200 characters, whatever their size in bytes.
-    let name = "é".repeat(200);
+    // Breaker names: 1 to 256 characters, whatever their size in bytes.
+    let name = "é".repeat(256);
     server
         .ok(&format!("/v1/breakers/{name}/acquire"), &agent, json!({}))
         .await;
-    let name = "é".repeat(201);
+    let name = "é".repeat(257);
     expect(
         &server,
         &agent,

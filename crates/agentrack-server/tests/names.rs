@@ -55,7 +55,7 @@ async fn bad_names_are_refused_with_the_field_and_the_rule_and_nothing_is_stored
     let schemas = openapi::Schemas::published(&server).await;
 
     let mut attacks: Vec<(String, String)> = BAD.iter().map(|(n, p)| ((*n).to_owned(), (*p).to_owned())).collect();
-    attacks.push((long(), "257 bytes long".to_owned()));
+    attacks.push((long(), "257 characters long".to_owned()));
     for (name, problem) in &attacks {
         for field in ["agent_name", "thread_id", "user_id", "tenant"] {
             let mut body = valid.clone();
@@ -149,7 +149,8 @@ fn legacy_token(db: &std::path::Path, token: &str, tenant: &str) {
 #[tokio::test]
 async fn a_tenant_with_a_slash_stored_before_the_rule_sees_and_shows_only_its_own_breakers() {
     let server = TestServer::start().await;
-    let legacy = "agt_legacy_acme_eu";
+    // Well-formed, so that it reaches the store (a malformed token is refused before).
+    let legacy = &format!("agt_{}", "ae".repeat(32));
     legacy_token(&server.data().join("agentrack.db"), legacy, "acme/eu");
     let acme = server.token("agent", "acme", None).await;
 

@@ -202,6 +202,14 @@ async fn drive_executions(client: &mut Client<'_>, agent: &str, viewer: &str) ->
             )
             .await;
     }
+    client
+        .ok(
+            "POST",
+            &exec(&golden, "/agent-state"),
+            agent,
+            Some(json!({"warning_count": 1, "error_count": 0, "metadata": {"note": "slow tool"}})),
+        )
+        .await;
     client.ok("GET", &exec(&golden, "/breaker"), agent, None).await;
     client.ok("POST", &exec(&golden, "/breaker/reset"), agent, None).await;
     client

@@ -43,8 +43,8 @@ async fn a_client_that_stops_reading_is_closed_with_the_sequence_to_resume_from(
         .unwrap();
     let mut slow = Ws { socket };
 
-    // Big events, until the server gives up on the client.
-    let blob = "x".repeat(64 * 1024);
+    // Big events (just under the 64 KiB metadata limit), until the server gives up on the client.
+    let blob = "x".repeat(63 * 1024);
     let started = Instant::now();
     loop {
         for _ in 0..5 {
