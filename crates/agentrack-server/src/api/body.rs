@@ -33,6 +33,17 @@ pub const MAX_SECONDS: f64 = 366.0 * 24.0 * 3600.0;
 /// The longest name or identifier accepted in a body, in characters (as JSON Schema's
 /// `maxLength` counts them, so that the published schema says exactly what is accepted).
 pub const MAX_NAME_CHARS: usize = 1024;
+/// `value` as a `u32` when it is a whole number in range, written as an integer or with a zero
+/// fraction (`5.0`: JSON Schema's `integer` accepts both, so the API does too).
+pub fn whole_u32(value: &Value) -> Option<u32> {
+    if let Some(n) = value.as_u64() {
+        return u32::try_from(n).ok();
+    }
+    let n = value.as_f64().filter(|n| n.fract() == 0.0)?;
+    // Whole and finite, so printed without a fraction: parsed back without a lossy cast.
+    format!("{n:.0}").parse().ok()
+}
+
 /// The size of `value` written as compact JSON, counted without writing it anywhere.
 pub fn json_size(value: &impl serde::Serialize) -> usize {
     struct Count(usize);
@@ -487,5 +498,17 @@ mod tests {
             deep = serde_json::json!([deep]);
         }
         assert_eq!(depth(&deep), 1000);
+    }
+
+    // schemathesis found it: JSON Schema's `integer` includes 5456.0, which a count refused.
+    #[test]
+    fn a_count_is_any_whole_number_in_range_however_it_is_written() {
+        use serde_json::json;
+        assert_eq!(whole_u32(&json!(5456)), Some(5456));
+        assert_eq!(whole_u32(&json!(5456.0)), Some(5456));
+        assert_eq!(whole_u32(&json!(4_294_967_295.0)), Some(u32::MAX));
+        for refused in [json!(0.5), json!(-1), json!(-1.0), json!(4_294_967_296.0), json!(1e300), json!("5")] {
+            assert_eq!(whole_u32(&refused), None, "{refused}");
+        }
     }
 }

@@ -378,10 +378,8 @@ fn timeout_config(given: JsonBody, defaults: &agentrack::TimeoutConfig) -> Resul
         let Some(value) = fields.value(name)? else {
             return Ok(());
         };
-        *target = value
-            .as_u64()
-            .filter(|n| *n >= least)
-            .and_then(|n| u32::try_from(n).ok())
+        *target = body::whole_u32(&value)
+            .filter(|n| u64::from(*n) >= least)
             .ok_or_else(|| {
                 ApiError::invalid_field(
                     name,
@@ -497,7 +495,7 @@ async fn set_agent_state(
         fields
             .value(name)?
             .map(|value| {
-                value.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+                body::whole_u32(&value).ok_or_else(|| {
                     ApiError::invalid_field(
                         name,
                         format!(

@@ -170,8 +170,15 @@ fn execution_links(docs: &[RouteDoc]) -> Value {
 pub fn spec() -> Value {
     let mut paths: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
     let docs = route_docs();
+    let schemas = super::schemas::components();
     for doc in &docs {
         let mut operation = operation(doc);
+        // An empty body reads as `{}`: a body whose every field is optional may be left out.
+        if let Some(request) = doc.request
+            && schemas[request]["required"].as_array().is_none_or(Vec::is_empty)
+        {
+            operation["requestBody"]["required"] = json!(false);
+        }
         if doc.operation_id == "createExecution" {
             operation["responses"]["201"]["links"] = execution_links(&docs);
         }
@@ -191,7 +198,7 @@ pub fn spec() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": super::schemas::components(),
+            "schemas": schemas,
         },
     })
 }
