@@ -507,7 +507,14 @@ mod tests {
         assert_eq!(whole_u32(&json!(5456)), Some(5456));
         assert_eq!(whole_u32(&json!(5456.0)), Some(5456));
         assert_eq!(whole_u32(&json!(4_294_967_295.0)), Some(u32::MAX));
-        for refused in [json!(0.5), json!(-1), json!(-1.0), json!(4_294_967_296.0), json!(1e300), json!("5")] {
+        for refused in [
+            json!(0.5),
+            json!(-1),
+            json!(-1.0),
+            json!(4_294_967_296.0),
+            json!(1e300),
+            json!("5"),
+        ] {
             assert_eq!(whole_u32(&refused), None, "{refused}");
         }
     }
