@@ -39,7 +39,7 @@ mod core_module {
     #[pymodule_export]
     use crate::record::RecordView;
     #[pymodule_export]
-    use crate::remote::{AgentrackUnavailableError, RemoteCore};
+    use crate::remote::{AgentrackUnavailableError, RemoteCall, RemoteCore};
     #[pymodule_export]
     use crate::tracker::TrackerCore;
     #[pymodule_export]

@@ -43,6 +43,8 @@ pyo3::create_exception!(
 
 /// Most ids one heartbeat batch carries (the server's limit).
 const MAX_BATCH: usize = 10_000;
+/// Most heartbeats one id of a batch stands for (the server's limit).
+const MAX_COUNT: u32 = 1_000_000;
 /// Page size of list requests (the server's largest).
 const PAGE: usize = 1000;
 /// Terminal events kept for `_stream_events` at most.
@@ -168,12 +170,12 @@ impl Client {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     match response.bytes().await {
-                        Ok(bytes) if !matches!(status, 429 | 502..=504) => {
-                            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                            return Ok(Answer { status, body });
-                        }
                         Ok(bytes) => {
                             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                            // An open breaker's 503 is an answer, not an outage.
+                            if !matches!(status, 429 | 502..=504) || body["error"]["code"] == "circuit_open" {
+                                return Ok(Answer { status, body });
+                            }
                             format!("{base} answered {status}: {}", message(&body))
                         }
                         Err(error) => format!("{base} did not finish its answer: {error}"),
@@ -197,38 +199,38 @@ impl Client {
         }
     }
 
-    /// Sends the heartbeats counted so far (each id as many times as it was beaten). Ids the
-    /// server refuses as unknown or finished are remembered as finished; a batch no node took is
-    /// counted again for the next flush.
+    /// Sends the heartbeats counted so far: each id once, with how many times it was beaten.
+    /// Ids the server refuses as unknown or finished are remembered as finished; beats no node
+    /// took (or beyond one batch's count limit) are counted again for the next flush.
     async fn flush(&self) {
         let _sending = self.flushing.lock().await;
         let beats: Vec<(ExecutionId, u32)> = std::mem::take(&mut *self.pending.lock()).into_iter().collect();
         if beats.is_empty() {
             return;
         }
-        let ids: Vec<String> = beats
-            .iter()
-            .flat_map(|(id, count)| std::iter::repeat_n(id.to_string(), *count as usize))
-            .collect();
-        for chunk in ids.chunks(MAX_BATCH) {
-            let body = json!({ "execution_ids": chunk });
+        let later = |beats: &[(ExecutionId, u32)]| {
+            let mut pending = self.pending.lock();
+            for &(id, count) in beats.iter().filter(|(_, count)| *count > 0) {
+                *pending.entry(id).or_default() += count;
+            }
+        };
+        let over: Vec<(ExecutionId, u32)> = beats.iter().map(|&(id, n)| (id, n.saturating_sub(MAX_COUNT))).collect();
+        later(&over);
+        for chunk in beats.chunks(MAX_BATCH) {
+            let ids: Vec<String> = chunk.iter().map(|(id, _)| id.to_string()).collect();
+            let counts: Vec<u32> = chunk.iter().map(|(_, count)| (*count).min(MAX_COUNT)).collect();
+            let body = json!({ "execution_ids": ids, "counts": counts });
             if let Ok(answer) = self.send(Method::POST, "/v1/heartbeats", &[], Some(&body)).await {
-                {
-                    let results = answer.body["results"].as_array().cloned().unwrap_or_default();
-                    let mut finished = self.finished.lock();
-                    for (id, result) in chunk.iter().zip(results) {
-                        if matches!(result["error"]["code"].as_str(), Some("terminal" | "not_found"))
-                            && let Ok(id) = id.parse()
-                        {
-                            finished.insert(id);
-                        }
+                let results = answer.body["results"].as_array().cloned().unwrap_or_default();
+                let mut finished = self.finished.lock();
+                for ((id, _), result) in chunk.iter().zip(results) {
+                    if matches!(result["error"]["code"].as_str(), Some("terminal" | "not_found")) {
+                        finished.insert(*id);
                     }
                 }
             } else {
-                let mut pending = self.pending.lock();
-                for id in chunk.iter().filter_map(|id| id.parse::<ExecutionId>().ok()) {
-                    *pending.entry(id).or_default() += 1;
-                }
+                let unsent: Vec<(ExecutionId, u32)> = chunk.iter().map(|&(id, n)| (id, n.min(MAX_COUNT))).collect();
+                later(&unsent);
             }
         }
     }
@@ -418,6 +420,72 @@ fn record_of(value: Value) -> PyResult<ExecutionRecord> {
             "the agentrack server sent a record this client cannot read: {error}"
         ))
     })
+}
+
+/// The seconds to wait, when `answer` is an open breaker's refusal.
+fn open_for(answer: &Answer) -> Option<f64> {
+    (answer.status == 503 && answer.body["error"]["code"] == "circuit_open")
+        .then(|| answer.body["error"]["retry_after_seconds"].as_f64().unwrap_or(0.0))
+}
+
+/// A call admitted by an execution's breaker on the server: run it within `timeout` seconds,
+/// then report `finish(True)` on success or `finish(False)` on failure or timeout.
+#[pyclass(frozen, module = "agentrack._core")]
+pub(crate) struct RemoteCall {
+    client: Arc<Client>,
+    /// The breaker's `record` route.
+    path: String,
+    /// The permit, until its outcome is reported.
+    permit: Mutex<Option<String>>,
+    timeout: f64,
+    trial: bool,
+}
+
+impl RemoteCall {
+    fn outcome(&self, outcome: &str) -> Option<Value> {
+        let permit = self.permit.lock().take()?;
+        Some(json!({ "permit": permit, "outcome": outcome }))
+    }
+}
+
+#[pymethods]
+impl RemoteCall {
+    /// The call's time limit in seconds (the execution's `llm_api_timeout`).
+    #[getter]
+    fn timeout(&self) -> f64 {
+        self.timeout
+    }
+
+    /// Whether the call is a half-open breaker's trial.
+    #[getter]
+    fn trial(&self) -> bool {
+        self.trial
+    }
+
+    /// Reports the call's outcome to the breaker (once acknowledged): success closes it or
+    /// keeps it closed, failure counts toward opening it. A permit that expired meanwhile
+    /// counts nothing.
+    fn finish(&self, py: Python<'_>, success: bool) -> PyResult<()> {
+        let Some(body) = self.outcome(if success { "success" } else { "failure" }) else {
+            return Ok(());
+        };
+        answer_body(self.client.call(py, Method::POST, &self.path, &[], Some(&body))?)?;
+        Ok(())
+    }
+
+    /// Gives the admission back without an outcome (the caller was cancelled), without waiting:
+    /// not counted, as in the original — except a half-open trial, which counts as a failure so
+    /// that the breaker is not left waiting for a verdict that never comes.
+    fn abandon(&self) {
+        let Some(body) = self.outcome(if self.trial { "failure" } else { "ignored" }) else {
+            return;
+        };
+        let client = Arc::clone(&self.client);
+        let path = self.path.clone();
+        runtime().spawn(async move {
+            let _ = client.send(Method::POST, &path, &[], Some(&body)).await;
+        });
+    }
 }
 
 /// The node URLs of `AGENTRACK_URL`-style text: comma-separated, without trailing slashes.
@@ -895,6 +963,85 @@ impl RemoteCore {
             ))
         })?;
         breaker_dict(py, &text(execution_id)?, &status).map(Some)
+    }
+
+    /// Gives the execution its own `TimeoutConfig` (its timeout becomes
+    /// `agent_execution_timeout`); `False` for an unknown or finished execution.
+    fn set_timeout(
+        &self,
+        py: Python<'_>,
+        execution_id: &Bound<'_, PyAny>,
+        timeout_config: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let config = extract_timeout_config(timeout_config)?;
+        let Some(id) = id_of(execution_id) else {
+            return Ok(false);
+        };
+        let body = serde_json::to_value(config).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let path = format!("/v1/executions/{id}/timeout-config");
+        Ok(answer_body(self.client.call(py, Method::POST, &path, &[], Some(&body))?)?.is_some())
+    }
+
+    /// Asks the execution's breaker (on the server) to admit one call.
+    ///
+    /// Returns `("admitted", call, 0.0)`, `("open", None, seconds_to_wait)`, `("not_found", None,
+    /// 0.0)` or `("terminal", None, 0.0)`, as the in-process core does.
+    fn _begin_call<'py>(
+        &self,
+        py: Python<'py>,
+        execution_id: &Bound<'_, PyAny>,
+        operation_name: &str,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let _ = operation_name;
+        let none = || py.None().into_bound(py);
+        let Some(id) = id_of(execution_id) else {
+            return ("not_found", none(), 0.0).into_pyobject(py);
+        };
+        let path = format!("/v1/executions/{id}/breaker/acquire");
+        let answer = self.client.call(py, Method::POST, &path, &[], None)?;
+        if let Some(wait) = open_for(&answer) {
+            return ("open", none(), wait).into_pyobject(py);
+        }
+        let status = answer.status;
+        let Some(grant) = answer_body(answer)? else {
+            let why = if status == 409 { "terminal" } else { "not_found" };
+            return (why, none(), 0.0).into_pyobject(py);
+        };
+        let call = RemoteCall {
+            client: Arc::clone(&self.client),
+            path: format!("/v1/executions/{id}/breaker/record"),
+            permit: Mutex::new(grant["permit"].as_str().map(str::to_owned)),
+            timeout: grant["timeout_seconds"].as_f64().unwrap_or(0.0),
+            trial: grant["trial"].as_bool().unwrap_or(false),
+        };
+        ("admitted", Bound::new(py, call)?.into_any(), 0.0).into_pyobject(py)
+    }
+
+    /// Counts one protected call's outcome in the execution's breaker, as if a call had just
+    /// been admitted and finished (the original's `_on_circuit_breaker_success` /
+    /// `_on_circuit_breaker_failure`). Returns `"recorded"`, or why nothing was counted:
+    /// `"open"`, `"terminal"` or `"not_found"`.
+    fn _record_breaker_outcome(
+        &self,
+        py: Python<'_>,
+        execution_id: &Bound<'_, PyAny>,
+        success: bool,
+    ) -> PyResult<&'static str> {
+        let Some(id) = id_of(execution_id) else {
+            return Ok("not_found");
+        };
+        let path = format!("/v1/executions/{id}/breaker/record");
+        let body = json!({ "outcome": if success { "success" } else { "failure" } });
+        let answer = self.client.call(py, Method::POST, &path, &[], Some(&body))?;
+        if open_for(&answer).is_some() {
+            return Ok("open");
+        }
+        let status = answer.status;
+        Ok(match answer_body(answer)? {
+            Some(_) => "recorded",
+            None if status == 409 => "terminal",
+            None => "not_found",
+        })
     }
 
     /// Records a phase transition on the server. Returns `None` for an unknown execution, else

@@ -15,7 +15,7 @@ use agentrack::{
     AgentStateUpdate, Clock, ExecutionId, ExecutionState, NewExecution, Outcome, Phase, StateUpdate, SystemClock,
     Tracker, TrackerConfig, TrackerError, Validation,
 };
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use pyo3::IntoPyObjectExt;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -591,7 +591,7 @@ impl TrackerCore {
             return Ok(false);
         };
         match tracker.set_timeout_config(id, config) {
-            Ok(()) => Ok(true),
+            Ok(_) => Ok(true),
             Err(error @ TrackerError::InvalidInput { .. }) => Err(input_error(error)),
             Err(_) => Ok(false),
         }
@@ -725,24 +725,9 @@ impl TrackerCore {
         let Some(id) = id_of(execution_id) else {
             return Ok("not_found");
         };
-        Ok(match tracker.begin_call(id) {
-            Ok(permit) => {
-                permit.record(if success { Outcome::Success } else { Outcome::Failure });
-                "recorded"
-            }
-            Err(TrackerError::CircuitOpen { .. }) if !success => {
-                let now = tracker.clock().now();
-                let default = tracker.config().timeout_config;
-                let reopened = tracker.edit(id, move |record| {
-                    let recovery = record.timeout_config.as_deref().unwrap_or(&default).recovery_timeout;
-                    record.circuit_breaker_failures = record.circuit_breaker_failures.saturating_add(1);
-                    record.last_failure_time = Some(now);
-                    record.next_attempt_time = TimeDelta::from_std(recovery)
-                        .ok()
-                        .and_then(|d| now.checked_add_signed(d));
-                });
-                if reopened.is_ok() { "recorded" } else { "not_found" }
-            }
+        let outcome = if success { Outcome::Success } else { Outcome::Failure };
+        Ok(match tracker.count_call_outcome(id, outcome) {
+            Ok(_) => "recorded",
             Err(TrackerError::CircuitOpen { .. }) => "open",
             Err(TrackerError::Terminal { .. }) => "terminal",
             Err(_) => "not_found",

@@ -32,7 +32,9 @@ def run_in_threads(worker, n=THREADS):
 
 
 def test_four_threads_updating_concurrently_keep_every_count_and_index_exact():
-    tracker = AgentExecutionTracker()
+    # Timeouts longer than the test: against a server (whose monitor runs on the wall clock) the
+    # executions left running would otherwise be declared dead while the threads still work.
+    tracker = AgentExecutionTracker(heartbeat_timeout=600, execution_timeout=3600)
     per_thread = 500
     created = [[] for _ in range(THREADS)]
 

@@ -71,13 +71,19 @@ pub fn request_body(input: &[u8]) {
             let _ = tracker.transition(id, phase, metadata);
             assert_stored(&tracker, id);
         }),
-        Route::Heartbeats => heartbeats::batch_ids(body).map(|ids| {
+        Route::Heartbeats => heartbeats::parse_batch(body).map(|batch| {
+            let ids = &batch.ids;
             assert!(
                 !ids.is_empty() && ids.len() <= heartbeats::MAX_BATCH,
                 "{} ids accepted",
                 ids.len()
             );
             assert!(ids.iter().all(|id| !id.trim().is_empty()), "a blank id was accepted");
+            assert_eq!(batch.counts.len(), ids.len(), "not one count per id");
+            assert!(
+                batch.counts.iter().all(|n| (1..=heartbeats::MAX_COUNT).contains(n)),
+                "a count out of range was accepted"
+            );
         }),
         Route::Record => breakers::permit_outcome(body).map(|(permit, _)| assert_name(&permit)),
         Route::Token => tokens::new_token(body).map(|grant| {

@@ -1,20 +1,52 @@
 //! Breaker permits held on behalf of remote callers.
 //!
-//! `POST /v1/breakers/{name}/acquire` takes a [`Permit`] from a named breaker and keeps it here
-//! under a random id until `POST /v1/breakers/{name}/record` reports the call's outcome. A caller
+//! `POST /v1/breakers/{name}/acquire` takes a [`Permit`] from a named breaker (and
+//! `POST /v1/executions/{id}/breaker/acquire` a [`CallPermit`] from an execution's own) and keeps
+//! it here under a random id until the matching `record` route reports the call's outcome. A caller
 //! that never reports does not hold a half-open slot forever: permits expire after the breaker's
 //! call timeout plus a grace, and are then released without counting anything.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentrack::{Event, Outcome, Permit};
+use agentrack::{CallPermit, Event, Outcome, Permit};
 use dashmap::DashMap;
+
+/// A permit of either kind of breaker.
+#[derive(Debug)]
+pub enum HeldPermit {
+    /// From a named breaker.
+    Named(Permit),
+    /// From an execution's own breaker.
+    Execution(CallPermit),
+}
+
+impl HeldPermit {
+    /// Reports the call's outcome; returns the breaker state change it caused, if any.
+    fn record(self, outcome: Outcome) -> Option<Arc<Event>> {
+        match self {
+            Self::Named(permit) => permit.record(outcome),
+            Self::Execution(permit) => permit.record(outcome).events.pop(),
+        }
+    }
+}
+
+impl From<Permit> for HeldPermit {
+    fn from(permit: Permit) -> Self {
+        Self::Named(permit)
+    }
+}
+
+impl From<CallPermit> for HeldPermit {
+    fn from(permit: CallPermit) -> Self {
+        Self::Execution(permit)
+    }
+}
 
 /// One held permit.
 #[derive(Debug)]
 struct Held {
-    permit: Permit,
+    permit: HeldPermit,
     tenant: String,
     name: String,
     expires: Instant,
@@ -39,13 +71,13 @@ pub struct Reserved<'a> {
 
 impl Reserved<'_> {
     /// Keeps `permit` for the tenant's breaker `name`; returns its id.
-    pub fn hold(mut self, permit: Permit, name: &str, lifetime: Duration) -> String {
+    pub fn hold(mut self, permit: impl Into<HeldPermit>, name: &str, lifetime: Duration) -> String {
         self.kept = true;
         let id = format!("pmt_{}", uuid::Uuid::new_v4().simple());
         self.permits.held.insert(
             id.clone(),
             Held {
-                permit,
+                permit: permit.into(),
                 tenant: std::mem::take(&mut self.tenant),
                 name: name.to_owned(),
                 expires: Instant::now() + lifetime,

@@ -647,11 +647,11 @@ async fn answer(state: &AppState, scope: &Scope, text: &str) -> serde_json::Valu
     }
     let mut body = body;
     body.remove("type");
-    let ids = match heartbeats::batch_ids(JsonBody(body)) {
-        Ok(ids) => ids,
+    let batch = match heartbeats::parse_batch(JsonBody(body)) {
+        Ok(batch) => batch,
         Err(error) => return json!({"type": "error", "error": error.body()["error"]}),
     };
-    match heartbeats::beat_many(state, scope, &ids).await {
+    match heartbeats::beat_many(state, scope, &batch).await {
         Ok(report) => json!({"type": "heartbeat_ack", "accepted": report.accepted,
             "rejected": report.rejected, "results": report.results}),
         Err(error) => json!({"type": "error", "error": error.body()["error"]}),

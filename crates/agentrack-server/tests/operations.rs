@@ -267,6 +267,9 @@ async fn metrics_health_and_the_openapi_document(backend: Backend) {
         ("/v1/executions/{id}/agent-state", "post"),
         ("/v1/executions/{id}/breaker", "get"),
         ("/v1/executions/{id}/breaker/reset", "post"),
+        ("/v1/executions/{id}/breaker/acquire", "post"),
+        ("/v1/executions/{id}/breaker/record", "post"),
+        ("/v1/executions/{id}/timeout-config", "post"),
         ("/v1/breakers", "get"),
         ("/v1/breakers/{name}/acquire", "post"),
         ("/v1/breakers/{name}/record", "post"),
@@ -287,7 +290,7 @@ async fn metrics_health_and_the_openapi_document(backend: Backend) {
         assert!(paths[path][method].is_object(), "{method} {path} is documented");
     }
     let documented: usize = paths.values().map(|ops| ops.as_object().unwrap().len()).sum();
-    assert_eq!(documented, 26, "no undocumented extras, none missing");
+    assert_eq!(documented, 29, "no undocumented extras, none missing");
     // An unknown route is a JSON 404 too.
     let (status, body) = server.request("GET", "/v2/nothing", None, None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("route_not_found")));

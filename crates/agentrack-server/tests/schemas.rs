@@ -212,6 +212,39 @@ async fn drive_executions(client: &mut Client<'_>, agent: &str, viewer: &str) ->
         .await;
     client.ok("GET", &exec(&golden, "/breaker"), agent, None).await;
     client.ok("POST", &exec(&golden, "/breaker/reset"), agent, None).await;
+    let grant = client.ok("POST", &exec(&golden, "/breaker/acquire"), agent, None).await;
+    client
+        .ok(
+            "POST",
+            &exec(&golden, "/breaker/record"),
+            agent,
+            Some(json!({"permit": grant["permit"], "outcome": "success"})),
+        )
+        .await;
+    client
+        .ok(
+            "POST",
+            &exec(&golden, "/breaker/record"),
+            agent,
+            Some(json!({"outcome": "ignored"})),
+        )
+        .await;
+    client
+        .ok(
+            "POST",
+            &exec(&golden, "/timeout-config"),
+            agent,
+            Some(json!({"llm_api_timeout": 45, "max_retries": 2})),
+        )
+        .await;
+    client
+        .ok(
+            "POST",
+            "/v1/heartbeats",
+            agent,
+            Some(json!({"execution_ids": [golden], "counts": [3]})),
+        )
+        .await;
     client
         .ok(
             "POST",

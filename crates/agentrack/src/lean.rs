@@ -81,7 +81,7 @@ impl Lean<'_> {
     ///
     /// As [`Tracker::heartbeat`].
     pub fn heartbeat(&self, id: ExecutionId) -> Result<(), TrackerError> {
-        self.tracker.heartbeat_with(id, Want::IfObserved).map(drop)
+        self.tracker.heartbeat_with(id, Want::IfObserved, 1).map(drop)
     }
 
     /// As [`Tracker::set_state`].

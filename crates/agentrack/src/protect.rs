@@ -29,6 +29,8 @@ pub struct CallPermit {
     slot: Arc<Mutex<Slot>>,
     ticket: Option<Ticket>,
     timeout: Duration,
+    /// The breaker's move to half-open that this admission made, if it made one.
+    admitted: Option<Arc<Event>>,
 }
 
 impl std::fmt::Debug for CallPermit {
@@ -43,6 +45,12 @@ impl CallPermit {
     /// The time limit of the call (the execution's `llm_api_timeout`).
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The `breaker_half_open` event of the breaker's move that admitting this call made (a
+    /// trial call), for a caller that must make it durable before the call runs.
+    pub fn admission_event(&self) -> Option<&Arc<Event>> {
+        self.admitted.as_ref()
     }
 
     /// Reports the call's outcome to the execution's breaker, ending the call. Returns the
@@ -201,6 +209,7 @@ impl Tracker {
             slot,
             ticket: None,
             timeout,
+            admitted: None,
         })
     }
 
@@ -221,7 +230,7 @@ impl Tracker {
     /// `NotFound`, `Terminal`, or `CircuitOpen` with the time to wait.
     pub fn begin_call(&self, id: ExecutionId) -> Result<CallPermit, TrackerError> {
         let slot = self.slot(id)?;
-        let (ticket, timeout) = {
+        let (ticket, timeout, admitted) = {
             let mut locked = slot.lock();
             ensure_alive(&locked)?;
             let mono = self.mono();
@@ -233,17 +242,49 @@ impl Tracker {
                     breaker: breaker_name(id),
                     retry_after,
                 })?;
-            self.sync_breaker(&mut locked, entered);
+            let admitted = self.sync_breaker(&mut locked, entered);
             let timeout = self.calls(&mut locked).breaker.config.call_timeout;
             self.mark_call(&mut locked, timeout);
-            (ticket, timeout)
+            (ticket, timeout, admitted)
         };
         Ok(CallPermit {
             tracker: self.clone(),
             slot,
             ticket: Some(ticket),
             timeout,
+            admitted,
         })
+    }
+
+    /// Counts one protected call's outcome in the execution's own breaker as if a call had just
+    /// been admitted and finished — the original's `_on_circuit_breaker_success` and
+    /// `_on_circuit_breaker_failure`, for callers that keep that bookkeeping themselves. A
+    /// failure counted while the breaker is open and refusing calls is counted as the original
+    /// counted it: one more failure, and the breaker stays open for another `recovery_timeout`
+    /// from now. Returns the change (the breaker's state-change event, or `RecordEdited` for a
+    /// failure counted while open).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `Terminal`, or `CircuitOpen` for a success (or an ignored outcome) while the
+    /// breaker refuses calls: nothing is counted.
+    pub fn count_call_outcome(&self, id: ExecutionId, outcome: Outcome) -> Result<Change, TrackerError> {
+        match self.begin_call(id) {
+            Ok(permit) => Ok(permit.record(outcome)),
+            Err(TrackerError::CircuitOpen { .. }) if matches!(outcome, Outcome::Failure | Outcome::Timeout) => {
+                let now = self.inner.clock.now();
+                let default = self.inner.config.timeout_config;
+                self.edit(id, move |record| {
+                    let recovery = record.timeout_config.as_deref().unwrap_or(&default).recovery_timeout;
+                    record.circuit_breaker_failures = record.circuit_breaker_failures.saturating_add(1);
+                    record.last_failure_time = Some(now);
+                    record.next_attempt_time = chrono::TimeDelta::from_std(recovery)
+                        .ok()
+                        .and_then(|delta| now.checked_add_signed(delta));
+                })
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Copies the breaker's state into the record and announces a state change; returns its

@@ -394,17 +394,40 @@ impl Tracker {
     ///
     /// `NotFound` or `Terminal`.
     pub fn heartbeat(&self, id: ExecutionId) -> Result<Change, TrackerError> {
-        self.heartbeat_with(id, Want::Events)
+        self.heartbeat_with(id, Want::Events, 1)
     }
 
-    pub(crate) fn heartbeat_with(&self, id: ExecutionId, want: Want) -> Result<Change, TrackerError> {
+    /// Records `count` heartbeats that arrived together (a client's batch): one sign of life,
+    /// counted `count` times, with one `Heartbeat` event carrying the new count.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` or `Terminal`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentrack::{NewExecution, Tracker};
+    ///
+    /// let tracker = Tracker::new();
+    /// let id = tracker.create(NewExecution::new("researcher", "thread-1", "user-1"))?.id();
+    /// tracker.start(id)?;
+    /// tracker.heartbeats(id, 40)?;
+    /// assert_eq!(tracker.get(id)?.heartbeat_count, 40);
+    /// # Ok::<(), agentrack::TrackerError>(())
+    /// ```
+    pub fn heartbeats(&self, id: ExecutionId, count: u32) -> Result<Change, TrackerError> {
+        self.heartbeat_with(id, Want::Events, count)
+    }
+
+    pub(crate) fn heartbeat_with(&self, id: ExecutionId, want: Want, count: u32) -> Result<Change, TrackerError> {
         let slot = self.slot(id)?;
         let mut slot = slot.lock();
         let from = ensure_alive(&slot)?;
         let now = self.inner.clock.now();
         let mono = self.mono();
         touch(&mut slot, now, mono);
-        slot.record.heartbeat_count += 1;
+        slot.record.heartbeat_count += u64::from(count);
         let mut events = Vec::new();
         if from == ExecutionState::Starting {
             slot.record.state = ExecutionState::Running;

@@ -148,10 +148,13 @@ impl Tracker {
     /// Gives one execution its own timeouts and breaker settings; its execution timeout becomes
     /// `config.agent_execution_timeout`.
     ///
+    /// Returns the change: a `RecordEdited` event naming `timeout_config` and `timeout`, so that
+    /// a store writes the new settings.
+    ///
     /// # Errors
     ///
     /// `NotFound`, `Terminal`, or `InvalidInput` for a zero execution timeout.
-    pub fn set_timeout_config(&self, id: ExecutionId, config: TimeoutConfig) -> Result<(), TrackerError> {
+    pub fn set_timeout_config(&self, id: ExecutionId, config: TimeoutConfig) -> Result<Change, TrackerError> {
         if config.agent_execution_timeout.is_zero() {
             return Err(TrackerError::InvalidInput {
                 field: "agent_execution_timeout",
@@ -167,7 +170,19 @@ impl Tracker {
             calls.breaker.config = Arc::new(BreakerConfig::from(&config));
         }
         self.rearm(&mut slot);
-        Ok(())
+        let now = self.inner.clock.now();
+        slot.record.updated_at = now;
+        let event = self.emit(
+            &mut slot,
+            now,
+            EventKind::RecordEdited {
+                fields: vec!["timeout_config".to_owned(), "timeout".to_owned()],
+            },
+        );
+        Ok(Change {
+            execution_id: id,
+            events: vec![event],
+        })
     }
 
     /// Re-arms a slot's deadline after its timeout changed (the old entry becomes stale).

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ._core import ExecutionRecord, ManualClock, RemoteCore
@@ -54,6 +54,9 @@ _BOUND = (
     "register_circuit_breaker",
     "reset_circuit_breaker",
     "circuit_breaker_status",
+    "set_timeout",
+    "_begin_call",
+    "_record_breaker_outcome",
     "_create_with_context",
     "_sweep",
     "_record_count",
@@ -209,27 +212,7 @@ class RemoteTracker(AgentExecutionTracker):
             )
         return True
 
-    # ------------------------------------------------------------------ not served remotely
-
-    def set_timeout(self, execution_id: str, timeout_config: TimeoutConfig) -> bool:
-        """Not available in remote mode: give the tracker its timeout_config instead, which every
-        execution it creates gets."""
-        raise NotImplementedError(
-            "set_timeout is not available in remote mode: pass timeout_config to AgentExecutionTracker(...)"
-        )
-
-    def _begin_call(self, execution_id: str, operation_name: str) -> Any:
-        raise NotImplementedError("the execution's own circuit breaker is not available in remote mode yet")
-
-    def _record_breaker_outcome(self, execution_id: str, success: bool) -> Any:
-        raise NotImplementedError("the execution's own circuit breaker is not available in remote mode yet")
-
-    async def execute_with_circuit_breaker(
-        self,
-        execution_id: str,
-        func: Callable[[], Awaitable[T]],
-        operation_name: str = "operation",
-    ) -> T:
-        """Not available in remote mode yet: the server has no permit route for an execution's
-        own breaker (its named breakers, /v1/breakers, have one)."""
-        raise NotImplementedError("execute_with_circuit_breaker is not available in remote mode yet")
+    async def _blocking(self, function: Callable[..., T], *args: Any) -> T:
+        """Runs ``function(*args)`` (a request to the server) on a worker thread, so that the
+        event loop never waits on the network."""
+        return await asyncio.to_thread(function, *args)

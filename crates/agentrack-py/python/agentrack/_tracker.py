@@ -349,6 +349,12 @@ class AgentExecutionTracker(TrackerCore):
 
     # ------------------------------------------------------------------ circuit breaker
 
+    async def _blocking(self, function: Callable[..., T], *args: Any) -> T:
+        """Calls ``function(*args)``, a method of the core, from a coroutine: at once here (the
+        in-process core never waits); remote mode runs it on a worker thread, as it waits on the
+        network."""
+        return function(*args)
+
     async def execute_with_circuit_breaker(
         self,
         execution_id: str,
@@ -360,7 +366,7 @@ class AgentExecutionTracker(TrackerCore):
         Raises ``ValueError`` for an unknown (or finished) execution, ``CircuitBreakerOpenError``
         while the breaker is open, ``TimeoutError`` when the call overruns (counted as a failure),
         or the call's own exception (counted as a failure)."""
-        status, call, wait = self._begin_call(execution_id, operation_name)
+        status, call, wait = await self._blocking(self._begin_call, execution_id, operation_name)
         if status == "not_found":
             raise ValueError(f"Unknown execution ID: {execution_id}")
         if status == "terminal":
@@ -375,16 +381,16 @@ class AgentExecutionTracker(TrackerCore):
             result = await asyncio.wait_for(func(), timeout=call.timeout)
         except asyncio.TimeoutError:
             logger.error("Operation %s timed out for %s", operation_name, execution_id)
-            call.finish(False)
+            await self._blocking(call.finish, False)
             raise TimeoutError(f"Operation {operation_name} timed out") from None
         except Exception as error:
             logger.error("Operation %s failed for %s: %s", operation_name, execution_id, error)
-            call.finish(False)
+            await self._blocking(call.finish, False)
             raise
         except BaseException:
             call.abandon()
             raise
-        call.finish(True)
+        await self._blocking(call.finish, True)
         return result
 
     async def _on_circuit_breaker_failure(self, execution_id: str, operation_name: str, error: Any) -> None:
@@ -394,11 +400,11 @@ class AgentExecutionTracker(TrackerCore):
         re-opens at once; while it is open, the failure is counted and the breaker stays open for
         another ``recovery_timeout``. Nothing is counted for an unknown or finished execution."""
         logger.warning("Circuit breaker failure for %s in %s: %s", execution_id, operation_name, error)
-        outcome = self._record_breaker_outcome(execution_id, False)
+        outcome = await self._blocking(self._record_breaker_outcome, execution_id, False)
         if outcome != "recorded":
             logger.debug("Breaker failure of %s not counted: %s", execution_id, outcome)
             return
-        status = self.circuit_breaker_status(execution_id)
+        status = await self._blocking(self.circuit_breaker_status, execution_id)
         if status is not None and status["state"] == "open":
             logger.error("Circuit breaker OPENED for %s after %s failures", execution_id, status["failure_count"])
 
@@ -408,7 +414,7 @@ class AgentExecutionTracker(TrackerCore):
         HALF_OPEN it counts toward ``success_threshold``, then the breaker closes. Nothing is
         counted for an unknown or finished execution, or while the breaker is open and refusing
         calls."""
-        outcome = self._record_breaker_outcome(execution_id, True)
+        outcome = await self._blocking(self._record_breaker_outcome, execution_id, True)
         if outcome != "recorded":
             logger.debug("Breaker success of %s in %s not counted: %s", execution_id, operation_name, outcome)
 

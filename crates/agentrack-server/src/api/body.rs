@@ -410,6 +410,28 @@ impl Fields {
             .transpose()
     }
 
+    /// An optional whole number from `least` to `u32::MAX` (a count or a threshold), written
+    /// as an integer or with a zero fraction.
+    ///
+    /// # Errors
+    ///
+    /// 422 `invalid_field` naming the field and the range.
+    pub fn optional_count(&self, name: &str, least: u32) -> Result<Option<u32>, ApiError> {
+        self.value(name)?
+            .map(|value| {
+                whole_u32(&value).filter(|n| *n >= least).ok_or_else(|| {
+                    ApiError::invalid_field(
+                        name,
+                        format!(
+                            "{name} must be a whole number from {least} to {}, not {value}",
+                            u32::MAX
+                        ),
+                    )
+                })
+            })
+            .transpose()
+    }
+
     /// A required enumeration value given as its name.
     ///
     /// # Errors

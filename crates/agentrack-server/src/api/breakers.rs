@@ -175,6 +175,15 @@ async fn acquire(
     })))
 }
 
+/// The refusal of a permit that cannot be settled.
+pub(crate) fn permit_not_found(permit: &str, breaker: &str) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "permit_not_found",
+        format!("permit {permit} is unknown, expired, already recorded, or not for breaker {breaker}"),
+    )
+}
+
 /// `POST /v1/breakers/{name}/record`'s body: the permit and how its call went.
 pub(crate) fn permit_outcome(body: JsonBody) -> Result<(String, agentrack::Outcome), ApiError> {
     let fields = Fields::new(body, &["permit", "outcome"])?;
@@ -195,13 +204,7 @@ async fn record(
     let change = state
         .permits
         .settle(&permit, Some(scope.tenant()), &name, outcome)
-        .map_err(|_| {
-            ApiError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "permit_not_found",
-                format!("permit {permit} is unknown, expired, already recorded, or not for breaker {name}"),
-            )
-        })?;
+        .map_err(|_| permit_not_found(&permit, &name))?;
     // The outcome opened or closed the breaker: answer once that change is durable.
     if let Some(event) = change {
         state.durable_up_to(shard.id, event.global_seq).await?;

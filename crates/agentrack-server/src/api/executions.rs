@@ -4,9 +4,7 @@ use std::collections::BTreeMap;
 
 use std::sync::Arc;
 
-use agentrack::{
-    BreakerStatus, ExecutionId, ExecutionRecord, ExecutionState, NewExecution, Phase, StateUpdate, Tracker,
-};
+use agentrack::{ExecutionId, ExecutionRecord, ExecutionState, NewExecution, Phase, StateUpdate, Tracker};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -31,7 +29,7 @@ const ID_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 422, 503];
 
 /// The routes of this resource.
 pub fn routes() -> Vec<Route> {
-    [record_routes(), change_routes(), breaker_routes()]
+    [record_routes(), change_routes(), settings_routes()]
         .into_iter()
         .flatten()
         .collect()
@@ -154,21 +152,6 @@ fn change_routes() -> Vec<Route> {
         Route {
             doc: RouteDoc {
                 method: "POST",
-                path: "/v1/executions/{id}/agent-state",
-                operation_id: "setAgentState",
-                summary: "Set the warning and error counts and merge metadata (the original's set_agent_state).",
-                durable: true,
-                access: CHANGE_EXECUTIONS,
-                request: Some("AgentStateChange"),
-                success: (200, Some("ExecutionRecord")),
-                errors: ID_ERRORS,
-                query: &[],
-            },
-            handler: post(set_agent_state),
-        },
-        Route {
-            doc: RouteDoc {
-                method: "POST",
                 path: "/v1/executions/{id}/phase",
                 operation_id: "transition",
                 summary: "Move to another phase; returns the record and the transition.",
@@ -184,43 +167,43 @@ fn change_routes() -> Vec<Route> {
     ]
 }
 
-/// The execution's own circuit breaker.
-fn breaker_routes() -> Vec<Route> {
+/// Changing what an execution carries besides its lifecycle: counts, metadata, timeouts.
+fn settings_routes() -> Vec<Route> {
     vec![
         Route {
             doc: RouteDoc {
-                method: "GET",
-                path: "/v1/executions/{id}/breaker",
-                operation_id: "getExecutionBreaker",
-                summary: "The execution's own circuit breaker.",
-                durable: false,
-                access: Access::Read,
-                request: None,
-                success: (200, Some("BreakerStatus")),
-                errors: &[401, 404],
+                method: "POST",
+                path: "/v1/executions/{id}/agent-state",
+                operation_id: "setAgentState",
+                summary: "Set the warning and error counts and merge metadata (the original's set_agent_state).",
+                durable: true,
+                access: CHANGE_EXECUTIONS,
+                request: Some("AgentStateChange"),
+                success: (200, Some("ExecutionRecord")),
+                errors: ID_ERRORS,
                 query: &[],
             },
-            handler: get(breaker),
+            handler: post(set_agent_state),
         },
         Route {
             doc: RouteDoc {
                 method: "POST",
-                path: "/v1/executions/{id}/breaker/reset",
-                operation_id: "resetExecutionBreaker",
-                summary: "Close the execution's own circuit breaker and zero its counters.",
+                path: "/v1/executions/{id}/timeout-config",
+                operation_id: "setTimeoutConfig",
+                summary: "Change the execution's timeouts and breaker thresholds (the original's set_timeout); each field given replaces its current value.",
                 durable: true,
-                access: Access::Write("reset breakers"),
-                request: None,
-                success: (200, Some("BreakerStatus")),
-                errors: &[400, 401, 403, 404, 413, 503],
+                access: CHANGE_EXECUTIONS,
+                request: Some("TimeoutConfigChange"),
+                success: (200, Some("ExecutionRecord")),
+                errors: ID_ERRORS,
                 query: &[],
             },
-            handler: post(reset_breaker),
+            handler: post(set_timeout_config),
         },
     ]
 }
 
-fn parse_id(text: &str) -> Result<ExecutionId, ApiError> {
+pub(super) fn parse_id(text: &str) -> Result<ExecutionId, ApiError> {
     text.parse().map_err(|_| ApiError::unknown_id(text))
 }
 
@@ -246,7 +229,7 @@ pub(crate) fn serving(state: &AppState, id: ExecutionId) -> Result<Arc<LocalShar
 }
 
 /// The execution `text` names, if the caller may see it.
-async fn visible(state: &AppState, scope: &Scope, text: &str) -> Result<ExecutionRecord, ApiError> {
+pub(super) async fn visible(state: &AppState, scope: &Scope, text: &str) -> Result<ExecutionRecord, ApiError> {
     Ok(locate(state, scope, text).await?.0)
 }
 
@@ -274,7 +257,7 @@ pub(crate) async fn changeable(
 }
 
 /// The current record after a change (the store's copy if it left memory meanwhile).
-async fn current(state: &AppState, id: ExecutionId) -> Result<ExecutionRecord, ApiError> {
+pub(super) async fn current(state: &AppState, id: ExecutionId) -> Result<ExecutionRecord, ApiError> {
     match state.shards.get(id) {
         Some(record) => Ok(record),
         None => state
@@ -358,8 +341,9 @@ const TIMEOUT_CONFIG_FIELDS: &[&str] = &[
     "retry_exponential_base",
 ];
 
-/// A creation's `timeout_config`: each field given replaces the server's default. Durations are
-/// seconds (greater than 0, at most a year), thresholds whole numbers of at least 1.
+/// A `timeout_config` (a creation's, or a change's): each field given replaces its value in
+/// `defaults`. Durations are seconds (greater than 0, at most a year), thresholds whole numbers
+/// of at least 1.
 fn timeout_config(given: JsonBody, defaults: &agentrack::TimeoutConfig) -> Result<agentrack::TimeoutConfig, ApiError> {
     let fields = Fields::new(given, TIMEOUT_CONFIG_FIELDS)?;
     let mut config = *defaults;
@@ -374,21 +358,10 @@ fn timeout_config(given: JsonBody, defaults: &agentrack::TimeoutConfig) -> Resul
     seconds("recovery_timeout", &mut config.recovery_timeout)?;
     seconds("retry_base_delay", &mut config.retry_base_delay)?;
     seconds("retry_max_delay", &mut config.retry_max_delay)?;
-    let count = |name: &str, least: u64, target: &mut u32| -> Result<(), ApiError> {
-        let Some(value) = fields.value(name)? else {
-            return Ok(());
-        };
-        *target = body::whole_u32(&value)
-            .filter(|n| u64::from(*n) >= least)
-            .ok_or_else(|| {
-                ApiError::invalid_field(
-                    name,
-                    format!(
-                        "timeout_config.{name} must be a whole number from {least} to {}, not {value}",
-                        u32::MAX
-                    ),
-                )
-            })?;
+    let count = |name: &str, least: u32, target: &mut u32| -> Result<(), ApiError> {
+        if let Some(value) = fields.optional_count(name, least)? {
+            *target = value;
+        }
         Ok(())
     };
     count("failure_threshold", 1, &mut config.failure_threshold)?;
@@ -491,25 +464,9 @@ async fn set_agent_state(
     body: JsonBody,
 ) -> Result<Json<ExecutionRecord>, ApiError> {
     let fields = Fields::new(body, &["warning_count", "error_count", "metadata"])?;
-    let count = |name: &str| -> Result<Option<u32>, ApiError> {
-        fields
-            .value(name)?
-            .map(|value| {
-                body::whole_u32(&value).ok_or_else(|| {
-                    ApiError::invalid_field(
-                        name,
-                        format!(
-                            "field {name} must be a whole number from 0 to {}, not {value}",
-                            u32::MAX
-                        ),
-                    )
-                })
-            })
-            .transpose()
-    };
     let update = agentrack::AgentStateUpdate {
-        warning_count: count("warning_count")?,
-        error_count: count("error_count")?,
+        warning_count: fields.optional_count("warning_count", 0)?,
+        error_count: fields.optional_count("error_count", 0)?,
         metadata: metadata_within(&state, fields.optional_object("metadata")?)?,
     };
     let (id, tracker) = changeable(&state, &scope, &id).await?;
@@ -537,55 +494,21 @@ async fn transition(
     Ok(Json(body))
 }
 
-async fn breaker(
-    State(state): State<AppState>,
-    scope: Scope,
-    Path(id): Path<String>,
-) -> Result<Json<BreakerStatus>, ApiError> {
-    let record = visible(&state, &scope, &id).await?;
-    let in_memory = state
-        .shards
-        .local(record.execution_id)
-        .and_then(|shard| shard.tracker.breaker_status(record.execution_id).ok());
-    let status = if let Some(status) = in_memory {
-        status
-    } else {
-        // Finished and out of memory: what the stored record says about its breaker, with the
-        // settings it ran under.
-        let config = agentrack::BreakerConfig::from(
-            record
-                .timeout_config
-                .as_deref()
-                .unwrap_or(&state.shards.config().timeout_config),
-        );
-        BreakerStatus {
-            name: format!("execution:{}", record.execution_id),
-            state: record.circuit_breaker_state,
-            failure_count: record.circuit_breaker_failures,
-            failure_threshold: config.failure_threshold,
-            // Trials are not stored; a finished execution makes none.
-            success_count: 0,
-            last_failure_time: record.last_failure_time,
-            next_attempt_time: record.next_attempt_time,
-            is_open: record.circuit_breaker_state == agentrack::BreakerState::Open,
-            can_retry: false,
-            recovery_timeout: config.recovery_timeout.as_secs_f64(),
-        }
-    };
-    Ok(Json(status))
-}
-
-async fn reset_breaker(
+async fn set_timeout_config(
     State(state): State<AppState>,
     scope: Scope,
     Path(id): Path<String>,
     body: JsonBody,
-) -> Result<Json<BreakerStatus>, ApiError> {
-    Fields::new(body, &[])?;
+) -> Result<Json<ExecutionRecord>, ApiError> {
     let (id, tracker) = changeable(&state, &scope, &id).await?;
-    let change = tracker.reset_breaker(id)?;
+    let current_config = tracker
+        .get(id)?
+        .timeout_config
+        .map_or(state.shards.config().timeout_config, |config| *config);
+    let config = timeout_config(body, &current_config)?;
+    let change = tracker.set_timeout_config(id, config)?;
     state.durable(&change).await?;
-    Ok(Json(tracker.breaker_status(id)?))
+    Ok(Json(current(&state, id).await?))
 }
 
 /// The longest `error` text a state change takes, in characters.

@@ -33,6 +33,27 @@ pub const SEND_HEARTBEATS: Access = Access::Write("send heartbeats");
 /// Most ids one batch may carry.
 pub const MAX_BATCH: usize = 10_000;
 
+/// Most heartbeats one id of a batch may stand for.
+pub const MAX_COUNT: u32 = 1_000_000;
+
+/// A batch of heartbeats: ids, each standing for as many heartbeats as its count (a client that
+/// batches sends each id once per flush, with how often it was beaten).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The execution ids, in the order given.
+    pub ids: Vec<String>,
+    /// How many heartbeats each id stands for, in the same order (1 to [`MAX_COUNT`]).
+    pub counts: Vec<u32>,
+}
+
+impl Batch {
+    /// One heartbeat for each of `ids`.
+    pub fn once_each(ids: Vec<String>) -> Self {
+        let counts = vec![1; ids.len()];
+        Self { ids, counts }
+    }
+}
+
 /// What a counted heartbeat reports back.
 #[derive(Debug, Clone, Serialize)]
 pub struct HeartbeatAck {
@@ -68,10 +89,15 @@ pub struct BatchReport {
 ///
 /// As a single heartbeat request: 404 for a malformed, unknown or foreign id, 409 for a finished
 /// one.
-async fn beat(state: &AppState, scope: &Scope, text: &str) -> Result<(HeartbeatAck, Option<(ShardId, u64)>), ApiError> {
+async fn beat(
+    state: &AppState,
+    scope: &Scope,
+    text: &str,
+    count: u32,
+) -> Result<(HeartbeatAck, Option<(ShardId, u64)>), ApiError> {
     let (id, tracker) = changeable(state, scope, text).await?;
     let shard = state.shards.shard_of(id);
-    let change = tracker.heartbeat(id)?;
+    let change = tracker.heartbeats(id, count)?;
     let mut ack = None;
     let mut state_change = None;
     for event in &change.events {
@@ -102,9 +128,9 @@ async fn beat(state: &AppState, scope: &Scope, text: &str) -> Result<(HeartbeatA
 /// # Errors
 ///
 /// Only what fails the whole batch: 403 for a viewer, or 503 when the store does not confirm.
-pub async fn beat_many(state: &AppState, scope: &Scope, ids: &[String]) -> Result<BatchReport, ApiError> {
+pub async fn beat_many(state: &AppState, scope: &Scope, batch: &Batch) -> Result<BatchReport, ApiError> {
     SEND_HEARTBEATS.check(scope)?;
-    beat_all(state, scope, ids, false).await
+    beat_all(state, scope, batch, false).await
 }
 
 /// Heartbeats for many executions, on behalf of `scope`, which meets [`SEND_HEARTBEATS`]. Ids on
@@ -112,11 +138,11 @@ pub async fn beat_many(state: &AppState, scope: &Scope, ids: &[String]) -> Resul
 /// itself forwarded: then they are refused as moving, so a batch never travels in circles).
 /// Ids refused because their shard moved are tried once more after the owner map is read
 /// again. Waits once per shard for the state changes among them to be durable.
-async fn beat_all(state: &AppState, scope: &Scope, ids: &[String], forwarded: bool) -> Result<BatchReport, ApiError> {
-    let mut results: Vec<Value> = vec![Value::Null; ids.len()];
+async fn beat_all(state: &AppState, scope: &Scope, batch: &Batch, forwarded: bool) -> Result<BatchReport, ApiError> {
+    let mut results: Vec<Value> = vec![Value::Null; batch.ids.len()];
     let mut wait_for: HashMap<ShardId, u64> = HashMap::new();
-    let all: Vec<usize> = (0..ids.len()).collect();
-    beat_pass(state, scope, ids, &all, forwarded, &mut results, &mut wait_for).await;
+    let all: Vec<usize> = (0..batch.ids.len()).collect();
+    beat_pass(state, scope, batch, &all, forwarded, &mut results, &mut wait_for).await;
     let moved: Vec<usize> = all
         .into_iter()
         .filter(|&index| results[index]["error"]["code"] == "shard_unavailable")
@@ -127,7 +153,7 @@ async fn beat_all(state: &AppState, scope: &Scope, ids: &[String], forwarded: bo
     {
         let refreshed = membership::refresh_now(&cluster.member, store, &state.shards, &cluster.owners_refreshed);
         if refreshed.await.is_ok() {
-            beat_pass(state, scope, ids, &moved, forwarded, &mut results, &mut wait_for).await;
+            beat_pass(state, scope, batch, &moved, forwarded, &mut results, &mut wait_for).await;
         }
     }
     for (shard, seq) in wait_for {
@@ -146,7 +172,7 @@ async fn beat_all(state: &AppState, scope: &Scope, ids: &[String], forwarded: bo
 async fn beat_pass(
     state: &AppState,
     scope: &Scope,
-    ids: &[String],
+    batch: &Batch,
     indexes: &[usize],
     forwarded: bool,
     results: &mut [Value],
@@ -154,12 +180,12 @@ async fn beat_pass(
 ) {
     let mut elsewhere: HashMap<String, Vec<usize>> = HashMap::new();
     for &index in indexes {
-        let text = &ids[index];
+        let text = &batch.ids[index];
         if let Some(url) = owner_elsewhere(state, scope, text, forwarded) {
             elsewhere.entry(url).or_default().push(index);
             continue;
         }
-        results[index] = match beat(state, scope, text).await {
+        results[index] = match beat(state, scope, text, batch.counts[index]).await {
             Ok((ack, state_change)) => {
                 if let Some((shard, seq)) = state_change {
                     let latest = wait_for.entry(shard).or_default();
@@ -173,7 +199,7 @@ async fn beat_pass(
     let answers = futures_util::future::join_all(
         elsewhere
             .into_iter()
-            .map(|(url, indexes)| beat_elsewhere(state, scope, url, ids, indexes)),
+            .map(|(url, indexes)| beat_elsewhere(state, scope, url, batch, indexes)),
     )
     .await;
     for (indexes, answered) in answers {
@@ -195,20 +221,21 @@ fn owner_elsewhere(state: &AppState, scope: &Scope, text: &str, forwarded: bool)
     }
 }
 
-/// The heartbeats of `indexes` (into `ids`) sent to the node at `url`: one result per index, as
-/// that node answered, or its failure for each.
+/// The heartbeats of `indexes` (into the batch) sent to the node at `url`: one result per
+/// index, as that node answered, or its failure for each.
 async fn beat_elsewhere(
     state: &AppState,
     scope: &Scope,
     url: String,
-    ids: &[String],
+    batch: &Batch,
     indexes: Vec<usize>,
 ) -> (Vec<usize>, Vec<Value>) {
     let (Some(cluster), Some(token)) = (state.cluster.as_ref(), scope.token()) else {
         return (indexes, Vec::new());
     };
-    let batch: Vec<&str> = indexes.iter().map(|&index| ids[index].as_str()).collect();
-    let body = serde_json::json!({ "execution_ids": batch });
+    let ids: Vec<&str> = indexes.iter().map(|&index| batch.ids[index].as_str()).collect();
+    let counts: Vec<u32> = indexes.iter().map(|&index| batch.counts[index]).collect();
+    let body = serde_json::json!({ "execution_ids": ids, "counts": counts });
     let answer = cluster
         .forwarder
         .post_json(&url, &cluster.member.node_id, "/v1/heartbeats", token, &body)
@@ -240,14 +267,14 @@ pub async fn single(
     body: JsonBody,
 ) -> Result<Json<HeartbeatAck>, ApiError> {
     Fields::new(body, &[])?;
-    let (ack, state_change) = beat(&state, &scope, &id).await?;
+    let (ack, state_change) = beat(&state, &scope, &id, 1).await?;
     if let Some((shard, seq)) = state_change {
         state.durable_up_to(shard, seq).await?;
     }
     Ok(Json(ack))
 }
 
-/// `POST /v1/heartbeats` with `{"execution_ids": [...]}`.
+/// `POST /v1/heartbeats` with `{"execution_ids": [...]}` (and optionally `"counts": [...]`).
 ///
 /// # Errors
 ///
@@ -259,17 +286,47 @@ pub async fn batch(
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Json<BatchReport>, ApiError> {
-    let ids = batch_ids(body)?;
+    let batch = parse_batch(body)?;
     let forwarded = headers.contains_key(FORWARDED_BY);
-    Ok(Json(beat_all(&state, &scope, &ids, forwarded).await?))
+    Ok(Json(beat_all(&state, &scope, &batch, forwarded).await?))
 }
 
-/// The ids of a batch of heartbeats (`POST /v1/heartbeats`, or a stream's heartbeat message
-/// without its `type`).
+/// A batch of heartbeats (`POST /v1/heartbeats`, or a stream's heartbeat message without its
+/// `type`): `execution_ids`, and optionally `counts`, how many heartbeats each id stands for.
 ///
 /// # Errors
 ///
-/// 422 for another field, or anything but 1 to [`MAX_BATCH`] non-empty strings.
-pub fn batch_ids(body: JsonBody) -> Result<Vec<String>, ApiError> {
-    Fields::new(body, &["execution_ids"])?.string_list("execution_ids", MAX_BATCH)
+/// 422 for another field, for anything but 1 to [`MAX_BATCH`] non-empty strings, or for counts
+/// that are not one whole number from 1 to [`MAX_COUNT`] per id.
+pub fn parse_batch(body: JsonBody) -> Result<Batch, ApiError> {
+    let fields = Fields::new(body, &["execution_ids", "counts"])?;
+    let ids = fields.string_list("execution_ids", MAX_BATCH)?;
+    let Some(given) = fields.value("counts")? else {
+        return Ok(Batch::once_each(ids));
+    };
+    let invalid = |why: String| {
+        ApiError::invalid_field(
+            "counts",
+            format!(
+                "counts must be an array of {} whole numbers from 1 to {MAX_COUNT}, one per execution id: {why}",
+                ids.len()
+            ),
+        )
+    };
+    let items = given
+        .as_array()
+        .ok_or_else(|| invalid(format!("not {}", super::body::describe(&given))))?;
+    if items.len() != ids.len() {
+        return Err(invalid(format!("{} counts for {} ids", items.len(), ids.len())));
+    }
+    let counts = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            super::body::whole_u32(item)
+                .filter(|n| (1..=MAX_COUNT).contains(n))
+                .ok_or_else(|| invalid(format!("counts[{i}] is {item}")))
+        })
+        .collect::<Result<Vec<u32>, ApiError>>()?;
+    Ok(Batch { ids, counts })
 }

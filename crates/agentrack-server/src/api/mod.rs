@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod cluster_wide;
 pub mod error;
 pub mod events;
+pub mod execution_breaker;
 pub mod executions;
 pub mod health;
 pub mod heartbeats;
@@ -99,6 +100,7 @@ pub struct Route {
 pub fn routes() -> Vec<Route> {
     let mut all = Vec::new();
     all.extend(executions::routes());
+    all.extend(execution_breaker::routes());
     all.extend(breakers::routes());
     all.extend(tokens::routes());
     all.extend(events::routes());

@@ -185,18 +185,23 @@ fn execution_schemas(add: &mut impl FnMut(&str, Value)) {
                 "heartbeat_timeout_seconds": {"description": "This execution's heartbeat timeout (the server's when absent).",
                     "anyOf": [seconds(), {"type": "null"}]},
                 "timeout_config": {"description": "This execution's timeouts and breaker thresholds; each field given replaces the server's default.",
-                    "anyOf": [{"type": "object", "additionalProperties": false,
-                        "properties": {
-                            "agent_execution_timeout": nullable(seconds()),
-                            "llm_api_timeout": nullable(seconds()),
-                            "failure_threshold": nullable(count(1)),
-                            "recovery_timeout": nullable(seconds()),
-                            "success_threshold": nullable(count(1)),
-                            "max_retries": nullable(count(0)),
-                            "retry_base_delay": nullable(seconds()),
-                            "retry_max_delay": nullable(seconds()),
-                            "retry_exponential_base": nullable(json!({"type": "number", "minimum": 1}))}},
-                        {"type": "null"}]}}),
+                    "anyOf": [reference("TimeoutConfigChange"), {"type": "null"}]}}),
+        ),
+    );
+    add(
+        "TimeoutConfigChange",
+        partial::<&str>(
+            &[],
+            json!({
+                "agent_execution_timeout": nullable(seconds()),
+                "llm_api_timeout": nullable(seconds()),
+                "failure_threshold": nullable(count(1)),
+                "recovery_timeout": nullable(seconds()),
+                "success_threshold": nullable(count(1)),
+                "max_retries": nullable(count(0)),
+                "retry_base_delay": nullable(seconds()),
+                "retry_max_delay": nullable(seconds()),
+                "retry_exponential_base": nullable(json!({"type": "number", "minimum": 1}))}),
         ),
     );
     add(
@@ -240,8 +245,14 @@ fn execution_schemas(add: &mut impl FnMut(&str, Value)) {
     add("HeartbeatAck", heartbeat_ack());
     add(
         "HeartbeatBatch",
-        exact(json!({"execution_ids": {"type": "array", "minItems": 1,
-            "maxItems": super::heartbeats::MAX_BATCH, "items": {"type": "string", "pattern": NOT_BLANK}}})),
+        partial(
+            &["execution_ids"],
+            json!({"execution_ids": {"type": "array", "minItems": 1,
+                "maxItems": super::heartbeats::MAX_BATCH, "items": {"type": "string", "pattern": NOT_BLANK}},
+            "counts": {"description": "How many heartbeats each id stands for (a client's batch), in the order of execution_ids; 1 each when absent.",
+                "anyOf": [{"type": "array", "minItems": 1, "maxItems": super::heartbeats::MAX_BATCH,
+                    "items": {"type": "integer", "minimum": 1, "maximum": super::heartbeats::MAX_COUNT}}, {"type": "null"}]}}),
+        ),
     );
     add("HeartbeatBatchReport", exact(Value::Object(batch_report())));
 }
@@ -264,6 +275,24 @@ fn service_schemas(add: &mut impl FnMut(&str, Value)) {
         exact(
             json!({"permit": string(), "breaker": string(), "state": reference("BreakerState"),
             "expires_in_seconds": number()}),
+        ),
+    );
+    add(
+        "CallPermitGrant",
+        exact(
+            json!({"permit": string(), "breaker": string(), "state": reference("BreakerState"),
+            "trial": {"type": "boolean", "description": "Whether the call is a half-open breaker's trial."},
+            "timeout_seconds": {"type": "number", "description": "Run the call within this (the execution's llm_api_timeout)."},
+            "expires_in_seconds": number()}),
+        ),
+    );
+    add(
+        "CallOutcome",
+        partial(
+            &["outcome"],
+            json!({"outcome": {"type": "string", "enum": ["success", "failure", "timeout", "ignored"]},
+                "permit": {"description": "The permit of the call; without one, the outcome is counted as if a call had just been admitted and finished.",
+                    "anyOf": [text(super::body::MAX_NAME_CHARS), {"type": "null"}]}}),
         ),
     );
     add(
