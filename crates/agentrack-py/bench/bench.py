@@ -361,6 +361,11 @@ def remote_bench(calls: int, beats: int, rounds: int, json_path: str | None) -> 
                     heartbeat(ids[i % 1000])
                 tracker.flush()
                 rates.append(beats / (time.perf_counter() - start))
+            # Every heartbeat counted on the server, none lost or doubled by the batching.
+            counted = sum(tracker.get_execution(execution_id).heartbeat_count for execution_id in ids)
+            if counted != rounds * beats:
+                raise SystemExit(f"the server counted {counted:,} heartbeats of {rounds * beats:,} sent")
+            results["heartbeats_counted_by_the_server"] = counted
             results["heartbeats_per_second"] = {
                 "median": statistics.median(rates),
                 "min": min(rates),
@@ -368,7 +373,8 @@ def remote_bench(calls: int, beats: int, rounds: int, json_path: str | None) -> 
             }
             print(
                 f"heartbeats/s (sent and acknowledged): median {statistics.median(rates):,.0f}"
-                f" (range {min(rates):,.0f}-{max(rates):,.0f}) over {rounds} rounds of {beats:,}"
+                f" (range {min(rates):,.0f}-{max(rates):,.0f}) over {rounds} rounds of {beats:,};"
+                f" the server counted {counted:,}"
             )
             tracker.close()
         finally:
