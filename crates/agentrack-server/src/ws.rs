@@ -16,7 +16,11 @@
 //! Each connection has two tasks: this one picks and maps events, and a writer owns the socket.
 //! Between them sits a bounded queue. A client that does not read fills its queue; it is then
 //! closed with code 1008 and a reason naming the cursor of the last event it was actually sent,
-//! so it can reconnect with `since=` that cursor — memory never grows without bound. A ping goes
+//! so it can reconnect with `since=` that cursor — memory never grows without bound. Heartbeats
+//! never fill the queue: the picker takes them from the hub (coalesced, see [`crate::hub`]) only
+//! while the queue is less than half full, and otherwise waits for the writer to make room, so a
+//! burst of them leaves the other half to events of other kinds, and a client is closed as slow
+//! only for those. A ping goes
 //! out every keepalive interval so proxies keep the connection open, and a client that answers
 //! none for `websocket.pong_timeout` is closed (1008). A frame or message over its limit closes
 //! the stream with 1009, refused from the frame's header. An agent may also send
@@ -25,7 +29,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use agentrack::{Event, EventFilter, ExecutionId, ExecutionRecord};
@@ -34,8 +38,7 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::agui::AguiMapper;
 use crate::api::body::{JsonBody, describe};
@@ -43,6 +46,7 @@ use crate::api::heartbeats;
 use crate::app::AppState;
 use crate::auth::Scope;
 use crate::cursor::Positions;
+use crate::hub::RecvError;
 use crate::serialized_event::SerializedEvent;
 use crate::store::{EventQuery, LogRange, ShardId};
 
@@ -88,12 +92,28 @@ struct Outgoing {
     cursor: Option<String>,
 }
 
+/// Heartbeats wait (coalesced, see [`crate::hub`]) while the queue is at least half full, so
+/// that a burst of them never fills it: the other half is the room other events have before
+/// the client counts as slow.
+fn room_for_heartbeats(free: usize, capacity: usize) -> bool {
+    free * 2 > capacity
+}
+
+/// How the writer tells the picker that the queue has room for heartbeats again.
+#[derive(Default)]
+struct Room {
+    /// Set by the picker while it holds heartbeats back.
+    wanted: AtomicBool,
+    made: Notify,
+}
+
 /// The writer task: owns the socket, sends what is queued, and closes when told.
 async fn write(
     mut sink: SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Outgoing>,
     mut close: oneshot::Receiver<(u16, String)>,
     sent: Arc<Mutex<String>>,
+    room: Arc<Room>,
 ) {
     let close_with = |frame: (u16, String)| {
         Message::Close(Some(CloseFrame {
@@ -115,6 +135,14 @@ async fn write(
         let Some(Outgoing { message, cursor }) = next else {
             return;
         };
+        // SeqCst with the picker's store-then-check: either it sees this room, or this sees it
+        // waiting.
+        if room.wanted.load(Ordering::SeqCst)
+            && room_for_heartbeats(queue.max_capacity() - queue.len(), queue.max_capacity())
+        {
+            room.wanted.store(false, Ordering::SeqCst);
+            room.made.notify_one();
+        }
         // Once fed, the message is whole in the socket's buffer and goes out before anything
         // sent later, a close frame included: it counts as sent.
         match tokio::time::timeout(SEND_TIMEOUT, sink.feed(message)).await {
@@ -161,9 +189,24 @@ struct Stream {
     positions: Positions,
     /// The store's shard count, for writing cursors.
     shards: u16,
+    room: Arc<Room>,
 }
 
 impl Stream {
+    /// Whether heartbeats may be queued now; when not, asks the writer to say when.
+    fn room_for_heartbeats(&self) -> bool {
+        // AG-UI has no heartbeat messages: they take no room.
+        if self.mapper.is_some() {
+            return true;
+        }
+        let room = || room_for_heartbeats(self.queue.capacity(), self.queue.max_capacity());
+        if room() {
+            return true;
+        }
+        self.room.wanted.store(true, Ordering::SeqCst);
+        room()
+    }
+
     /// Queues without waiting (live events: a full queue means a slow client).
     fn push(&self, message: Message, cursor: Option<String>) -> Push {
         match self.queue.try_send(Outgoing { message, cursor }) {
@@ -272,7 +315,8 @@ pub async fn serve(socket: WebSocket, state: AppState, subscription: Subscriptio
     let shards = state.shards.count();
     let positions = subscription.since.clone().unwrap_or_default();
     let sent = Arc::new(Mutex::new(positions.encode(shards)));
-    let writer = tokio::spawn(write(sink, queued, closing, Arc::clone(&sent)));
+    let room = Arc::new(Room::default());
+    let writer = tokio::spawn(write(sink, queued, closing, Arc::clone(&sent), Arc::clone(&room)));
     let stream = Stream {
         queue,
         close: Some(close),
@@ -280,6 +324,7 @@ pub async fn serve(socket: WebSocket, state: AppState, subscription: Subscriptio
         mapper: (subscription.protocol == Protocol::Agui).then(AguiMapper::default),
         positions,
         shards,
+        room,
     };
     run(stream, incoming, &state, subscription, subscribed).await;
     let _ = writer.await;
@@ -524,13 +569,17 @@ async fn forward_live(
     let mut unanswered = false;
     let pong_deadline = tokio::time::sleep(pong_timeout);
     tokio::pin!(pong_deadline);
+    let room = Arc::clone(&stream.room);
     loop {
+        let beats = stream.room_for_heartbeats();
         let flow = tokio::select! {
             () = state.shutdown.cancelled() => {
                 stream.close(close_code::AWAY, "server shutting down".into());
                 ControlFlow::Break(())
             }
-            received = live.events.recv() => match received {
+            // The writer made room: heartbeats held back may go now.
+            () = room.made.notified(), if !beats => ControlFlow::Continue(()),
+            received = live.events.recv(beats) => match received {
                 Ok(published) => forward(&mut stream, state, &live, &published),
                 Err(RecvError::Lagged(missed)) => {
                     stream.close_slow(state, &format!("fell {missed} events behind"));

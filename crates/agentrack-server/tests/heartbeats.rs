@@ -6,8 +6,11 @@
 #[macro_use]
 mod common;
 
-use common::{Backend, Frame, SECOND, TestServer};
-use futures_util::SinkExt;
+use std::collections::{HashMap, HashSet};
+
+use agentrack_server::api::heartbeats::MAX_BATCH;
+use common::{Backend, Frame, SECOND, TestServer, Ws};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -193,7 +196,98 @@ async fn viewers_of_different_users_each_get_only_their_own_events(backend: Back
     );
 }
 
+/// Reads `ws` until it has the latest heartbeat (`count`) of every one of `watched` and the
+/// `state_changed` of `then`; panics if the stream closes or goes quiet first.
+async fn latest_beats_then_state(ws: &mut Ws, watched: &HashSet<&str>, count: u64, then: &str) {
+    let mut latest: HashMap<String, u64> = HashMap::new();
+    let mut changed = 0;
+    let mut beats = 0;
+    ws.until(10 * SECOND, |event| {
+        let id = event["execution_id"].as_str().unwrap_or_default();
+        match event["type"].as_str() {
+            Some("heartbeat") => {
+                beats += 1;
+                let got = event["heartbeat_count"].as_u64().unwrap();
+                let previous = latest.insert(id.to_owned(), got);
+                assert!(
+                    previous < Some(got),
+                    "heartbeats of {id} out of order: {previous:?} then {got}"
+                );
+            }
+            Some("state_changed") if id == then => changed += 1,
+            _ => {}
+        }
+        changed == 1 && watched.iter().all(|id| latest.get(*id) == Some(&count))
+    })
+    .await;
+    assert!(
+        latest.keys().all(|id| watched.contains(id.as_str())),
+        "only what it watches"
+    );
+    assert!(beats <= 2 * watched.len(), "no heartbeat is repeated much: {beats}");
+}
+
+async fn a_batch_of_heartbeats_closes_no_stream_of_the_tenant(backend: Backend) {
+    // None may die while the others are being created.
+    let server = TestServer::start_on(backend, &["--heartbeat-timeout", "600s"]).await;
+    let agent = server.token("agent", "t1", None).await;
+    let viewer = server.token("viewer", "t1", Some("alice")).await;
+    // A full batch of executions, every 50th alice's: more heartbeats than any channel buffers.
+    let ids: Vec<String> = futures_util::stream::iter(0..MAX_BATCH)
+        .map(|i| {
+            let (server, agent) = (&server, &agent);
+            async move {
+                let user = if i % 50 == 0 { "alice" } else { "bob" };
+                server.create(agent, "researcher", "thread-1", user).await
+            }
+        })
+        .buffered(32)
+        .collect()
+        .await;
+    let alice: HashSet<&str> = ids.iter().step_by(50).map(String::as_str).collect();
+    let everyone: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let beat = |count: u64| {
+        let (server, agent, ids) = (&server, &agent, &ids);
+        async move {
+            let (status, report) = server
+                .post("/v1/heartbeats", agent, json!({ "execution_ids": ids }))
+                .await;
+            let failed = report["results"]
+                .as_array()
+                .and_then(|results| results.iter().find(|r| r.get("ok").is_none()));
+            assert_eq!(
+                (status, report["accepted"].as_u64()),
+                (200, Some(MAX_BATCH as u64)),
+                "{count}: {failed:?}"
+            );
+        }
+    };
+    beat(1).await;
+
+    let mut admin_ws = server.ws("", Some(&server.admin)).await;
+    let mut agent_ws = server.ws("", Some(&agent)).await;
+    let mut viewer_ws = server.ws("", Some(&viewer)).await;
+    let mut thread_ws = server.ws("?thread_id=thread-1", Some(&agent)).await;
+    let mut one_ws = server.ws(&format!("?execution_id={}", ids[0]), Some(&agent)).await;
+    beat(2).await;
+    // Then an event that is not a heartbeat, of an execution every stream watches.
+    server.start_execution(&agent, &ids[0]).await;
+
+    let one: HashSet<&str> = [ids[0].as_str()].into();
+    latest_beats_then_state(&mut admin_ws, &everyone, 2, &ids[0]).await;
+    latest_beats_then_state(&mut agent_ws, &everyone, 2, &ids[0]).await;
+    latest_beats_then_state(&mut thread_ws, &everyone, 2, &ids[0]).await;
+    latest_beats_then_state(&mut viewer_ws, &alice, 2, &ids[0]).await;
+    latest_beats_then_state(&mut one_ws, &one, 2, &ids[0]).await;
+    let metrics = server.prometheus().await;
+    assert_eq!(
+        common::metric_value(&metrics, "agentrack_websocket_slow_disconnects_total").unwrap_or(0),
+        0
+    );
+}
+
 on_both_backends!(
+    a_batch_of_heartbeats_closes_no_stream_of_the_tenant,
     a_heartbeat_answers_with_a_small_acknowledgement,
     a_batch_counts_each_id_on_its_own_and_names_each_failure,
     a_bad_batch_is_refused_whole_with_a_specific_error,
