@@ -404,8 +404,7 @@ async fn writes_reads_purges_and_reloads(config: StoreConfig) {
     assert!(store.get(a_id).await.unwrap().is_some());
 }
 
-/// A capped history kept out of the row: written in several batches (each row write adds only
-/// the changes since the last, the cap trims the oldest), read back by `get`, `list` and `load`
+/// A capped history written in several batches (the cap trims the oldest), read back by `get`, `list` and `load`
 /// exactly as the tracker holds it, and kept when a terminal event is applied to the stored row.
 async fn history_is_appended_capped_and_read_back(config: StoreConfig) {
     let store = open(&config, std::path::Path::new(".")).await.unwrap();
@@ -460,6 +459,205 @@ async fn history_is_appended_capped_and_read_back(config: StoreConfig) {
     assert_eq!(stored.phase_history, held.phase_history);
     assert_eq!(stored.phase_history_dropped, held.phase_history_dropped);
     on_writer(&mut writer, |w| w.close()).await.unwrap();
+}
+
+/// The numbers of the phase changes of `id` in the `phases` table, in order.
+async fn phase_numbers(config: &StoreConfig, id: ExecutionId) -> Vec<i64> {
+    let url = config.url.clone().unwrap();
+    let sql = "SELECT n FROM phases WHERE execution_id = $1 ORDER BY n";
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut statement = conn.prepare(sql).unwrap();
+        statement
+            .query_map([id.to_string()], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    } else {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let rows = client.query(sql, &[&id.to_string()]).await.unwrap();
+        rows.iter().map(|row| row.get(0)).collect()
+    }
+}
+
+/// The record as the row of `id` holds it, without what `phases` adds.
+async fn row_record(config: &StoreConfig, id: ExecutionId) -> agentrack::ExecutionRecord {
+    let url = config.url.clone().unwrap();
+    let sql = "SELECT record FROM executions WHERE execution_id = $1";
+    let text: String = if let Some(path) = url.strip_prefix("sqlite://") {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.query_row(sql, [id.to_string()], |row| row.get(0)).unwrap()
+    } else {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.query_one(sql, &[&id.to_string()]).await.unwrap().get(0)
+    };
+    serde_json::from_str(&text).unwrap()
+}
+
+/// `get`, `list` and `load` each give back exactly `held`, the one execution in the store.
+async fn reads_back(store: &dyn Store, held: &agentrack::ExecutionRecord, what: &str) {
+    assert_eq!(
+        store.get(held.execution_id).await.unwrap().as_ref(),
+        Some(held),
+        "{what}: get"
+    );
+    let page = store
+        .list(ListQuery {
+            limit: 10,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.records, std::slice::from_ref(held), "{what}: list");
+    let loaded = store.load(0, Utc::now() - chrono::Duration::hours(1)).await.unwrap();
+    assert_eq!(loaded.records, std::slice::from_ref(held), "{what}: load");
+}
+
+/// A golden path (create, start, the nine phases, complete) written after every change: its
+/// whole history stays in its row, so `phases` is never written, and it reads back whole.
+async fn a_golden_path_stays_in_its_row(config: StoreConfig) {
+    let store = open(&config, std::path::Path::new(".")).await.unwrap();
+    let mut writer = Some(store.writer().await.unwrap());
+    let tracker = Tracker::new();
+    let created = tracker.create(NewExecution::new("a", "t", "u")).unwrap();
+    let id = created.execution_id;
+    let mut changes = vec![vec![created], vec![tracker.start(id).unwrap()]];
+    for phase in [
+        Phase::WebsocketSetup,
+        Phase::ContextValidation,
+        Phase::Starting,
+        Phase::Thinking,
+        Phase::LlmInteraction,
+        Phase::ToolExecution,
+        Phase::ResultProcessing,
+        Phase::Completing,
+        Phase::Completed,
+    ] {
+        let metadata = serde_json::json!({"note": format!("{phase:?}")}).as_object().cloned();
+        changes.push(vec![tracker.transition(id, phase, metadata).unwrap()]);
+    }
+    changes.push(vec![tracker.complete(id, None).unwrap()]);
+    for change in changes {
+        let batch = batch_of(&tracker, &change, 10_000);
+        on_writer(&mut writer, move |w| w.commit(std::slice::from_ref(&batch)))
+            .await
+            .unwrap();
+    }
+    let held = tracker.get(id).unwrap();
+    assert_eq!(held.phase_history.len(), 9);
+    reads_back(store.as_ref(), &held, "golden path").await;
+    assert_eq!(row_record(&config, id).await, held, "the row is the record as it is");
+    assert_eq!(phase_numbers(&config, id).await, Vec::<i64>::new());
+    on_writer(&mut writer, |w| w.close()).await.unwrap();
+}
+
+/// 40 phase changes, every third with ~2 KiB of metadata, written in several batches (with a
+/// cap, or without): each row holds at most the last 16 changes and 8 KiB of them, `phases`
+/// holds exactly the kept changes before that tail (each once; the cap's dropped ones leave
+/// it), and `get`, `list` and `load` give the record back exactly, as does applying a terminal
+/// event to the stored row.
+async fn a_long_history_spills_from_its_row(config: StoreConfig, cap: Option<usize>) {
+    let store = open(&config, std::path::Path::new(".")).await.unwrap();
+    let mut writer = Some(store.writer().await.unwrap());
+    let tracker = Tracker::with_config(agentrack::TrackerConfig {
+        max_phase_history: cap,
+        ..agentrack::TrackerConfig::default()
+    });
+    let created = tracker.create(NewExecution::new("a", "t", "u")).unwrap();
+    let id = created.execution_id;
+    let mut changes = vec![created, tracker.start(id).unwrap()];
+    for phase in [Phase::WebsocketSetup, Phase::ContextValidation, Phase::Starting] {
+        changes.push(tracker.transition(id, phase, None).unwrap());
+    }
+    let (mut step, mut byte_bound_bit) = (0, false);
+    for (round, steps) in [1usize, 6, 13, 2, 15].into_iter().enumerate() {
+        for _ in 0..steps {
+            let phase = if step % 2 == 0 {
+                Phase::Thinking
+            } else {
+                Phase::LlmInteraction
+            };
+            let blob = if step % 3 == 0 { "x".repeat(2048) } else { String::new() };
+            let metadata = serde_json::json!({"step": step, "blob": blob}).as_object().cloned();
+            changes.push(tracker.transition(id, phase, metadata).unwrap());
+            step += 1;
+        }
+        let batch = batch_of(&tracker, &std::mem::take(&mut changes), 10_000);
+        on_writer(&mut writer, move |w| w.commit(std::slice::from_ref(&batch)))
+            .await
+            .unwrap();
+        let held = tracker.get(id).unwrap();
+        reads_back(store.as_ref(), &held, &format!("round {round}")).await;
+        let row = row_record(&config, id).await;
+        let tail = &row.phase_history;
+        assert!(tail.len() <= 16, "round {round}: {} changes in the row", tail.len());
+        let bytes: usize = tail.iter().map(|t| serde_json::to_vec(t).unwrap().len()).sum();
+        assert!(bytes <= 8 * 1024, "round {round}: {bytes} bytes of changes in the row");
+        assert_eq!(row.phase_history_dropped + tail.len() as u64, held.phase_count());
+        assert_eq!(tail[..], held.phase_history[held.phase_history.len() - tail.len()..]);
+        let spilled: Vec<i64> = (held.phase_history_dropped..row.phase_history_dropped)
+            .map(|n| i64::try_from(n).unwrap())
+            .collect();
+        assert_eq!(phase_numbers(&config, id).await, spilled, "round {round}: phases");
+        byte_bound_bit |= tail.len() < 16 && row.phase_history_dropped > held.phase_history_dropped;
+    }
+    let held = tracker.get(id).unwrap();
+    assert_eq!(held.phase_count(), 40);
+    assert!(byte_bound_bit, "the byte bound never shortened the row's tail");
+    if let Some(cap) = cap {
+        assert_eq!(held.phase_history.len(), cap);
+        assert_eq!(held.phase_history_dropped, 40 - cap as u64);
+    } else {
+        assert_eq!(held.phase_history_dropped, 0);
+    }
+    let in_phases = phase_numbers(&config, id).await;
+    let finished = tracker.complete(id, None).unwrap();
+    finish_out_of_memory(&mut writer, &finished).await;
+    let stored = store.get(id).await.unwrap().unwrap();
+    assert_eq!(stored.state, ExecutionState::Completed);
+    assert_eq!(stored.phase_history, held.phase_history);
+    assert_eq!(stored.phase_history_dropped, held.phase_history_dropped);
+    assert_eq!(
+        phase_numbers(&config, id).await,
+        in_phases,
+        "no change written twice or lost"
+    );
+    on_writer(&mut writer, |w| w.close()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_golden_path_stays_in_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    a_golden_path_stays_in_its_row(sqlite(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_golden_path_stays_in_its_row() {
+    a_golden_path_stays_in_its_row(config(fresh_postgres().await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_long_history_spills_from_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    a_long_history_spills_from_its_row(sqlite(&dir), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_long_history_spills_from_its_row() {
+    a_long_history_spills_from_its_row(config(fresh_postgres().await), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_capped_long_history_spills_from_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    a_long_history_spills_from_its_row(sqlite(&dir), Some(24)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_capped_long_history_spills_from_its_row() {
+    a_long_history_spills_from_its_row(config(fresh_postgres().await), Some(24)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

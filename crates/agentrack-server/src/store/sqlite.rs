@@ -115,6 +115,12 @@ const MIGRATIONS: &[&str] = &[
         phase_count = COALESCE(json_extract(record, '$.phase_history_dropped'), 0)
             + COALESCE(json_array_length(record, '$.phase_history'), 0),
         record = json_set(record, '$.phase_history', json('[]'));",
+    // 6: the recent tail of the history back in the row (`row::ExecutionColumns::of`), whose
+    // `phase_history_dropped` now says where that tail starts, `phases` holding the kept changes
+    // before it. The rows 5 (and the writer of its time) left have an empty tail with every
+    // kept change in `phases`: their tail starts at `phase_count`.
+    "UPDATE executions SET record = json_set(record, '$.phase_history_dropped', phase_count)
+        WHERE phase_count <> COALESCE(json_extract(record, '$.phase_history_dropped'), 0);",
 ];
 
 fn pragma(synchronous: Synchronous) -> &'static str {
@@ -306,12 +312,15 @@ fn decode_record(text: &str) -> rusqlite::Result<ExecutionRecord> {
 /// The columns [`grant_from_row`] reads, then those [`info_from_row`] adds.
 const GRANT_COLUMNS: &str = "role, tenant, user_id, label, created_at_ms, expires_at_ms, token_id, revoked_at_ms";
 
-/// Gives `records`, read from their rows, their stored phase history.
+/// Gives `records`, read from their rows (which hold the recent tail of each history), the
+/// kept changes before that tail from `phases` (see `row::attach_phases`).
 fn with_phases(conn: &Connection, records: &mut [ExecutionRecord]) -> rusqlite::Result<()> {
     let mut statement =
         conn.prepare_cached("SELECT execution_id, n, transition FROM phases WHERE execution_id = ?1 ORDER BY n")?;
     let mut phases = Vec::new();
-    for record in records.iter() {
+    // A row whose tail starts at the execution's first change (as decoded, its
+    // `phase_history_dropped` is where the tail starts) has nothing in `phases`.
+    for record in records.iter().filter(|record| record.phase_history_dropped > 0) {
         let rows = statement.query_map([record.execution_id.to_string()], |row| {
             Ok((
                 row.get::<_, String>(0)?,
@@ -684,24 +693,28 @@ struct SqliteWriter {
 
 fn write_row(tx: &rusqlite::Transaction<'_>, record: &ExecutionRecord, replay_from: u64) -> Result<(), StoreError> {
     let row = ExecutionColumns::of(record, replay_from)?;
-    // The history is appended: only the changes the stored row does not account for yet.
-    let stored: Option<i64> = tx
-        .prepare_cached("SELECT phase_count FROM executions WHERE execution_id = ?1")
-        .and_then(|mut statement| {
-            statement
-                .query_row([&row.execution_id], |found| found.get(0))
-                .optional()
-        })
-        .map_err(db_error)?;
-    let added = row::new_phases(record, from_sql(stored.unwrap_or(0)))?;
-    if !added.is_empty() {
-        let mut insert = tx
-            .prepare_cached("INSERT OR IGNORE INTO phases (execution_id, n, transition) VALUES (?1, ?2, ?3)")
+    // The changes before the row's tail are in `phases`, each written once, when the tail moves
+    // past it; a row that holds its whole kept history (a golden path's) needs nothing there.
+    let tail_from = from_sql(row.phase_count);
+    if tail_from > record.phase_history_dropped {
+        let stored: Option<i64> = tx
+            .prepare_cached("SELECT phase_count FROM executions WHERE execution_id = ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_row([&row.execution_id], |found| found.get(0))
+                    .optional()
+            })
             .map_err(db_error)?;
-        for (n, transition) in &added {
-            insert
-                .execute(params![row.execution_id, n, transition])
+        let added = row::spilled(record, from_sql(stored.unwrap_or(0)), tail_from)?;
+        if !added.is_empty() {
+            let mut insert = tx
+                .prepare_cached("INSERT OR IGNORE INTO phases (execution_id, n, transition) VALUES (?1, ?2, ?3)")
                 .map_err(db_error)?;
+            for (n, transition) in &added {
+                insert
+                    .execute(params![row.execution_id, n, transition])
+                    .map_err(db_error)?;
+            }
         }
     }
     if let Some(below) = row::phases_dropped_below(record) {
@@ -748,12 +761,15 @@ fn finish_row(tx: &rusqlite::Transaction<'_>, id: ExecutionId, event: &agentrack
         )
         .optional()
         .map_err(db_error)?;
-    match text.map(|text| row::decode(&text)).transpose()? {
-        // Terminal: nothing is ever replayed onto it.
-        Some(record) => match row::finished(record, event) {
-            Some(record) => write_row(tx, &record, 0),
-            None => Ok(()),
-        },
+    let Some(mut record) = text.map(|text| row::decode(&text)).transpose()? else {
+        return Ok(());
+    };
+    // Its whole kept history first: the row holds only its tail, and the row written back must
+    // keep the true count of dropped changes (the cap's trimming of `phases` relies on it).
+    with_phases(tx, std::slice::from_mut(&mut record)).map_err(db_error)?;
+    // Terminal: nothing is ever replayed onto it.
+    match row::finished(record, event) {
+        Some(record) => write_row(tx, &record, 0),
         None => Ok(()),
     }
 }
@@ -955,6 +971,129 @@ impl StoreWriter for SqliteWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rows as schema 5's writer left them: an empty history in the JSON (with the true count of
+    /// dropped changes), every kept change in `phases`, `phase_count` the total count.
+    fn write_schema_5_rows(conn: &Connection, records: &[&ExecutionRecord]) {
+        for record in records {
+            let mut bare = (*record).clone();
+            bare.phase_history.clear();
+            let id = record.execution_id.to_string();
+            conn.execute(
+                "INSERT INTO executions (execution_id, tenant, user_id, thread_id, agent_name, state, started_at_ms,
+                    seq, replay_from, phase_count, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10)",
+                params![
+                    id,
+                    record.tenant,
+                    record.user_id,
+                    record.thread_id,
+                    record.agent_name,
+                    record.state.as_str(),
+                    millis(record.started_at),
+                    to_sql(record.seq),
+                    to_sql(record.phase_count()),
+                    serde_json::to_string(&bare).unwrap(),
+                ],
+            )
+            .unwrap();
+            for (n, transition) in (record.phase_history_dropped..).zip(&record.phase_history) {
+                conn.execute(
+                    "INSERT INTO phases (execution_id, n, transition) VALUES (?1, ?2, ?3)",
+                    params![id, to_sql(n), serde_json::to_string(transition).unwrap()],
+                )
+                .unwrap();
+            }
+        }
+    }
+
+    fn transitions(tracker: &agentrack::Tracker, id: ExecutionId, count: usize) {
+        use agentrack::Phase;
+        for step in 0..count {
+            let phase = if tracker.get(id).unwrap().current_phase == Phase::Thinking {
+                Phase::LlmInteraction
+            } else {
+                Phase::Thinking
+            };
+            let metadata = serde_json::json!({"step": step}).as_object().cloned();
+            tracker.transition(id, phase, metadata).unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_of_schema_5_read_back_the_same_after_the_migration() {
+        use agentrack::{NewExecution, Phase, Tracker, TrackerConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agentrack.db");
+        let tracker = Tracker::with_config(TrackerConfig {
+            max_phase_history: Some(30),
+            ..TrackerConfig::default()
+        });
+        let ids: Vec<ExecutionId> = (0..3)
+            .map(|_| {
+                let id = tracker.create(NewExecution::new("a", "t", "u")).unwrap().execution_id;
+                tracker.start(id).unwrap();
+                id
+            })
+            .collect();
+        // No change; a golden path's few; more than the cap, some dropped.
+        for phase in [Phase::WebsocketSetup, Phase::ContextValidation, Phase::Starting] {
+            tracker.transition(ids[1], phase, None).unwrap();
+            tracker.transition(ids[2], phase, None).unwrap();
+        }
+        transitions(&tracker, ids[1], 5);
+        transitions(&tracker, ids[2], 37);
+        let held: Vec<ExecutionRecord> = ids.iter().map(|id| tracker.get(*id).unwrap()).collect();
+        assert_eq!(held[2].phase_history_dropped, 10);
+        {
+            let conn = Connection::open(&file).unwrap();
+            for sql in &MIGRATIONS[..5] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (5)",
+            )
+            .unwrap();
+            write_schema_5_rows(&conn, &held.iter().collect::<Vec<_>>());
+        }
+        let store = SqliteStore::open(&file, Synchronous::Normal).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 6);
+        let reads_back = async |held: &[ExecutionRecord]| {
+            for record in held {
+                assert_eq!(store.get(record.execution_id).await.unwrap().as_ref(), Some(record));
+            }
+            let mut loaded = store.load(0, Utc::now()).await.unwrap().records;
+            loaded.sort_by_key(|record| ids.iter().position(|id| *id == record.execution_id));
+            assert_eq!(loaded, held);
+            let mut page = store
+                .list(super::super::ListQuery {
+                    limit: 10,
+                    ..super::super::ListQuery::default()
+                })
+                .await
+                .unwrap()
+                .records;
+            page.sort_by_key(|record| ids.iter().position(|id| *id == record.execution_id));
+            assert_eq!(page, held);
+        };
+        reads_back(&held).await;
+        // Written on by the new writer: the changes schema 5 put in `phases` stay, the row's
+        // tail moves on.
+        transitions(&tracker, ids[1], 20);
+        transitions(&tracker, ids[2], 3);
+        let held: Vec<ExecutionRecord> = ids.iter().map(|id| tracker.get(*id).unwrap()).collect();
+        let mut writer = store.writer().await.unwrap();
+        writer
+            .commit(&[Batch {
+                rows: held
+                    .iter()
+                    .map(|record| RowUpdate::Snapshot(Box::new(record.clone())))
+                    .collect(),
+                ..Batch::default()
+            }])
+            .unwrap();
+        reads_back(&held).await;
+    }
 
     #[test]
     fn a_newer_schema_is_refused() {

@@ -251,12 +251,19 @@ fn phase_row(row: &tokio_postgres::Row) -> (&str, i64, &str) {
     (row.get(0), row.get(1), row.get(2))
 }
 
-/// Gives `records`, read from their rows, their stored phase history.
+/// Gives `records`, read from their rows (which hold the recent tail of each history), the
+/// kept changes before that tail from `phases` (see `row::attach_phases`).
 async fn with_phases(client: &deadpool_postgres::Object, records: &mut [ExecutionRecord]) -> Result<(), StoreError> {
-    if records.is_empty() {
+    // A row whose tail starts at the execution's first change (as decoded, its
+    // `phase_history_dropped` is where the tail starts) has nothing in `phases`.
+    let ids: Vec<String> = records
+        .iter()
+        .filter(|record| record.phase_history_dropped > 0)
+        .map(|record| record.execution_id.to_string())
+        .collect();
+    if ids.is_empty() {
         return Ok(());
     }
-    let ids: Vec<String> = records.iter().map(|record| record.execution_id.to_string()).collect();
     let statement = client
         .prepare_cached(
             "SELECT execution_id, n, transition FROM phases WHERE execution_id = ANY($1) ORDER BY execution_id, n",

@@ -129,6 +129,11 @@ const MIGRATIONS: &[&str] = &[
         phase_count = COALESCE((record::jsonb->>'phase_history_dropped')::bigint, 0)
             + COALESCE(jsonb_array_length(record::jsonb->'phase_history'), 0),
         record = jsonb_set(record::jsonb, '{phase_history}', '[]'::jsonb)::text;",
+    // 8: as SQLite's 6: the row's `phase_history_dropped` says where the tail of the history it
+    // holds starts; the rows 7 left hold none, every kept change being in `phases`.
+    "UPDATE executions SET
+        record = jsonb_set(record::jsonb, '{phase_history_dropped}', to_jsonb(phase_count))::text
+    WHERE phase_count <> COALESCE((record::jsonb->>'phase_history_dropped')::bigint, 0);",
 ];
 
 /// Any number; it only has to be the same for every agentrack server on one database.
@@ -201,4 +206,106 @@ async fn create_shards(tx: &tokio_postgres::Transaction<'_>, wanted: u16) -> Res
     .map_err(db_error)?;
     tracing::info!(shards = count, "made the store's shards");
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use agentrack::{ExecutionRecord, NewExecution, Phase, Tracker, TrackerConfig};
+
+    use super::MIGRATIONS;
+    use crate::store::conformance::fresh_postgres;
+    use crate::store::{ListQuery, StoreConfig, open};
+
+    /// Rows as migration 7's writer left them (an empty history in the JSON with the true count
+    /// of dropped changes, every kept change in `phases`, `phase_count` the total count) read
+    /// back the same once migration 8 has run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_of_schema_7_read_back_the_same_after_the_migration() {
+        let tracker = Tracker::with_config(TrackerConfig {
+            max_phase_history: Some(30),
+            ..TrackerConfig::default()
+        });
+        let mut held: Vec<ExecutionRecord> = Vec::new();
+        for changes in [0, 8, 40] {
+            let id = tracker.create(NewExecution::new("a", "t", "u")).unwrap().execution_id;
+            tracker.start(id).unwrap();
+            for step in 0..changes {
+                let phase = match step {
+                    0 => Phase::WebsocketSetup,
+                    1 => Phase::ContextValidation,
+                    2 => Phase::Starting,
+                    _ if step % 2 == 1 => Phase::Thinking,
+                    _ => Phase::LlmInteraction,
+                };
+                let metadata = serde_json::json!({"step": step}).as_object().cloned();
+                tracker.transition(id, phase, metadata).unwrap();
+            }
+            held.push(tracker.get(id).unwrap());
+        }
+        assert_eq!(held[2].phase_history_dropped, 10);
+        let url = fresh_postgres().await;
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        for sql in &MIGRATIONS[..7] {
+            client.batch_execute(sql).await.unwrap();
+        }
+        client
+            .batch_execute(
+                "CREATE TABLE schema_version (version BIGINT NOT NULL); INSERT INTO schema_version VALUES (7)",
+            )
+            .await
+            .unwrap();
+        for record in &held {
+            let mut bare = record.clone();
+            bare.phase_history.clear();
+            let id = record.execution_id.to_string();
+            let total = i64::try_from(record.phase_count()).unwrap();
+            client
+                .execute(
+                    "INSERT INTO executions (execution_id, tenant, user_id, thread_id, agent_name, state,
+                        started_at_ms, seq, replay_from, phase_count, record)
+                     VALUES ($1, 't', 'u', 'a', 'a', $2, 0, $3, 0, $4, $5)",
+                    &[
+                        &id,
+                        &record.state.as_str(),
+                        &i64::try_from(record.seq).unwrap(),
+                        &total,
+                        &serde_json::to_string(&bare).unwrap(),
+                    ],
+                )
+                .await
+                .unwrap();
+            for (n, transition) in (record.phase_history_dropped..).zip(&record.phase_history) {
+                client
+                    .execute(
+                        "INSERT INTO phases (execution_id, n, transition) VALUES ($1, $2, $3)",
+                        &[
+                            &id,
+                            &i64::try_from(n).unwrap(),
+                            &serde_json::to_string(transition).unwrap(),
+                        ],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        let config = StoreConfig {
+            url: Some(url),
+            ..StoreConfig::default()
+        };
+        let store = open(&config, std::path::Path::new(".")).await.unwrap();
+        for record in &held {
+            assert_eq!(store.get(record.execution_id).await.unwrap().as_ref(), Some(record));
+        }
+        let mut page = store
+            .list(ListQuery {
+                limit: 10,
+                ..ListQuery::default()
+            })
+            .await
+            .unwrap()
+            .records;
+        page.sort_by_key(|record| held.iter().position(|h| h.execution_id == record.execution_id));
+        assert_eq!(page, held);
+    }
 }

@@ -65,8 +65,9 @@ impl Connection {
                     replay_from = excluded.replay_from,
                     phase_count = GREATEST(executions.phase_count, excluded.phase_count), record = excluded.record",
             ),
-            // The history is appended: of the changes sent, only those the stored row does not
-            // account for yet (the row is upserted after this, in the same transaction).
+            // The changes a row's tail moved past are written once: of those sent, only the ones
+            // the stored row does not account for yet (the row is upserted after this, in the
+            // same transaction).
             client.prepare(
                 "INSERT INTO phases (execution_id, n, transition)
                  SELECT p.execution_id, p.n, p.transition
@@ -117,7 +118,7 @@ impl Connection {
             .collect();
         let events = EventArrays::of(&events);
         let executions = ExecutionArrays::of(&row_shards, &rows);
-        let phases = PhaseArrays::of(&records)?;
+        let phases = PhaseArrays::of(&records, &rows)?;
         let fenced: Vec<&Batch> = batches.iter().filter(|batch| batch.fence.is_some()).collect();
         let fence_shards: Vec<i32> = fenced.iter().map(|batch| i32::from(batch.shard)).collect();
         let fence_ranges: Vec<i64> = fenced.iter().filter_map(|batch| batch.fence).collect();
@@ -203,13 +204,40 @@ impl Connection {
             )
             .await
             .map_err(db_error)?;
-        for found in stored {
-            let id: &str = found.get(0);
-            let Some((shard, _, event)) = finishing.iter().find(|(_, wanted, _)| wanted == id) else {
-                continue;
-            };
-            if let Some(record) = row::finished(row::decode(found.get(1))?, event) {
-                rows.push((*shard, Cow::Owned(record), 0));
+        let (mut finished_by, mut records) = (Vec::with_capacity(stored.len()), Vec::with_capacity(stored.len()));
+        for row in stored {
+            let id: &str = row.get(0);
+            if let Some((shard, _, event)) = finishing.iter().find(|(_, wanted, _)| wanted == id) {
+                records.push(row::decode(row.get(1))?);
+                finished_by.push((*shard, *event));
+            }
+        }
+        // Their whole kept history first: a row holds only its tail, and the row written back
+        // must keep the true count of dropped changes (the cap's trimming of `phases` relies
+        // on it).
+        let spilled: Vec<String> = records
+            .iter()
+            .filter(|record| record.phase_history_dropped > 0)
+            .map(|record| record.execution_id.to_string())
+            .collect();
+        if !spilled.is_empty() {
+            let phases = self
+                .client
+                .query(
+                    "SELECT execution_id, n, transition FROM phases WHERE execution_id = ANY($1)
+                     ORDER BY execution_id, n",
+                    &[&spilled],
+                )
+                .await
+                .map_err(db_error)?;
+            row::attach_phases(
+                &mut records,
+                phases.iter().map(|phase| (phase.get(0), phase.get(1), phase.get(2))),
+            );
+        }
+        for ((shard, event), record) in finished_by.into_iter().zip(records) {
+            if let Some(record) = row::finished(record, event) {
+                rows.push((shard, Cow::Owned(record), 0));
             }
         }
         Ok(rows)
@@ -321,9 +349,9 @@ struct ExecutionArrays<'a> {
     record: Vec<&'a str>,
 }
 
-/// A batch's phase history rows as the column arrays `UNNEST` takes: every change each row's
-/// record keeps (the statement leaves out those already stored), and where the cap drops the
-/// oldest.
+/// A batch's phase history rows as the column arrays `UNNEST` takes: of each row whose tail
+/// starts after its first kept change, the kept changes before the tail (the statement leaves
+/// out those already stored), and where the cap drops the oldest.
 struct PhaseArrays {
     execution_id: Vec<String>,
     n: Vec<i64>,
@@ -333,7 +361,7 @@ struct PhaseArrays {
 }
 
 impl PhaseArrays {
-    fn of(records: &[(u16, Cow<'_, ExecutionRecord>, u64)]) -> Result<Self, StoreError> {
+    fn of(records: &[(u16, Cow<'_, ExecutionRecord>, u64)], rows: &[ExecutionColumns<'_>]) -> Result<Self, StoreError> {
         let mut arrays = Self {
             execution_id: Vec::new(),
             n: Vec::new(),
@@ -341,15 +369,17 @@ impl PhaseArrays {
             dropping: Vec::new(),
             below: Vec::new(),
         };
-        for (_, record, _) in records {
-            let id = record.execution_id.to_string();
-            for (n, transition) in row::new_phases(record, 0)? {
-                arrays.execution_id.push(id.clone());
-                arrays.n.push(n);
-                arrays.transition.push(transition);
+        for ((_, record, _), columns) in records.iter().zip(rows) {
+            let tail_from = row::from_sql(columns.phase_count);
+            if tail_from > record.phase_history_dropped {
+                for (n, transition) in row::spilled(record, record.phase_history_dropped, tail_from)? {
+                    arrays.execution_id.push(columns.execution_id.clone());
+                    arrays.n.push(n);
+                    arrays.transition.push(transition);
+                }
             }
             if let Some(below) = row::phases_dropped_below(record) {
-                arrays.dropping.push(id);
+                arrays.dropping.push(columns.execution_id.clone());
                 arrays.below.push(below);
             }
         }
