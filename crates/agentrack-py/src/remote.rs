@@ -217,9 +217,11 @@ impl Client {
         let over: Vec<(ExecutionId, u32)> = beats.iter().map(|&(id, n)| (id, n.saturating_sub(MAX_COUNT))).collect();
         later(&over);
         for chunk in beats.chunks(MAX_BATCH) {
-            let ids: Vec<String> = chunk.iter().map(|(id, _)| id.to_string()).collect();
-            let counts: Vec<u32> = chunk.iter().map(|(_, count)| (*count).min(MAX_COUNT)).collect();
-            let body = json!({ "execution_ids": ids, "counts": counts });
+            let beats: Vec<Value> = chunk
+                .iter()
+                .map(|(id, count)| json!({ "execution_id": id.to_string(), "count": (*count).min(MAX_COUNT) }))
+                .collect();
+            let body = json!({ "beats": beats });
             if let Ok(answer) = self.send(Method::POST, "/v1/heartbeats", &[], Some(&body)).await {
                 let results = answer.body["results"].as_array().cloned().unwrap_or_default();
                 let mut finished = self.finished.lock();

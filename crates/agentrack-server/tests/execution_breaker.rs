@@ -274,33 +274,35 @@ async fn a_batch_may_count_each_id_several_times() {
     let a = server.create_started(&agent, "a", "t", "u").await;
     let b = server.create_started(&agent, "a", "t", "u").await;
 
-    let report = server
-        .ok(
-            "/v1/heartbeats",
-            &agent,
-            json!({"execution_ids": [a, b], "counts": [40, 2]}),
-        )
-        .await;
+    let beats = json!([{"execution_id": a, "count": 40}, {"execution_id": b, "count": 2}]);
+    let report = server.ok("/v1/heartbeats", &agent, json!({ "beats": beats })).await;
     assert_eq!(report["accepted"], 2, "{report}");
     assert_eq!(report["results"][0]["ok"]["heartbeat_count"], 40);
     assert_eq!(report["results"][1]["ok"]["heartbeat_count"], 2);
 
-    for (counts, why) in [
-        (json!([1]), "one count per id"),
-        (json!([1, 0]), "at least 1"),
-        (json!([1, 1_000_001]), "at most a million"),
-        (json!([1, "2"]), "numbers"),
-        (json!({"a": 1}), "an array"),
+    for (body, why) in [
+        (json!({"beats": [{"execution_id": a, "count": 0}]}), "at least 1"),
+        (
+            json!({"beats": [{"execution_id": a, "count": 1_000_001}]}),
+            "at most a million",
+        ),
+        (json!({"beats": [{"execution_id": a, "count": "2"}]}), "a number"),
+        (json!({"beats": [{"execution_id": a}]}), "a count"),
+        (
+            json!({"beats": [{"execution_id": a, "count": 1, "extra": 1}]}),
+            "no other key",
+        ),
+        (json!({"beats": [{"execution_id": " ", "count": 1}]}), "a non-blank id"),
+        (json!({"beats": []}), "at least one"),
+        (json!({"beats": {"a": 1}}), "an array"),
+        (
+            json!({"execution_ids": [a], "beats": [{"execution_id": a, "count": 1}]}),
+            "not both",
+        ),
     ] {
-        let (status, body) = server
-            .post(
-                "/v1/heartbeats",
-                &agent,
-                json!({"execution_ids": [a, b], "counts": counts}),
-            )
-            .await;
-        assert_eq!(status, 422, "{why}: {body}");
-        assert_eq!(body["error"]["field"], "counts", "{why}: {body}");
+        let (status, refused) = server.post("/v1/heartbeats", &agent, body).await;
+        assert_eq!(status, 422, "{why}: {refused}");
+        assert_eq!(refused["error"]["field"], "beats", "{why}: {refused}");
     }
     let (_, record) = server.get(&format!("/v1/executions/{a}"), &agent).await;
     assert_eq!(record["heartbeat_count"], 40, "refused batches counted nothing");

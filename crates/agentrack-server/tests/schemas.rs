@@ -242,7 +242,7 @@ async fn drive_executions(client: &mut Client<'_>, agent: &str, viewer: &str) ->
             "POST",
             "/v1/heartbeats",
             agent,
-            Some(json!({"execution_ids": [golden], "counts": [3]})),
+            Some(json!({"beats": [{"execution_id": golden, "count": 3}]})),
         )
         .await;
     client

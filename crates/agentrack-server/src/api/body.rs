@@ -243,7 +243,7 @@ impl Fields {
     }
 
     /// A present, non-null value.
-    fn present(&self, name: &str) -> Option<&Value> {
+    pub(super) fn present(&self, name: &str) -> Option<&Value> {
         self.map.get(name).filter(|value| !value.is_null())
     }
 

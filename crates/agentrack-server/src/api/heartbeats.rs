@@ -233,9 +233,11 @@ async fn beat_elsewhere(
     let (Some(cluster), Some(token)) = (state.cluster.as_ref(), scope.token()) else {
         return (indexes, Vec::new());
     };
-    let ids: Vec<&str> = indexes.iter().map(|&index| batch.ids[index].as_str()).collect();
-    let counts: Vec<u32> = indexes.iter().map(|&index| batch.counts[index]).collect();
-    let body = serde_json::json!({ "execution_ids": ids, "counts": counts });
+    let beats: Vec<Value> = indexes
+        .iter()
+        .map(|&index| serde_json::json!({ "execution_id": batch.ids[index], "count": batch.counts[index] }))
+        .collect();
+    let body = serde_json::json!({ "beats": beats });
     let answer = cluster
         .forwarder
         .post_json(&url, &cluster.member.node_id, "/v1/heartbeats", token, &body)
@@ -274,7 +276,7 @@ pub async fn single(
     Ok(Json(ack))
 }
 
-/// `POST /v1/heartbeats` with `{"execution_ids": [...]}` (and optionally `"counts": [...]`).
+/// `POST /v1/heartbeats` with `{"execution_ids": [...]}` or `{"beats": [{"execution_id", "count"}, ...]}`.
 ///
 /// # Errors
 ///
@@ -292,41 +294,64 @@ pub async fn batch(
 }
 
 /// A batch of heartbeats (`POST /v1/heartbeats`, or a stream's heartbeat message without its
-/// `type`): `execution_ids`, and optionally `counts`, how many heartbeats each id stands for.
+/// `type`): either `execution_ids`, one heartbeat each, or `beats`, ids each with the number of
+/// heartbeats it stands for (`{"execution_id", "count"}`).
 ///
 /// # Errors
 ///
-/// 422 for another field, for anything but 1 to [`MAX_BATCH`] non-empty strings, or for counts
-/// that are not one whole number from 1 to [`MAX_COUNT`] per id.
+/// 422 for another field, for both or neither, for anything but 1 to [`MAX_BATCH`] non-empty
+/// ids, or for a count that is not a whole number from 1 to [`MAX_COUNT`].
 pub fn parse_batch(body: JsonBody) -> Result<Batch, ApiError> {
-    let fields = Fields::new(body, &["execution_ids", "counts"])?;
-    let ids = fields.string_list("execution_ids", MAX_BATCH)?;
-    let Some(given) = fields.value("counts")? else {
-        return Ok(Batch::once_each(ids));
-    };
+    // Unlike other bodies, a null counts as given here (one of the two must be an array).
+    if body.0.contains_key("beats") && body.0.contains_key("execution_ids") {
+        return Err(ApiError::invalid_field(
+            "beats",
+            "give execution_ids (one heartbeat each) or beats (ids with counts), not both",
+        ));
+    }
+    let fields = Fields::new(body, &["execution_ids", "beats"])?;
+    match fields.present("beats") {
+        Some(beats) => parse_beats(beats),
+        None => Ok(Batch::once_each(fields.string_list("execution_ids", MAX_BATCH)?)),
+    }
+}
+
+/// `beats`: 1 to [`MAX_BATCH`] objects of exactly `execution_id` (a non-empty string) and
+/// `count` (1 to [`MAX_COUNT`]).
+fn parse_beats(value: &Value) -> Result<Batch, ApiError> {
     let invalid = |why: String| {
         ApiError::invalid_field(
-            "counts",
+            "beats",
             format!(
-                "counts must be an array of {} whole numbers from 1 to {MAX_COUNT}, one per execution id: {why}",
-                ids.len()
+                "beats must be an array of 1 to {MAX_BATCH} objects {{\"execution_id\": a non-empty string, \"count\": 1 to {MAX_COUNT}}}: {why}"
             ),
         )
     };
-    let items = given
+    let items = value
         .as_array()
-        .ok_or_else(|| invalid(format!("not {}", super::body::describe(&given))))?;
-    if items.len() != ids.len() {
-        return Err(invalid(format!("{} counts for {} ids", items.len(), ids.len())));
+        .ok_or_else(|| invalid(format!("not {}", super::body::describe(value))))?;
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(invalid(format!("{} items", items.len())));
     }
-    let counts = items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            super::body::whole_u32(item)
-                .filter(|n| (1..=MAX_COUNT).contains(n))
-                .ok_or_else(|| invalid(format!("counts[{i}] is {item}")))
-        })
-        .collect::<Result<Vec<u32>, ApiError>>()?;
-    Ok(Batch { ids, counts })
+    let mut batch = Batch {
+        ids: Vec::with_capacity(items.len()),
+        counts: Vec::with_capacity(items.len()),
+    };
+    for (i, item) in items.iter().enumerate() {
+        let beat = item.as_object().filter(|object| object.len() == 2);
+        let id = beat
+            .and_then(|object| object.get("execution_id"))
+            .and_then(Value::as_str)
+            .filter(|id| !id.trim().is_empty());
+        let count = beat
+            .and_then(|object| object.get("count"))
+            .and_then(super::body::whole_u32)
+            .filter(|n| (1..=MAX_COUNT).contains(n));
+        let (Some(id), Some(count)) = (id, count) else {
+            return Err(invalid(format!("beats[{i}] is {}", super::body::describe(item))));
+        };
+        batch.ids.push(id.to_owned());
+        batch.counts.push(count);
+    }
+    Ok(batch)
 }

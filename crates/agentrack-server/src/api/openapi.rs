@@ -173,9 +173,11 @@ pub fn spec() -> Value {
     let schemas = super::schemas::components();
     for doc in &docs {
         let mut operation = operation(doc);
-        // An empty body reads as `{}`: a body whose every field is optional may be left out.
+        // An empty body reads as `{}`: a body whose every field is optional may be left out
+        // (unless one of several must be given: `oneOf`).
         if let Some(request) = doc.request
             && schemas[request]["required"].as_array().is_none_or(Vec::is_empty)
+            && schemas[request].get("oneOf").is_none()
         {
             operation["requestBody"]["required"] = json!(false);
         }

@@ -243,17 +243,15 @@ fn execution_schemas(add: &mut impl FnMut(&str, Value)) {
         })),
     );
     add("HeartbeatAck", heartbeat_ack());
-    add(
-        "HeartbeatBatch",
-        partial(
-            &["execution_ids"],
-            json!({"execution_ids": {"type": "array", "minItems": 1,
-                "maxItems": super::heartbeats::MAX_BATCH, "items": {"type": "string", "pattern": NOT_BLANK}},
-            "counts": {"description": "How many heartbeats each id stands for (a client's batch), in the order of execution_ids; 1 each when absent.",
-                "anyOf": [{"type": "array", "minItems": 1, "maxItems": super::heartbeats::MAX_BATCH,
-                    "items": {"type": "integer", "minimum": 1, "maximum": super::heartbeats::MAX_COUNT}}, {"type": "null"}]}}),
-        ),
-    );
+    let ids = json!({"type": "array", "minItems": 1, "maxItems": super::heartbeats::MAX_BATCH,
+        "items": {"type": "string", "pattern": NOT_BLANK}});
+    let beats = json!({"type": "array", "minItems": 1, "maxItems": super::heartbeats::MAX_BATCH,
+        "description": "Ids each with how many heartbeats it stands for (a client sending each id once per flush).",
+        "items": exact(json!({"execution_id": {"type": "string", "pattern": NOT_BLANK},
+            "count": {"type": "integer", "minimum": 1, "maximum": super::heartbeats::MAX_COUNT}}))});
+    let mut batch = partial::<&str>(&[], json!({"execution_ids": ids, "beats": beats}));
+    batch["oneOf"] = json!([{"required": ["execution_ids"]}, {"required": ["beats"]}]);
+    add("HeartbeatBatch", batch);
     add("HeartbeatBatchReport", exact(Value::Object(batch_report())));
 }
 
