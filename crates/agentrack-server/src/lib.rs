@@ -49,6 +49,7 @@ pub mod fuzzing;
 pub mod housekeeping;
 pub mod http;
 pub mod hub;
+pub mod json_size;
 pub mod metrics;
 pub mod names;
 pub mod permits;

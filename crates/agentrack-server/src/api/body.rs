@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use crate::json_size::json_size;
 use crate::names::{self, NameKind};
 
 /// The largest accepted request body.
@@ -42,24 +43,6 @@ pub fn whole_u32(value: &Value) -> Option<u32> {
     let n = value.as_f64().filter(|n| n.fract() == 0.0)?;
     // Whole and finite, so printed without a fraction: parsed back without a lossy cast.
     format!("{n:.0}").parse().ok()
-}
-
-/// The size of `value` written as compact JSON, counted without writing it anywhere.
-pub fn json_size(value: &impl serde::Serialize) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing a `Value` into a counter cannot fail.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
 }
 
 /// `value` of field `name`, unless its JSON is larger than `limit` bytes (the setting `key`):

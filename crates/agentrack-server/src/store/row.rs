@@ -4,6 +4,7 @@ use agentrack::{Event, ExecutionRecord, Transition};
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::StoreError;
+use crate::json_size::json_size;
 use crate::serialized_event::SerializedEvent;
 
 /// Milliseconds since the epoch, as timestamps are stored.
@@ -119,25 +120,6 @@ fn tail_start(history: &[Transition]) -> usize {
         start -= 1;
     }
     start
-}
-
-/// The size of `value` as compact JSON, counted without keeping the text.
-fn json_size(value: &impl serde::Serialize) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing into a counter cannot fail (and a value that cannot be written fails later, when
-    // the row is encoded).
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
 }
 
 /// A copy of `record` whose history is its tail from `start` on, numbered from there: what the
