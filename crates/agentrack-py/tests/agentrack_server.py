@@ -11,10 +11,24 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
+
+
+def eventually(condition: Callable[[], Any], what: str, bound: float = 60.0, pause: float = 0.05) -> Any:
+    """Polls ``condition`` until it returns something true (returned), failing with ``what``
+    after ``bound`` seconds: a generous bound, as the condition, not the clock, is what a test
+    waits for."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(pause)
+    raise AssertionError(f"not within {bound} s: {what}")
 
 
 def binary() -> Path:

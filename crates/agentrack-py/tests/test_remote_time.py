@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Any
 from unittest.mock import AsyncMock
 
 import pytest
+from agentrack_server import eventually
 
 from agentrack import (
     AgentExecutionPhase,
@@ -27,16 +26,6 @@ from agentrack import (
 pytestmark = pytest.mark.remote_only
 
 BOUND = 20.0
-
-
-def eventually(condition: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + BOUND
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"not within {BOUND} s: {what}")
 
 
 async def test_circuit_breaker_failure_and_recovery_cycle():
@@ -79,10 +68,14 @@ def test_timeout_configuration_and_validation():
     record = tracker.get_execution(running)
     assert record.timeout_config == config
     assert record.timeout_seconds == 0.3
-    status = eventually(lambda: (s := tracker.check_timeout(running)) and s["is_timed_out"] and s, "a timeout")
+    status = eventually(
+        lambda: (s := tracker.check_timeout(running)) and s["is_timed_out"] and s, "a timeout", BOUND, 0.02
+    )
     assert status["timeout_seconds"] == 0.3
     # The server's monitor then times it out.
-    eventually(lambda: tracker.get_execution_state(running) is ExecutionState.TIMEOUT, "the server's timeout")
+    eventually(
+        lambda: tracker.get_execution_state(running) is ExecutionState.TIMEOUT, "the server's timeout", BOUND, 0.02
+    )
     assert not tracker.set_timeout(running, config), "a finished execution keeps its settings"
 
 

@@ -10,29 +10,18 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
-from agentrack_server import Server
+from agentrack_server import Server, eventually
 
 from agentrack import AgentExecutionTracker, ExecutionState, RemoteTracker
 
 pytestmark = pytest.mark.remote_only
 
 BOUND = 60.0
-
-
-def eventually(condition: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + BOUND
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not within {BOUND} s: {what}")
 
 
 def worker(url: str, token: str, pipe: Connection) -> None:
