@@ -329,9 +329,23 @@ pub(crate) fn decode(text: &str) -> Result<ExecutionRecord, StoreError> {
     serde_json::from_str(text).map_err(StoreError::corrupt)
 }
 
+/// The `step`th phase of a test execution with a long history: the three opening phases, then
+/// thinking and LLM interaction in turn, every move valid.
+#[cfg(test)]
+pub(super) fn nth_phase(step: usize) -> agentrack::Phase {
+    use agentrack::Phase;
+    match step {
+        0 => Phase::WebsocketSetup,
+        1 => Phase::ContextValidation,
+        2 => Phase::Starting,
+        _ if step % 2 == 1 => Phase::Thinking,
+        _ => Phase::LlmInteraction,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use agentrack::{NewExecution, Phase, Tracker};
+    use agentrack::{NewExecution, Tracker};
 
     use super::*;
 
@@ -340,13 +354,7 @@ mod tests {
         let id = tracker.create(NewExecution::new("a", "t", "u")).unwrap().execution_id;
         tracker.start(id).unwrap();
         for step in 0..count {
-            let phase = match step {
-                0 => Phase::WebsocketSetup,
-                1 => Phase::ContextValidation,
-                2 => Phase::Starting,
-                _ if step % 2 == 1 => Phase::Thinking,
-                _ => Phase::LlmInteraction,
-            };
+            let phase = nth_phase(step);
             let metadata = serde_json::json!({"blob": "x".repeat(blob)}).as_object().cloned();
             tracker.transition(id, phase, metadata).unwrap();
         }

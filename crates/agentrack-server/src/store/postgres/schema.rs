@@ -210,7 +210,7 @@ async fn create_shards(tx: &tokio_postgres::Transaction<'_>, wanted: u16) -> Res
 
 #[cfg(test)]
 mod tests {
-    use agentrack::{ExecutionRecord, NewExecution, Phase, Tracker, TrackerConfig};
+    use agentrack::{ExecutionRecord, NewExecution, Tracker, TrackerConfig};
 
     use super::MIGRATIONS;
     use crate::store::conformance::fresh_postgres;
@@ -230,13 +230,7 @@ mod tests {
             let id = tracker.create(NewExecution::new("a", "t", "u")).unwrap().execution_id;
             tracker.start(id).unwrap();
             for step in 0..changes {
-                let phase = match step {
-                    0 => Phase::WebsocketSetup,
-                    1 => Phase::ContextValidation,
-                    2 => Phase::Starting,
-                    _ if step % 2 == 1 => Phase::Thinking,
-                    _ => Phase::LlmInteraction,
-                };
+                let phase = crate::store::row::nth_phase(step);
                 let metadata = serde_json::json!({"step": step}).as_object().cloned();
                 tracker.transition(id, phase, metadata).unwrap();
             }
