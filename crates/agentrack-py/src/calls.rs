@@ -91,6 +91,40 @@ impl Bridge {
     }
 }
 
+/// `captured` keyword arguments as a dict, in the order the original passed them.
+fn kwargs_dict<'py>(py: Python<'py>, kwargs: &[(&'static str, Value)]) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (key, value) in kwargs {
+        dict.set_item(*key, json_to_py(py, value)?)?;
+    }
+    Ok(dict)
+}
+
+/// The manager method and keyword arguments of `notification`, exactly as the in-process path
+/// passes them (same names, values and order): for a notification made elsewhere (the server's
+/// record, in remote mode).
+pub(crate) fn notification_call<'py>(
+    py: Python<'py>,
+    notification: &agentrack::Notification,
+) -> PyResult<(&'static str, Bound<'py, PyDict>)> {
+    let bridge = Bridge {
+        captured: Mutex::new(None),
+        verdict: Mutex::new(None),
+    };
+    // Without a verdict to wait for, sending only captures the call: ready at the first poll.
+    {
+        let _context = runtime().enter();
+        let mut sending = std::pin::pin!(notification.send(&bridge));
+        let _ = sending.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+    }
+    let captured = bridge
+        .captured
+        .lock()
+        .take()
+        .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("the notification made no call"))?;
+    Ok((captured.method, kwargs_dict(py, &captured.kwargs)?))
+}
+
 fn text(value: &str) -> Value {
     Value::String(value.to_owned())
 }
@@ -225,10 +259,7 @@ pub(crate) fn begin_transition(
                 // Cannot happen: the core only waits on the notifier.
                 return Ok(Ok(TransitionStep::Done(true)));
             };
-            let kwargs = PyDict::new(py);
-            for (key, value) in &captured.kwargs {
-                kwargs.set_item(*key, json_to_py(py, value)?)?;
-            }
+            let kwargs = kwargs_dict(py, &captured.kwargs)?;
             Ok(Ok(TransitionStep::Notify(PendingNotification {
                 method: captured.method,
                 kwargs: kwargs.unbind(),

@@ -27,7 +27,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use crate::convert::{json_map_to_py, json_to_py, py_to_json, py_to_map, secs_obj};
+use crate::convert::{json_to_py, py_to_json, py_to_map, secs_obj};
 use crate::record::RecordView;
 use crate::tracker::{
     agent_state_dict, breaker_dict, history_list, id_of, metrics_dict, some, state_arg, text, timeout_dict,
@@ -1081,13 +1081,8 @@ impl RemoteCore {
         let Some(notification) = Notification::for_latest_transition(&record, Utc::now()) else {
             return Ok(Some((valid, none(), none()).into_pyobject(py)?));
         };
-        let method = notification.method();
-        let mut kwargs = match serde_json::to_value(&notification) {
-            Ok(Value::Object(map)) => map,
-            _ => Map::new(),
-        };
-        kwargs.remove("method");
-        Ok(Some((valid, method, json_map_to_py(py, &kwargs)?).into_pyobject(py)?))
+        let (method, kwargs) = crate::calls::notification_call(py, &notification)?;
+        Ok(Some((valid, method, kwargs).into_pyobject(py)?))
     }
 
     /// Creates an execution with its own timeout config, in `initial_state`.

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from test_notifications import EXPECTED, RECORD_METADATA, STEP_METADATA, RecordingManager, assert_calls
 
 from agentrack import AgentExecutionPhase, ExecutionState
 
@@ -123,3 +124,32 @@ def test_terminal_state_handling_and_cleanup(tracker, new_execution):
         # Finished: the server keeps it until its retention, then purges it.
         assert tracker.cleanup_state(execution_id)
     assert tracker.get_active_executions() == []
+
+
+DURATION_KEYS = ("total_duration_ms", "execution_time_ms")
+
+
+def durations_checked(value):
+    """``value`` with each duration replaced by its type and whether it is at least zero: on the
+    server's clock a duration is whatever time passed, while every other argument stays exact."""
+    if isinstance(value, dict):
+        return {
+            key: (type(item).__name__, item >= 0) if key in DURATION_KEYS else durations_checked(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return type(value)(durations_checked(item) for item in value)
+    return value
+
+
+@pytest.mark.parametrize("phase", list(EXPECTED), ids=lambda phase: phase.value)
+async def test_each_notified_phase_sends_the_originals_call(tracker, phase):
+    """The twin of ``test_notifications.py``'s pin of every phase's call, in remote mode."""
+    execution = tracker.create_execution("agent", "thread-1", "user-1", metadata=dict(RECORD_METADATA))
+    assert tracker.set_agent_state(execution, {"warning_count": 2})
+    assert await tracker.transition_state(execution, AgentExecutionPhase.WEBSOCKET_SETUP, {"socket": "open"})
+    assert await tracker.transition_state(execution, AgentExecutionPhase.CONTEXT_VALIDATION, {"valid": True})
+    manager = RecordingManager()
+    assert await tracker.transition_state(execution, phase, dict(STEP_METADATA), manager) is True
+    method, kwargs = EXPECTED[phase]
+    assert_calls(durations_checked(manager.calls), durations_checked([(method, (), kwargs)]))
