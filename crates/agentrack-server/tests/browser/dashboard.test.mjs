@@ -19,7 +19,9 @@ let out;
 
 before(async () => {
   out = outputDir();
-  server = await new Server().start();
+  // Timeouts longer than the suite: a slow test must not let the running executions of earlier
+  // tests die and change the counts later tests read (the dead chart has a server of its own).
+  server = await new Server(["--heartbeat-timeout", "1h", "--execution-timeout", "1h"]).start();
   browser = await launchBrowser();
   agent = await server.token("agent", "acme");
 });
