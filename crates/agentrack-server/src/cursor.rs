@@ -36,6 +36,12 @@ impl Positions {
         *position = (*position).max(seq);
     }
 
+    /// Whether these positions are at or past `other` in every shard: whatever `other` was
+    /// brought past, these were too.
+    pub fn covers(&self, other: &Self) -> bool {
+        other.iter().all(|(shard, seq)| self.get(shard) >= seq)
+    }
+
     /// Every shard with a position, in order.
     pub fn iter(&self) -> impl Iterator<Item = (ShardId, u64)> + '_ {
         self.0.iter().map(|(shard, seq)| (*shard, *seq))
@@ -137,6 +143,20 @@ mod tests {
         assert_eq!(Positions::decode(&cursor, 64).unwrap(), positions);
         positions.advance(7, 10);
         assert_eq!(positions.get(7), 300_000, "positions never move back");
+    }
+
+    #[test]
+    fn positions_cover_what_they_are_at_or_past_in_every_shard() {
+        let mut later = Positions::default();
+        later.advance(1, 10);
+        later.advance(2, 5);
+        let mut earlier = Positions::default();
+        earlier.advance(1, 10);
+        assert!(later.covers(&earlier));
+        assert!(later.covers(&Positions::default()));
+        earlier.advance(3, 1);
+        assert!(!later.covers(&earlier), "shard 3 is unknown to `later`");
+        assert!(!Positions::default().covers(&later));
     }
 
     #[test]

@@ -438,6 +438,54 @@ async fn a_hammered_overview_is_walked_once_per_scope_and_window() {
 }
 
 #[tokio::test]
+async fn an_overview_since_an_event_reflects_it_even_within_the_cache_window() {
+    let (server, _dir) = start("[quotas]\noverview_cache = \"1h\"\n").await;
+    let acme = server.token("agent", "acme", None).await;
+    server.create(&acme, "a", "t", "u").await;
+    let (_, first) = server.get("/v1/overview", &acme).await;
+    assert_eq!(first["counts"]["total"], 1);
+
+    let mut stream = server.ws("", Some(&acme)).await;
+    let second = server.create(&acme, "a", "t", "u").await;
+    let created = stream
+        .until(5 * common::SECOND, |e| {
+            e["type"] == "execution_created" && e["execution_id"] == second.as_str()
+        })
+        .await
+        .pop()
+        .unwrap();
+    let cursor = created["cursor"].as_str().unwrap().to_owned();
+
+    // Without `since` the window's walk is reused, from before the event; since it, not.
+    let (_, cached) = server.get("/v1/overview", &acme).await;
+    assert_eq!(cached["counts"]["total"], 1, "the cached walk");
+    let counter = |text: &str, name: &str| metric_value(text, name).unwrap();
+    let walks = counter(&prometheus(&server).await, "agentrack_overview_walks_total");
+    let (status, fresh) = server.get(&format!("/v1/overview?since={cursor}"), &acme).await;
+    assert_eq!(status, 200, "{fresh}");
+    assert_eq!(fresh["counts"]["total"], 2);
+    // That walk covers the cursor: reused for it, and for the plain read.
+    for path in [format!("/v1/overview?since={cursor}"), "/v1/overview".to_owned()] {
+        let (_, again) = server.get(&path, &acme).await;
+        assert_eq!(again["counts"]["total"], 2, "{path}");
+    }
+    let metrics = prometheus(&server).await;
+    assert_eq!(counter(&metrics, "agentrack_overview_walks_total"), walks + 1);
+
+    for (query, parameter, says) in [
+        ("since=soon", "since", "not a cursor"),
+        ("colour=red", "colour", "valid: since"),
+    ] {
+        let (status, refused) = server.get(&format!("/v1/overview?{query}"), &acme).await;
+        assert_eq!(status, 400, "{query}: {refused}");
+        assert_eq!(refused["error"]["code"], "invalid_query");
+        assert_eq!(refused["error"]["parameter"], parameter);
+        let message = refused["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{query}: {message}");
+    }
+}
+
+#[tokio::test]
 async fn the_document_lists_the_quota_refusals_with_retry_after() {
     let server = TestServer::start().await;
     let (_, document) = server.request("GET", "/openapi.json", None, None).await;

@@ -14,7 +14,10 @@
 //!
 //! This node's part is walked at most once per `quotas.overview_cache` (1 s by default) per
 //! scope, and reused within it (see [`OverviewCache`]): counted in
-//! `agentrack_overview_walks_total` and `agentrack_overview_cache_hits_total`.
+//! `agentrack_overview_walks_total` and `agentrack_overview_cache_hits_total`. A reader that
+//! has seen events passes `since=` the cursor of the last one: a cached walk that does not cover
+//! it is not reused, so a client that re-reads because of an event never gets numbers from
+//! before that event (which no later event might correct).
 //!
 //! The response also carries `event_cursor`, where the event log stood at the time of the
 //! read: a client that opens the event stream with `since=event_cursor` misses nothing that
@@ -27,10 +30,13 @@ use std::time::Instant;
 
 use agentrack::{BreakerState, ExecutionRecord, ExecutionState, Phase};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::routing::get;
 use chrono::{DateTime, Duration as Span, DurationRound, Utc};
 use parking_lot::Mutex;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::breakers::{LIST_BREAKERS, visible as visible_breakers};
@@ -41,8 +47,8 @@ use super::{Access, Route, RouteDoc};
 use crate::app::AppState;
 use crate::auth::Scope;
 use crate::cluster::gather;
+use crate::cursor::Positions;
 use crate::metrics::{phase_stats, samples_of};
-use axum::http::HeaderMap;
 
 /// The incident chart's window, in minutes (one bucket a minute).
 pub const INCIDENT_MINUTES: usize = 60;
@@ -63,11 +69,26 @@ pub fn routes() -> Vec<Route> {
             access: Access::Read,
             request: None,
             success: (200, Some("Overview")),
-            errors: &[401],
-            query: &[],
+            errors: &[400, 401],
+            query: PARAMETERS,
         },
         handler: get(overview),
     }]
+}
+
+/// The overview's query parameters, for its documentation and its error messages.
+const PARAMETERS: &[(&str, &str)] = &[(
+    "since",
+    "An event cursor (an event's `cursor`, or an overview's `event_cursor`): the numbers reflect at least every event up to it.",
+)];
+
+/// The overview's query parameters as given.
+#[derive(Debug, Default, Deserialize)]
+struct Parameters {
+    since: Option<String>,
+    /// Anything else, refused by name.
+    #[serde(flatten)]
+    unknown: BTreeMap<String, String>,
 }
 
 /// The `Overview` schema for `/openapi.json`.
@@ -240,6 +261,8 @@ pub(super) fn share(part: u64, whole: u64) -> f64 {
 struct Local {
     answer: Value,
     samples: HashMap<Phase, Vec<u64>>,
+    /// Where the event log stood before the walk: every event up to here is reflected.
+    positions: Positions,
 }
 
 /// Whose overview a walk was: (tenant, user) as [`Scope::counted`] gives them, which also fixes
@@ -263,10 +286,12 @@ pub struct OverviewCache {
 }
 
 impl OverviewCache {
-    fn get(&self, key: &CacheKey, fresh_for: std::time::Duration) -> Option<Arc<Local>> {
+    /// A walk of `key`'s scope taken within `fresh_for` that reflects every event up to `since`.
+    fn get(&self, key: &CacheKey, fresh_for: std::time::Duration, since: Option<&Positions>) -> Option<Arc<Local>> {
         let entries = self.entries.lock();
         let (taken, local) = entries.get(key)?;
-        (taken.elapsed() < fresh_for).then(|| Arc::clone(local))
+        let covers = since.is_none_or(|since| local.positions.covers(since));
+        (taken.elapsed() < fresh_for && covers).then(|| Arc::clone(local))
     }
 
     fn put(&self, key: CacheKey, local: &Arc<Local>, fresh_for: std::time::Duration) {
@@ -281,11 +306,26 @@ impl OverviewCache {
     }
 }
 
-async fn overview(State(state): State<AppState>, scope: Scope, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+async fn overview(
+    State(state): State<AppState>,
+    scope: Scope,
+    headers: HeaderMap,
+    parameters: Result<Query<Parameters>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(Parameters { since, unknown }) = parameters.map_err(ApiError::unreadable_query)?;
+    if let Some(name) = unknown.keys().next() {
+        return Err(ApiError::unknown_parameter(name, PARAMETERS));
+    }
+    let since = since
+        .map(|text| {
+            Positions::decode(&text, state.shards.count())
+                .map_err(|error| ApiError::invalid_query("since", error.to_string()))
+        })
+        .transpose()?;
     let fresh_for = state.quotas.config.overview_cache;
     let (tenant, user) = scope.counted();
     let key: CacheKey = (tenant.map(str::to_owned), user.map(str::to_owned));
-    let local = if let Some(local) = state.overview.get(&key, fresh_for) {
+    let local = if let Some(local) = state.overview.get(&key, fresh_for, since.as_ref()) {
         state.metrics.overview_cache_hits.fetch_add(1, Ordering::Relaxed);
         local
     } else {
@@ -299,16 +339,27 @@ async fn overview(State(state): State<AppState>, scope: Scope, headers: HeaderMa
     let mut answer = local.answer.clone();
     if gather::is_part_request(&headers) {
         cluster_wide::add_samples(&mut answer, &local.samples);
-    } else if let Some(gathered) = gather::from_peers(&state, &scope, &headers, "/v1/overview").await {
+    } else if let Some(gathered) =
+        gather::from_peers(&state, &scope, &headers, &peer_path(since.as_ref(), &state)).await
+    {
         cluster_wide::overview(&mut answer, local.samples.clone(), &gathered, STUCK_LIMIT);
     }
     Ok(Json(answer))
 }
 
+/// What the other nodes are asked for: their parts reflecting the same events.
+fn peer_path(since: Option<&Positions>, state: &AppState) -> String {
+    match since {
+        Some(since) => format!("/v1/overview?since={}", since.encode(state.shards.count())),
+        None => "/v1/overview".to_owned(),
+    }
+}
+
 /// This node's overview for `scope`, from its counters and a walk of its records in memory.
 fn walk(state: &AppState, scope: &Scope) -> Local {
-    // Read the watermark first: everything the numbers below reflect is at or after it, and a
-    // stream resumed from it repeats at worst a few events the client then ignores by `seq`.
+    // Read the watermark first: every event up to it is in the numbers below (the metrics count
+    // an event when it commits, before publishing moves the watermark past it), and a stream
+    // resumed from it repeats at worst a few events the client then ignores by `seq`.
     let positions = state.hub.positions();
     let event_seq = positions.get(0);
     let event_cursor = positions.encode(state.shards.count());
@@ -378,7 +429,11 @@ fn walk(state: &AppState, scope: &Scope) -> Local {
         "breakers": breakers,
         "execution_breakers": execution_breakers,
     });
-    Local { answer, samples }
+    Local {
+        answer,
+        samples,
+        positions,
+    }
 }
 
 #[cfg(test)]

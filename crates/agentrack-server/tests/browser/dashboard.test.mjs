@@ -8,6 +8,8 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { GOLDEN_PHASES, Server, freshDatabase, launchBrowser, outputDir, signedInPage } from "./harness.mjs";
 
@@ -21,7 +23,11 @@ before(async () => {
   out = outputDir();
   // Timeouts longer than the suite: a slow test must not let the running executions of earlier
   // tests die and change the counts later tests read (the dead chart has a server of its own).
-  server = await new Server(["--heartbeat-timeout", "1h", "--execution-timeout", "1h"]).start();
+  // An overview cached for the whole suite: a page that re-reads it after an event must still
+  // get numbers that reflect the event, however soon after another read of the same scope.
+  const config = join(mkdtempSync(join(tmpdir(), "agentrack-browser-config-")), "agentrack.toml");
+  writeFileSync(config, '[quotas]\noverview_cache = "1h"\n');
+  server = await new Server(["--config", config, "--heartbeat-timeout", "1h", "--execution-timeout", "1h"]).start();
   browser = await launchBrowser();
   agent = await server.token("agent", "acme");
 });

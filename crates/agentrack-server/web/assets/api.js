@@ -82,9 +82,12 @@ export function query(params) {
   return text ? `?${text}` : "";
 }
 
-/** The dashboard overview for the signed-in scope. */
-export function overview(options) {
-  return get("/v1/overview", options);
+/**
+ * The dashboard overview for the signed-in scope; with `since` (an event cursor), numbers that
+ * reflect at least every event up to it.
+ */
+export function overview({ since, ...options } = {}) {
+  return get(`/v1/overview${query({ since })}`, options);
 }
 
 /** A page of executions. */

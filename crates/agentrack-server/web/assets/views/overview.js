@@ -252,7 +252,8 @@ export function overviewView(container, session, prefetched) {
     pending = false;
     lastRead = performance.now();
     try {
-      apply(await api.overview());
+      // Numbers from before the last event seen would stay wrong until the next event.
+      apply(await api.overview({ since: session.stream?.cursor }));
     } catch (error) {
       if (alive && error.status !== 401) {
         replace(container, h("p", { class: "notice error", role: "alert" }, [`Could not load the overview: ${error.message}`]));
