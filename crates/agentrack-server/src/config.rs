@@ -49,7 +49,8 @@
 //! max_result_bytes = 262144      # a state change's result, as JSON (past it: 413)
 //! max_phase_history = 200        # phase changes kept per record; older ones stay in the event log
 //!
-//! [tracker]                      # the core's TrackerConfig; durations in seconds
+//! [tracker]                      # the core's TrackerConfig over the server's defaults (finished
+//!                                # records stay in memory an hour); durations in seconds
 //! heartbeat_timeout = 10.0
 //! execution_timeout = 15.0
 //! monitor_interval = 1.0
@@ -136,8 +137,32 @@ pub struct ServerConfig {
     pub cluster: ClusterConfig,
     /// What one execution may hold (the `[records]` section).
     pub records: RecordLimits,
-    /// The core's settings.
+    /// The core's settings: a `[tracker]` section's keys over the server's defaults.
+    #[serde(deserialize_with = "tracker_section")]
     pub tracker: TrackerConfig,
+}
+
+/// A `[tracker]` section: the keys it gives over the server's defaults — not the core's, which
+/// would purge finished records from memory after a minute instead of an hour whenever the
+/// section sets anything else — and an unknown key refused by name, as in every other section.
+fn tracker_section<'de, D: Deserializer<'de>>(deserializer: D) -> Result<TrackerConfig, D::Error> {
+    use serde::de::Error as _;
+    use serde_json::Value;
+    let given = serde_json::Map::<String, Value>::deserialize(deserializer)?;
+    let Ok(Value::Object(mut merged)) = serde_json::to_value(ServerConfig::default().tracker) else {
+        return Err(D::Error::custom("the default [tracker] settings cannot be written"));
+    };
+    for (key, value) in given {
+        if !merged.contains_key(&key) {
+            let valid: Vec<&str> = merged.keys().map(String::as_str).collect();
+            return Err(D::Error::custom(format!(
+                "unknown field `{key}` in [tracker]; valid: {}",
+                valid.join(", ")
+            )));
+        }
+        merged.insert(key, value);
+    }
+    serde_json::from_value(Value::Object(merged)).map_err(|error| D::Error::custom(format!("[tracker]: {error}")))
 }
 
 /// What one execution may hold, so that no client can grow a record (in memory, and in every
@@ -534,6 +559,20 @@ mod tests {
         assert_eq!(config.retention, Duration::from_secs(7200));
         assert_eq!(config.tracker.heartbeat_timeout, Duration::from_secs(1));
         assert_eq!(config.tracker.execution_timeout, Duration::from_secs(15));
+        assert_eq!(
+            config.tracker.cleanup_age,
+            ServerConfig::default().tracker.cleanup_age,
+            "keys the section leaves out keep the server's defaults, not the core's"
+        );
+        let unknown = toml::from_str::<ServerConfig>("[tracker]\nheartbeat_timout = 1.0\n").unwrap_err();
+        assert!(
+            unknown
+                .to_string()
+                .contains("unknown field `heartbeat_timout` in [tracker]; valid: "),
+            "{unknown}"
+        );
+        let bad = toml::from_str::<ServerConfig>("[tracker]\nheartbeat_timeout = \"soon\"\n").unwrap_err();
+        assert!(bad.to_string().contains("[tracker]"), "{bad}");
         assert!(toml::from_str::<ServerConfig>("retention_days = 3").is_err());
         let config: ServerConfig =
             toml::from_str("[store]\nurl = \"sqlite:///tmp/a.db\"\nsynchronous = \"normal\"\n").unwrap();
