@@ -209,6 +209,19 @@ async fn a_ticket_opens_one_stream_and_expires(backend: Backend) {
     assert_eq!(body["expires_in_seconds"], 0.5);
     let ticket = body["ticket"].as_str().unwrap().to_owned();
     assert!(ticket.starts_with("tkt_"), "{ticket}");
+    // Refused for its other parameters, a request leaves its ticket for the corrected one.
+    for (query, status, code) in [
+        ("protocol=sse", 422, "invalid_field"),
+        ("colour=red", 400, "invalid_query"),
+        ("since=soon", 400, "invalid_query"),
+        ("snapshot=maybe", 400, "invalid_query"),
+    ] {
+        let (got, body) = server
+            .request("GET", &format!("/v1/events?ticket={ticket}&{query}"), None, None)
+            .await;
+        assert_eq!(got, status, "{query}: {body}");
+        assert_eq!(body["error"]["code"], code, "{query}: {body}");
+    }
     let stream = server.ws(&format!("?ticket={ticket}"), None).await;
     stream.close().await;
     assert_eq!(server.ws_refused(&format!("?ticket={ticket}"), None).await, 401);

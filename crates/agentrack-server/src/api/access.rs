@@ -10,6 +10,8 @@
 //! token, 403 `forbidden` naming the caller's role and what it may not do.
 
 use axum::extract::Request;
+use axum::http::Uri;
+use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -85,8 +87,11 @@ impl Access {
     }
 }
 
+/// A route's check of a request's parameters, run before a `?ticket=` is used up.
+pub type TicketCheck = fn(&AppState, &Uri) -> Result<(), ApiError>;
+
 /// How a route takes its token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Guard {
     /// The route's level.
     pub access: Access,
@@ -94,6 +99,9 @@ pub struct Guard {
     /// (browsers cannot set headers on a WebSocket): the routes whose documented query
     /// parameters include `ticket`.
     pub query_ticket: bool,
+    /// What a request that came with a `?ticket=` (and no `Authorization`) is checked for
+    /// before its ticket is used up: a refusal then costs the caller no ticket.
+    pub ticket_check: Option<TicketCheck>,
     /// Whether the route is refused while the store is failing (see [`RouteDoc::durable`](super::RouteDoc)).
     pub durable: bool,
     /// Whether the route changes anything (every method but `GET`): refused while the store's
@@ -107,6 +115,13 @@ pub async fn guard(guard: Guard, state: AppState, mut request: Request, next: Ne
     let access = guard.access.in_force(&state);
     if access == Access::Public {
         return next.run(request).await;
+    }
+    if let Some(check) = guard.ticket_check
+        && !request.headers().contains_key(AUTHORIZATION)
+        && request.uri().query().is_some_and(|query| query.contains("ticket="))
+        && let Err(error) = check(&state, request.uri())
+    {
+        return error.into_response();
     }
     let scope = match Scope::authenticate(&state, request.headers(), request.uri(), guard.query_ticket).await {
         Ok(scope) => scope,

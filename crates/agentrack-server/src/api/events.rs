@@ -11,13 +11,14 @@
 
 use std::collections::BTreeMap;
 
+use agentrack::ExecutionId;
 use axum::Extension;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
 use chrono::Utc;
@@ -171,8 +172,18 @@ async fn subscribe(
         }))
 }
 
-/// What the parameters subscribe to.
-async fn subscription(state: &AppState, scope: Scope, parameters: Parameters) -> Result<Subscription, ApiError> {
+/// The stream's parameters, checked as far as they can be without the caller's scope.
+struct Checked {
+    thread_id: Option<String>,
+    execution_id: Option<ExecutionId>,
+    since: Option<Positions>,
+    protocol: Protocol,
+    snapshot: bool,
+}
+
+/// Names, forms and values of the stream's parameters; whether the caller may see the
+/// execution it names is for [`subscription`].
+fn check(parameters: Parameters, shards: u16) -> Result<Checked, ApiError> {
     let Parameters {
         thread_id,
         execution_id,
@@ -185,24 +196,12 @@ async fn subscription(state: &AppState, scope: Scope, parameters: Parameters) ->
     if let Some(name) = unknown.keys().next() {
         return Err(ApiError::unknown_parameter(name, PARAMETERS));
     }
-    let execution_id = match execution_id {
-        Some(text) => {
-            let id = text.parse().map_err(|_| ApiError::unknown_id(&text))?;
-            let record = match state.shards.get(id) {
-                Some(record) => Some(record),
-                None => state.store.get(id).await.map_err(ApiError::store)?,
-            };
-            if !record.is_some_and(|record| scope.sees(&record)) {
-                return Err(ApiError::not_found(id));
-            }
-            Some(id)
-        }
-        None => None,
-    };
+    let execution_id = execution_id
+        .map(|text| text.parse().map_err(|_| ApiError::unknown_id(&text)))
+        .transpose()?;
     let since = since
         .map(|text| {
-            Positions::decode(&text, state.shards.count())
-                .map_err(|error| ApiError::invalid_query("since", error.to_string()))
+            Positions::decode(&text, shards).map_err(|error| ApiError::invalid_query("since", error.to_string()))
         })
         .transpose()?;
     let snapshot = match snapshot.as_deref() {
@@ -226,9 +225,43 @@ async fn subscription(state: &AppState, scope: Scope, parameters: Parameters) ->
             .with("valid_values", vec!["agentrack", "agui"]));
         }
     };
+    Ok(Checked {
+        thread_id: thread_id.filter(|t| !t.is_empty()),
+        execution_id,
+        since,
+        protocol,
+        snapshot,
+    })
+}
+
+/// The access guard's check of a stream request that came with a `?ticket=`, before the ticket
+/// is used up: a request refused for its parameters leaves the ticket for the corrected one.
+pub(crate) fn check_before_ticket(state: &AppState, uri: &Uri) -> Result<(), ApiError> {
+    let Query(parameters) = Query::<Parameters>::try_from_uri(uri).map_err(ApiError::unreadable_query)?;
+    check(parameters, state.shards.count()).map(drop)
+}
+
+/// What the parameters subscribe to.
+async fn subscription(state: &AppState, scope: Scope, parameters: Parameters) -> Result<Subscription, ApiError> {
+    let Checked {
+        thread_id,
+        execution_id,
+        since,
+        protocol,
+        snapshot,
+    } = check(parameters, state.shards.count())?;
+    if let Some(id) = execution_id {
+        let record = match state.shards.get(id) {
+            Some(record) => Some(record),
+            None => state.store.get(id).await.map_err(ApiError::store)?,
+        };
+        if !record.is_some_and(|record| scope.sees(&record)) {
+            return Err(ApiError::not_found(id));
+        }
+    }
     Ok(Subscription {
         scope,
-        thread_id: thread_id.filter(|t| !t.is_empty()),
+        thread_id,
         execution_id,
         since,
         protocol,

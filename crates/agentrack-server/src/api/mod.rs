@@ -78,9 +78,12 @@ impl RouteDoc {
 
     /// How the access guard takes this route's token.
     pub fn guard(&self) -> access::Guard {
+        let query_ticket = self.query.iter().any(|(name, _)| *name == "ticket");
         access::Guard {
             access: self.access,
-            query_ticket: self.query.iter().any(|(name, _)| *name == "ticket"),
+            query_ticket,
+            // Tickets are for the event stream, which browsers open without headers.
+            ticket_check: query_ticket.then_some(events::check_before_ticket as _),
             durable: self.durable,
             writes: self.method != "GET",
         }
