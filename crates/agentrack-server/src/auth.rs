@@ -518,6 +518,12 @@ struct CredentialParameters {
     token: Option<String>,
 }
 
+/// Whether a request comes with a well-formed `?ticket=` and no `Authorization` header: what the
+/// access guard checks a stream request's parameters for before the ticket is used up.
+pub fn presents_ticket(headers: &HeaderMap, uri: &Uri) -> bool {
+    bearer(headers).is_none() && query_ticket_of(uri).is_ok_and(|ticket| well_formed(&ticket, TICKET_PREFIX))
+}
+
 /// The `?ticket=` of a stream's URL.
 fn query_ticket_of(uri: &Uri) -> Result<String, ApiError> {
     let Query(CredentialParameters { ticket, token }) = Query::try_from_uri(uri)

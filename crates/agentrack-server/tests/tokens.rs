@@ -222,6 +222,11 @@ async fn a_ticket_opens_one_stream_and_expires(backend: Backend) {
         assert_eq!(got, status, "{query}: {body}");
         assert_eq!(body["error"]["code"], code, "{query}: {body}");
     }
+    // Without a ticket that could be real, the request is unauthenticated whatever else it says.
+    for query in ["ticket=&execution_id=", "ticket=tkt_x&protocol=sse", "protocol=sse"] {
+        let (got, body) = server.request("GET", &format!("/v1/events?{query}"), None, None).await;
+        assert_eq!(got, 401, "{query}: {body}");
+    }
     let stream = server.ws(&format!("?ticket={ticket}"), None).await;
     stream.close().await;
     assert_eq!(server.ws_refused(&format!("?ticket={ticket}"), None).await, 401);

@@ -11,13 +11,12 @@
 
 use axum::extract::Request;
 use axum::http::Uri;
-use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use crate::app::AppState;
-use crate::auth::{Role, Scope};
+use crate::auth::{Role, Scope, presents_ticket};
 
 /// Who may call a route. `Write` and `Admin` carry what the route does, as a refused caller is
 /// told: "a viewer token may not *create executions*".
@@ -116,9 +115,10 @@ pub async fn guard(guard: Guard, state: AppState, mut request: Request, next: Ne
     if access == Access::Public {
         return next.run(request).await;
     }
+    // Only for a ticket that could be real: a request with no credentials to speak of is
+    // refused as unauthenticated whatever its parameters.
     if let Some(check) = guard.ticket_check
-        && !request.headers().contains_key(AUTHORIZATION)
-        && request.uri().query().is_some_and(|query| query.contains("ticket="))
+        && presents_ticket(request.headers(), request.uri())
         && let Err(error) = check(&state, request.uri())
     {
         return error.into_response();
