@@ -199,11 +199,7 @@ fn check(parameters: Parameters, shards: u16) -> Result<Checked, ApiError> {
     let execution_id = execution_id
         .map(|text| text.parse().map_err(|_| ApiError::unknown_id(&text)))
         .transpose()?;
-    let since = since
-        .map(|text| {
-            Positions::decode(&text, shards).map_err(|error| ApiError::invalid_query("since", error.to_string()))
-        })
-        .transpose()?;
+    let since = since_parameter(since, shards)?;
     let snapshot = match snapshot.as_deref() {
         None | Some("false" | "0" | "") => false,
         Some("true" | "1") => true,
@@ -232,6 +228,13 @@ fn check(parameters: Parameters, shards: u16) -> Result<Checked, ApiError> {
         protocol,
         snapshot,
     })
+}
+
+/// A `since=` event cursor of a store of `shards` shards (the stream's, the overview's), refused
+/// with the reason when this server did not write it.
+pub(crate) fn since_parameter(text: Option<String>, shards: u16) -> Result<Option<Positions>, ApiError> {
+    text.map(|text| Positions::decode(&text, shards).map_err(|error| ApiError::invalid_query("since", error)))
+        .transpose()
 }
 
 /// The access guard's check of a stream request that came with a `?ticket=`, before the ticket

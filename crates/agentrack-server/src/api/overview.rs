@@ -316,12 +316,7 @@ async fn overview(
     if let Some(name) = unknown.keys().next() {
         return Err(ApiError::unknown_parameter(name, PARAMETERS));
     }
-    let since = since
-        .map(|text| {
-            Positions::decode(&text, state.shards.count())
-                .map_err(|error| ApiError::invalid_query("since", error.to_string()))
-        })
-        .transpose()?;
+    let since = super::events::since_parameter(since, state.shards.count())?;
     let fresh_for = state.quotas.config.overview_cache;
     let (tenant, user) = scope.counted();
     let key: CacheKey = (tenant.map(str::to_owned), user.map(str::to_owned));
