@@ -92,6 +92,12 @@ impl std::hash::Hasher for IdHasher {
 const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
 
 impl ExecutionId {
+    /// The name this execution's own circuit breaker goes by in events, statuses and permits:
+    /// `execution:` and the id.
+    pub fn breaker_name(self) -> String {
+        format!("execution:{self}")
+    }
+
     /// A fresh, time-ordered id.
     pub fn new() -> Self {
         Self(Uuid::now_v7())

@@ -14,7 +14,7 @@ use crate::id::ExecutionId;
 use crate::retry::RetryPolicy;
 use crate::slot::Slot;
 use crate::state::BreakerState;
-use crate::tracker::{Change, Tracker, breaker_name, ensure_alive, touch};
+use crate::tracker::{Change, Tracker, ensure_alive, touch};
 
 /// Admission of one protected call on behalf of an execution; see [`Tracker::begin_call`].
 ///
@@ -239,7 +239,7 @@ impl Tracker {
                 .breaker
                 .try_acquire(mono)
                 .map_err(|retry_after| TrackerError::CircuitOpen {
-                    breaker: breaker_name(id),
+                    breaker: id.breaker_name(),
                     retry_after,
                 })?;
             let admitted = self.sync_breaker(&mut locked, entered);
@@ -301,7 +301,7 @@ impl Tracker {
         let state = entered?;
         let now = self.inner.clock.now();
         let mono = self.mono();
-        let name = breaker_name(slot.record.execution_id);
+        let name = slot.record.execution_id.breaker_name();
         let change = self.calls(slot).breaker.change(name, state, mono);
         let scope = slot.next_scope();
         Some(self.inner.bus.emit(Some(scope), now, change.into_kind()))

@@ -321,7 +321,7 @@ impl Tracker {
 
     /// The slot's breaker status (a closed breaker's, if no call made one yet).
     pub(crate) fn breaker_status_of(&self, slot: &Slot, mono: Duration) -> crate::breaker::BreakerStatus {
-        let name = breaker_name(slot.record.execution_id);
+        let name = slot.record.execution_id.breaker_name();
         match &slot.calls {
             Some(calls) => calls.breaker.status(name, mono),
             None => BreakerCore::new(self.breaker_config(slot.record.timeout_config.as_deref())).status(name, mono),
@@ -845,10 +845,6 @@ impl Tracker {
             .timeout
             .push(Arc::new(move |record| Box::pin(callback(record))));
     }
-}
-
-pub(crate) fn breaker_name(id: ExecutionId) -> String {
-    format!("execution:{id}")
 }
 
 pub(crate) fn ensure_alive(slot: &Slot) -> Result<ExecutionState, TrackerError> {

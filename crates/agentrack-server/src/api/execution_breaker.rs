@@ -8,7 +8,7 @@
 //! admitted and finished: the original's `_on_circuit_breaker_success` / `_failure`
 //! bookkeeping.
 
-use agentrack::{BreakerStatus, ExecutionId};
+use agentrack::BreakerStatus;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
@@ -92,11 +92,6 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-/// The name an execution's breaker goes by (in events, statuses and permits).
-fn breaker_name(id: ExecutionId) -> String {
-    format!("execution:{id}")
-}
-
 async fn status(
     State(state): State<AppState>,
     scope: Scope,
@@ -119,7 +114,7 @@ async fn status(
                 .unwrap_or(&state.shards.config().timeout_config),
         );
         BreakerStatus {
-            name: breaker_name(record.execution_id),
+            name: record.execution_id.breaker_name(),
             state: record.circuit_breaker_state,
             failure_count: record.circuit_breaker_failures,
             failure_threshold: config.failure_threshold,
@@ -169,7 +164,7 @@ async fn acquire(
     let breaker = tracker.breaker_status(id)?;
     let timeout = permit.timeout();
     let lifetime = timeout + state.shards.config().call_grace;
-    let name = breaker_name(id);
+    let name = id.breaker_name();
     let permit = room.hold(permit, &name, lifetime);
     Ok(Json(json!({
         "permit": permit,
@@ -200,7 +195,7 @@ async fn record(
         }
         None => changeable(&state, &scope, &id).await?,
     };
-    let name = breaker_name(id);
+    let name = id.breaker_name();
     let event = match permit {
         Some(permit) => state
             .permits
